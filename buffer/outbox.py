@@ -1,0 +1,231 @@
+"""SQLite outbox: sealed records, durable before any device is told "stored".
+
+Synchronous by design: every method runs on the one database thread owned by
+:class:`gateway.ingest.DatabaseThread`, so nothing here ever blocks the event loop.
+
+Durability: WAL journal with ``synchronous=FULL`` - a transaction that returned from COMMIT has
+been fsynced and survives a power cut. Records are appended in group commits (many per
+transaction), leased in order without being removed, and deleted only by ``ack`` - which the uplink
+calls on the broker's PUBACK. Leases live in memory only: after a crash every unacknowledged
+record is simply sent again (the provider de-duplicates; losses are what we must never have).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from buffer.schema import migrate
+from gateway import wire
+from gateway.errors import StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """Where the hash chain stands: the last sealed sequence number and its record hash."""
+
+    epoch: int
+    seq: int
+    head_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    seq: int
+    epoch: int
+    lane: int
+    kind: int
+    created_ms: int
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    lane: int
+    created_ms: int
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int  # records not yet acknowledged by the broker
+    bytes: int  # their total size
+    oldest_created_ms: int | None  # creation time of the oldest one (None when empty)
+    in_flight: int  # leased to the uplink, waiting for PUBACK
+    head_seq: int
+    epoch: int
+
+    def oldest_age_s(self, now_ms: int) -> float | None:
+        if self.oldest_created_ms is None:
+            return None
+        return max(0.0, (now_ms - self.oldest_created_ms) / 1000.0)
+
+
+def _store_error(action: str, exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"outbox {action} failed: {exc}", sqlite_error=type(exc).__name__)
+
+
+class Outbox:
+    """The durable queue of sealed records. Not thread-safe: use it from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
+            self._db = sqlite_utils.Database(conn)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot switch {path} to WAL mode (got {mode})")
+            # FULL: the WAL is fsynced at every commit, so a commit that returned is on disk.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except sqlite3.Error as exc:
+            raise _store_error(f"open of {path}", exc) from exc
+        self._in_flight: set[int] = set()
+        self._head = self._load_head()
+
+    # -- chain head ---------------------------------------------------------------------------
+
+    def _load_head(self) -> ChainHead:
+        row = self._db.execute("SELECT epoch, seq, head_hash FROM chain WHERE id = 1").fetchone()
+        if row is None:
+            return ChainHead(epoch=1, seq=0, head_hash=wire.GENESIS_HASH)
+        return ChainHead(epoch=int(row[0]), seq=int(row[1]), head_hash=bytes(row[2]))
+
+    def head(self) -> ChainHead:
+        return self._head
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, records: Sequence[NewRecord], new_head: ChainHead) -> None:
+        """Store sealed records and the new chain head in one durable transaction.
+
+        The records must continue the chain exactly (seq = head + 1, + 2, ...); anything else is
+        a bug upstream and is refused before touching the database.
+        """
+        if not records:
+            return
+        expected = self._head.seq + 1
+        for i, rec in enumerate(records):
+            if rec.seq != expected + i or rec.epoch != self._head.epoch:
+                raise StoreError(
+                    f"record seq {rec.seq} does not continue the chain at {expected + i}",
+                    hint="a bug in the ingest pipeline; nothing was written",
+                )
+        if new_head.seq != records[-1].seq or new_head.epoch != self._head.epoch:
+            raise StoreError("new chain head does not match the last record")
+        try:
+            with self._db.atomic():
+                self._db.conn.executemany(
+                    "INSERT INTO records (seq, epoch, lane, kind, created_ms, size, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.seq, r.epoch, r.lane, r.kind, r.created_ms, len(r.record), r.record)
+                        for r in records
+                    ],
+                )
+                self._db.conn.execute(
+                    "INSERT INTO chain (id, epoch, seq, head_hash) VALUES (1, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, "
+                    "head_hash = excluded.head_hash",
+                    (new_head.epoch, new_head.seq, new_head.head_hash),
+                )
+        except sqlite3.Error as exc:
+            raise _store_error("commit", exc) from exc
+        self._head = new_head
+
+    # -- reading and acknowledging ------------------------------------------------------------
+
+    def lease(self, max_records: int, max_bytes: int) -> list[StoredRecord]:
+        """Take the next records for upload: most urgent lane first, then in sequence order.
+
+        Leased records stay on disk and are not handed out again until released or acked. At
+        least one record is returned when any is available, even if it alone exceeds max_bytes.
+        """
+        out: list[StoredRecord] = []
+        total = 0
+        try:
+            rows = self._db.execute(
+                "SELECT seq, lane, created_ms, record FROM records ORDER BY lane, seq"
+            )
+            for seq, lane, created_ms, record in rows:
+                if seq in self._in_flight:
+                    continue
+                if out and (len(out) >= max_records or total + len(record) > max_bytes):
+                    break
+                out.append(StoredRecord(int(seq), int(lane), int(created_ms), bytes(record)))
+                total += len(record)
+            rows.close()
+        except sqlite3.Error as exc:
+            raise _store_error("lease", exc) from exc
+        self._in_flight.update(r.seq for r in out)
+        return out
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete records the broker acknowledged. Returns how many rows were deleted."""
+        seq_list = list(seqs)
+        deleted = 0
+        try:
+            with self._db.atomic():
+                for i in range(0, len(seq_list), 500):
+                    chunk = seq_list[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    cur = self._db.conn.execute(
+                        f"DELETE FROM records WHERE seq IN ({marks})",  # noqa: S608 - only "?" marks
+                        chunk,
+                    )
+                    deleted += cur.rowcount
+        except sqlite3.Error as exc:
+            raise _store_error("ack", exc) from exc
+        self._in_flight.difference_update(seq_list)
+        return deleted
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Give leased records back (publish failed or connection lost): they go out again."""
+        self._in_flight.difference_update(seqs)
+
+    def release_all(self) -> None:
+        self._in_flight.clear()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        try:
+            depth, size, oldest = self._db.execute(
+                "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM records"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _store_error("stats", exc) from exc
+        return OutboxStats(
+            depth=int(depth),
+            bytes=int(size),
+            oldest_created_ms=None if oldest is None else int(oldest),
+            in_flight=len(self._in_flight),
+            head_seq=self._head.seq,
+            epoch=self._head.epoch,
+        )
+
+    def integrity_ok(self) -> bool:
+        try:
+            (result,) = self._db.execute("PRAGMA integrity_check").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(result == "ok")
+
+    def close(self) -> None:
+        try:
+            self._db.conn.close()
+        except sqlite3.Error:  # closing twice or after a failed open: nothing left to do
+            pass
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,1 @@
+"""Bluetooth Low Energy drivers (bleak central, one module per GATT health profile)."""

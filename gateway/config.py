@@ -1,0 +1,233 @@
+"""TOML configuration, validated into frozen settings.
+
+Every problem is reported as one ``ConfigError`` naming the key (``uplink.port``) and what is wrong
+with it, so the daemon can refuse to start with a single line an installer can act on. Unknown
+keys are errors too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.sealing import SuiteName
+
+DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
+_GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+SIM_KINDS = ("thermometer", "blood-pressure", "pulse-oximeter")
+
+
+@dataclass(frozen=True, slots=True)
+class SimDeviceConfig:
+    kind: str
+    address: str
+    interval_s: float
+    count: int | None  # stop after this many readings (None: forever)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    gateway_id: str
+    episode_id: str
+    state_dir: Path
+    log_level: str
+    signing_key: Path
+    provider_hpke_public_key: Path
+    provider_mlkem_public_key: Path | None
+    suite: SuiteName
+    broker_host: str
+    broker_port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    keepalive_s: int
+    topic_prefix: str
+    batch_max_records: int
+    batch_max_bytes: int
+    inflight_batches: int
+    outbox_path: Path
+    commit_window_ms: float
+    sim_devices: tuple[SimDeviceConfig, ...]
+
+    @property
+    def records_topic(self) -> str:
+        return f"{self.topic_prefix}/gw/{self.gateway_id}/records"
+
+
+class _Table:
+    """Typed access to one TOML table whose keys were checked against the known ones."""
+
+    def __init__(self, data: Mapping[str, Any], name: str, path: Path, known: tuple[str, ...]) -> None:
+        self.data, self.name, self.file = data, name, path
+        # Unknown keys first: a misspelt key explains a "missing" one better than "missing" does.
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise self.error(unknown[0], "unknown key (misspelt?)")
+
+    def _key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self._key(key), problem, path=str(self.file))
+
+    def get(self, key: str, kind: type, default: Any = ..., *, what: str = "") -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise self.error(key, "missing (required)")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be {what or kind.__name__}, got {value!r}")
+        return value
+
+    def int_in(self, key: str, lo: int, hi: int, default: int) -> int:
+        value: int = self.get(key, int, default, what=f"an integer {lo}..{hi}")
+        if not lo <= value <= hi:
+            raise self.error(key, f"must be an integer {lo}..{hi}, got {value}")
+        return value
+
+    def path(self, key: str, base: Path, default: Any = ..., *, must_exist: bool = False) -> Path:
+        raw = self.get(key, str, default, what="a file path")
+        if raw is None:
+            return None  # type: ignore[return-value]
+        if not raw:
+            raise self.error(key, "must not be empty")
+        p = Path(raw)
+        p = p if p.is_absolute() else (base / p)
+        if must_exist and not p.is_file():
+            raise self.error(key, f"file {p} does not exist")
+        return p
+
+
+def load(path: Path) -> Config:
+    """Read and validate a configuration file; raise ConfigError naming the first problem."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("-", "configuration file not found", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigError("-", f"cannot read: {exc.strerror}", path=str(path)) from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("-", f"not valid TOML: {exc}", path=str(path)) from None
+    return parse(data, path)
+
+
+def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> _Table:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(name, "must be a table ([" + name + "])", path=str(path))
+    return _Table(value, name, path, known)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    base = path.parent
+    _Table(data, "", path, ("gateway", "identity", "provider", "uplink", "outbox", "sim_devices"))
+
+    gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
+    gateway_id = gw.get("id", str)
+    if not _GATEWAY_ID.match(gateway_id):
+        raise gw.error("id", "1-64 characters: letters, digits, '.', '_' or '-'")
+    episode_id = gw.get("episode", str, "unbound")
+    if not episode_id or len(episode_id) > 64 or not episode_id.isprintable():
+        raise gw.error("episode", "must be a printable pseudonymous id of 1-64 characters")
+    state_dir = gw.path("state_dir", base, "/var/lib/homecare-gateway")
+    log_level = gw.get("log_level", str, "info")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise gw.error("log_level", f"must be debug, info, warning or error, got {log_level!r}")
+
+    ident = _table(data, "identity", path, "signing_key")
+    signing_key = ident.path("signing_key", base, must_exist=True)
+
+    prov = _table(data, "provider", path, "hpke_public_key", "mlkem_public_key", "suite")
+    hpke_pub = prov.path("hpke_public_key", base, must_exist=True)
+    mlkem_pub = prov.path("mlkem_public_key", base, None, must_exist=True)
+    suite_raw = prov.get("suite", str, "x25519")
+    try:
+        suite = SuiteName(suite_raw)
+    except ValueError:
+        raise prov.error("suite", f"must be one of {[s.value for s in SuiteName]}") from None
+    if suite is SuiteName.MLKEM768_X25519 and mlkem_pub is None:
+        raise prov.error("mlkem_public_key", "required when suite is mlkem768-x25519")
+    if suite is SuiteName.X25519 and mlkem_pub is not None:
+        raise prov.error("suite", "set suite = \"mlkem768-x25519\" to use mlkem_public_key")
+
+    up = _table(
+        data, "uplink", path, "host", "port", "ca_file", "cert_file", "key_file", "keepalive_s",
+        "topic_prefix", "batch_max_records", "batch_max_bytes", "inflight_batches",
+    )
+    host = up.get("host", str)
+    if not host or any(c.isspace() for c in host):
+        raise up.error("host", f"not a host name or address: {host!r}")
+    port = up.int_in("port", 1, 65535, 8883)
+    ca_file = up.path("ca_file", base, must_exist=True)
+    cert_file = up.path("cert_file", base, must_exist=True)
+    key_file = up.path("key_file", base, must_exist=True)
+    keepalive = up.int_in("keepalive_s", 5, 3600, 30)
+    prefix = up.get("topic_prefix", str, "homecare/v1")
+    if not _TOPIC_PREFIX.match(prefix):
+        raise up.error("topic_prefix", "levels of letters, digits, '.', '_' or '-', no wildcards")
+    batch_records = up.int_in("batch_max_records", 1, 65535, 500)
+    batch_bytes = up.int_in("batch_max_bytes", 1024, 16 * 1024 * 1024, 256 * 1024)
+    inflight = up.int_in("inflight_batches", 1, 64, 4)
+
+    ob = _table(data, "outbox", path, "path", "commit_window_ms")
+    outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
+    window_ms = ob.get("commit_window_ms", float, 2.0, what="a number of milliseconds")
+    if not 0 <= window_ms <= 1000:
+        raise ob.error("commit_window_ms", "must be between 0 and 1000")
+
+    sims = data.get("sim_devices", [])
+    if not isinstance(sims, list):
+        raise ConfigError("sim_devices", "must be an array of tables ([[sim_devices]])", path=str(path))
+    sim_devices = []
+    for i, raw in enumerate(sims):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"sim_devices[{i}]", "must be a table", path=str(path))
+        t = _Table(raw, f"sim_devices[{i}]", path, ("kind", "address", "interval_s", "count"))
+        kind = t.get("kind", str)
+        if kind not in SIM_KINDS:
+            raise t.error("kind", f"must be one of {', '.join(SIM_KINDS)}, got {kind!r}")
+        address = t.get("address", str)
+        interval = t.get("interval_s", float, 5.0, what="a number of seconds")
+        if not 0.001 <= interval <= 86400:
+            raise t.error("interval_s", "must be between 0.001 and 86400 seconds")
+        count = t.get("count", int, None, what="a positive integer")
+        if count is not None and count < 1:
+            raise t.error("count", "must be a positive integer")
+        sim_devices.append(SimDeviceConfig(kind, address, interval, count))
+
+    return Config(
+        path=path,
+        gateway_id=gateway_id,
+        episode_id=episode_id,
+        state_dir=state_dir,
+        log_level=log_level,
+        signing_key=signing_key,
+        provider_hpke_public_key=hpke_pub,
+        provider_mlkem_public_key=mlkem_pub,
+        suite=suite,
+        broker_host=host,
+        broker_port=port,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        keepalive_s=keepalive,
+        topic_prefix=prefix,
+        batch_max_records=batch_records,
+        batch_max_bytes=batch_bytes,
+        inflight_batches=inflight,
+        outbox_path=outbox_path,
+        commit_window_ms=window_ms,
+        sim_devices=tuple(sim_devices),
+    )

@@ -1,0 +1,224 @@
+"""gatewayd: the composition root. Everything is built and wired here, nowhere else.
+
+Start-up order: configuration -> keys -> outbox (durable from the first second, broker or not)
+-> ingest writer -> uplink -> drivers -> READY. Shutdown on SIGTERM: drivers stop first, the
+writer commits what it already holds, then the uplink and the database close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from buffer.outbox import Outbox
+from drivers.simulated import SimulatedDevice
+from gateway import __version__, fhir, logs
+from gateway.config import DEFAULT_CONFIG_PATH, Config, load
+from gateway.dbthread import DatabaseThread
+from gateway.errors import GatewayError
+from gateway.ingest import IngestWriter, Lane
+from gateway.model import Measurement
+from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
+from gateway.notify import SystemdNotifier
+from gateway.sealing import RecordSealer, provider_public_key
+from gateway.seams import Driver, Notifier
+from gateway.upload import UploadLoop, UploadSettings
+from gateway.uplink import MqttUplink, UplinkSettings
+
+log = structlog.get_logger("gateway.daemon")
+
+WATCHDOG_STALL_S = 120.0  # a critical loop silent this long stops the watchdog pings
+SHUTDOWN_FLUSH_S = 10.0
+SHUTDOWN_DRAIN_S = 3.0
+
+
+class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
+    pass
+
+
+async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> None:
+    """Move one driver's readings into the outbox; confirm to the driver in order once durable."""
+    confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
+        maxsize=1024
+    )
+
+    async def confirm() -> None:
+        while True:
+            fut, m = await confirmations.get()
+            try:
+                await fut
+                await driver.committed([m])
+            finally:
+                confirmations.task_done()
+
+    confirmer = asyncio.create_task(confirm(), name=f"driver.{driver.name}.confirm")
+    try:
+        async for m in driver.measurements():
+            fut = await writer.enqueue([m], lane)
+            await confirmations.put((fut, m))
+        await confirmations.join()  # a bounded driver ended: wait for its last confirmations
+    finally:
+        confirmer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await confirmer
+
+
+def build_drivers(cfg: Config) -> list[SimulatedDevice]:
+    return [
+        SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count) for d in cfg.sim_devices
+    ]
+
+
+async def serve(cfg: Config, notifier: Notifier) -> None:
+    signing_key = load_signing_key(cfg.signing_key)
+    provider_key = provider_public_key(
+        load_provider_x25519_public(cfg.provider_hpke_public_key),
+        load_provider_mlkem_public(cfg.provider_mlkem_public_key)
+        if cfg.provider_mlkem_public_key
+        else None,
+    )
+    sealer = RecordSealer(cfg.gateway_id, signing_key, provider_key)
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, cfg.outbox_path)
+    stats = await db.run(outbox.stats)
+    log.info(
+        "outbox.opened", depth=stats.depth, head_seq=stats.head_seq, epoch=stats.epoch,
+        suite=str(sealer.suite_name),
+    )
+    gateway_info = fhir.GatewayInfo(
+        gateway_id=cfg.gateway_id,
+        episode_id=cfg.episode_id,
+        eui64=None,
+        time_sync="ntp",
+        software_version=__version__,
+    )
+    writer = IngestWriter(outbox, sealer, gateway_info, db, window_s=cfg.commit_window_ms / 1000)
+    uplink = MqttUplink(
+        UplinkSettings(
+            host=cfg.broker_host,
+            port=cfg.broker_port,
+            ca_file=cfg.ca_file,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            client_id=cfg.gateway_id,
+            keepalive_s=cfg.keepalive_s,
+        )
+    )
+    upload = UploadLoop(
+        outbox,
+        db,
+        uplink,
+        UploadSettings(
+            topic=cfg.records_topic,
+            batch_max_records=cfg.batch_max_records,
+            batch_max_bytes=cfg.batch_max_bytes,
+            window=cfg.inflight_batches,
+        ),
+        writer.committed_event,
+    )
+    drivers = build_drivers(cfg)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def watchdog(interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            now = loop.time()
+            stalled = [
+                name
+                for name, t in (("outbox-writer", writer.last_progress), ("uplink", upload.last_progress))
+                if now - t > WATCHDOG_STALL_S
+            ]
+            if stalled:
+                log.error("watchdog.stalled", loops=stalled)
+                continue
+            notifier.notify("WATCHDOG=1", _status_line(writer, upload))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(writer.run(), name="ingest.writer")
+            tg.create_task(upload.run(), name="uplink")
+            driver_tasks = [
+                tg.create_task(pump(d, writer), name=f"driver.{d.name}") for d in drivers
+            ]
+            wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
+            if wd:
+                tg.create_task(watchdog(wd), name="watchdog")
+            notifier.notify("READY=1", _status_line(writer, upload))
+            log.info("gateway.ready", gateway_id=cfg.gateway_id, drivers=len(drivers), version=__version__)
+            await stop.wait()
+            notifier.notify("STOPPING=1")
+            log.info("gateway.stopping")
+            for t in driver_tasks:
+                t.cancel()
+            await asyncio.gather(*driver_tasks, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.drain(), SHUTDOWN_FLUSH_S)
+            if upload.connected.is_set():
+                # Give the uplink a moment to deliver what was just committed; whatever is left
+                # stays durable in the outbox and goes out after the next start.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_outbox_empty(db, outbox), SHUTDOWN_DRAIN_S)
+            raise _Shutdown
+    except* _Shutdown:
+        pass
+    finally:
+        await uplink.close()
+        await db.run(outbox.close)
+        db.shutdown()
+        log.info("gateway.stopped")
+
+
+async def _outbox_empty(db: DatabaseThread, outbox: Outbox) -> None:
+    while (await db.run(outbox.stats)).depth:
+        await asyncio.sleep(0.05)
+
+
+def _status_line(writer: IngestWriter, upload: UploadLoop) -> str:
+    err = writer.last_error or upload.last_error
+    return (
+        f"STATUS=uplink {upload.state}; committed {writer.committed_readings} readings; "
+        f"delivered {upload.delivered_records} records" + (f"; last error: {err}" if err else "")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gatewayd",
+        description="homecare-gateway daemon: reads home medical devices, seals and uploads readings.",
+        epilog="example: gatewayd --config /etc/homecare-gateway/gateway.toml",
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML configuration file")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except GatewayError as exc:
+        print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"gatewayd: configuration {args.config} is valid")
+        return 0
+    logs.configure(cfg.log_level)
+    try:
+        asyncio.run(serve(cfg, SystemdNotifier()))
+    except GatewayError as exc:
+        log.error("gateway.fatal", error=exc.message, hint=exc.hint)
+        print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

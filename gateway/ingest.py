@@ -1,0 +1,219 @@
+"""Ingest: measurements in, sealed and durably committed records out (group commit).
+
+Drivers hand readings to :class:`IngestWriter`. The writer gathers whatever arrives within a short
+window (and whatever piles up while the previous commit is being fsynced), then on the database
+thread maps each lane's readings to one FHIR Bundle, seals it as the next record of the hash chain
+and appends all records in one transaction. Only when that transaction is durable are the
+submitters' futures resolved - and only then does a driver confirm anything to its device.
+
+A failed commit is never skipped: the batch is retried with backoff, its futures stay pending (so
+drivers hold their device-side records and back-pressure builds up), and the error is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
+from gateway import cjson, fhir, wire
+from gateway.dbthread import DatabaseThread
+from gateway.errors import GatewayError
+from gateway.model import Measurement
+from gateway.sealing import RecordSealer
+
+log = structlog.get_logger("gateway.ingest")
+
+MAX_OBSERVATIONS_PER_RECORD = 256
+
+
+class Lane(enum.IntEnum):
+    """Upload priority: lower goes first (within a lane, sequence order is kept)."""
+
+    ALARM = 0  # device alarms and gateway alarms
+    SPOT = 1  # spot measurements (a temperature, a blood pressure, a CRP result)
+    STREAM = 2  # chunks of continuous streams
+    HEALTH = 3  # periodic health telemetry
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: wire.RecordKind
+    lane: Lane
+    measurements: Sequence[Measurement] = ()
+    payload: Mapping[str, Any] | None = None
+    future: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    first_seq: int
+    last_seq: int
+    records: int
+    readings: int
+
+
+class IngestWriter:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sealer: RecordSealer,
+        gateway: fhir.GatewayInfo,
+        db_thread: DatabaseThread,
+        *,
+        window_s: float = 0.002,
+        max_items: int = 4096,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self._outbox = outbox
+        self._sealer = sealer
+        self._gateway = gateway
+        self._db = db_thread
+        self._window_s = window_s
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_items)
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self.committed_readings = 0
+        self.committed_records = 0
+        self.last_error: str | None = None
+        self.last_progress: float = 0.0  # loop.time() of the last successful commit or idle wait
+        self.committed_event = asyncio.Event()
+        self._busy = False  # set after each commit (the uplink wakes on it)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    async def submit(self, measurements: Sequence[Measurement], lane: Lane = Lane.SPOT) -> int:
+        """Queue readings and wait until they are durable; returns the record's sequence number."""
+        fut = await self.enqueue(measurements, lane)
+        return await fut
+
+    async def enqueue(
+        self, measurements: Sequence[Measurement], lane: Lane = Lane.SPOT
+    ) -> asyncio.Future[int]:
+        """Queue readings (waits only for queue space); the future resolves once durable."""
+        item = _Item(wire.RecordKind.OBSERVATIONS, lane, measurements=tuple(measurements))
+        await self._queue.put(item)
+        return item.future
+
+    async def submit_payload(
+        self, kind: wire.RecordKind, payload: Mapping[str, Any], lane: Lane
+    ) -> int:
+        """Seal a non-clinical JSON payload (health, gap, event) as a record of its own."""
+        item = _Item(kind, lane, payload=payload)
+        await self._queue.put(item)
+        return await item.future
+
+    # -- the writer task ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.last_progress = loop.time()
+        while True:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+            except TimeoutError:
+                self.last_progress = loop.time()  # idle is healthy
+                continue
+            batch = [first]
+            if self._window_s > 0:
+                await asyncio.sleep(self._window_s)
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._busy = True
+            try:
+                await self._commit_with_retry(batch)
+            finally:
+                self._busy = False
+            self.last_progress = loop.time()
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed (used at shutdown)."""
+        while self._busy or not self._queue.empty():
+            await asyncio.sleep(0.01)
+
+    async def _commit_with_retry(self, batch: list[_Item]) -> None:
+        delay = self._retry_initial_s
+        while True:
+            try:
+                result, seqs = await self._db.run(self._seal_and_append, batch)
+            except GatewayError as exc:
+                self.last_error = exc.one_line()
+                log.error("outbox.commit_failed", error=exc.message, items=len(batch), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self.last_error = None
+            break
+        self.committed_readings += result.readings
+        self.committed_records += result.records
+        for item, seq in zip(batch, seqs, strict=True):
+            if not item.future.done():
+                item.future.set_result(seq)
+        self.committed_event.set()
+        log.debug(
+            "outbox.committed",
+            records=result.records,
+            readings=result.readings,
+            first_seq=result.first_seq,
+            last_seq=result.last_seq,
+        )
+
+    # -- on the database thread ---------------------------------------------------------------
+
+    def _seal_and_append(self, batch: list[_Item]) -> tuple[CommitResult, list[int]]:
+        records, index_of_item = self._group(batch)
+        head: ChainHead = self._outbox.head()
+        seq, prev = head.seq, head.head_hash
+        created = now_ms()
+        new: list[NewRecord] = []
+        readings = 0
+        for kind, lane, plaintext, n in records:
+            seq += 1
+            sealed = self._sealer.seal(
+                plaintext, kind=kind, lane=int(lane), epoch=head.epoch, seq=seq,
+                prev_hash=prev, created_ms=created,
+            )
+            prev = wire.record_hash(sealed)
+            new.append(NewRecord(seq, head.epoch, int(lane), int(kind), created, sealed))
+            readings += n
+        self._outbox.append(new, ChainHead(head.epoch, seq, prev))
+        first = head.seq + 1
+        return (
+            CommitResult(first, seq, len(new), readings),
+            [first + i for i in index_of_item],
+        )
+
+    def _group(
+        self, batch: list[_Item]
+    ) -> tuple[list[tuple[wire.RecordKind, Lane, bytes, int]], list[int]]:
+        # Observation items of a lane share one record until it holds MAX_OBSERVATIONS_PER_RECORD.
+        groups: list[tuple[wire.RecordKind, Lane, list[Measurement] | None, bytes]] = []
+        index_of_item: list[int] = []
+        open_slot: dict[Lane, int] = {}
+        for item in batch:
+            if item.kind is wire.RecordKind.OBSERVATIONS:
+                slot = open_slot.get(item.lane)
+                group = groups[slot][2] if slot is not None else None
+                if group is None or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD:
+                    slot = len(groups)
+                    group = []
+                    groups.append((item.kind, item.lane, group, b""))
+                    open_slot[item.lane] = slot
+                group.extend(item.measurements)
+                index_of_item.append(slot)
+            else:
+                index_of_item.append(len(groups))
+                groups.append((item.kind, item.lane, None, cjson.dumps(item.payload)))
+        records = [
+            (kind, lane, cjson.dumps(fhir.bundle(ms, self._gateway)), len(ms))
+            if ms is not None
+            else (kind, lane, text, 0)
+            for kind, lane, ms, text in groups
+        ]
+        return records, index_of_item

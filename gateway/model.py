@@ -1,0 +1,198 @@
+"""The measurement model every driver produces and every later stage consumes.
+
+A ``Measurement`` is a frozen value: who measured (device identity), what (an IEEE 11073-10101 MDC
+code), the value as a ``Decimal`` that keeps the transmitted precision (2.0 and 2.00 are different
+readings, so equality here compares digits and exponent, not numeric value), the UCUM unit, the
+device's own timestamp if it sent one, the gateway's reception time, the device-reported status and
+the raw bytes the value was decoded from.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from gateway.errors import ModelError
+
+_HEX = re.compile(r"^[0-9A-F]+$")
+
+
+class DeviceIdKind(enum.StrEnum):
+    """How a device is identified (PHD IG: SYSID for EUI-64, BTMAC for a Bluetooth address)."""
+
+    BTMAC = "btmac"  # EUI-48 Bluetooth device address
+    EUI64 = "eui64"  # IEEE EUI-64 system id (Device Information 0x2A23)
+    SERIAL = "serial"  # manufacturer serial number of a wired (serial-port) instrument
+    SIM = "sim"  # a simulated device of the demo / test rig
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceId:
+    """A device identity, normalised on construction so equal devices compare equal."""
+
+    kind: DeviceIdKind
+    value: str
+
+    def __post_init__(self) -> None:
+        raw = self.value.strip()
+        if self.kind is DeviceIdKind.BTMAC:
+            norm = raw.upper().replace("-", ":")
+            if len(norm) != 17 or not _HEX.match(norm.replace(":", "")):
+                raise ModelError(f"not a Bluetooth address: {self.value!r}", kind=self.kind)
+        elif self.kind is DeviceIdKind.EUI64:
+            norm = raw.upper().replace(":", "").replace("-", "")
+            if len(norm) != 16 or not _HEX.match(norm):
+                raise ModelError(f"not an EUI-64: {self.value!r}", kind=self.kind)
+        else:
+            norm = raw
+            if not norm or len(norm) > 128 or not norm.isprintable():
+                raise ModelError(f"bad {self.kind} device id: {self.value!r}", kind=self.kind)
+        object.__setattr__(self, "value", norm)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class AbsentReason(enum.StrEnum):
+    """Why a measurement carries no number (IEEE 11073-20601 special values and device states)."""
+
+    NAN = "nan"  # "not a number": the device could not produce a value
+    NRES = "nres"  # "not at this resolution"
+    POSITIVE_INFINITY = "+inf"
+    NEGATIVE_INFINITY = "-inf"
+    RESERVED = "reserved"  # a reserved special value (a newer spec or a broken device)
+    SENSOR_OFF = "sensor-off"  # probe disconnected / finger out
+    NOT_MEASURED = "not-measured"
+
+
+class MeasurementStatus(enum.IntFlag):
+    """Device-reported measurement status, after IEEE 11073-20601 MeasurementStatus."""
+
+    NONE = 0
+    INVALID = 1 << 0
+    QUESTIONABLE = 1 << 1
+    NOT_AVAILABLE = 1 << 2
+    CALIBRATION_ONGOING = 1 << 3
+    TEST_DATA = 1 << 4
+    DEMO_DATA = 1 << 5
+    VALIDATED = 1 << 8
+    EARLY_INDICATION = 1 << 9
+    MEASUREMENT_ONGOING = 1 << 10
+
+
+class TimeQuality(enum.StrEnum):
+    """How far the device timestamp can be trusted (PHD IG coincident-timestamp rules)."""
+
+    SYNCED = "synced"  # device clock known to be synchronised (or within tolerance)
+    UNSYNCED = "unsynced"  # device has a clock but we could not relate it to real time
+    ABSENT = "absent"  # the device sent no timestamp
+
+
+def _exact_key(value: object) -> object:
+    """A comparison key in which Decimals keep their precision (2.0 != 2.00)."""
+    if isinstance(value, Decimal):
+        return ("decimal", value.as_tuple())
+    if isinstance(value, tuple):
+        return tuple(_exact_key(v) for v in value)
+    return value
+
+
+def _check_value(
+    value: Decimal | None, absent_reason: AbsentReason | None, unit: str, what: str
+) -> None:
+    if (value is None) == (absent_reason is None):
+        raise ModelError(f"{what}: exactly one of value and absent_reason must be set")
+    if value is not None and not value.is_finite():
+        raise ModelError(f"{what}: non-finite values are represented with absent_reason")
+    if not unit or not unit.isprintable() or " " in unit:
+        raise ModelError(f"{what}: bad UCUM unit {unit!r}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Component:
+    """One part of a compound reading (systolic of a blood pressure, for instance)."""
+
+    mdc_code: int
+    value: Decimal | None
+    unit: str
+    absent_reason: AbsentReason | None = None
+
+    def __post_init__(self) -> None:
+        _check_value(self.value, self.absent_reason, self.unit, f"component {self.mdc_code}")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(_exact_key(getattr(self, f.name)) for f in fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Component) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Measurement:
+    """One reading as a device handed it over.
+
+    Either ``value`` or ``absent_reason`` is set (a compound reading such as a blood pressure has
+    ``value=None`` and ``absent_reason=None`` only when it has components). ``device_time`` is the
+    device's own clock reading, never replaced by reception time; ``time_quality`` says how far to
+    trust it. ``received_at`` is the gateway's UTC clock when the bytes arrived.
+    """
+
+    device: DeviceId
+    mdc_code: int
+    value: Decimal | None
+    unit: str
+    received_at: datetime
+    source: str  # driver / profile, e.g. "ble.health_thermometer" or "sim.thermometer"
+    raw: bytes = b""
+    absent_reason: AbsentReason | None = None
+    device_time: datetime | None = None
+    time_quality: TimeQuality = TimeQuality.ABSENT
+    status: MeasurementStatus = MeasurementStatus.NONE
+    components: tuple[Component, ...] = ()
+    # The device's own record identifier (RACP / glucose sequence number) when it has one.
+    device_record_id: int | None = None
+    # Free-form, non-clinical context for the identifier (e.g. "intermediate"), PHD IG
+    # supplementalInfo.
+    supplemental: str = ""
+
+    def __post_init__(self) -> None:
+        if not (0 < self.mdc_code < 2**32):
+            raise ModelError(f"MDC code out of range: {self.mdc_code}")
+        if self.components and self.value is None and self.absent_reason is None:
+            if not self.unit:
+                raise ModelError("compound measurement needs a unit")
+        else:
+            _check_value(self.value, self.absent_reason, self.unit, f"measurement {self.mdc_code}")
+        if self.received_at.tzinfo is None:
+            raise ModelError("received_at must be timezone-aware (UTC)")
+        object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
+        if self.device_time is None:
+            if self.time_quality is not TimeQuality.ABSENT:
+                raise ModelError("time_quality must be ABSENT when there is no device_time")
+        elif self.time_quality is TimeQuality.ABSENT:
+            raise ModelError("a device_time needs a time_quality of SYNCED or UNSYNCED")
+        if not self.source:
+            raise ModelError("source (driver / profile) is required")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(_exact_key(getattr(self, f.name)) for f in fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Measurement) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def is_absent(self) -> bool:
+        return self.value is None and not self.components
+
+
+def utcnow() -> datetime:
+    """The gateway's wall clock, timezone-aware UTC."""
+    return datetime.now(UTC)

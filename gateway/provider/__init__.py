@@ -1,0 +1,1 @@
+"""The provider side of the link: the broker and verifier the simulated rig and the demo run."""

@@ -1,0 +1,254 @@
+"""MQTT 5 uplink over mutual TLS: one batch per message, QoS 1, "done" only on PUBACK.
+
+paho-mqtt does the protocol; this module adapts it to asyncio without blocking the loop. Each
+connection gets a fresh paho client and a dedicated network thread that calls ``client.loop()``
+until the connection ends - paho's own auto-reconnect is never used, so nothing is retransmitted
+behind our back and every reconnect decision is made (with backoff) by :mod:`gateway.upload`.
+Keepalive pings detect a half-open connection: no PINGRESP within 1.5 x keepalive closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.errors import UploadError
+
+log = structlog.get_logger("gateway.uplink")
+
+
+class ConnectRefused(UploadError):
+    """The broker answered CONNACK with an error (bad certificate identity, not authorised...)."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(f"broker refused the connection: {reason}", code=code)
+        self.code = code
+
+
+class PublishRefused(UploadError):
+    """The broker answered PUBACK with an error code (ACL denies the topic, quota exceeded)."""
+
+    hint = "the broker refused the batch; check the gateway's ACL / quota on the provider side"
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(f"broker refused a batch: {reason} ({code:#04x})", code=code)
+        self.code = code
+
+
+class ConnectionLost(UploadError):
+    """The connection ended before the broker acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_id: str
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+    max_inflight: int = 8
+
+
+class MqttUplink:
+    """One live connection at a time; ``connect`` again after it is lost."""
+
+    def __init__(self, settings: UplinkSettings) -> None:
+        self.settings = settings
+        self._client: mqtt.Client | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._early: dict[int, ReasonCode] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected: asyncio.Future[None] | None = None
+        self.lost = asyncio.Event()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.is_connected() and not self.lost.is_set()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(certfile=str(s.cert_file), keyfile=str(s.key_file))
+        client.tls_set_context(ctx)
+        client.connect_timeout = s.connect_timeout_s
+        client.max_inflight_messages_set(s.max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    async def connect(self) -> None:
+        """Open TLS, send CONNECT, wait for CONNACK. Raises UploadError on any failure."""
+        await self.close()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.lost = asyncio.Event()
+        self._connected = loop.create_future()
+        self._stop = threading.Event()
+        try:
+            client = self._make_client()
+        except (OSError, ssl.SSLError) as exc:
+            raise UploadError(f"cannot load TLS files: {exc}") from exc
+        self._client = client
+        try:
+            await asyncio.to_thread(self._blocking_connect, client)
+        except (OSError, ssl.SSLError) as exc:
+            self._client = None
+            raise UploadError(
+                f"cannot reach broker {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
+        self._thread = threading.Thread(
+            target=self._network_loop, args=(client, self._stop), name="mqtt-net", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._connected), timeout=self.settings.connect_timeout_s
+            )
+        except TimeoutError:
+            await self.close()
+            raise UploadError("broker did not answer CONNECT in time") from None
+        except UploadError:
+            await self.close()
+            raise
+
+    def _blocking_connect(self, client: mqtt.Client) -> None:
+        props = Properties(mqtt.PacketTypes.CONNECT)  # type: ignore[attr-defined]
+        client.connect(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=True,
+            properties=props,
+        )
+
+    def _network_loop(self, client: mqtt.Client, stop: threading.Event) -> None:
+        while not stop.is_set():
+            rc = client.loop(timeout=0.2)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        # Make sure the asyncio side learns the connection is gone even if paho gave no callback.
+        self._signal_lost("network loop ended")
+
+    async def close(self) -> None:
+        """Disconnect (politely if possible) and stop the network thread."""
+        client, thread = self._client, self._thread
+        self._client, self._thread = None, None
+        if client is None:
+            return
+        self._stop.set()
+        with contextlib.suppress(Exception):  # the socket may already be dead; nothing to save
+            client.disconnect()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5.0)
+        self._signal_lost("closed")
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 1 and return once the broker acknowledged it (PUBACK, success)."""
+        client = self._client
+        if client is None or self.lost.is_set():
+            raise ConnectionLost("not connected")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            info = client.publish(topic, payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise ConnectionLost(f"publish not accepted by the client: {mqtt.error_string(info.rc)}")
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = fut
+        if early is not None:
+            self._resolve(fut, early)
+        await fut
+
+    @staticmethod
+    def _resolve(fut: asyncio.Future[None], rc: ReasonCode) -> None:
+        if fut.done():
+            return
+        if rc.is_failure:
+            fut.set_exception(PublishRefused(str(rc), int(rc.value)))
+        else:
+            fut.set_result(None)
+
+    # -- paho callbacks (network thread) ------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        fut = self._connected
+
+        def done() -> None:
+            if fut is None or fut.done():
+                return
+            if rc.is_failure:
+                fut.set_exception(ConnectRefused(str(rc), int(rc.value)))
+            else:
+                fut.set_result(None)
+
+        self._call(done)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        self._signal_lost(f"disconnected: {rc}")
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any
+    ) -> None:
+        with self._lock:
+            fut = self._pending.pop(mid, None)
+            if fut is None:
+                self._early[mid] = rc
+                return
+        self._call(self._resolve, fut, rc)
+
+    def _signal_lost(self, why: str) -> None:
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._early.clear()
+        lost, connected = self.lost, self._connected
+
+        def fail_all() -> None:
+            for fut in pending:
+                if not fut.done():
+                    fut.set_exception(ConnectionLost(f"connection lost before PUBACK ({why})"))
+            if connected is not None and not connected.done():
+                connected.set_exception(ConnectionLost(f"connection failed ({why})"))
+            lost.set()
+
+        self._call(fail_all)

@@ -1,0 +1,142 @@
+"""The upload task: outbox -> batches -> broker, deleting rows only on PUBACK.
+
+Batches are leased in lane/sequence order and several may be in flight (the broker acknowledges
+each on its own). A lost connection or a refused batch ends the pump: every lease is released so
+the same records go out again after reconnecting. Duplicates are fine (the provider de-duplicates);
+a record is never deleted before the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import structlog
+
+from buffer.outbox import Outbox, StoredRecord
+from gateway import wire
+from gateway.dbthread import DatabaseThread
+from gateway.errors import UploadError
+from gateway.retry import classify, connect_retrying
+from gateway.uplink import ConnectionLost, MqttUplink
+
+log = structlog.get_logger("gateway.upload")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSettings:
+    topic: str
+    batch_max_records: int = 500
+    batch_max_bytes: int = 256 * 1024
+    window: int = 4  # batches in flight at once
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+
+
+class UploadLoop:
+    def __init__(
+        self,
+        outbox: Outbox,
+        db: DatabaseThread,
+        uplink: MqttUplink,
+        settings: UploadSettings,
+        wake: asyncio.Event,
+    ) -> None:
+        self._outbox = outbox
+        self._db = db
+        self._uplink = uplink
+        self._settings = settings
+        self._wake = wake
+        self.state = "starting"
+        self.delivered_records = 0
+        self.delivered_batches = 0
+        self.last_error: str | None = None
+        self.last_progress = 0.0
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.last_progress = loop.time()
+        while True:
+            self.state = "connecting"
+            async for attempt in connect_retrying(
+                self._settings.backoff_initial_s, self._settings.backoff_max_s
+            ):
+                with attempt:
+                    self.last_progress = loop.time()  # trying is progress; a hang is not
+                    try:
+                        await self._uplink.connect()
+                    except UploadError as exc:
+                        self.last_error = exc.one_line()
+                        raise
+            self.state = "connected"
+            self.connected.set()
+            self.last_error = None
+            log.info("uplink.connected", host=self._uplink.settings.host)
+            try:
+                await self._pump()
+            except UploadError as exc:
+                decision = classify(exc)
+                self.last_error = exc.one_line()
+                log.warning("uplink.batch_failed", error=exc.message, kind=str(decision.kind))
+                wait_s = max(decision.min_wait_s, self._settings.backoff_initial_s)
+            else:  # pragma: no cover - _pump only returns by raising
+                wait_s = 0.0
+            finally:
+                self.connected.clear()
+                await self._db.run(self._outbox.release_all)
+                await self._uplink.close()
+            self.state = "backoff"
+            await asyncio.sleep(wait_s)
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        in_flight: set[asyncio.Task[int]] = set()
+        lost = asyncio.ensure_future(self._uplink.lost.wait())
+        try:
+            while True:
+                while len(in_flight) < self._settings.window:
+                    batch = await self._db.run(
+                        self._outbox.lease,
+                        self._settings.batch_max_records,
+                        self._settings.batch_max_bytes,
+                    )
+                    if not batch:
+                        break
+                    in_flight.add(asyncio.create_task(self._send(batch), name="upload.batch"))
+                if not in_flight:
+                    self.last_progress = loop.time()
+                    self._wake.clear()
+                    wake = asyncio.ensure_future(self._wake.wait())
+                    done, _ = await asyncio.wait({wake, lost}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
+                    if lost in done:
+                        raise ConnectionLost("connection lost while idle")
+                    continue
+                done, _ = await asyncio.wait(in_flight | {lost}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is lost:
+                        continue
+                    in_flight.discard(task)  # type: ignore[arg-type]
+                    n = task.result()  # raises the batch's UploadError
+                    self.delivered_records += n
+                    self.delivered_batches += 1
+                    self.last_progress = loop.time()
+                if lost in done and not in_flight:
+                    raise ConnectionLost("connection lost")
+        finally:
+            lost.cancel()
+            for task in in_flight:
+                task.cancel()
+            for task in in_flight:
+                with contextlib.suppress(asyncio.CancelledError, UploadError):
+                    await task
+
+    async def _send(self, batch: list[StoredRecord]) -> int:
+        payload = wire.encode_batch([r.record for r in batch])
+        await self._uplink.publish(self._settings.topic, payload)
+        # The broker has the batch: now, and only now, the rows may go.
+        await self._db.run(self._outbox.ack, [r.seq for r in batch])
+        log.debug("uplink.batch_acked", records=len(batch), first_seq=batch[0].seq)
+        return len(batch)

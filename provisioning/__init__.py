@@ -1,0 +1,1 @@
+"""Provisioning: identity keys and certificates, enrolment, episode binding, equipment return."""

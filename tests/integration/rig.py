@@ -1,0 +1,133 @@
+"""The simulated provider rig for integration tests: PKI, mosquitto, verifier, gatewayd process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway import keys
+from gateway.model import Measurement
+from gateway.provider.broker import MosquittoBroker
+from gateway.provider.service import ProviderSubscriber, SubscriberSettings
+from gateway.provider.verifier import BatchResult, Verifier
+from provisioning.devpki import RigPki, create_rig_pki
+
+
+@dataclass
+class Received:
+    readings: list[tuple[int, Measurement]] = field(default_factory=list)  # (record seq, reading)
+
+    def on_batch(self, result: BatchResult) -> None:
+        for rec in result.records:
+            if not rec.duplicate:
+                self.readings.extend((rec.header.seq, m) for m in rec.measurements)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class Rig:
+    def __init__(self, base: Path, gateway_id: str = "gw-it-0001") -> None:
+        self.base = base
+        self.gateway_id = gateway_id
+        self.pki: RigPki = create_rig_pki(base / "pki", gateway_ids=[gateway_id])
+        self.broker = MosquittoBroker(self.pki, base / "broker")
+        gw = self.pki.gateway(gateway_id)
+        self.verifier = Verifier(
+            keys.load_provider_x25519_private(self.pki.hpke_key),
+            {gateway_id: keys.load_gateway_public_key(gw.identity_pub)},
+        )
+        self.received = Received()
+        self.subscriber: ProviderSubscriber | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.state_dir = base / "state"
+        self.log_path = base / "gatewayd.log"
+
+    def start_provider(self) -> None:
+        self.broker.start()
+        self.subscriber = ProviderSubscriber(
+            SubscriberSettings(
+                self.broker.host, self.broker.port, self.pki.ca_cert,
+                self.pki.provider_cert, self.pki.provider_key,
+            ),
+            self.verifier,
+            on_batch=self.received.on_batch,
+        )
+        self.subscriber.start()
+        assert self.subscriber.wait_subscribed(15), "provider could not subscribe"
+
+    def write_config(self, devices: list[tuple[str, str, float, int]], **uplink: object) -> Path:
+        gw = self.pki.gateway(self.gateway_id)
+        extra = "".join(f"{k} = {v}\n" for k, v in uplink.items())
+        sims = "".join(
+            f'\n[[sim_devices]]\nkind = "{k}"\naddress = "{a}"\ninterval_s = {i}\ncount = {c}\n'
+            for k, a, i, c in devices
+        )
+        path = self.base / "gateway.toml"
+        path.write_text(
+            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\nstate_dir = "{self.state_dir}"\n'
+            f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
+            f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n\n'
+            f'[uplink]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
+            f'ca_file = "{self.pki.ca_cert}"\ncert_file = "{gw.client_cert}"\n'
+            f'key_file = "{gw.client_key}"\nkeepalive_s = 5\n{extra}{sims}'
+        )
+        return path
+
+    def start_daemon(self, config: Path) -> None:
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        with self.log_path.open("ab") as log:
+            self.daemon = subprocess.Popen(
+                [sys.executable, "-m", "gateway.daemon", "--config", str(config)],
+                stdout=log, stderr=log, env=env,
+            )
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        assert self.daemon is not None
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(sig)
+        return self.daemon.wait(timeout_s)
+
+    def outbox_depth(self) -> int:
+        try:
+            conn = sqlite3.connect(f"file:{self.state_dir / 'outbox.db'}?mode=ro", uri=True, timeout=5)
+            try:
+                return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return -1
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait(10)
+        if self.subscriber is not None:
+            self.subscriber.stop()
+        if self.broker.is_running if self.broker._proc else False:
+            self.broker.stop()
+
+
+def rig_fixture(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.close()

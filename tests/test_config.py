@@ -1,0 +1,119 @@
+"""Configuration: valid files load; each kind of mistake is named in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from gateway.config import load
+from gateway.errors import ConfigError
+from gateway.keys import private_pem, public_pem
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "identity.key").write_bytes(private_pem(ed25519.Ed25519PrivateKey.generate()))
+    (tmp_path / "provider.pub").write_bytes(public_pem(x25519.X25519PrivateKey.generate().public_key()))
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / name).write_text("placeholder")
+    return tmp_path
+
+
+VALID = """
+[gateway]
+id = "gw-0001"
+episode = "ep-1"
+state_dir = "state"
+
+[identity]
+signing_key = "identity.key"
+
+[provider]
+hpke_public_key = "provider.pub"
+
+[uplink]
+host = "127.0.0.1"
+port = 8883
+ca_file = "ca.crt"
+cert_file = "client.crt"
+key_file = "client.key"
+
+[[sim_devices]]
+kind = "thermometer"
+address = "C0:FF:EE:00:00:01"
+interval_s = 2
+"""
+
+
+def write(files: Path, text: str) -> Path:
+    path = files / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_loads_with_defaults_and_relative_paths(files: Path) -> None:
+    cfg = load(write(files, VALID))
+    assert cfg.gateway_id == "gw-0001"
+    assert cfg.state_dir == files / "state"
+    assert cfg.outbox_path == files / "state" / "outbox.db"
+    assert cfg.keepalive_s == 30
+    assert cfg.records_topic == "homecare/v1/gw/gw-0001/records"
+    assert cfg.sim_devices[0].interval_s == 2.0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("port = 8883", 'port = "abc"'), "uplink.port: must be an integer 1..65535"),
+        (("port = 8883", "port = 70000"), "uplink.port: must be an integer 1..65535, got 70000"),
+        (('id = "gw-0001"', 'id = "gw 0001"'), "gateway.id:"),
+        (('signing_key = "identity.key"', 'signing_key = "nope.key"'), "identity.signing_key: file"),
+        (('host = "127.0.0.1"', 'hots = "127.0.0.1"'), "uplink.hots: unknown key"),
+        (('kind = "thermometer"', 'kind = "toaster"'), "sim_devices[0].kind: must be one of"),
+        (("[provider]", '[provider]\nsuite = "rot13"'), "provider.suite: must be one of"),
+        (("[provider]", '[provider]\nsuite = "mlkem768-x25519"'), "provider.mlkem_public_key: required"),
+    ],
+)
+def test_bad_values_are_named(files: Path, change: tuple[str, str], expected: str) -> None:
+    path = write(files, VALID.replace(*change))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_required_key_is_named(files: Path) -> None:
+    with pytest.raises(ConfigError, match=r"uplink\.host: missing"):
+        load(write(files, VALID.replace('host = "127.0.0.1"\n', "")))
+
+
+def test_broken_toml_and_missing_file(files: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(files, VALID + "\n[gateway\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load(files / "absent.toml")
+
+
+def test_daemon_refuses_to_start_with_one_line_naming_the_problem(files: Path) -> None:
+    path = write(files, VALID.replace("port = 8883", "port = -1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.daemon", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "uplink.port" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_accepts_a_valid_file(files: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.daemon", "--config", str(write(files, VALID)), "--check-config"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr

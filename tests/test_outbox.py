@@ -1,0 +1,123 @@
+"""Outbox: chain continuity, in-order leases, delete only on ack, survival across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from buffer.outbox import ChainHead, NewRecord, Outbox
+from gateway import wire
+from gateway.errors import StoreError
+
+
+def append_n(box: Outbox, n: int, lane: int = 1, size: int = 10) -> list[int]:
+    head = box.head()
+    recs = []
+    prev = head.head_hash
+    for i in range(1, n + 1):
+        body = bytes([i % 256]) * size
+        recs.append(NewRecord(head.seq + i, head.epoch, lane, 1, 1000 + i, body))
+        prev = wire.record_hash(body)
+    box.append(recs, ChainHead(head.epoch, head.seq + n, prev))
+    return [r.seq for r in recs]
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Outbox:
+    return Outbox(tmp_path / "outbox.db")
+
+
+def test_new_outbox_starts_at_genesis(box: Outbox) -> None:
+    assert box.head() == ChainHead(1, 0, wire.GENESIS_HASH)
+    assert box.stats().depth == 0
+
+
+def test_database_uses_wal_and_full_sync(box: Outbox) -> None:
+    conn = sqlite3.connect(box.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_append_refuses_a_gap_in_the_chain(box: Outbox) -> None:
+    with pytest.raises(StoreError):
+        box.append([NewRecord(2, 1, 1, 1, 0, b"x")], ChainHead(1, 2, bytes(32)))
+    assert box.stats().depth == 0
+
+
+def test_lease_is_in_lane_then_sequence_order_and_not_repeated(box: Outbox) -> None:
+    append_n(box, 3, lane=2)
+    append_n(box, 2, lane=0)
+    first = box.lease(max_records=3, max_bytes=10_000)
+    assert [(r.lane, r.seq) for r in first] == [(0, 4), (0, 5), (2, 1)]
+    second = box.lease(max_records=10, max_bytes=10_000)
+    assert [r.seq for r in second] == [2, 3]
+    assert box.lease(10, 10_000) == []
+
+
+def test_lease_respects_max_bytes_but_always_returns_one(box: Outbox) -> None:
+    append_n(box, 3, size=100)
+    assert [r.seq for r in box.lease(10, 250)] == [1, 2]
+    box.release_all()
+    assert [r.seq for r in box.lease(10, 5)] == [1]
+
+
+def test_rows_are_deleted_only_by_ack(box: Outbox) -> None:
+    append_n(box, 4)
+    leased = box.lease(2, 10_000)
+    assert box.stats().depth == 4
+    box.release([r.seq for r in leased])  # publish failed: the same records go out again
+    assert [r.seq for r in box.lease(2, 10_000)] == [1, 2]
+    assert box.ack([1, 2]) == 2
+    stats = box.stats()
+    assert stats.depth == 2
+    assert stats.oldest_created_ms == 1003
+
+
+def test_ack_of_unknown_or_repeated_seqs_is_harmless(box: Outbox) -> None:
+    append_n(box, 2)
+    assert box.ack([1]) == 1
+    assert box.ack([1, 99]) == 0
+    assert box.stats().depth == 1
+
+
+def test_reopen_keeps_records_and_chain_head_but_not_leases(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    append_n(box, 5)
+    head = box.head()
+    box.lease(3, 10_000)
+    box.ack([1])
+    box.close()
+    again = Outbox(path)
+    assert again.head() == head
+    assert [r.seq for r in again.lease(10, 10_000)] == [2, 3, 4, 5]
+    assert again.integrity_ok()
+
+
+def test_chain_continues_after_everything_was_acked(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    append_n(box, 3)
+    box.ack([1, 2, 3])
+    box.close()
+    again = Outbox(path)
+    assert again.head().seq == 3
+    assert append_n(again, 1) == [4]
+
+
+def test_refuses_a_database_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    Outbox(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Outbox(path)
+
+
+def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError):
+        Outbox(tmp_path / "dir.db")
