@@ -229,3 +229,33 @@ class Outbox:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def inspect(path: Path) -> OutboxStats:
+    """Read the statistics of an outbox without writing to it (for the technician CLI).
+
+    Opened read-only, so a technician can look while the daemon runs; it never migrates or
+    creates anything.
+    """
+    if not path.exists():
+        raise StoreError(f"no outbox at {path}", hint="check outbox.path / gateway.state_dir")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            depth, size, oldest = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM records"
+            ).fetchone()
+            row = conn.execute("SELECT epoch, seq FROM chain WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise _store_error(f"read of {path}", exc) from exc
+    epoch, head = (int(row[0]), int(row[1])) if row else (1, 0)
+    return OutboxStats(
+        depth=int(depth),
+        bytes=int(size),
+        oldest_created_ms=None if oldest is None else int(oldest),
+        in_flight=0,
+        head_seq=head,
+        epoch=epoch,
+    )

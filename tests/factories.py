@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from gateway import codes
@@ -75,3 +76,36 @@ def make_bp_measurement(**overrides: Any) -> Measurement:
     }
     fields.update(overrides)
     return Measurement(**fields)
+
+
+# A complete, valid gateway configuration; paths are relative to the file (see write_config).
+VALID_CONFIG = """
+[gateway]
+id = "gw-0001"
+episode = "ep-1"
+state_dir = "state"
+
+[identity]
+signing_key = "identity.key"
+
+[provider]
+hpke_public_key = "provider.pub"
+
+[uplink]
+host = "127.0.0.1"
+port = 8883
+ca_file = "ca.crt"
+cert_file = "client.crt"
+key_file = "client.key"
+
+[[sim_devices]]
+kind = "thermometer"
+address = "C0:FF:EE:00:00:01"
+interval_s = 2
+"""
+
+
+def write_config(files: Path, text: str) -> Path:
+    path = files / "gateway.toml"
+    path.write_text(text)
+    return path

@@ -7,52 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway.config import load
 from gateway.errors import ConfigError
-from gateway.keys import private_pem, public_pem
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> Path:
-    (tmp_path / "identity.key").write_bytes(private_pem(ed25519.Ed25519PrivateKey.generate()))
-    (tmp_path / "provider.pub").write_bytes(public_pem(x25519.X25519PrivateKey.generate().public_key()))
-    for name in ("ca.crt", "client.crt", "client.key"):
-        (tmp_path / name).write_text("placeholder")
-    return tmp_path
-
-
-VALID = """
-[gateway]
-id = "gw-0001"
-episode = "ep-1"
-state_dir = "state"
-
-[identity]
-signing_key = "identity.key"
-
-[provider]
-hpke_public_key = "provider.pub"
-
-[uplink]
-host = "127.0.0.1"
-port = 8883
-ca_file = "ca.crt"
-cert_file = "client.crt"
-key_file = "client.key"
-
-[[sim_devices]]
-kind = "thermometer"
-address = "C0:FF:EE:00:00:01"
-interval_s = 2
-"""
-
-
-def write(files: Path, text: str) -> Path:
-    path = files / "gateway.toml"
-    path.write_text(text)
-    return path
+from tests.factories import VALID_CONFIG as VALID
+from tests.factories import write_config as write
 
 
 def test_valid_config_loads_with_defaults_and_relative_paths(files: Path) -> None:
