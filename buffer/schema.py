@@ -14,14 +14,15 @@ from gateway.errors import StoreError
 
 
 def _v1(db: sqlite_utils.Database) -> None:
+    chain, records = db.table("chain"), db.table("records")
     # One row, the chain head: what the next sealed record links to. Kept apart from `records`
     # because acknowledged rows are deleted, yet the chain must go on from the last one.
-    db["chain"].create(
+    chain.create(
         {"id": int, "epoch": int, "seq": int, "head_hash": bytes},
         pk="id",
         not_null={"epoch", "seq", "head_hash"},
     )
-    db["records"].create(
+    records.create(
         {
             "seq": int,
             "epoch": int,
@@ -34,7 +35,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"epoch", "lane", "kind", "created_ms", "size", "record"},
     )
-    db["records"].create_index(["lane", "seq"], index_name="records_lane_seq")
+    records.create_index(["lane", "seq"], index_name="records_lane_seq")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]

@@ -279,10 +279,13 @@ def _q(text: str) -> str:
 def _ig_time(t: datetime) -> str:
     """IG "reported PHD timestamp": seconds of the device's wall clock since 2000-01-01, then the
     UTC offset in 15-minute units ("+4" = one hour)."""
+    offset = t.utcoffset()
+    if offset is None:
+        raise ModelError("device_time must be timezone-aware (the identifier needs its offset)")
     micros = (t.replace(tzinfo=UTC) - _Y2K) // timedelta(microseconds=1)
     secs, frac = divmod(abs(micros), 1_000_000)
     text = ("-" if micros < 0 else "") + str(secs) + (f".{frac:06d}".rstrip("0") if frac else "")
-    minutes = (t.utcoffset() or timedelta()) // timedelta(minutes=1)
+    minutes = offset // timedelta(minutes=1)
     quarters, rest = divmod(abs(minutes), 15)
     sign = "-" if minutes < 0 else "+"
     return text + sign + (str(quarters) if not rest else f"{abs(minutes)}m")
@@ -304,7 +307,10 @@ def observation_identifier(m: Measurement, episode_id: str) -> str:
             f"{c.mdc_code},{_q(_number(c.value, c.absent_reason))},{_q(c.unit)}"
             for c in m.components
         )
-    stamp = _q(_ig_time(m.device_time)) if m.device_time else "rx" + _q(_ig_time(m.received_at))
+    if m.device_time is not None:
+        stamp = _q(_ig_time(m.device_time))
+    else:
+        stamp = "rx" + _q(_ig_time(m.received_at))
     record = "" if m.device_record_id is None else _q(str(m.device_record_id))
     fields = (_q(str(m.device)), _q(episode_id), str(m.mdc_code), value, _q(m.unit), stamp,
               _q(m.supplemental), record)

@@ -197,19 +197,18 @@ class IngestWriter:
         index_of_item: list[int] = []
         open_slot: dict[Lane, int] = {}
         for item in batch:
-            if item.kind is wire.RecordKind.OBSERVATIONS:
-                slot = open_slot.get(item.lane)
-                group = groups[slot][2] if slot is not None else None
-                if group is None or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD:
-                    slot = len(groups)
-                    group = []
-                    groups.append((item.kind, item.lane, group, b""))
-                    open_slot[item.lane] = slot
-                group.extend(item.measurements)
-                index_of_item.append(slot)
-            else:
+            if item.kind is not wire.RecordKind.OBSERVATIONS:
                 index_of_item.append(len(groups))
                 groups.append((item.kind, item.lane, None, cjson.dumps(item.payload)))
+                continue
+            slot = open_slot.get(item.lane, -1)
+            group = groups[slot][2] if slot >= 0 else None
+            if group is None or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD:
+                slot, group = len(groups), []
+                groups.append((item.kind, item.lane, group, b""))
+                open_slot[item.lane] = slot
+            group.extend(item.measurements)
+            index_of_item.append(slot)
         records = [
             (kind, lane, cjson.dumps(fhir.bundle(ms, self._gateway)), len(ms))
             if ms is not None

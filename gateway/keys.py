@@ -6,7 +6,7 @@ Errors name the file and what is wrong with it - never a byte of the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -14,10 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from gateway.errors import SealError
 
-K = TypeVar("K")
-
-
-def _load(path: Path, what: str, expected: type[K], *, private: bool) -> K:
+def _load(path: Path, what: str, expected: Any, *, private: bool) -> Any:
     """Read one PEM key file; every failure names the file and never echoes its content."""
     try:
         data = path.read_bytes()
@@ -41,36 +38,35 @@ def _load(path: Path, what: str, expected: type[K], *, private: bool) -> K:
     return key
 
 
-def _private(path: Path, kind: type[K], what: str) -> K:
-    return _load(path, what, kind, private=True)
-
-
-def _public(path: Path, kind: type[K], what: str) -> K:
-    return _load(path, what, kind, private=False)
-
-
+# Each cast below is checked: _load has just verified isinstance(key, expected).
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
-    return _private(path, ed25519.Ed25519PrivateKey, "identity (signing) key")
+    key = _load(path, "identity (signing) key", ed25519.Ed25519PrivateKey, private=True)
+    return cast(ed25519.Ed25519PrivateKey, key)
 
 
 def load_gateway_public_key(path: Path) -> ed25519.Ed25519PublicKey:
-    return _public(path, ed25519.Ed25519PublicKey, "gateway identity public key")
+    key = _load(path, "gateway identity public key", ed25519.Ed25519PublicKey, private=False)
+    return cast(ed25519.Ed25519PublicKey, key)
 
 
 def load_provider_x25519_public(path: Path) -> x25519.X25519PublicKey:
-    return _public(path, x25519.X25519PublicKey, "provider HPKE public key")
+    key = _load(path, "provider HPKE public key", x25519.X25519PublicKey, private=False)
+    return cast(x25519.X25519PublicKey, key)
 
 
 def load_provider_x25519_private(path: Path) -> x25519.X25519PrivateKey:
-    return _private(path, x25519.X25519PrivateKey, "provider HPKE private key")
+    key = _load(path, "provider HPKE private key", x25519.X25519PrivateKey, private=True)
+    return cast(x25519.X25519PrivateKey, key)
 
 
 def load_provider_mlkem_public(path: Path) -> mlkem.MLKEM768PublicKey:
-    return _public(path, mlkem.MLKEM768PublicKey, "provider ML-KEM-768 public key")
+    key = _load(path, "provider ML-KEM-768 public key", mlkem.MLKEM768PublicKey, private=False)
+    return cast(mlkem.MLKEM768PublicKey, key)
 
 
 def load_provider_mlkem_private(path: Path) -> mlkem.MLKEM768PrivateKey:
-    return _private(path, mlkem.MLKEM768PrivateKey, "provider ML-KEM-768 private key")
+    key = _load(path, "provider ML-KEM-768 private key", mlkem.MLKEM768PrivateKey, private=True)
+    return cast(mlkem.MLKEM768PrivateKey, key)
 
 
 def private_pem(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey | mlkem.MLKEM768PrivateKey) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -140,7 +141,7 @@ class MqttUplink:
             raise
 
     def _blocking_connect(self, client: mqtt.Client) -> None:
-        props = Properties(mqtt.PacketTypes.CONNECT)  # type: ignore[attr-defined]
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         client.connect(
             self.settings.host,
             self.settings.port,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -93,7 +94,7 @@ class UploadLoop:
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
         in_flight: set[asyncio.Task[int]] = set()
-        lost = asyncio.ensure_future(self._uplink.lost.wait())
+        lost: asyncio.Future[bool] = asyncio.ensure_future(self._uplink.lost.wait())
         try:
             while True:
                 while len(in_flight) < self._settings.window:
@@ -105,26 +106,29 @@ class UploadLoop:
                     if not batch:
                         break
                     in_flight.add(asyncio.create_task(self._send(batch), name="upload.batch"))
+                waiting: set[asyncio.Future[Any]] = {lost, *in_flight}
+                wake: asyncio.Future[Any] | None = None
                 if not in_flight:
+                    # Idle: sleep until the writer commits something (or a second passes).
                     self.last_progress = loop.time()
                     self._wake.clear()
                     wake = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait({wake, lost}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    waiting.add(wake)
+                done, _ = await asyncio.wait(
+                    waiting, timeout=None if in_flight else 1.0,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if wake is not None:
                     wake.cancel()
-                    if lost in done:
-                        raise ConnectionLost("connection lost while idle")
-                    continue
-                done, _ = await asyncio.wait(in_flight | {lost}, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is lost:
-                        continue
-                    in_flight.discard(task)  # type: ignore[arg-type]
-                    n = task.result()  # raises the batch's UploadError
-                    self.delivered_records += n
+                if lost in done:
+                    # Whatever is still in flight was not acknowledged: it is released and sent
+                    # again after reconnecting (a duplicate at worst, never a loss).
+                    raise ConnectionLost("connection lost")
+                for task in in_flight & done:
+                    in_flight.discard(task)
+                    self.delivered_records += task.result()  # raises the batch's UploadError
                     self.delivered_batches += 1
                     self.last_progress = loop.time()
-                if lost in done and not in_flight:
-                    raise ConnectionLost("connection lost")
         finally:
             lost.cancel()
             for task in in_flight:

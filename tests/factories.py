@@ -2,7 +2,7 @@
 
 ``make_measurement()`` is a Health Thermometer reading (BLE 0x2A1C) with its real payload bytes;
 ``make_bp_measurement()`` a Blood Pressure Measurement (0x2A35). Pass keyword overrides for any
-``Measurement`` field: ``make_measurement(value=Decimal("2.00"), status=MeasurementStatus.TEST_DATA)``.
+``Measurement`` field, e.g. ``make_measurement(value=Decimal("2.00"), raw=b"")``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DEVICE_TIME = datetime(2024, 5, 1, 10, 0, 0, tzinfo=CEST)
 # 0x2A1C: flags 0x02 (Celsius, time stamp present); FLOAT 36.60 = mantissa 3660 (0x000E4C),
 # exponent -2 (0xFE), little-endian; Date Time 2024-05-01 10:00:00.
 THERMOMETER_PAYLOAD = bytes.fromhex("02" "4c0e00fe" "e807" "05" "01" "0a" "00" "00")
-# 0x2A35: flags 0x02 (mmHg, time stamp present); SFLOAT 120 / 80 / 93; Date Time 2024-05-01 10:05:00.
+# 0x2A35: flags 0x02 (mmHg, time stamp present); SFLOAT 120 / 80 / 93; Date Time 2024-05-01 10:05.
 BP_PAYLOAD = bytes.fromhex("02" "7800" "5000" "5d00" "e807" "05" "01" "0a" "05" "00")
 
 

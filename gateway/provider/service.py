@@ -68,14 +68,14 @@ class ProviderSubscriber:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_file))
         ctx.load_cert_chain(str(settings.cert_file), str(settings.key_file))
         client.tls_set_context(ctx)
-        client.reconnect_delay_set(0.2, 2.0)
+        client.reconnect_delay_set(1, 2)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         self._client = client
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._client.connect_async(
             self.settings.host, self.settings.port, keepalive=15, clean_start=False,
@@ -102,7 +102,7 @@ class ProviderSubscriber:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            result = self.verifier.accept_batch(msg.payload, msg.topic)
+            result = self.verifier.accept_batch(bytes(msg.payload), msg.topic)
             self.batches += 1
             if self._on_batch is not None:
                 self._on_batch(result)
