@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from gateway.codes import (
+    MDC_PRESS_BLD_NONINV,
+    MDC_PRESS_BLD_NONINV_DIA,
+    MDC_PRESS_BLD_NONINV_MEAN,
+    MDC_PRESS_BLD_NONINV_SYS,
+    MDC_PULS_OXIM_SAT_O2,
+    MDC_TEMP_BODY,
+)
 from gateway.model import (
     Component,
     DeviceId,
@@ -22,14 +30,6 @@ from gateway.model import (
     Measurement,
     TimeQuality,
 )
-
-MDC_TEMP_BODY = 150364
-MDC_PRESS_BLD_NONINV = 150020
-MDC_PRESS_BLD_NONINV_SYS = 150021
-MDC_PRESS_BLD_NONINV_DIA = 150022
-MDC_PRESS_BLD_NONINV_MEAN = 150023
-MDC_PULS_OXIM_SAT_O2 = 150456
-
 
 @dataclass(frozen=True, slots=True)
 class ExpectedReading:
