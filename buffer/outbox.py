@@ -12,6 +12,7 @@ record is simply sent again (the provider de-duplicates; losses are what we must
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -221,10 +222,8 @@ class Outbox:
         return bool(result == "ok")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):  # closing twice: nothing left to do
             self._db.conn.close()
-        except sqlite3.Error:  # closing twice or after a failed open: nothing left to do
-            pass
 
 
 def now_ms() -> int:

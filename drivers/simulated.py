@@ -31,6 +31,7 @@ from gateway.model import (
     TimeQuality,
 )
 
+
 @dataclass(frozen=True, slots=True)
 class ExpectedReading:
     mdc_code: int

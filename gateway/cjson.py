@@ -22,7 +22,7 @@ def _decimal_text(value: Decimal) -> str:
     return str(value)
 
 
-def _write(value: Any, out: list[str]) -> None:
+def _write(value: Any, out: list[str]) -> None:  # noqa: PLR0912 - one branch per JSON type
     if value is None:
         out.append("null")
     elif value is True:

@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text, example) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
-        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file")
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=f"example: {example}"
+        )
+        p.add_argument(
+            "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

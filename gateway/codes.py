@@ -86,33 +86,60 @@ _HEART_RATE = Loinc("8867-4", "Heart rate", ("/min",))
 
 _ENTRIES = (
     CodeInfo(
-        MDC_TEMP_BODY, "MDC_TEMP_BODY", "Body temperature", _TEMP,
-        (Loinc("8310-5", "Body temperature", _TEMP),), _VITAL,
+        MDC_TEMP_BODY,
+        "MDC_TEMP_BODY",
+        "Body temperature",
+        _TEMP,
+        (Loinc("8310-5", "Body temperature", _TEMP),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_PRESS_BLD_NONINV, "MDC_PRESS_BLD_NONINV", "Blood pressure", _PRESS,
-        (Loinc("85354-9", "Blood pressure panel with all children optional", _PRESS),), _VITAL,
+        MDC_PRESS_BLD_NONINV,
+        "MDC_PRESS_BLD_NONINV",
+        "Blood pressure",
+        _PRESS,
+        (Loinc("85354-9", "Blood pressure panel with all children optional", _PRESS),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_PRESS_BLD_NONINV_SYS, "MDC_PRESS_BLD_NONINV_SYS", "Systolic blood pressure", _PRESS,
-        (Loinc("8480-6", "Systolic blood pressure", _PRESS),), _VITAL,
+        MDC_PRESS_BLD_NONINV_SYS,
+        "MDC_PRESS_BLD_NONINV_SYS",
+        "Systolic blood pressure",
+        _PRESS,
+        (Loinc("8480-6", "Systolic blood pressure", _PRESS),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_PRESS_BLD_NONINV_DIA, "MDC_PRESS_BLD_NONINV_DIA", "Diastolic blood pressure", _PRESS,
-        (Loinc("8462-4", "Diastolic blood pressure", _PRESS),), _VITAL,
+        MDC_PRESS_BLD_NONINV_DIA,
+        "MDC_PRESS_BLD_NONINV_DIA",
+        "Diastolic blood pressure",
+        _PRESS,
+        (Loinc("8462-4", "Diastolic blood pressure", _PRESS),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_PRESS_BLD_NONINV_MEAN, "MDC_PRESS_BLD_NONINV_MEAN", "Mean blood pressure", _PRESS,
-        (Loinc("8478-0", "Mean blood pressure", _PRESS),), _VITAL,
+        MDC_PRESS_BLD_NONINV_MEAN,
+        "MDC_PRESS_BLD_NONINV_MEAN",
+        "Mean blood pressure",
+        _PRESS,
+        (Loinc("8478-0", "Mean blood pressure", _PRESS),),
+        _VITAL,
     ),
     # FHIR's vital-signs heart-rate profile uses 8867-4 for pulse rate too; the PHD IG's bundle
     # example codes MDC_PULS_OXIM_PULS_RATE the same way.
     CodeInfo(
-        MDC_PULS_RATE_NON_INV, "MDC_PULS_RATE_NON_INV", "Pulse rate (blood pressure monitor)",
-        ("/min",), (_HEART_RATE,), _VITAL,
+        MDC_PULS_RATE_NON_INV,
+        "MDC_PULS_RATE_NON_INV",
+        "Pulse rate (blood pressure monitor)",
+        ("/min",),
+        (_HEART_RATE,),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_PULS_OXIM_SAT_O2, "MDC_PULS_OXIM_SAT_O2", "Oxygen saturation (SpO2)", ("%",),
+        MDC_PULS_OXIM_SAT_O2,
+        "MDC_PULS_OXIM_SAT_O2",
+        "Oxygen saturation (SpO2)",
+        ("%",),
         (
             Loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", ("%",)),
             # 2708-6 is the code the FHIR R4 oxygen-saturation vital-signs profile requires.
@@ -121,8 +148,12 @@ _ENTRIES = (
         _VITAL,
     ),
     CodeInfo(
-        MDC_PULS_OXIM_PULS_RATE, "MDC_PULS_OXIM_PULS_RATE", "Pulse rate (pulse oximeter)",
-        ("/min",), (_HEART_RATE,), _VITAL,
+        MDC_PULS_OXIM_PULS_RATE,
+        "MDC_PULS_OXIM_PULS_RATE",
+        "Pulse rate (pulse oximeter)",
+        ("/min",),
+        (_HEART_RATE,),
+        _VITAL,
     ),
     CodeInfo(
         MDC_ECG_HEART_RATE, "MDC_ECG_HEART_RATE", "Heart rate", ("/min",), (_HEART_RATE,), _VITAL
@@ -130,20 +161,34 @@ _ENTRIES = (
     # No LOINC: we know of no vital-sign term for a single R-R interval that we could cite.
     CodeInfo(MDC_ECG_TIME_PD_RR_GL, "MDC_ECG_TIME_PD_RR_GL", "R-R interval", ("ms", "s")),
     CodeInfo(
-        MDC_MASS_BODY_ACTUAL, "MDC_MASS_BODY_ACTUAL", "Body weight", ("kg", "[lb_av]", "g"),
-        (Loinc("29463-7", "Body weight", ("kg", "[lb_av]", "g")),), _VITAL,
+        MDC_MASS_BODY_ACTUAL,
+        "MDC_MASS_BODY_ACTUAL",
+        "Body weight",
+        ("kg", "[lb_av]", "g"),
+        (Loinc("29463-7", "Body weight", ("kg", "[lb_av]", "g")),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_LEN_BODY_ACTUAL, "MDC_LEN_BODY_ACTUAL", "Body height", ("cm", "m", "[in_i]"),
-        (Loinc("8302-2", "Body height", ("cm", "m", "[in_i]")),), _VITAL,
+        MDC_LEN_BODY_ACTUAL,
+        "MDC_LEN_BODY_ACTUAL",
+        "Body height",
+        ("cm", "m", "[in_i]"),
+        (Loinc("8302-2", "Body height", ("cm", "m", "[in_i]")),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_RATIO_MASS_BODY_LEN_SQ, "MDC_RATIO_MASS_BODY_LEN_SQ", "Body mass index", ("kg/m2",),
-        (Loinc("39156-5", "Body mass index (BMI) [Ratio]", ("kg/m2",)),), _VITAL,
+        MDC_RATIO_MASS_BODY_LEN_SQ,
+        "MDC_RATIO_MASS_BODY_LEN_SQ",
+        "Body mass index",
+        ("kg/m2",),
+        (Loinc("39156-5", "Body mass index (BMI) [Ratio]", ("kg/m2",)),),
+        _VITAL,
     ),
     CodeInfo(
-        MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD, "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
-        "Glucose, capillary whole blood", _GLU,
+        MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD,
+        "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+        "Glucose, capillary whole blood",
+        _GLU,
         (
             Loinc("41653-7", "Glucose [Mass/volume] in Capillary blood by Glucometer", ("mg/dL",)),
             Loinc(
@@ -155,12 +200,19 @@ _ENTRIES = (
     # No LOINC: we found no term for glucose in *capillary plasma* (the plasma-calibrated value
     # most meters show); 2345-7 / 14749-6 are serum-or-plasma lab terms and would misstate it.
     CodeInfo(
-        MDC_CONC_GLU_CAPILLARY_PLASMA, "MDC_CONC_GLU_CAPILLARY_PLASMA",
-        "Glucose, capillary plasma", _GLU, (), _LAB,
+        MDC_CONC_GLU_CAPILLARY_PLASMA,
+        "MDC_CONC_GLU_CAPILLARY_PLASMA",
+        "Glucose, capillary plasma",
+        _GLU,
+        (),
+        _LAB,
     ),
     # LOINC terms as used by the HL7 CGM IG (STU1) for sensor readings.
     CodeInfo(
-        MDC_CONC_GLU_ISF, "MDC_CONC_GLU_ISF", "Glucose, interstitial fluid (CGM)", _GLU,
+        MDC_CONC_GLU_ISF,
+        "MDC_CONC_GLU_ISF",
+        "Glucose, interstitial fluid (CGM)",
+        _GLU,
         (
             Loinc("99504-3", "Glucose [Mass/volume] in Interstitial fluid", ("mg/dL",)),
             Loinc("105272-9", "Glucose [Moles/volume] in Interstitial fluid", ("mmol/L",)),

@@ -64,7 +64,9 @@ class Config:
 class _Table:
     """Typed access to one TOML table whose keys were checked against the known ones."""
 
-    def __init__(self, data: Mapping[str, Any], name: str, path: Path, known: tuple[str, ...]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], name: str, path: Path, known: tuple[str, ...]
+    ) -> None:
         self.data, self.name, self.file = data, name, path
         # Unknown keys first: a misspelt key explains a "missing" one better than "missing" does.
         unknown = sorted(set(data) - set(known))
@@ -130,7 +132,7 @@ def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> _Tabl
     return _Table(value, name, path, known)
 
 
-def parse(data: Mapping[str, Any], path: Path) -> Config:
+def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
     base = path.parent
     _Table(data, "", path, ("gateway", "identity", "provider", "uplink", "outbox", "sim_devices"))
 
@@ -160,11 +162,22 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if suite is SuiteName.MLKEM768_X25519 and mlkem_pub is None:
         raise prov.error("mlkem_public_key", "required when suite is mlkem768-x25519")
     if suite is SuiteName.X25519 and mlkem_pub is not None:
-        raise prov.error("suite", "set suite = \"mlkem768-x25519\" to use mlkem_public_key")
+        raise prov.error("suite", 'set suite = "mlkem768-x25519" to use mlkem_public_key')
 
     up = _table(
-        data, "uplink", path, "host", "port", "ca_file", "cert_file", "key_file", "keepalive_s",
-        "topic_prefix", "batch_max_records", "batch_max_bytes", "inflight_batches",
+        data,
+        "uplink",
+        path,
+        "host",
+        "port",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "keepalive_s",
+        "topic_prefix",
+        "batch_max_records",
+        "batch_max_bytes",
+        "inflight_batches",
     )
     host = up.get("host", str)
     if not host or any(c.isspace() for c in host):
@@ -189,7 +202,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
 
     sims = data.get("sim_devices", [])
     if not isinstance(sims, list):
-        raise ConfigError("sim_devices", "must be an array of tables ([[sim_devices]])", path=str(path))
+        raise ConfigError(
+            "sim_devices", "must be an array of tables ([[sim_devices]])", path=str(path)
+        )
     sim_devices = []
     for i, raw in enumerate(sims):
         if not isinstance(raw, dict):

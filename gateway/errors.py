@@ -1,9 +1,9 @@
 """One exception tree for the whole project.
 
-Blame is in the type: a ``ProtocolError`` means a device or peer sent something we cannot accept,
-a ``ConfigError`` means the person who wrote the configuration must fix it, a ``StoreError`` means the
-local database is in trouble. Every error carries structured fields (never clinical values, never key
-material) and a ``hint`` telling the technician what to do.
+Blame is in the type: a ``ProtocolError`` means a device or peer sent something we cannot
+accept, a ``ConfigError`` means the person who wrote the configuration must fix it, a
+``StoreError`` means the local database is in trouble. Every error carries structured fields
+(never clinical values, never key material) and a ``hint`` telling the technician what to do.
 """
 
 from __future__ import annotations

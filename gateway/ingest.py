@@ -47,7 +47,9 @@ class _Item:
     lane: Lane
     measurements: Sequence[Measurement] = ()
     payload: Mapping[str, Any] | None = None
-    future: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +85,7 @@ class IngestWriter:
         self.committed_records = 0
         self.last_error: str | None = None
         self.last_progress: float = 0.0  # loop.time() of the last successful commit or idle wait
-        self.committed_event = asyncio.Event()
-        self._busy = False  # set after each commit (the uplink wakes on it)
+        self.committed_event = asyncio.Event()  # set after each commit (the uplink wakes on it)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -125,17 +126,16 @@ class IngestWriter:
                 await asyncio.sleep(self._window_s)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self._busy = True
             try:
                 await self._commit_with_retry(batch)
             finally:
-                self._busy = False
+                for _ in batch:
+                    self._queue.task_done()
             self.last_progress = loop.time()
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed (used at shutdown)."""
-        while self._busy or not self._queue.empty():
-            await asyncio.sleep(0.01)
+        await self._queue.join()
 
     async def _commit_with_retry(self, batch: list[_Item]) -> None:
         delay = self._retry_initial_s
@@ -144,7 +144,9 @@ class IngestWriter:
                 result, seqs = await self._db.run(self._seal_and_append, batch)
             except GatewayError as exc:
                 self.last_error = exc.one_line()
-                log.error("outbox.commit_failed", error=exc.message, items=len(batch), retry_s=delay)
+                log.error(  # noqa: TRY400 - the message is the diagnosis; no traceback needed
+                    "outbox.commit_failed", error=exc.message, items=len(batch), retry_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
@@ -176,8 +178,13 @@ class IngestWriter:
         for kind, lane, plaintext, n in records:
             seq += 1
             sealed = self._sealer.seal(
-                plaintext, kind=kind, lane=int(lane), epoch=head.epoch, seq=seq,
-                prev_hash=prev, created_ms=created,
+                plaintext,
+                kind=kind,
+                lane=int(lane),
+                epoch=head.epoch,
+                seq=seq,
+                prev_hash=prev,
+                created_ms=created,
             )
             prev = wire.record_hash(sealed)
             new.append(NewRecord(seq, head.epoch, int(lane), int(kind), created, sealed))

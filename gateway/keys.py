@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from gateway.errors import SealError
 
+
 def _load(path: Path, what: str, expected: Any, *, private: bool) -> Any:
     """Read one PEM key file; every failure names the file and never echoes its content."""
     try:
@@ -21,7 +22,9 @@ def _load(path: Path, what: str, expected: Any, *, private: bool) -> Any:
     except FileNotFoundError:
         raise SealError(f"{what} file {path} is missing", path=str(path)) from None
     except OSError as exc:
-        raise SealError(f"{what} file {path} is unreadable: {exc.strerror}", path=str(path)) from None
+        raise SealError(
+            f"{what} file {path} is unreadable: {exc.strerror}", path=str(path)
+        ) from None
     try:
         key: object = (
             serialization.load_pem_private_key(data, password=None)
@@ -69,7 +72,9 @@ def load_provider_mlkem_private(path: Path) -> mlkem.MLKEM768PrivateKey:
     return cast(mlkem.MLKEM768PrivateKey, key)
 
 
-def private_pem(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey | mlkem.MLKEM768PrivateKey) -> bytes:
+def private_pem(
+    key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey | mlkem.MLKEM768PrivateKey,
+) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -77,7 +82,9 @@ def private_pem(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey | mlkem
     )
 
 
-def public_pem(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey | mlkem.MLKEM768PublicKey) -> bytes:
+def public_pem(
+    key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey | mlkem.MLKEM768PublicKey,
+) -> bytes:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -14,7 +14,9 @@ from typing import Any
 
 import structlog
 
-FORBIDDEN_KEYS = frozenset({"value", "values", "plaintext", "observation", "key", "private_key", "passkey", "token"})
+FORBIDDEN_KEYS = frozenset(
+    {"value", "values", "plaintext", "observation", "key", "private_key", "passkey", "token"}
+)
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

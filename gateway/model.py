@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
+
 from gateway.errors import ModelError
 
 _HEX = re.compile(r"^[0-9A-F]+$")
@@ -171,6 +172,10 @@ class Measurement:
         if self.received_at.tzinfo is None:
             raise ModelError("received_at must be timezone-aware (UTC)")
         object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
+        if self.device_time is not None and self.device_time.utcoffset() is None:
+            # A device clock without an offset must be placed by the driver (coincident
+            # timestamp / configured zone), never guessed later: FHIR needs an offset.
+            raise ModelError("device_time must be timezone-aware; the driver decides the offset")
         if self.device_time is None:
             if self.time_quality is not TimeQuality.ABSENT:
                 raise ModelError("time_quality must be ABSENT when there is no device_time")

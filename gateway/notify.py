@@ -1,7 +1,8 @@
-"""sd_notify without a dependency: one datagram to $NOTIFY_SOCKET (systemd's documented protocol)."""
+"""sd_notify without a dependency: one datagram to $NOTIFY_SOCKET (systemd's protocol)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -25,11 +26,9 @@ class SystemdNotifier:
     def notify(self, *states: str) -> None:
         if self._sock is None or self._address is None or not states:
             return
-        try:
+        # systemd gone or socket full: the service manager will notice by itself.
+        with contextlib.suppress(OSError):
             self._sock.sendto("\n".join(states).encode("utf-8"), self._address)
-        except OSError:
-            # systemd gone or socket full: the service manager will notice by itself.
-            pass
 
     def watchdog_interval_s(self) -> float | None:
         """Half the WatchdogSec systemd gave us (its recommendation), if it is for this process."""

@@ -32,9 +32,9 @@ class Decision:
 
 
 def classify(exc: BaseException) -> Decision:
-    from gateway.uplink import ConnectRefused, PublishRefused  # noqa: PLC0415 - avoid cycle
+    from gateway.uplink import ConnectRefusedError, PublishRefusedError  # noqa: PLC0415 - avoid cycle
 
-    if isinstance(exc, ConnectRefused | PublishRefused):
+    if isinstance(exc, ConnectRefusedError | PublishRefusedError):
         return Decision(FailureKind.REFUSED, 30.0)
     if isinstance(exc, ConfigError):
         return Decision(FailureKind.CONFIG, 60.0)

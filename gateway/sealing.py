@@ -57,7 +57,7 @@ def hpke_suite(name: SuiteName) -> hpke.Suite:
 def provider_public_key(
     x25519_key: x25519.X25519PublicKey, mlkem_key: mlkem.MLKEM768PublicKey | None = None
 ) -> ProviderPublicKey:
-    """The recipient key for the configured suite: X25519 alone, or the hybrid when ML-KEM is set."""
+    """The recipient key: X25519 alone, or the ML-KEM-768 + X25519 hybrid when ML-KEM is set."""
     if mlkem_key is None:
         return x25519_key
     return hpke.MLKEM768X25519PublicKey(mlkem_key, x25519_key)
@@ -130,7 +130,9 @@ class RecordSealer:
         except ValueError as exc:
             raise SealError(f"cannot build record header: {exc}") from exc
         ciphertext = self._suite.encrypt(body, self._provider_key, info=header.hpke_info())
-        signature = self._signing_key.sign(wire.SIGNING_CONTEXT + wire.signed_part(header, ciphertext))
+        signature = self._signing_key.sign(
+            wire.SIGNING_CONTEXT + wire.signed_part(header, ciphertext)
+        )
         return wire.assemble(header, ciphertext, signature)
 
 
@@ -194,7 +196,9 @@ def open_record(
             inflater = zlib.decompressobj()
             body = inflater.decompress(body, MAX_PLAINTEXT_BYTES)
             if inflater.unconsumed_tail or not inflater.eof:
-                raise VerifyError("plaintext too large or truncated", reason="malformed", seq=hdr.seq)
+                raise VerifyError(
+                    "plaintext too large or truncated", reason="malformed", seq=hdr.seq
+                )
         except zlib.error:
             raise VerifyError(
                 f"record {hdr.seq}: compressed plaintext is corrupt", reason="malformed"

@@ -29,7 +29,7 @@ from gateway.errors import UploadError
 log = structlog.get_logger("gateway.uplink")
 
 
-class ConnectRefused(UploadError):
+class ConnectRefusedError(UploadError):
     """The broker answered CONNACK with an error (bad certificate identity, not authorised...)."""
 
     def __init__(self, reason: str, code: int) -> None:
@@ -37,7 +37,7 @@ class ConnectRefused(UploadError):
         self.code = code
 
 
-class PublishRefused(UploadError):
+class PublishRefusedError(UploadError):
     """The broker answered PUBACK with an error code (ACL denies the topic, quota exceeded)."""
 
     hint = "the broker refused the batch; check the gateway's ACL / quota on the provider side"
@@ -47,7 +47,7 @@ class PublishRefused(UploadError):
         self.code = code
 
 
-class ConnectionLost(UploadError):
+class ConnectionLostError(UploadError):
     """The connection ended before the broker acknowledged."""
 
 
@@ -177,12 +177,14 @@ class MqttUplink:
         """Publish with QoS 1 and return once the broker acknowledged it (PUBACK, success)."""
         client = self._client
         if client is None or self.lost.is_set():
-            raise ConnectionLost("not connected")
+            raise ConnectionLostError("not connected")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             info = client.publish(topic, payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise ConnectionLost(f"publish not accepted by the client: {mqtt.error_string(info.rc)}")
+                raise ConnectionLostError(
+                    f"publish not accepted by the client: {mqtt.error_string(info.rc)}"
+                )
             early = self._early.pop(info.mid, None)
             if early is None:
                 self._pending[info.mid] = fut
@@ -195,7 +197,7 @@ class MqttUplink:
         if fut.done():
             return
         if rc.is_failure:
-            fut.set_exception(PublishRefused(str(rc), int(rc.value)))
+            fut.set_exception(PublishRefusedError(str(rc), int(rc.value)))
         else:
             fut.set_result(None)
 
@@ -216,7 +218,7 @@ class MqttUplink:
             if fut is None or fut.done():
                 return
             if rc.is_failure:
-                fut.set_exception(ConnectRefused(str(rc), int(rc.value)))
+                fut.set_exception(ConnectRefusedError(str(rc), int(rc.value)))
             else:
                 fut.set_result(None)
 
@@ -247,9 +249,9 @@ class MqttUplink:
         def fail_all() -> None:
             for fut in pending:
                 if not fut.done():
-                    fut.set_exception(ConnectionLost(f"connection lost before PUBACK ({why})"))
+                    fut.set_exception(ConnectionLostError(f"connection lost before PUBACK ({why})"))
             if connected is not None and not connected.done():
-                connected.set_exception(ConnectionLost(f"connection failed ({why})"))
+                connected.set_exception(ConnectionLostError(f"connection failed ({why})"))
             lost.set()
 
         self._call(fail_all)

@@ -20,7 +20,7 @@ from gateway import wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import UploadError
 from gateway.retry import classify, connect_retrying
-from gateway.uplink import ConnectionLost, MqttUplink
+from gateway.uplink import ConnectionLostError, MqttUplink
 
 log = structlog.get_logger("gateway.upload")
 
@@ -115,7 +115,8 @@ class UploadLoop:
                     wake = asyncio.ensure_future(self._wake.wait())
                     waiting.add(wake)
                 done, _ = await asyncio.wait(
-                    waiting, timeout=None if in_flight else 1.0,
+                    waiting,
+                    timeout=None if in_flight else 1.0,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if wake is not None:
@@ -123,7 +124,7 @@ class UploadLoop:
                 if lost in done:
                     # Whatever is still in flight was not acknowledged: it is released and sent
                     # again after reconnecting (a duplicate at worst, never a loss).
-                    raise ConnectionLost("connection lost")
+                    raise ConnectionLostError("connection lost")
                 for task in in_flight & done:
                     in_flight.discard(task)
                     self.delivered_records += task.result()  # raises the batch's UploadError

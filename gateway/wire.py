@@ -97,21 +97,24 @@ class RecordHeader:
 
     def encode(self) -> bytes:
         gid = self.gateway_id.encode("ascii")
-        return _FIXED.pack(
-            RECORD_MAGIC,
-            FORMAT_VERSION,
-            int(self.kind),
-            self.lane,
-            self.flags,
-            self.kem_id,
-            self.kdf_id,
-            self.aead_id,
-            self.epoch,
-            self.seq,
-            self.created_ms,
-            self.prev_hash,
-            len(gid),
-        ) + gid
+        return (
+            _FIXED.pack(
+                RECORD_MAGIC,
+                FORMAT_VERSION,
+                int(self.kind),
+                self.lane,
+                self.flags,
+                self.kem_id,
+                self.kdf_id,
+                self.aead_id,
+                self.epoch,
+                self.seq,
+                self.created_ms,
+                self.prev_hash,
+                len(gid),
+            )
+            + gid
+        )
 
     def hpke_info(self) -> bytes:
         return HPKE_INFO_CONTEXT + self.encode()
@@ -233,7 +236,9 @@ def decode_batch(payload: bytes) -> list[bytes]:
     return records
 
 
-def iter_batches(records: Iterable[bytes], max_bytes: int, max_records: int) -> Iterable[list[bytes]]:
+def iter_batches(
+    records: Iterable[bytes], max_bytes: int, max_records: int
+) -> Iterable[list[bytes]]:
     """Group records into batches no larger than ``max_bytes`` (a single record may exceed it)."""
     batch: list[bytes] = []
     size = 7

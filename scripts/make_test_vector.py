@@ -32,8 +32,13 @@ def main() -> None:
     gw = make_gateway_info(gateway_id=GATEWAY_ID, episode_id="ep-vector")
     plaintext = cjson.dumps(fhir.bundle([make_measurement()], gw))
     record = RecordSealer(GATEWAY_ID, SIGNING, PROVIDER.public_key()).seal(
-        plaintext, kind=wire.RecordKind.OBSERVATIONS, lane=1, epoch=1, seq=1,
-        prev_hash=wire.GENESIS_HASH, created_ms=CREATED_MS,
+        plaintext,
+        kind=wire.RecordKind.OBSERVATIONS,
+        lane=1,
+        epoch=1,
+        seq=1,
+        prev_hash=wire.GENESIS_HASH,
+        created_ms=CREATED_MS,
     )
     vectors = DOCS / "vectors"
     (vectors / "observation-plaintext.json").write_bytes(plaintext)

@@ -7,9 +7,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
-
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway.keys import private_pem, public_pem
 
@@ -28,8 +27,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def files(tmp_path: Path) -> Path:
     """A folder with the key and certificate files VALID_CONFIG names (placeholders for TLS)."""
     (tmp_path / "identity.key").write_bytes(private_pem(ed25519.Ed25519PrivateKey.generate()))
-    (tmp_path / "provider.pub").write_bytes(public_pem(x25519.X25519PrivateKey.generate().public_key()))
+    (tmp_path / "provider.pub").write_bytes(
+        public_pem(x25519.X25519PrivateKey.generate().public_key())
+    )
     for name in ("ca.crt", "client.crt", "client.key"):
         (tmp_path / name).write_text("placeholder")
     return tmp_path
-

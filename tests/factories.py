@@ -24,9 +24,9 @@ DEVICE_TIME = datetime(2024, 5, 1, 10, 0, 0, tzinfo=CEST)
 
 # 0x2A1C: flags 0x02 (Celsius, time stamp present); FLOAT 36.60 = mantissa 3660 (0x000E4C),
 # exponent -2 (0xFE), little-endian; Date Time 2024-05-01 10:00:00.
-THERMOMETER_PAYLOAD = bytes.fromhex("02" "4c0e00fe" "e807" "05" "01" "0a" "00" "00")
+THERMOMETER_PAYLOAD = bytes.fromhex("024c0e00fee80705010a0000")
 # 0x2A35: flags 0x02 (mmHg, time stamp present); SFLOAT 120 / 80 / 93; Date Time 2024-05-01 10:05.
-BP_PAYLOAD = bytes.fromhex("02" "7800" "5000" "5d00" "e807" "05" "01" "0a" "05" "00")
+BP_PAYLOAD = bytes.fromhex("02780050005d00e80705010a0500")
 
 
 def make_gateway_info(**overrides: Any) -> GatewayInfo:

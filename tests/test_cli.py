@@ -43,7 +43,8 @@ def test_outbox_missing_is_a_problem_with_a_hint(
 ) -> None:
     assert main(["outbox", "--config", str(write(files, VALID))]) == 1
     err = capsys.readouterr().err
-    assert "no outbox at" in err and "state_dir" in err
+    assert "no outbox at" in err
+    assert "state_dir" in err
 
 
 def test_bad_config_exits_2(files: Path, capsys: pytest.CaptureFixture[str]) -> None:

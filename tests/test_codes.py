@@ -102,8 +102,18 @@ def test_table_is_keyed_by_each_entrys_own_code_and_ids_are_unique() -> None:
 def test_vital_signs_are_exactly_the_fhir_vital_sign_types() -> None:
     vital = {e.mdc_code for e in codes.CODES.values() if e.category == "vital-signs"}
     assert vital == {
-        150364, 150020, 150021, 150022, 150023, 149546, 150456, 149530, 147842,
-        188736, 188740, 188752,
+        150364,
+        150020,
+        150021,
+        150022,
+        150023,
+        149546,
+        150456,
+        149530,
+        147842,
+        188736,
+        188740,
+        188752,
     }
 
 

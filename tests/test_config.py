@@ -30,11 +30,17 @@ def test_valid_config_loads_with_defaults_and_relative_paths(files: Path) -> Non
         (("port = 8883", 'port = "abc"'), "uplink.port: must be an integer 1..65535"),
         (("port = 8883", "port = 70000"), "uplink.port: must be an integer 1..65535, got 70000"),
         (('id = "gw-0001"', 'id = "gw 0001"'), "gateway.id:"),
-        (('signing_key = "identity.key"', 'signing_key = "nope.key"'), "identity.signing_key: file"),
+        (
+            ('signing_key = "identity.key"', 'signing_key = "nope.key"'),
+            "identity.signing_key: file",
+        ),
         (('host = "127.0.0.1"', 'hots = "127.0.0.1"'), "uplink.hots: unknown key"),
         (('kind = "thermometer"', 'kind = "toaster"'), "sim_devices[0].kind: must be one of"),
         (("[provider]", '[provider]\nsuite = "rot13"'), "provider.suite: must be one of"),
-        (("[provider]", '[provider]\nsuite = "mlkem768-x25519"'), "provider.mlkem_public_key: required"),
+        (
+            ("[provider]", '[provider]\nsuite = "mlkem768-x25519"'),
+            "provider.mlkem_public_key: required",
+        ),
     ],
 )
 def test_bad_values_are_named(files: Path, change: tuple[str, str], expected: str) -> None:
@@ -61,7 +67,10 @@ def test_daemon_refuses_to_start_with_one_line_naming_the_problem(files: Path) -
     path = write(files, VALID.replace("port = 8883", "port = -1"))
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.daemon", "--config", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -72,7 +81,17 @@ def test_daemon_refuses_to_start_with_one_line_naming_the_problem(files: Path) -
 
 def test_check_config_accepts_a_valid_file(files: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(write(files, VALID)), "--check-config"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "gateway.daemon",
+            "--config",
+            str(write(files, VALID)),
+            "--check-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -195,9 +195,7 @@ def test_a_missing_broker_key_reissues_only_the_broker_cert(pki: RigPki) -> None
 
 
 @pytest.mark.parametrize("bad", ["", "../evil", "a/b", "gw+", "gw#", "-lead", PROVIDER_CN])
-def test_ids_that_would_escape_a_path_or_topic_level_are_refused(
-    tmp_path: Path, bad: str
-) -> None:
+def test_ids_that_would_escape_a_path_or_topic_level_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ProvisioningError, match="gateway id"):
         create_rig_pki(tmp_path / "pki", gateway_ids=[bad])
 
@@ -210,11 +208,19 @@ def test_unknown_gateway_lookup_is_a_key_error(pki: RigPki) -> None:
 def test_loaders_reject_the_wrong_key_type_naming_the_file(pki: RigPki) -> None:
     gw = pki.gateway("gw-alpha")
     cases = [
-        (load_provider_x25519_private, gw.identity_key, "a Ed25519PrivateKey, not an X25519PrivateKey"),
+        (
+            load_provider_x25519_private,
+            gw.identity_key,
+            "a Ed25519PrivateKey, not an X25519PrivateKey",
+        ),
         (load_signing_key, pki.hpke_key, "a X25519PrivateKey, not an Ed25519PrivateKey"),
         (load_signing_key, gw.client_key, "a ECPrivateKey, not an Ed25519PrivateKey"),
         (load_gateway_public_key, pki.hpke_pub, "a X25519PublicKey, not an Ed25519PublicKey"),
-        (load_provider_x25519_public, gw.identity_pub, "a Ed25519PublicKey, not an X25519PublicKey"),
+        (
+            load_provider_x25519_public,
+            gw.identity_pub,
+            "a Ed25519PublicKey, not an X25519PublicKey",
+        ),
     ]
     for loader, path, found in cases:
         with pytest.raises(SealError) as caught:
@@ -240,7 +246,9 @@ def test_loaders_reject_a_private_key_where_a_public_one_belongs_without_echoing
 
 def test_loaders_report_a_missing_or_unreadable_file_by_name(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "identity.key"
-    with pytest.raises(SealError, match=r"identity \(signing\) key file .*nowhere/identity\.key is missing"):
+    with pytest.raises(
+        SealError, match=r"identity \(signing\) key file .*nowhere/identity\.key is missing"
+    ):
         load_signing_key(missing)
     with pytest.raises(SealError, match=r"provider HPKE public key file .* is missing"):
         load_provider_x25519_public(tmp_path / "hpke.pub")

@@ -30,6 +30,7 @@ from gateway.model import (
     MeasurementStatus,
     TimeQuality,
 )
+from gateway.provider import fhir_read
 from tests.factories import make_bp_measurement, make_gateway_info, make_measurement
 
 GW = make_gateway_info()
@@ -47,8 +48,16 @@ SYNCED_TAG = {
     "code": "synced",
     "display": "effective time is the device's timestamp; device clock synchronised",
 }
-VITAL = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                      "code": "vital-signs"}]}]
+VITAL = [
+    {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "vital-signs",
+            }
+        ]
+    }
+]
 
 
 def _ext(name: str, key: str, value: str) -> dict[str, str]:
@@ -60,26 +69,34 @@ def _qty(value: str, unit: str) -> dict[str, Any]:
 
 
 def _concept(mdc: int, ref_id: str, loinc: str, display: str, text: str) -> dict[str, Any]:
-    return {"coding": [{"system": MDC, "code": str(mdc), "display": ref_id},
-                       {"system": "http://loinc.org", "code": loinc, "display": display}],
-            "text": text}
+    return {
+        "coding": [
+            {"system": MDC, "code": str(mdc), "display": ref_id},
+            {"system": "http://loinc.org", "code": loinc, "display": display},
+        ],
+        "text": text,
+    }
 
 
 GOLDEN_THERMOMETER = {
     "resourceType": "Observation",
     "meta": {"tag": [SYNCED_TAG]},
     "extension": [
-        {"url": "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice",
-         "valueReference": GATEWAY_REF},
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice",
+            "valueReference": GATEWAY_REF,
+        },
         _ext("received-at", "valueInstant", "2024-05-01T08:00:05.250000+00:00"),
         _ext("source", "valueString", "ble.health_thermometer"),
         _ext("raw-device-bytes", "valueBase64Binary", "AkwOAP7oBwUBCgAA"),
     ],
-    "identifier": [{
-        "system": f"{OURS}/sid/phd-observation",
-        # device-patient-type-value-unit-timestamp(s since 2000 in wall time, +8 x 15 min)-supp-rec
-        "value": "btmac:A4:C1:38:00:12:34-ep%2D7f3a9c-150364-36.60-Cel-767872800+8--",
-    }],
+    "identifier": [
+        {
+            "system": f"{OURS}/sid/phd-observation",
+            # device-patient-type-value-unit-timestamp(s since 2000 in wall time, +8 x 15 min)-supp-rec  # noqa: E501
+            "value": "btmac:A4:C1:38:00:12:34-ep%2D7f3a9c-150364-36.60-Cel-767872800+8--",
+        }
+    ],
     "status": "final",
     "category": VITAL,
     "code": _concept(150364, "MDC_TEMP_BODY", "8310-5", "Body temperature", "Body temperature"),
@@ -88,8 +105,10 @@ GOLDEN_THERMOMETER = {
     "device": {
         "reference": "urn:uuid:cab4b5bf-33d5-5a7a-bec0-2cce07ed5c29",
         "type": "Device",
-        "identifier": {"system": "http://hl7.org/fhir/sid/eui-48/bluetooth",
-                       "value": "A4-C1-38-00-12-34"},
+        "identifier": {
+            "system": "http://hl7.org/fhir/sid/eui-48/bluetooth",
+            "value": "A4-C1-38-00-12-34",
+        },
     },
     "valueQuantity": _qty("36.60", "Cel"),
 }
@@ -98,40 +117,72 @@ GOLDEN_BP = {
     "resourceType": "Observation",
     "meta": {"tag": [SYNCED_TAG]},
     "extension": [
-        {"url": "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice",
-         "valueReference": GATEWAY_REF},
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice",
+            "valueReference": GATEWAY_REF,
+        },
         _ext("received-at", "valueInstant", "2024-05-01T08:00:05.250000+00:00"),
         _ext("source", "valueString", "ble.blood_pressure"),
         _ext("unit", "valueCode", "mm[Hg]"),
         _ext("raw-device-bytes", "valueBase64Binary", "AngAUABdAOgHBQEKBQA="),
     ],
-    "identifier": [{
-        "system": f"{OURS}/sid/phd-observation",
-        "value": "eui64:001C05FFFE007825-ep%2D7f3a9c-150020-;150021,120,mm[Hg];150022,80,mm[Hg];"
-                 "150023,93,mm[Hg]-mm[Hg]-767873100+8--",
-    }],
+    "identifier": [
+        {
+            "system": f"{OURS}/sid/phd-observation",
+            "value": "eui64:001C05FFFE007825-ep%2D7f3a9c-150020-;150021,120,mm[Hg];150022,80,mm[Hg];"  # noqa: E501
+            "150023,93,mm[Hg]-mm[Hg]-767873100+8--",
+        }
+    ],
     "status": "final",
     "category": VITAL,
-    "code": _concept(150020, "MDC_PRESS_BLD_NONINV", "85354-9",
-                     "Blood pressure panel with all children optional", "Blood pressure"),
+    "code": _concept(
+        150020,
+        "MDC_PRESS_BLD_NONINV",
+        "85354-9",
+        "Blood pressure panel with all children optional",
+        "Blood pressure",
+    ),
     "subject": SUBJECT,
     "effectiveDateTime": "2024-05-01T10:05:00+02:00",
     "device": {
         "reference": "urn:uuid:c40053da-a697-51fe-8ddd-cc63f70cbe5c",
         "type": "Device",
-        "identifier": {"system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
-                       "value": "00-1C-05-FF-FE-00-78-25"},
+        "identifier": {
+            "system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
+            "value": "00-1C-05-FF-FE-00-78-25",
+        },
     },
     "component": [
-        {"code": _concept(150021, "MDC_PRESS_BLD_NONINV_SYS", "8480-6", "Systolic blood pressure",
-                          "Systolic blood pressure"),
-         "valueQuantity": _qty("120", "mm[Hg]")},
-        {"code": _concept(150022, "MDC_PRESS_BLD_NONINV_DIA", "8462-4",
-                          "Diastolic blood pressure", "Diastolic blood pressure"),
-         "valueQuantity": _qty("80", "mm[Hg]")},
-        {"code": _concept(150023, "MDC_PRESS_BLD_NONINV_MEAN", "8478-0", "Mean blood pressure",
-                          "Mean blood pressure"),
-         "valueQuantity": _qty("93", "mm[Hg]")},
+        {
+            "code": _concept(
+                150021,
+                "MDC_PRESS_BLD_NONINV_SYS",
+                "8480-6",
+                "Systolic blood pressure",
+                "Systolic blood pressure",
+            ),
+            "valueQuantity": _qty("120", "mm[Hg]"),
+        },
+        {
+            "code": _concept(
+                150022,
+                "MDC_PRESS_BLD_NONINV_DIA",
+                "8462-4",
+                "Diastolic blood pressure",
+                "Diastolic blood pressure",
+            ),
+            "valueQuantity": _qty("80", "mm[Hg]"),
+        },
+        {
+            "code": _concept(
+                150023,
+                "MDC_PRESS_BLD_NONINV_MEAN",
+                "8478-0",
+                "Mean blood pressure",
+                "Mean blood pressure",
+            ),
+            "valueQuantity": _qty("93", "mm[Hg]"),
+        },
     ],
 }
 
@@ -143,7 +194,7 @@ def _wire(resource: dict[str, Any]) -> Any:
 
 def _round_trip(m: Measurement, gw: fhir.GatewayInfo = GW) -> Measurement:
     obs, dev = _wire(fhir.observation(m, gw)), _wire(fhir.device_resource(m.device))
-    return fhir.measurement_from_observation(obs, dev)
+    return fhir_read.measurement_from_observation(obs, dev)
 
 
 EXAMPLES = {
@@ -153,15 +204,29 @@ EXAMPLES = {
     "unsynced": make_measurement(time_quality=TimeQuality.UNSYNCED),
     "no-device-time": make_measurement(device_time=None, time_quality=TimeQuality.ABSENT),
     "test-data-early": make_measurement(
-        status=MeasurementStatus.TEST_DATA | MeasurementStatus.EARLY_INDICATION),
+        status=MeasurementStatus.TEST_DATA | MeasurementStatus.EARLY_INDICATION
+    ),
     "serial-glucose": make_measurement(
-        device=DeviceId(DeviceIdKind.SERIAL, "POC-77|a,b$c\\d"), mdc_code=160184,
-        value=Decimal("5.4"), unit="mmol/L", device_record_id=4_000_000_000, supplemental="x-y"),
-    "simulated-spo2": make_measurement(device=DeviceId(DeviceIdKind.SIM, "sim-oximeter-1"),
-                                       mdc_code=150456, value=Decimal("97"), unit="%"),
-    "bp-with-absent-mean": make_bp_measurement(components=(
-        Component(150021, Decimal("120"), "mm[Hg]"), Component(150022, Decimal("80"), "mm[Hg]"),
-        Component(150023, None, "mm[Hg]", AbsentReason.NRES))),
+        device=DeviceId(DeviceIdKind.SERIAL, "POC-77|a,b$c\\d"),
+        mdc_code=160184,
+        value=Decimal("5.4"),
+        unit="mmol/L",
+        device_record_id=4_000_000_000,
+        supplemental="x-y",
+    ),
+    "simulated-spo2": make_measurement(
+        device=DeviceId(DeviceIdKind.SIM, "sim-oximeter-1"),
+        mdc_code=150456,
+        value=Decimal("97"),
+        unit="%",
+    ),
+    "bp-with-absent-mean": make_bp_measurement(
+        components=(
+            Component(150021, Decimal("120"), "mm[Hg]"),
+            Component(150022, Decimal("80"), "mm[Hg]"),
+            Component(150023, None, "mm[Hg]", AbsentReason.NRES),
+        )
+    ),
 }
 
 
@@ -226,8 +291,9 @@ def test_bundle_and_gateway_device_validate_as_fhir() -> None:
 # --- round trip -----------------------------------------------------------------------------------
 
 _printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12)
-_decimals = st.builds(lambda mant, exp: Decimal(mant).scaleb(exp),
-                      st.integers(-(2**23), 2**23), st.integers(-8, 6))
+_decimals = st.builds(
+    lambda mant, exp: Decimal(mant).scaleb(exp), st.integers(-(2**23), 2**23), st.integers(-8, 6)
+)
 _units = st.sampled_from(["Cel", "mm[Hg]", "%", "/min", "kg", "mg/dL", "mmol/L", "{beat}/min"])
 _offsets = st.builds(lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-840, 840))
 # hypothesis takes naive bounds and attaches the time zones itself
@@ -240,14 +306,21 @@ _devices = st.one_of(
     _printable.filter(str.strip).map(lambda s: DeviceId(DeviceIdKind.SIM, s)),
 )
 _reading = st.one_of(  # (value, absent_reason)
-    st.tuples(_decimals, st.none()), st.tuples(st.none(), st.sampled_from(AbsentReason)))
+    st.tuples(_decimals, st.none()), st.tuples(st.none(), st.sampled_from(AbsentReason))
+)
 _components = st.lists(
-    st.builds(lambda code, r, unit: Component(code, r[0], unit, r[1]),
-              st.sampled_from([150021, 150022, 150023, 149546]), _reading, _units),
-    max_size=3)
+    st.builds(
+        lambda code, r, unit: Component(code, r[0], unit, r[1]),
+        st.sampled_from([150021, 150022, 150023, 149546]),
+        _reading,
+        _units,
+    ),
+    max_size=3,
+)
 _times = st.one_of(  # (device_time, time_quality)
     st.tuples(st.none(), st.just(TimeQuality.ABSENT)),
-    st.tuples(_aware, st.sampled_from([TimeQuality.SYNCED, TimeQuality.UNSYNCED])))
+    st.tuples(_aware, st.sampled_from([TimeQuality.SYNCED, TimeQuality.UNSYNCED])),
+)
 
 
 @st.composite
@@ -259,10 +332,15 @@ def measurements(draw: st.DrawFn) -> Measurement:
     return Measurement(
         device=draw(_devices),
         mdc_code=draw(st.one_of(st.sampled_from(sorted(codes.CODES)), st.integers(1, 2**32 - 1))),
-        value=value, unit=draw(_units), absent_reason=absent, components=components,
+        value=value,
+        unit=draw(_units),
+        absent_reason=absent,
+        components=components,
         received_at=draw(st.datetimes(min_value=_LOW, max_value=_HIGH, timezones=st.just(UTC))),
-        device_time=device_time, time_quality=quality,
-        source=draw(_printable), raw=draw(st.binary(max_size=24)),
+        device_time=device_time,
+        time_quality=quality,
+        source=draw(_printable),
+        raw=draw(st.binary(max_size=24)),
         status=MeasurementStatus(draw(st.integers(0, 0xFFFF))),
         device_record_id=draw(st.none() | st.integers(-(2**40), 2**40)),
         supplemental=draw(st.just("") | _printable),
@@ -289,7 +367,7 @@ def test_examples_round_trip(name: str) -> None:
 
 def test_bundle_round_trips_every_measurement_in_order() -> None:
     ms = [*EXAMPLES.values(), EXAMPLES["thermometer"]]  # a repeated reading is kept, not dropped
-    assert fhir.measurements_from_bundle(_wire(fhir.bundle(ms, GW))) == ms
+    assert fhir_read.measurements_from_bundle(_wire(fhir.bundle(ms, GW))) == ms
 
 
 def test_precision_is_kept_in_the_canonical_bytes() -> None:
@@ -297,14 +375,15 @@ def test_precision_is_kept_in_the_canonical_bytes() -> None:
     assert b'"value":2.00}' in data
     assert _round_trip(make_measurement(value=Decimal("2.00"))).value == Decimal("2.00")
     assert _round_trip(make_measurement(value=Decimal("2.00"))) != make_measurement(
-        value=Decimal("2.0"))
+        value=Decimal("2.0")
+    )
 
 
 def test_float_values_are_refused_on_the_provider_side() -> None:
     obs = _wire(fhir.observation(make_measurement(), GW))
     obs["valueQuantity"]["value"] = 36.6
     with pytest.raises(fhir.FhirMappingError, match="exact decimal"):
-        fhir.measurement_from_observation(obs, fhir.device_resource(make_measurement().device))
+        fhir_read.measurement_from_observation(obs, fhir.device_resource(make_measurement().device))
 
 
 # --- identifier and time --------------------------------------------------------------------------
@@ -339,9 +418,11 @@ def test_identifier_fields_cannot_run_into_each_other() -> None:
 
 def test_identifier_distinguishes_precision_and_record_id() -> None:
     assert _identifier(make_measurement(value=Decimal("2.0"))) != _identifier(
-        make_measurement(value=Decimal("2.00")))
+        make_measurement(value=Decimal("2.00"))
+    )
     assert _identifier(make_measurement(device_record_id=1)) != _identifier(
-        make_measurement(device_record_id=2))
+        make_measurement(device_record_id=2)
+    )
 
 
 def test_unsynced_device_time_is_kept_and_flagged() -> None:
@@ -385,16 +466,29 @@ def test_measurement_status_sets_observation_status(
 def test_status_bits_become_interpretations_with_the_ig_codes() -> None:
     m = make_measurement(status=MeasurementStatus.QUESTIONABLE | MeasurementStatus(1 << 14))
     assert fhir.observation(m, GW)["interpretation"] == [
-        {"coding": [{"system": fhir.CS_STATUS, "code": "questionable"},
-                    {"system": fhir.CS_POCD_STATUS, "code": "questionable"}]},
-        {"coding": [{"system": fhir.CS_STATUS, "code": "msmt-value-exceed-boundaries"},
-                    {"system": fhir.CS_POCD_STATUS, "code": "in-alarm"}]},
+        {
+            "coding": [
+                {"system": fhir.CS_STATUS, "code": "questionable"},
+                {"system": fhir.CS_POCD_STATUS, "code": "questionable"},
+            ]
+        },
+        {
+            "coding": [
+                {"system": fhir.CS_STATUS, "code": "msmt-value-exceed-boundaries"},
+                {"system": fhir.CS_POCD_STATUS, "code": "in-alarm"},
+            ]
+        },
     ]
 
 
-@pytest.mark.parametrize(("reason", "dar"), [(AbsentReason.NAN, "not-a-number"),
-                                             (AbsentReason.POSITIVE_INFINITY, "positive-infinity"),
-                                             (AbsentReason.SENSOR_OFF, "not-performed")])
+@pytest.mark.parametrize(
+    ("reason", "dar"),
+    [
+        (AbsentReason.NAN, "not-a-number"),
+        (AbsentReason.POSITIVE_INFINITY, "positive-infinity"),
+        (AbsentReason.SENSOR_OFF, "not-performed"),
+    ],
+)
 def test_absent_value_becomes_data_absent_reason(reason: AbsentReason, dar: str) -> None:
     obs = fhir.observation(make_measurement(value=None, absent_reason=reason), GW)
     assert "valueQuantity" not in obs
@@ -404,8 +498,13 @@ def test_absent_value_becomes_data_absent_reason(reason: AbsentReason, dar: str)
 @pytest.mark.parametrize("status", [MeasurementStatus.TEST_DATA, MeasurementStatus.DEMO_DATA])
 def test_test_and_demo_data_are_marked_htest(status: MeasurementStatus) -> None:
     obs = fhir.observation(make_measurement(status=status), GW)
-    assert obs["meta"]["security"] == [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                                        "code": "HTEST", "display": "test health data"}]
+    assert obs["meta"]["security"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+            "code": "HTEST",
+            "display": "test health data",
+        }
+    ]
     assert "security" not in fhir.observation(make_measurement(), GW)["meta"]
 
 
@@ -425,12 +524,15 @@ def test_bundle_is_a_transaction_of_conditional_creates() -> None:
     kinds = [e["resource"]["resourceType"] for e in b["entry"]]
     assert kinds == ["Device", "Device", "Device", "Observation", "Observation", "Observation"]
     assert b["entry"][0]["request"] == {
-        "method": "POST", "url": "Device",
-        "ifNoneExist": f"identifier={OURS}/sid/gateway|gw-test-0001"}
+        "method": "POST",
+        "url": "Device",
+        "ifNoneExist": f"identifier={OURS}/sid/gateway|gw-test-0001",
+    }
     first = b["entry"][3]
     assert first["request"]["ifNoneExist"] == (
         f"identifier={OURS}/sid/phd-observation|btmac:A4:C1:38:00:12:34-ep%252D7f3a9c-150364-36.60"
-        "-Cel-767872800%2B8--")
+        "-Cel-767872800%2B8--"
+    )
     urls = {e["fullUrl"] for e in b["entry"]}
     assert len(urls) == 6
     assert all(u.startswith("urn:uuid:") for u in urls)
@@ -449,7 +551,8 @@ def test_bundle_bytes_are_deterministic() -> None:
 def test_if_none_exist_escapes_search_and_url_characters() -> None:
     b = fhir.bundle([EXAMPLES["serial-glucose"]], GW)
     assert b["entry"][1]["request"]["ifNoneExist"] == (
-        f"identifier={OURS}/sid/device-serial|POC-77%5C|a%5C%2Cb%5C%24c%5C%5Cd")
+        f"identifier={OURS}/sid/device-serial|POC-77%5C|a%5C%2Cb%5C%24c%5C%5Cd"
+    )
 
 
 # --- provider side: bad input ---------------------------------------------------------------------
@@ -465,18 +568,29 @@ def _good() -> tuple[Any, Any]:
     [
         (lambda o, d: o.pop("effectiveDateTime"), "Observation.effectiveDateTime"),
         (lambda o, d: o.update(effectiveDateTime="2024-05-01T10:05:00"), "effectiveDateTime"),
-        (lambda o, d: o["extension"][1].update(valueInstant="0001-01-01T00:00:00+01:00"),
-         "received-at"),
+        (
+            lambda o, d: o["extension"][1].update(valueInstant="0001-01-01T00:00:00+01:00"),
+            "received-at",
+        ),
         (lambda o, d: o["component"][0]["valueQuantity"].update(value="120"), "component[0]"),
-        (lambda o, d: o.update(status="final", interpretation=[
-            {"coding": [{"system": fhir.CS_STATUS, "code": "invalid"}]}]), "Observation.status"),
+        (
+            lambda o, d: o.update(
+                status="final",
+                interpretation=[{"coding": [{"system": fhir.CS_STATUS, "code": "invalid"}]}],
+            ),
+            "Observation.status",
+        ),
         (lambda o, d: o["meta"].update(tag=[]), "Observation.meta.tag"),
         (lambda o, d: o["meta"].update(security=[fhir._HTEST]), "Observation.meta"),
         (lambda o, d: o["identifier"][0].update(value="x"), "Observation.identifier"),
-        (lambda o, d: o["component"][1]["valueQuantity"].update(value=Decimal(81)),
-         "Observation.identifier"),
-        (lambda o, d: d["identifier"][0].update(value="00-00-00-00-00-00-00-01"),
-         "Observation.device"),
+        (
+            lambda o, d: o["component"][1]["valueQuantity"].update(value=Decimal(81)),
+            "Observation.identifier",
+        ),
+        (
+            lambda o, d: d["identifier"][0].update(value="00-00-00-00-00-00-00-01"),
+            "Observation.device",
+        ),
         (lambda o, d: d.update(identifier="nope"), "Device.identifier"),
         (lambda o, d: o["extension"].append(o["extension"][0]), "Observation"),
         (lambda o, d: o["extension"][4].update(valueBase64Binary="!!"), "raw-device-bytes"),
@@ -486,23 +600,42 @@ def test_bad_observation_raises_fhir_mapping_error(mutate: Any, where: str) -> N
     obs, dev = _good()
     mutate(obs, dev)
     with pytest.raises(fhir.FhirMappingError) as info:
-        fhir.measurement_from_observation(obs, dev)
+        fhir_read.measurement_from_observation(obs, dev)
     assert where in info.value.where
     assert isinstance(info.value, VerifyError)
     assert info.value.reason == "fhir-mapping"
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    keys: list[Any] = list(node) if isinstance(node, dict) else list(range(len(node))) \
-        if isinstance(node, list) else []
+    keys: list[Any] = (
+        list(node)
+        if isinstance(node, dict)
+        else list(range(len(node)))
+        if isinstance(node, list)
+        else []
+    )
     out = [prefix] if prefix else []
     for key in keys:
         out += _paths(node[key], (*prefix, key))
     return out
 
 
-JUNK: list[Any] = [None, 0, -1, 1.5, True, "", "x", [], {}, [{}], "nan", "bit-7",
-                   "2024-13-01T00:00:00Z", "9999-12-31T23:59:59-01:00"]
+JUNK: list[Any] = [
+    None,
+    0,
+    -1,
+    1.5,
+    True,
+    "",
+    "x",
+    [],
+    {},
+    [{}],
+    "nan",
+    "bit-7",
+    "2024-13-01T00:00:00Z",
+    "9999-12-31T23:59:59-01:00",
+]
 
 
 @given(st.data())
@@ -520,14 +653,14 @@ def test_any_corruption_raises_only_fhir_mapping_error(data: st.DataObject) -> N
     else:
         parent[path[-1]] = data.draw(st.sampled_from(JUNK))
     with contextlib.suppress(fhir.FhirMappingError):
-        fhir.measurements_from_bundle(copy.deepcopy(b))
+        fhir_read.measurements_from_bundle(copy.deepcopy(b))
 
 
 def test_bundle_with_dangling_device_reference_is_refused() -> None:
     b = _wire(fhir.bundle([make_measurement()], GW))
     del b["entry"][1]
     with pytest.raises(fhir.FhirMappingError, match="does not resolve"):
-        fhir.measurements_from_bundle(b)
+        fhir_read.measurements_from_bundle(b)
 
 
 def test_gateway_info_rejects_blank_fields_and_normalises_eui64() -> None:

@@ -15,6 +15,7 @@ from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
 from gateway.ingest import IngestWriter, Lane
+from gateway.provider import fhir_read
 from gateway.provider.verifier import Verifier
 from gateway.sealing import RecordSealer
 from tests.factories import make_gateway_info, make_measurement
@@ -130,4 +131,4 @@ async def test_chain_continues_across_writer_restarts(tmp_path: Path) -> None:
 
 def test_bundle_of_many_readings_maps_back_exactly() -> None:
     readings = [make_measurement(device_record_id=i) for i in range(1, 4)]
-    assert fhir.measurements_from_bundle(fhir.bundle(readings, GW)) == readings
+    assert fhir_read.measurements_from_bundle(fhir.bundle(readings, GW)) == readings

@@ -26,7 +26,12 @@ def seal_chain(sealer: RecordSealer, plaintexts: list[bytes], epoch: int = 1) ->
     out, prev = [], wire.GENESIS_HASH
     for i, pt in enumerate(plaintexts, start=1):
         rec = sealer.seal(
-            pt, kind=wire.RecordKind.OBSERVATIONS, lane=1, epoch=epoch, seq=i, prev_hash=prev,
+            pt,
+            kind=wire.RecordKind.OBSERVATIONS,
+            lane=1,
+            epoch=epoch,
+            seq=i,
+            prev_hash=prev,
             created_ms=1_700_000_000_000 + i,
         )
         prev = wire.record_hash(rec)
@@ -96,9 +101,17 @@ def test_resigned_ciphertext_under_other_header_does_not_decrypt(sealer: RecordS
     parts = wire.parse_record(rec)
     hdr = parts.header
     moved = wire.RecordHeader(
-        kind=hdr.kind, lane=hdr.lane, flags=hdr.flags, kem_id=hdr.kem_id, kdf_id=hdr.kdf_id,
-        aead_id=hdr.aead_id, epoch=hdr.epoch, seq=hdr.seq + 1, created_ms=hdr.created_ms,
-        prev_hash=hdr.prev_hash, gateway_id=hdr.gateway_id,
+        kind=hdr.kind,
+        lane=hdr.lane,
+        flags=hdr.flags,
+        kem_id=hdr.kem_id,
+        kdf_id=hdr.kdf_id,
+        aead_id=hdr.aead_id,
+        epoch=hdr.epoch,
+        seq=hdr.seq + 1,
+        created_ms=hdr.created_ms,
+        prev_hash=hdr.prev_hash,
+        gateway_id=hdr.gateway_id,
     )
     sig = SIGNING.sign(wire.SIGNING_CONTEXT + wire.signed_part(moved, parts.ciphertext))
     forged = wire.assemble(moved, parts.ciphertext, sig)
@@ -109,7 +122,9 @@ def test_resigned_ciphertext_under_other_header_does_not_decrypt(sealer: RecordS
 
 def test_post_quantum_hybrid_suite_round_trips() -> None:
     mk = mlkem.MLKEM768PrivateKey.generate()
-    sealer = RecordSealer("gw-pq", SIGNING, provider_public_key(PROVIDER.public_key(), mk.public_key()))
+    sealer = RecordSealer(
+        "gw-pq", SIGNING, provider_public_key(PROVIDER.public_key(), mk.public_key())
+    )
     assert sealer.suite_name is SuiteName.MLKEM768_X25519
     rec = seal_chain(sealer, [b"pq reading"])[0]
     assert wire.parse_record(rec).header.kem_id == 0x647A
@@ -148,8 +163,13 @@ def test_chain_detects_a_replaced_record(sealer: RecordSealer) -> None:
     """Seq 2 re-sealed with different content (validly signed) breaks the link from seq 3."""
     good = seal_chain(sealer, [b"a", b"b", b"c"])
     forged_2 = sealer.seal(
-        b"B", kind=wire.RecordKind.OBSERVATIONS, lane=1, epoch=1, seq=2,
-        prev_hash=wire.record_hash(good[0]), created_ms=1,
+        b"B",
+        kind=wire.RecordKind.OBSERVATIONS,
+        lane=1,
+        epoch=1,
+        seq=2,
+        prev_hash=wire.record_hash(good[0]),
+        created_ms=1,
     )
     tracker = ChainTracker()
     for rec in (good[0], forged_2, good[2]):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway import cjson, fhir, wire
+from gateway import cjson, wire
 from gateway.errors import VerifyError
+from gateway.provider import fhir_read
 from gateway.provider.verifier import Verifier
 from gateway.sealing import open_record
 
@@ -52,11 +53,12 @@ def test_vector_record_opens_to_the_documented_plaintext() -> None:
 def test_vector_plaintext_is_canonical_and_maps_to_the_documented_reading() -> None:
     bundle = cjson.loads(PLAINTEXT)
     assert cjson.dumps(bundle) == PLAINTEXT
-    (m,) = fhir.measurements_from_bundle(bundle)
+    (m,) = fhir_read.measurements_from_bundle(bundle)
     assert str(m.value) == "36.60"
     assert m.unit == "Cel"
     assert m.device.value == "A4:C1:38:00:12:34"
-    assert m.device_time is not None and m.device_time.isoformat() == "2024-05-01T10:00:00+02:00"
+    assert m.device_time is not None
+    assert m.device_time.isoformat() == "2024-05-01T10:00:00+02:00"
 
 
 def test_vector_batch_verifies_end_to_end() -> None:

@@ -98,22 +98,38 @@ def main() -> int:
     conf = work / "gateway.toml"
     write_gateway_config(conf, pki, broker, state)
     gw = pki.gateway(GATEWAY_ID)
-    provider = subprocess.Popen(
+    provider = subprocess.Popen(  # noqa: S603 - our own interpreter and paths
         [
-            sys.executable, "-m", "gateway.provider.service",
-            "--host", broker.host, "--port", str(broker.port),
-            "--ca", str(pki.ca_cert), "--cert", str(pki.provider_cert), "--key", str(pki.provider_key),
-            "--hpke-key", str(pki.hpke_key), "--gateway", f"{GATEWAY_ID}={gw.identity_pub}",
+            sys.executable,
+            "-m",
+            "gateway.provider.service",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--ca",
+            str(pki.ca_cert),
+            "--cert",
+            str(pki.provider_cert),
+            "--key",
+            str(pki.provider_key),
+            "--hpke-key",
+            str(pki.hpke_key),
+            "--gateway",
+            f"{GATEWAY_ID}={gw.identity_pub}",
         ],
     )
     time.sleep(1.0)  # let the provider subscribe before the first batch
     log_path = work / "gatewayd.log"
-    print(f"demo: starting gatewayd (log: {log_path}); readings appear as the provider verifies them",
-          flush=True)
+    print(
+        f"demo: starting gatewayd (log: {log_path}); readings appear as the provider verifies them",
+        flush=True,
+    )
     with log_path.open("ab") as log_file:
-        daemon = subprocess.Popen(
+        daemon = subprocess.Popen(  # noqa: S603 - our own interpreter and paths
             [sys.executable, "-m", "gateway.daemon", "--config", str(conf)],
-            stdout=log_file, stderr=log_file,
+            stdout=log_file,
+            stderr=log_file,
         )
     interrupted = False
     try:
@@ -130,8 +146,11 @@ def main() -> int:
         time.sleep(1.0)  # the last batches reach the verifier
         _stop(provider)  # prints the summary line
         broker.stop()
-        print(f"demo: {_outbox_depth(state / 'outbox.db')} sealed records still in the gateway "
-              "outbox (durable; they go out on the next start)", flush=True)
+        print(
+            f"demo: {_outbox_depth(state / 'outbox.db')} sealed records still in the gateway "
+            "outbox (durable; they go out on the next start)",
+            flush=True,
+        )
     return 1 if daemon.returncode not in (0, -signal.SIGTERM) and not interrupted else 0
 
 

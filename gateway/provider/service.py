@@ -78,7 +78,10 @@ class ProviderSubscriber:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._client.connect_async(
-            self.settings.host, self.settings.port, keepalive=15, clean_start=False,
+            self.settings.host,
+            self.settings.port,
+            keepalive=15,
+            clean_start=False,
             properties=props,
         )
         self._client.loop_start()
@@ -115,14 +118,24 @@ def _print_batch(result: BatchResult, out: TextIO, as_json: bool) -> None:
         hdr = rec.header
         for m in rec.measurements:
             if as_json:
-                out.write(json.dumps({
-                    "gateway": hdr.gateway_id, "seq": hdr.seq, "device": str(m.device),
-                    "mdc_code": m.mdc_code, "value": None if m.value is None else str(m.value),
-                    "unit": m.unit,
-                    "components": [[c.mdc_code, str(c.value), c.unit] for c in m.components],
-                    "device_time": m.device_time.isoformat() if m.device_time else None,
-                    "device_record_id": m.device_record_id,
-                }) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "gateway": hdr.gateway_id,
+                            "seq": hdr.seq,
+                            "device": str(m.device),
+                            "mdc_code": m.mdc_code,
+                            "value": None if m.value is None else str(m.value),
+                            "unit": m.unit,
+                            "components": [
+                                [c.mdc_code, str(c.value), c.unit] for c in m.components
+                            ],
+                            "device_time": m.device_time.isoformat() if m.device_time else None,
+                            "device_record_id": m.device_record_id,
+                        }
+                    )
+                    + "\n"
+                )
             else:
                 value = (
                     "/".join(str(c.value) for c in m.components) if m.components else str(m.value)
@@ -133,7 +146,9 @@ def _print_batch(result: BatchResult, out: TextIO, as_json: bool) -> None:
                     f"device_time={m.device_time.isoformat() if m.device_time else '-'}\n"
                 )
         if not rec.measurements and not as_json:
-            out.write(f"verified  gw={hdr.gateway_id} seq={hdr.seq} {hdr.kind.name.lower()} record\n")
+            out.write(
+                f"verified  gw={hdr.gateway_id} seq={hdr.seq} {hdr.kind.name.lower()} record\n"
+            )
     for err in result.failures:
         out.write(f"REJECTED  {err.reason}: {err.message}\n")
     out.flush()
@@ -163,8 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--hpke-key", type=Path, required=True, help="provider X25519 private key (PEM)")
     p.add_argument("--mlkem-key", type=Path, help="provider ML-KEM-768 private key (hybrid suite)")
-    p.add_argument("--gateway", action="append", default=[], metavar="ID=PUBKEY",
-                   help="a gateway id and its Ed25519 public key file (repeatable)")
+    p.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="ID=PUBKEY",
+        help="a gateway id and its Ed25519 public key file (repeatable)",
+    )
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per reading")
     args = p.parse_args(argv)

@@ -16,9 +16,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway import cjson, fhir, wire
+from gateway import cjson, wire
 from gateway.errors import VerifyError
 from gateway.model import Measurement
+from gateway.provider import fhir_read
 from gateway.provider.chain import ChainTracker
 from gateway.sealing import ProviderPrivateKey, open_record
 
@@ -86,7 +87,9 @@ class Verifier:
             )
         key = self._gateway_keys.get(gid)
         if key is None:
-            raise VerifyError(f"unknown gateway {gid}", reason="unknown-gateway", seq=parts.header.seq)
+            raise VerifyError(
+                f"unknown gateway {gid}", reason="unknown-gateway", seq=parts.header.seq
+            )
         opened = open_record(record, self._provider_key, key)
         hdr = opened.header
         try:
@@ -97,7 +100,7 @@ class Verifier:
             ) from None
         measurements: tuple[Measurement, ...] = ()
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
-            measurements = tuple(fhir.measurements_from_bundle(body))
+            measurements = tuple(fhir_read.measurements_from_bundle(body))
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1

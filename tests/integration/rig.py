@@ -60,8 +60,11 @@ class Rig:
         self.broker.start()
         self.subscriber = ProviderSubscriber(
             SubscriberSettings(
-                self.broker.host, self.broker.port, self.pki.ca_cert,
-                self.pki.provider_cert, self.pki.provider_key,
+                self.broker.host,
+                self.broker.port,
+                self.pki.ca_cert,
+                self.pki.provider_cert,
+                self.pki.provider_key,
             ),
             self.verifier,
             on_batch=self.received.on_batch,
@@ -78,7 +81,8 @@ class Rig:
         )
         path = self.base / "gateway.toml"
         path.write_text(
-            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\nstate_dir = "{self.state_dir}"\n'
+            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\n'
+            f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n\n'
             f'[uplink]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
@@ -93,7 +97,9 @@ class Rig:
         with self.log_path.open("ab") as log:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "gateway.daemon", "--config", str(config)],
-                stdout=log, stderr=log, env=env,
+                stdout=log,
+                stderr=log,
+                env=env,
             )
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
@@ -104,7 +110,9 @@ class Rig:
 
     def outbox_depth(self) -> int:
         try:
-            conn = sqlite3.connect(f"file:{self.state_dir / 'outbox.db'}?mode=ro", uri=True, timeout=5)
+            conn = sqlite3.connect(
+                f"file:{self.state_dir / 'outbox.db'}?mode=ro", uri=True, timeout=5
+            )
             try:
                 return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
             finally:

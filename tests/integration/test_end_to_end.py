@@ -28,7 +28,10 @@ def assert_exactly_what_devices_produced(rig: Rig, counts: dict[tuple[str, str],
         kind = next(k for k, a in counts if a == m.device.value)
         exp = expected_reading(kind, m.device.value, m.device_record_id or -1)
         assert (m.mdc_code, m.value, m.unit, m.components) == (
-            exp.mdc_code, exp.value, exp.unit, exp.components,
+            exp.mdc_code,
+            exp.value,
+            exp.unit,
+            exp.components,
         ), f"reading {m.device_record_id} of {kind} altered"
         assert m.device_time is not None
         by_device.setdefault(m.device.value, []).append(m.device_record_id or -1)
@@ -39,9 +42,7 @@ def assert_exactly_what_devices_produced(rig: Rig, counts: dict[tuple[str, str],
 def test_readings_arrive_verified_complete_and_unaltered_across_a_broker_outage(rig: Rig) -> None:
     counts = {THERMO: 50, BP: 20}
     rig.start_provider()
-    config = rig.write_config(
-        [(*THERMO, 0.1, counts[THERMO]), (*BP, 0.25, counts[BP])]
-    )
+    config = rig.write_config([(*THERMO, 0.1, counts[THERMO]), (*BP, 0.25, counts[BP])])
     rig.start_daemon(config)
     total = sum(counts.values())
 
@@ -49,7 +50,8 @@ def test_readings_arrive_verified_complete_and_unaltered_across_a_broker_outage(
     rig.broker.stop()  # the provider's broker goes away; devices keep measuring
     time.sleep(2.0)
     during = len(rig.received.readings)
-    assert rig.daemon is not None and rig.daemon.poll() is None, rig.log_text()
+    assert rig.daemon is not None
+    assert rig.daemon.poll() is None, rig.log_text()
     assert rig.outbox_depth() > 0, "readings taken during the outage must be held in the outbox"
     rig.broker.start()
 
@@ -83,8 +85,11 @@ def test_readings_taken_before_the_broker_was_ever_reachable_survive_a_restart(r
 
     rig.start_provider()  # same port as before
     rig.start_daemon(config)  # the sim device starts counting again: a new run of readings
-    wait_for(lambda: rig.outbox_depth() == 0 and len(rig.received.readings) >= 15, 60,
-             "held and new readings")
+    wait_for(
+        lambda: rig.outbox_depth() == 0 and len(rig.received.readings) >= 15,
+        60,
+        "held and new readings",
+    )
     summary = rig.verifier.summary()
     assert summary["missing"] == 0, summary
     assert summary["signature_failures"] == 0
