@@ -438,9 +438,9 @@ def test_missing_device_time_uses_reception_time_and_is_flagged() -> None:
 
 
 def test_naive_device_time_is_refused_not_guessed() -> None:
-    m = make_measurement(device_time=datetime(2024, 5, 1, 10, 0))  # noqa: DTZ001 - the point
+    """The model refuses it at construction, before any mapping could guess a zone."""
     with pytest.raises(ModelError, match="timezone-aware"):
-        fhir.observation(m, GW)
+        make_measurement(device_time=datetime(2024, 5, 1, 10, 0))  # noqa: DTZ001 - the point
 
 
 # --- status, absence, test data -------------------------------------------------------------------
