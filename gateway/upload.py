@@ -18,7 +18,7 @@ import structlog
 from buffer.outbox import Outbox, StoredRecord
 from gateway import wire
 from gateway.dbthread import DatabaseThread
-from gateway.errors import UploadError
+from gateway.errors import GatewayError, UploadError
 from gateway.retry import classify, connect_retrying
 from gateway.uplink import ConnectionLostError, MqttUplink
 
@@ -77,7 +77,7 @@ class UploadLoop:
             log.info("uplink.connected", host=self._uplink.settings.host)
             try:
                 await self._pump()
-            except UploadError as exc:
+            except GatewayError as exc:  # upload failures, and a database error while leasing
                 decision = classify(exc)
                 self.last_error = exc.one_line()
                 log.warning("uplink.batch_failed", error=exc.message, kind=str(decision.kind))

@@ -26,8 +26,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import keys
+from gateway import codes, keys
 from gateway.errors import GatewayError
+from gateway.model import Measurement
 from gateway.provider.verifier import BatchResult, Verifier
 from gateway.sealing import provider_private_key
 
@@ -111,44 +112,48 @@ class ProviderSubscriber:
                 self._on_batch(result)
 
 
+def _reading_text(m: Measurement) -> str:
+    info = codes.info(m.mdc_code)
+    name = info.display if info else f"MDC {m.mdc_code}"
+    if m.components:
+        value = "/".join("-" if c.value is None else str(c.value) for c in m.components)
+    else:
+        value = str(m.value) if m.value is not None else f"no value ({m.absent_reason})"
+    when = m.device_time.isoformat() if m.device_time else "no device time"
+    return f"{m.device.value}  {name}: {value} {m.unit}  (device time {when})"
+
+
+def _reading_json(seq: int, gateway_id: str, m: Measurement) -> str:
+    return json.dumps(
+        {
+            "gateway": gateway_id,
+            "seq": seq,
+            "device": str(m.device),
+            "mdc_code": m.mdc_code,
+            "value": None if m.value is None else str(m.value),
+            "unit": m.unit,
+            "components": [[c.mdc_code, str(c.value), c.unit] for c in m.components],
+            "device_time": m.device_time.isoformat() if m.device_time else None,
+            "device_record_id": m.device_record_id,
+        }
+    )
+
+
 def _print_batch(result: BatchResult, out: TextIO, as_json: bool) -> None:
+    """One line per verified reading (the provider may see values: it is the hospital side)."""
     for rec in result.records:
         if rec.duplicate:
             continue
         hdr = rec.header
         for m in rec.measurements:
-            if as_json:
-                out.write(
-                    json.dumps(
-                        {
-                            "gateway": hdr.gateway_id,
-                            "seq": hdr.seq,
-                            "device": str(m.device),
-                            "mdc_code": m.mdc_code,
-                            "value": None if m.value is None else str(m.value),
-                            "unit": m.unit,
-                            "components": [
-                                [c.mdc_code, str(c.value), c.unit] for c in m.components
-                            ],
-                            "device_time": m.device_time.isoformat() if m.device_time else None,
-                            "device_record_id": m.device_record_id,
-                        }
-                    )
-                    + "\n"
-                )
-            else:
-                value = (
-                    "/".join(str(c.value) for c in m.components) if m.components else str(m.value)
-                )
-                out.write(
-                    f"verified  gw={hdr.gateway_id} seq={hdr.seq} device={m.device} "
-                    f"{m.source or ''} mdc={m.mdc_code} value={value} {m.unit} "
-                    f"device_time={m.device_time.isoformat() if m.device_time else '-'}\n"
-                )
-        if not rec.measurements and not as_json:
-            out.write(
-                f"verified  gw={hdr.gateway_id} seq={hdr.seq} {hdr.kind.name.lower()} record\n"
+            line = (
+                _reading_json(hdr.seq, hdr.gateway_id, m)
+                if as_json
+                else (f"verified  {hdr.gateway_id} #{hdr.seq}  {_reading_text(m)}")
             )
+            out.write(line + "\n")
+        if not rec.measurements and not as_json:
+            out.write(f"verified  {hdr.gateway_id} #{hdr.seq}  {hdr.kind.name.lower()} record\n")
     for err in result.failures:
         out.write(f"REJECTED  {err.reason}: {err.message}\n")
     out.flush()
