@@ -17,6 +17,7 @@ from gateway.model import Measurement
 from gateway.provider.broker import MosquittoBroker
 from gateway.provider.service import ProviderSubscriber, SubscriberSettings
 from gateway.provider.verifier import BatchResult, Verifier
+from gateway.sealing import provider_private_key
 from provisioning.devpki import RigPki, create_rig_pki
 
 
@@ -40,14 +41,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 class Rig:
-    def __init__(self, base: Path, gateway_id: str = "gw-it-0001") -> None:
+    def __init__(self, base: Path, gateway_id: str = "gw-it-0001", *, pq: bool = False) -> None:
         self.base = base
         self.gateway_id = gateway_id
-        self.pki: RigPki = create_rig_pki(base / "pki", gateway_ids=[gateway_id])
+        self.pq = pq
+        self.pki: RigPki = create_rig_pki(base / "pki", gateway_ids=[gateway_id], pq=pq)
         self.broker = MosquittoBroker(self.pki, base / "broker")
         gw = self.pki.gateway(gateway_id)
+        mlkem_key = (
+            keys.load_provider_mlkem_private(self.pki.hpke_mlkem768_key)
+            if pq and self.pki.hpke_mlkem768_key
+            else None
+        )
         self.verifier = Verifier(
-            keys.load_provider_x25519_private(self.pki.hpke_key),
+            provider_private_key(keys.load_provider_x25519_private(self.pki.hpke_key), mlkem_key),
             {gateway_id: keys.load_gateway_public_key(gw.identity_pub)},
         )
         self.received = Received()
@@ -84,16 +91,22 @@ class Rig:
             f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\n'
             f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
-            f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n\n'
+            f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n{self._pq_lines()}\n'
             f'[uplink]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
             f'ca_file = "{self.pki.ca_cert}"\ncert_file = "{gw.client_cert}"\n'
             f'key_file = "{gw.client_key}"\nkeepalive_s = 5\n{extra}{sims}'
         )
         return path
 
-    def start_daemon(self, config: Path) -> None:
+    def _pq_lines(self) -> str:
+        if not self.pq:
+            return ""
+        return f'suite = "mlkem768-x25519"\nmlkem_public_key = "{self.pki.hpke_mlkem768_pub}"\n'
+
+    def start_daemon(self, config: Path, env_extra: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
+        env.update(env_extra or {})
         with self.log_path.open("ab") as log:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "gateway.daemon", "--config", str(config)],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +72,27 @@ def test_readings_arrive_verified_complete_and_unaltered_across_a_broker_outage(
     assert len(rig.received.readings) == total
     assert_exactly_what_devices_produced(rig, counts)
     assert rig.stop_daemon() == 0, rig.log_text()
+    assert_no_clinical_values_logged(rig)
+
+
+def assert_no_clinical_values_logged(rig: Rig) -> None:
+    """Debug-level JSON log lines carry counts and sequence numbers, never a reading's value.
+
+    Whole numbers would collide with counts, so the check uses the decimal readings (every
+    temperature and every blood-pressure mean here has a fraction).
+    """
+    values = {str(m.value) for _, m in rig.received.readings if m.value is not None}
+    values |= {str(c.value) for _, m in rig.received.readings for c in m.components}
+    values = {v for v in values if "." in v}
+    assert len(values) > 5
+    lines = [json.loads(line) for line in rig.log_text().splitlines() if line.startswith("{")]
+    assert len(lines) > 10
+    for event in lines:
+        for key, field in event.items():
+            if key == "timestamp":  # "…:36.512Z" would look like 36.5
+                continue
+            text = json.dumps(field)
+            assert not any(v in text for v in values), f"{event['event']}.{key}: clinical value?"
 
 
 def test_readings_taken_before_the_broker_was_ever_reachable_survive_a_restart(rig: Rig) -> None:
@@ -103,3 +127,37 @@ def test_sigterm_commits_and_exits_cleanly(rig: Rig) -> None:
     wait_for(lambda: len(rig.received.readings) >= 5, 30, "readings")
     assert rig.stop_daemon() == 0, rig.log_text()
     assert "gateway.stopped" in rig.log_text()
+
+
+def test_post_quantum_suite_is_switched_on_by_configuration(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, pq=True)
+    try:
+        rig.start_provider()
+        rig.start_daemon(rig.write_config([(*THERMO, 0.05, 10)]))
+        wait_for(lambda: len(rig.received.readings) >= 10, 30, "readings under the hybrid suite")
+        assert rig.verifier.summary()["failures"] == {}
+        assert "mlkem768-x25519" in rig.log_text()  # the daemon says which suite it seals with
+        assert_exactly_what_devices_produced(rig, {THERMO: 10})
+    finally:
+        rig.close()
+
+
+def test_daemon_tells_systemd_ready_and_stopping(rig: Rig, tmp_path: Path) -> None:
+    """sd_notify: READY=1 once up (even before the broker answers), STOPPING=1 on SIGTERM."""
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(30)
+        rig.broker.start()
+        rig.broker.stop()  # no broker: READY must not wait for the uplink
+        rig.start_daemon(rig.write_config([(*THERMO, 1.0, 3)]), {"NOTIFY_SOCKET": str(sock_path)})
+        first = sock.recv(4096).decode()
+        assert "READY=1" in first.splitlines()
+        assert any(line.startswith("STATUS=uplink") for line in first.splitlines())
+        rig.stop_daemon()
+        rest = []
+        sock.settimeout(2)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                rest.append(sock.recv(4096).decode())
+        assert "STOPPING=1" in "\n".join(rest).splitlines()
