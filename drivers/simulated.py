@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from gateway.codes import (
     MDC_PRESS_BLD_NONINV,
@@ -69,8 +73,54 @@ def expected_reading(kind: str, address: str, n: int) -> ExpectedReading:
     raise ValueError(f"unknown simulated device kind {kind!r}")
 
 
+class DeviceMemory:
+    """The stored-records memory of a simulated device (its own flash, in a small JSON file).
+
+    Like a RACP glucose meter, the device numbers its readings, keeps them, and forgets one only
+    after the gateway confirmed it (which the gateway does only once the reading is durable). A
+    reading's device time is fixed when it is taken, so a re-sent reading is the same reading.
+    The file is replaced atomically and fsynced, so the device's memory survives a power cut of
+    the gateway.
+    """
+
+    def __init__(self, path: Path, interval_s: float) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        try:
+            state = json.loads(path.read_text())
+            self.start_ms, self.confirmed = int(state["start_ms"]), int(state["confirmed"])
+        except FileNotFoundError:
+            self.start_ms, self.confirmed = time.time_ns() // 1_000_000, 0
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w") as f:
+            json.dump({"start_ms": self.start_ms, "confirmed": self.confirmed}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+    def taken(self, now_ms: int) -> int:
+        """How many readings the device has taken by ``now_ms``."""
+        return max(0, int((now_ms - self.start_ms) / 1000 // self.interval_s))
+
+    def taken_at(self, n: int) -> datetime:
+        ms = self.start_ms + round(n * self.interval_s * 1000)
+        return datetime.fromtimestamp(ms // 1000, UTC)  # the device clock ticks in seconds
+
+    def confirm(self, n: int) -> None:
+        if n > self.confirmed:
+            self.confirmed = n
+            self._write()
+
+
 class SimulatedDevice:
-    """A ``Driver`` producing one reading every ``interval_s`` (optionally ``count`` in all)."""
+    """A ``Driver`` producing one reading every ``interval_s`` (optionally ``count`` in all).
+
+    With ``memory`` (a file path) it behaves like a device with stored records: after a restart
+    it sends again every reading it took that the gateway has not confirmed.
+    """
 
     def __init__(
         self,
@@ -79,7 +129,7 @@ class SimulatedDevice:
         interval_s: float,
         *,
         count: int | None = None,
-        start_n: int = 1,
+        memory: Path | None = None,
     ) -> None:
         expected_reading(kind, address, 1)  # fail early on an unknown kind
         self.kind = kind
@@ -87,7 +137,7 @@ class SimulatedDevice:
         self.device = DeviceId(DeviceIdKind.BTMAC, address)
         self.interval_s = interval_s
         self.count = count
-        self._n = start_n
+        self.memory = DeviceMemory(memory, interval_s) if memory is not None else None
         self.produced = 0
         self.confirmed = 0
         self.last_seen: datetime | None = None
@@ -95,7 +145,7 @@ class SimulatedDevice:
     def _reading(self, n: int) -> Measurement:
         exp = expected_reading(self.kind, self.device.value, n)
         now = datetime.now(UTC)
-        device_time = now.replace(microsecond=0)  # device clocks tick in whole seconds
+        taken = self.memory.taken_at(n) if self.memory else now.replace(microsecond=0)
         return Measurement(
             device=self.device,
             mdc_code=exp.mdc_code,
@@ -104,23 +154,34 @@ class SimulatedDevice:
             received_at=now,
             source=self.name,
             raw=n.to_bytes(4, "big"),
-            device_time=device_time,
+            device_time=taken,
             time_quality=TimeQuality.SYNCED,
             components=exp.components,
             device_record_id=n,
         )
 
+    def _available(self, loop_time: float, started: float) -> int:
+        if self.memory is not None:
+            taken = self.memory.taken(time.time_ns() // 1_000_000)
+        else:
+            taken = int((loop_time - started) // self.interval_s) + 1
+        return taken if self.count is None else min(taken, self.count)
+
     async def measurements(self) -> AsyncIterator[Measurement]:
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while self.count is None or self.produced < self.count:
-            next_at += self.interval_s
-            m = self._reading(self._n)
-            self._n += 1
-            self.produced += 1
-            self.last_seen = m.received_at
-            yield m
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        started = loop.time()
+        n = (self.memory.confirmed if self.memory else 0) + 1
+        while self.count is None or n <= self.count:
+            while n <= self._available(loop.time(), started):
+                m = self._reading(n)
+                n += 1
+                self.produced += 1
+                self.last_seen = m.received_at
+                yield m
+            await asyncio.sleep(min(self.interval_s, 0.5))
 
     async def committed(self, measurements: Sequence[Measurement]) -> None:
         self.confirmed += len(measurements)
+        if self.memory is not None and measurements:
+            last = max(m.device_record_id or 0 for m in measurements)
+            await asyncio.to_thread(self.memory.confirm, last)

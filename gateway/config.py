@@ -29,6 +29,7 @@ class SimDeviceConfig:
     address: str
     interval_s: float
     count: int | None  # stop after this many readings (None: forever)
+    memory: Path | None  # stored-records mode: the simulated device's own memory file
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +210,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     for i, raw in enumerate(sims):
         if not isinstance(raw, dict):
             raise ConfigError(f"sim_devices[{i}]", "must be a table", path=str(path))
-        t = _Table(raw, f"sim_devices[{i}]", path, ("kind", "address", "interval_s", "count"))
+        t = _Table(
+            raw, f"sim_devices[{i}]", path, ("kind", "address", "interval_s", "count", "memory")
+        )
         kind = t.get("kind", str)
         if kind not in SIM_KINDS:
             raise t.error("kind", f"must be one of {', '.join(SIM_KINDS)}, got {kind!r}")
@@ -220,7 +223,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         count = t.get("count", int, None, what="a positive integer")
         if count is not None and count < 1:
             raise t.error("count", "must be a positive integer")
-        sim_devices.append(SimDeviceConfig(kind, address, interval, count))
+        memory = t.path("memory", base, None)
+        sim_devices.append(SimDeviceConfig(kind, address, interval, count, memory))
 
     return Config(
         path=path,

@@ -72,7 +72,8 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
 
 def build_drivers(cfg: Config) -> list[SimulatedDevice]:
     return [
-        SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count) for d in cfg.sim_devices
+        SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory)
+        for d in cfg.sim_devices
     ]
 
 
