@@ -148,8 +148,9 @@ class Outbox:
     def lease(self, max_records: int, max_bytes: int) -> list[StoredRecord]:
         """Take the next records for upload: most urgent lane first, then in sequence order.
 
-        Leased records stay on disk and are not handed out again until released or acked. At
-        least one record is returned when any is available, even if it alone exceeds max_bytes.
+        All records of one lease share a lane (lanes may have topics of their own). Leased records
+        stay on disk and are not handed out again until released or acked. At least one record is
+        returned when any is available, even if it alone exceeds max_bytes.
         """
         out: list[StoredRecord] = []
         total = 0
@@ -160,7 +161,8 @@ class Outbox:
             for seq, lane, created_ms, record in rows:
                 if seq in self._in_flight:
                     continue
-                if out and (len(out) >= max_records or total + len(record) > max_bytes):
+                full = len(out) >= max_records or total + len(record) > max_bytes
+                if out and (full or lane != out[0].lane):
                     break
                 out.append(StoredRecord(int(seq), int(lane), int(created_ms), bytes(record)))
                 total += len(record)

@@ -27,6 +27,7 @@ from gateway.codes import (
     MDC_PULS_OXIM_SAT_O2,
     MDC_TEMP_BODY,
 )
+from gateway.health import DeviceHealth
 from gateway.model import (
     Component,
     DeviceId,
@@ -179,6 +180,21 @@ class SimulatedDevice:
                 self.last_seen = m.received_at
                 yield m
             await asyncio.sleep(min(self.interval_s, 0.5))
+
+    def health(self) -> list[DeviceHealth]:
+        return [
+            DeviceHealth(
+                device=str(self.device),
+                driver=self.name,
+                state="streaming" if self.count is None or self.produced < self.count else "done",
+                last_seen=self.last_seen,
+                expected_interval_s=self.interval_s
+                if self.count is None or self.produced < self.count
+                else None,
+                readings=self.produced,
+                battery_pct=100,
+            )
+        ]
 
     async def committed(self, measurements: Sequence[Measurement]) -> None:
         self.confirmed += len(measurements)

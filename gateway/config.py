@@ -55,11 +55,16 @@ class Config:
     inflight_batches: int
     outbox_path: Path
     commit_window_ms: float
+    health_interval_s: float
     sim_devices: tuple[SimDeviceConfig, ...]
 
     @property
     def records_topic(self) -> str:
         return f"{self.topic_prefix}/gw/{self.gateway_id}/records"
+
+    @property
+    def health_topic(self) -> str:
+        return f"{self.topic_prefix}/gw/{self.gateway_id}/health"
 
 
 class _Table:
@@ -135,7 +140,12 @@ def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> _Tabl
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
     base = path.parent
-    _Table(data, "", path, ("gateway", "identity", "provider", "uplink", "outbox", "sim_devices"))
+    _Table(
+        data,
+        "",
+        path,
+        ("gateway", "identity", "provider", "uplink", "outbox", "health", "sim_devices"),
+    )
 
     gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
     gateway_id = gw.get("id", str)
@@ -201,6 +211,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if not 0 <= window_ms <= 1000:
         raise ob.error("commit_window_ms", "must be between 0 and 1000")
 
+    hl = _table(data, "health", path, "interval_s")
+    health_interval = hl.get("interval_s", float, 60.0, what="a number of seconds")
+    if not 1 <= health_interval <= 3600:
+        raise hl.error("interval_s", "must be between 1 and 3600 seconds")
+
     sims = data.get("sim_devices", [])
     if not isinstance(sims, list):
         raise ConfigError(
@@ -248,5 +263,6 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         inflight_batches=inflight,
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
+        health_interval_s=health_interval,
         sim_devices=tuple(sim_devices),
     )

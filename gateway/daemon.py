@@ -23,6 +23,7 @@ from gateway import __version__, fhir, logs
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
+from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
 from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
 from gateway.model import Measurement
@@ -121,6 +122,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         uplink,
         UploadSettings(
             topic=cfg.records_topic,
+            health_topic=cfg.health_topic,
             batch_max_records=cfg.batch_max_records,
             batch_max_bytes=cfg.batch_max_bytes,
             window=cfg.inflight_batches,
@@ -128,6 +130,17 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         writer.committed_event,
     )
     drivers = build_drivers(cfg)
+    health = HealthReporter(
+        gateway_id=cfg.gateway_id,
+        episode_id=cfg.episode_id,
+        writer=writer,
+        outbox=outbox,
+        db=db,
+        uplink=upload,
+        devices=drivers,
+        cert_file=cfg.cert_file,
+        interval_s=cfg.health_interval_s,
+    )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -155,6 +168,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         async with asyncio.TaskGroup() as tg:
             tg.create_task(writer.run(), name="ingest.writer")
             tg.create_task(upload.run(), name="uplink")
+            tg.create_task(health.run(), name="health")
             driver_tasks = [
                 tg.create_task(pump(d, writer), name=f"driver.{d.name}") for d in drivers
             ]

@@ -46,7 +46,7 @@ class _Item:
     kind: wire.RecordKind
     lane: Lane
     measurements: Sequence[Measurement] = ()
-    payload: Mapping[str, Any] | None = None
+    payload: bytes = b""  # canonical JSON, encoded by the submitter
     future: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -105,8 +105,12 @@ class IngestWriter:
     async def submit_payload(
         self, kind: wire.RecordKind, payload: Mapping[str, Any], lane: Lane
     ) -> int:
-        """Seal a non-clinical JSON payload (health, gap, event) as a record of its own."""
-        item = _Item(kind, lane, payload=payload)
+        """Seal a non-clinical JSON payload (health, gap, event) as a record of its own.
+
+        Encoded here, in the caller's task, so a payload that cannot be encoded fails its caller
+        and never reaches (let alone blocks) the writer.
+        """
+        item = _Item(kind, lane, payload=cjson.dumps(payload))
         await self._queue.put(item)
         return await item.future
 
@@ -206,7 +210,7 @@ class IngestWriter:
         for item in batch:
             if item.kind is not wire.RecordKind.OBSERVATIONS:
                 index_of_item.append(len(groups))
-                groups.append((item.kind, item.lane, None, cjson.dumps(item.payload)))
+                groups.append((item.kind, item.lane, None, item.payload))
                 continue
             slot = open_slot.get(item.lane, -1)
             group = groups[slot][2] if slot >= 0 else None

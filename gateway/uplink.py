@@ -129,9 +129,10 @@ class MqttUplink:
             target=self._network_loop, args=(client, self._stop), name="mqtt-net", daemon=True
         )
         self._thread.start()
+        connected = self._connected
         try:
             await asyncio.wait_for(
-                asyncio.shield(self._connected), timeout=self.settings.connect_timeout_s
+                asyncio.shield(connected), timeout=self.settings.connect_timeout_s
             )
         except TimeoutError:
             await self.close()
@@ -139,6 +140,14 @@ class MqttUplink:
         except UploadError:
             await self.close()
             raise
+        finally:
+            # The CONNACK future has served its purpose; a late failure must not be left behind
+            # as an exception nobody retrieves.
+            self._connected = None
+            if connected.done() and not connected.cancelled():
+                connected.exception()
+            else:
+                connected.cancel()
 
     def _blocking_connect(self, client: mqtt.Client) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from buffer.outbox import Outbox, StoredRecord
 from gateway import wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, UploadError
+from gateway.ingest import Lane
 from gateway.retry import classify, connect_retrying
 from gateway.uplink import ConnectionLostError, MqttUplink
 
@@ -27,7 +28,8 @@ log = structlog.get_logger("gateway.upload")
 
 @dataclass(frozen=True, slots=True)
 class UploadSettings:
-    topic: str
+    topic: str  # observation, gap and event records
+    health_topic: str  # health records (lane HEALTH) have a topic of their own
     batch_max_records: int = 500
     batch_max_bytes: int = 256 * 1024
     window: int = 4  # batches in flight at once
@@ -140,7 +142,10 @@ class UploadLoop:
 
     async def _send(self, batch: list[StoredRecord]) -> int:
         payload = wire.encode_batch([r.record for r in batch])
-        await self._uplink.publish(self._settings.topic, payload)
+        topic = (
+            self._settings.health_topic if batch[0].lane == Lane.HEALTH else self._settings.topic
+        )
+        await self._uplink.publish(topic, payload)
         # The broker has the batch: now, and only now, the rows may go.
         await self._db.run(self._outbox.ack, [r.seq for r in batch])
         log.debug("uplink.batch_acked", records=len(batch), first_seq=batch[0].seq)

@@ -81,8 +81,12 @@ async def test_lanes_get_separate_records_and_payload_records_stand_alone(tmp_pa
     )
     seqs = [await f1, await f2, await s3]
     assert sorted(seqs) == [1, 2, 3]
-    stored = await db.run(outbox.lease, 100, 10**9)
-    assert [(r.lane, r.seq) for r in stored] == [(1, seqs[0]), (2, seqs[1]), (3, seqs[2])]
+    leases = [await db.run(outbox.lease, 100, 10**9) for _ in range(3)]
+    assert [[(r.lane, r.seq) for r in lease] for lease in leases] == [
+        [(1, seqs[0])],
+        [(2, seqs[1])],
+        [(3, seqs[2])],
+    ]
     task.cancel()
     db.shutdown()
 

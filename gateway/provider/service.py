@@ -26,10 +26,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import codes, keys
+from gateway import codes, keys, wire
 from gateway.errors import GatewayError
 from gateway.model import Measurement
-from gateway.provider.verifier import BatchResult, Verifier
+from gateway.provider.verifier import BatchResult, VerifiedRecord, Verifier
 from gateway.sealing import provider_private_key
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of provider downtime
@@ -43,7 +43,7 @@ class SubscriberSettings:
     cert_file: Path
     key_file: Path
     client_id: str = "provider-verifier"
-    topic: str = "homecare/v1/gw/+/records"
+    topics: tuple[str, ...] = ("homecare/v1/gw/+/records", "homecare/v1/gw/+/health")
 
 
 class ProviderSubscriber:
@@ -98,7 +98,7 @@ class ProviderSubscriber:
         if rc.is_failure:
             print(f"provider: broker refused connection: {rc}", file=sys.stderr)
             return
-        client.subscribe(self.settings.topic, qos=1)
+        client.subscribe([(t, 1) for t in self.settings.topics])
         self.subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _rc: ReasonCode, _p: Any) -> None:
@@ -139,6 +139,19 @@ def _reading_json(seq: int, gateway_id: str, m: Measurement) -> str:
     )
 
 
+def _record_text(rec: VerifiedRecord) -> str:
+    body = rec.body
+    if rec.header.kind is wire.RecordKind.HEALTH and isinstance(body, dict):
+        outbox, uplink = body.get("outbox", {}), body.get("uplink", {})
+        devices = body.get("devices", [])
+        silent = sum(1 for d in devices if d.get("silent"))
+        return (
+            f"health: outbox {outbox.get('depth')} waiting, uplink {uplink.get('state')}, "
+            f"{len(devices)} devices ({silent} silent), alarms {body.get('alarms') or 'none'}"
+        )
+    return f"{rec.header.kind.name.lower()} record"
+
+
 def _print_batch(result: BatchResult, out: TextIO, as_json: bool) -> None:
     """One line per verified reading (the provider may see values: it is the hospital side)."""
     for rec in result.records:
@@ -153,7 +166,7 @@ def _print_batch(result: BatchResult, out: TextIO, as_json: bool) -> None:
             )
             out.write(line + "\n")
         if not rec.measurements and not as_json:
-            out.write(f"verified  {hdr.gateway_id} #{hdr.seq}  {hdr.kind.name.lower()} record\n")
+            out.write(f"verified  {hdr.gateway_id} #{hdr.seq}  {_record_text(rec)}\n")
     for err in result.failures:
         out.write(f"REJECTED  {err.reason}: {err.message}\n")
     out.flush()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway import keys
+from gateway import keys, wire
 from gateway.model import Measurement
 from gateway.provider.broker import MosquittoBroker
 from gateway.provider.service import ProviderSubscriber, SubscriberSettings
@@ -24,11 +24,13 @@ from provisioning.devpki import RigPki, create_rig_pki
 @dataclass
 class Received:
     readings: list[tuple[int, Measurement]] = field(default_factory=list)  # (record seq, reading)
+    health: int = 0  # health reports received
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
             if not rec.duplicate:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
+                self.health += rec.header.kind is wire.RecordKind.HEALTH
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

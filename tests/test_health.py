@@ -1,0 +1,89 @@
+"""Health reports: silent devices, certificate expiry, outbox state; JSON-ready, no clinical."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from buffer.outbox import Outbox
+from gateway import cjson, wire
+from gateway.dbthread import DatabaseThread
+from gateway.health import DeviceHealth, HealthReporter
+from gateway.ingest import IngestWriter
+from gateway.provider.verifier import Verifier
+from gateway.sealing import RecordSealer
+from provisioning.devpki import create_rig_pki
+from tests.factories import make_gateway_info
+
+GW = make_gateway_info()
+NOW = datetime.now(UTC)
+
+
+class Devices:
+    def health(self) -> list[DeviceHealth]:
+        return [
+            DeviceHealth("btmac:C0:FF:EE:00:00:01", "sim", "streaming", NOW, 2.0, 10, 80),
+            DeviceHealth(
+                "btmac:C0:FF:EE:00:00:02", "sim", "waiting", NOW - timedelta(hours=1), 60.0, 1
+            ),
+            DeviceHealth("btmac:C0:FF:EE:00:00:03", "sim", "waiting", None, None, 0),
+        ]
+
+
+class Uplink:
+    state = "backoff"
+    last_error: str | None = "cannot reach broker"
+    delivered_records = 7
+
+
+def test_device_is_silent_after_three_expected_intervals() -> None:
+    d = DeviceHealth("x", "sim", "streaming", NOW - timedelta(seconds=7), 2.0, 1)
+    assert d.silent(NOW)
+    assert not d.silent(NOW - timedelta(seconds=2))
+    assert not DeviceHealth("x", "sim", "idle", None, None, 0).silent(NOW)  # no expectation
+
+
+async def test_report_is_sealed_into_the_outbox_and_opens_at_the_provider(tmp_path: Path) -> None:
+    pki = create_rig_pki(tmp_path / "pki", gateway_ids=[GW.gateway_id], valid_days=10)
+    signing, provider = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    writer = IngestWriter(
+        outbox, RecordSealer(GW.gateway_id, signing, provider.public_key()), GW, db
+    )
+    task = asyncio.create_task(writer.run())
+    reporter = HealthReporter(
+        gateway_id=GW.gateway_id,
+        episode_id=GW.episode_id,
+        writer=writer,
+        outbox=outbox,
+        db=db,
+        uplink=Uplink(),
+        devices=[Devices()],
+        cert_file=pki.gateway(GW.gateway_id).client_cert,
+        interval_s=60,
+        clock_probe=lambda: {"source": "chrony", "synchronised": True, "offset_ms": 0.25},
+    )
+    seq = await reporter.report_once()
+    (rec,) = await db.run(outbox.lease, 10, 10**6)
+    assert rec.seq == seq
+    assert rec.lane == 3
+    opened = Verifier(provider, {GW.gateway_id: signing.public_key()}).accept_record(rec.record)
+    body = opened.body
+    assert opened.header.kind is wire.RecordKind.HEALTH
+    assert body["uplink"] == {
+        "state": "backoff",
+        "delivered_records": 7,
+        "last_error": "cannot reach broker",
+    }
+    assert [d["silent"] for d in body["devices"]] == [False, True, False]
+    assert body["alarms"] == ["device-silent:btmac:C0:FF:EE:00:00:02", "certificate-expires-soon"]
+    assert 9 < body["certificate"]["days_left"] <= 10
+    assert str(body["clock"]["offset_ms"]) == "0.25"
+    assert body["outbox"]["depth"] == 0  # counted before the report itself was committed
+    assert cjson.loads(cjson.dumps(body)) == body
+    task.cancel()
+    db.shutdown()
