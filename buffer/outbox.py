@@ -92,6 +92,9 @@ class Outbox:
             raise _store_error(f"open of {path}", exc) from exc
         self._in_flight: set[int] = set()
         self._head = self._load_head()
+        # Sealed bytes held, kept in memory for the capacity policy (read from the event loop
+        # as a plain int: a slightly stale value only shifts admission by one batch).
+        self.bytes_held = self.stats().bytes
 
     # -- chain head ---------------------------------------------------------------------------
 
@@ -142,6 +145,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise _store_error("commit", exc) from exc
         self._head = new_head
+        self.bytes_held += sum(len(r.record) for r in records)
 
     # -- reading and acknowledging ------------------------------------------------------------
 
@@ -175,20 +179,22 @@ class Outbox:
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete records the broker acknowledged. Returns how many rows were deleted."""
         seq_list = list(seqs)
-        deleted = 0
+        deleted = freed = 0
         try:
             with self._db.atomic():
                 for i in range(0, len(seq_list), 500):
                     chunk = seq_list[i : i + 500]
                     marks = ",".join("?" * len(chunk))
-                    cur = self._db.conn.execute(
-                        f"DELETE FROM records WHERE seq IN ({marks})",  # noqa: S608 - only "?" marks
+                    sizes = self._db.conn.execute(
+                        f"DELETE FROM records WHERE seq IN ({marks}) RETURNING size",  # noqa: S608 - only "?" marks
                         chunk,
-                    )
-                    deleted += cur.rowcount
+                    ).fetchall()
+                    deleted += len(sizes)
+                    freed += sum(int(s) for (s,) in sizes)
         except sqlite3.Error as exc:
             raise _store_error("ack", exc) from exc
         self._in_flight.difference_update(seq_list)
+        self.bytes_held -= freed
         return deleted
 
     def release(self, seqs: Iterable[int]) -> None:

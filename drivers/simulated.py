@@ -141,6 +141,7 @@ class SimulatedDevice:
         self.memory = DeviceMemory(memory, interval_s) if memory is not None else None
         self.produced = 0
         self.confirmed = 0
+        self._rewind_to: int | None = None
         self.last_seen: datetime | None = None
 
     def _reading(self, n: int) -> Measurement:
@@ -179,6 +180,8 @@ class SimulatedDevice:
                 self.produced += 1
                 self.last_seen = m.received_at
                 yield m
+                if self._rewind_to is not None:
+                    n, self._rewind_to = self._rewind_to, None
             await asyncio.sleep(min(self.interval_s, 0.5))
 
     def health(self) -> list[DeviceHealth]:
@@ -195,6 +198,12 @@ class SimulatedDevice:
                 battery_pct=100,
             )
         ]
+
+    async def refused(self, measurements: Sequence[Measurement]) -> None:
+        """The gateway could not store these: a device with memory offers them again later."""
+        if self.memory is not None and measurements:
+            first = min(m.device_record_id or 0 for m in measurements)
+            self._rewind_to = first if self._rewind_to is None else min(self._rewind_to, first)
 
     async def committed(self, measurements: Sequence[Measurement]) -> None:
         self.confirmed += len(measurements)

@@ -55,6 +55,7 @@ class Config:
     inflight_batches: int
     outbox_path: Path
     commit_window_ms: float
+    outbox_quota_bytes: int
     health_interval_s: float
     sim_devices: tuple[SimDeviceConfig, ...]
 
@@ -205,11 +206,12 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     batch_bytes = up.int_in("batch_max_bytes", 1024, 16 * 1024 * 1024, 256 * 1024)
     inflight = up.int_in("inflight_batches", 1, 64, 4)
 
-    ob = _table(data, "outbox", path, "path", "commit_window_ms")
+    ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes")
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
     window_ms = ob.get("commit_window_ms", float, 2.0, what="a number of milliseconds")
     if not 0 <= window_ms <= 1000:
         raise ob.error("commit_window_ms", "must be between 0 and 1000")
+    quota = ob.int_in("quota_bytes", 16 * 1024, 2**40, 256 * 1024 * 1024)
 
     hl = _table(data, "health", path, "interval_s")
     health_interval = hl.get("interval_s", float, 60.0, what="a number of seconds")
@@ -263,6 +265,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         inflight_batches=inflight,
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
+        outbox_quota_bytes=quota,
         health_interval_s=health_interval,
         sim_devices=tuple(sim_devices),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from drivers.simulated import SimulatedDevice
 from gateway import __version__, fhir, logs
@@ -24,7 +25,7 @@ from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.health import HealthReporter
-from gateway.ingest import IngestWriter, Lane
+from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
 from gateway.model import Measurement
 from gateway.notify import SystemdNotifier
@@ -59,10 +60,22 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             finally:
                 confirmations.task_done()
 
+    async def refused(m: Measurement) -> None:
+        # Not stored: the device keeps it (no confirmation); a device with stored records is
+        # told to offer it again, and we wait for space rather than refuse reading after reading.
+        hook = getattr(driver, "refused", None)
+        if hook is not None:
+            await hook([m])
+        await writer.wait_for_space(lane)
+
     confirmer = asyncio.create_task(confirm(), name=f"driver.{driver.name}.confirm")
     try:
         async for m in driver.measurements():
-            fut = await writer.enqueue([m], lane)
+            try:
+                fut = await writer.enqueue([m], lane)
+            except QuotaExceededError:
+                await refused(m)
+                continue
             await confirmations.put((fut, m))
         await confirmations.join()  # a bounded driver ended: wait for its last confirmations
     finally:
@@ -104,7 +117,14 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         time_sync="ntp",
         software_version=__version__,
     )
-    writer = IngestWriter(outbox, sealer, gateway_info, db, window_s=cfg.commit_window_ms / 1000)
+    writer = IngestWriter(
+        outbox,
+        sealer,
+        gateway_info,
+        db,
+        window_s=cfg.commit_window_ms / 1000,
+        policy=CapacityPolicy(cfg.outbox_quota_bytes),
+    )
     uplink = MqttUplink(
         UplinkSettings(
             host=cfg.broker_host,
@@ -169,6 +189,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             tg.create_task(writer.run(), name="ingest.writer")
             tg.create_task(upload.run(), name="uplink")
             tg.create_task(health.run(), name="health")
+            tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             driver_tasks = [
                 tg.create_task(pump(d, writer), name=f"driver.{d.name}") for d in drivers
             ]

@@ -26,7 +26,7 @@ from cryptography import x509
 from buffer.outbox import Outbox, OutboxStats
 from gateway import __version__, wire
 from gateway.dbthread import DatabaseThread
-from gateway.ingest import IngestWriter, Lane
+from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 
 log = structlog.get_logger("gateway.health")
 
@@ -167,6 +167,8 @@ class HealthReporter:
         alarms = [f"device-silent:{d['device']}" for d in devices if d["silent"]]
         if self._writer.last_error:
             alarms.append("outbox-commit-failing")
+        if self._writer.refusing:
+            alarms.append("outbox-quota-reached")
         if cert_days is not None and cert_days < 14:
             alarms.append("certificate-expires-soon")
         return {
@@ -183,6 +185,8 @@ class HealthReporter:
                 "oldest_age_s": stats.oldest_age_s(time.time_ns() // 1_000_000),
                 "last_seq": stats.head_seq,
                 "epoch": stats.epoch,
+                "quota_bytes": self._writer.policy.quota_bytes if self._writer.policy else None,
+                "refused_readings": self._writer.gaps.total_refused,
             },
             "ingest": {
                 "committed_readings": self._writer.committed_readings,
@@ -202,10 +206,15 @@ class HealthReporter:
             "alarms": alarms,
         }
 
-    async def report_once(self) -> int:
-        """Seal one health report into the outbox; returns its sequence number."""
+    async def report_once(self) -> int | None:
+        """Seal one health report into the outbox; its sequence number (None: quota reached)."""
         body = await self.snapshot()
-        seq = await self._writer.submit_payload(wire.RecordKind.HEALTH, body, Lane.HEALTH)
+        try:
+            seq = await self._writer.submit_payload(wire.RecordKind.HEALTH, body, Lane.HEALTH)
+        except QuotaExceededError:
+            # Health is the first lane refused; the gap records carry the alarm meanwhile.
+            log.warning("health.refused_quota", alarms=body["alarms"])
+            return None
         self.reports += 1
         log.info(
             "health.reported", seq=seq, outbox_depth=body["outbox"]["depth"], alarms=body["alarms"]

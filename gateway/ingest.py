@@ -20,16 +20,27 @@ from typing import Any
 
 import structlog
 
+from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
 from gateway import cjson, fhir, wire
 from gateway.dbthread import DatabaseThread
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreError
+from gateway.gaps import GapLedger
 from gateway.model import Measurement
 from gateway.sealing import RecordSealer
 
 log = structlog.get_logger("gateway.ingest")
 
 MAX_OBSERVATIONS_PER_RECORD = 256
+
+
+class QuotaExceededError(StoreError):
+    """The outbox is full for this lane: the readings were not stored and must not be confirmed."""
+
+    hint = (
+        "the provider has not acknowledged data for a long time: check the uplink; readings are "
+        "kept on devices that store them, and refusals are reported in gap records"
+    )
 
 
 class Lane(enum.IntEnum):
@@ -72,6 +83,7 @@ class IngestWriter:
         max_items: int = 4096,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
+        policy: CapacityPolicy | None = None,
     ) -> None:
         self._outbox = outbox
         self._sealer = sealer
@@ -86,6 +98,9 @@ class IngestWriter:
         self.last_error: str | None = None
         self.last_progress: float = 0.0  # loop.time() of the last successful commit or idle wait
         self.committed_event = asyncio.Event()  # set after each commit (the uplink wakes on it)
+        self.policy = policy
+        self.gaps = GapLedger()
+        self.refusing = False  # some lane is being refused right now (quota reached)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -97,7 +112,21 @@ class IngestWriter:
     async def enqueue(
         self, measurements: Sequence[Measurement], lane: Lane = Lane.SPOT
     ) -> asyncio.Future[int]:
-        """Queue readings (waits only for queue space); the future resolves once durable."""
+        """Queue readings (waits only for queue space); the future resolves once durable.
+
+        Raises ``QuotaExceededError`` at once when the outbox is too full for this lane: the
+        caller must then not confirm the readings to their device. The refusal is recorded for
+        the next gap record.
+        """
+        if not self.admits(lane):
+            self.gaps.note(measurements, int(lane), "outbox-quota")
+            if not self.refusing:
+                log.error("outbox.quota_reached", lane=lane.name, held_bytes=self.held_bytes)
+            self.refusing = True
+            raise QuotaExceededError(
+                f"outbox quota reached: {lane.name.lower()} readings are refused",
+                lane=lane.name,
+            )
         item = _Item(wire.RecordKind.OBSERVATIONS, lane, measurements=tuple(measurements))
         await self._queue.put(item)
         return item.future
@@ -110,9 +139,53 @@ class IngestWriter:
         Encoded here, in the caller's task, so a payload that cannot be encoded fails its caller
         and never reaches (let alone blocks) the writer.
         """
+        admitted = (
+            self.policy is None
+            or (kind is wire.RecordKind.GAP and self.policy.admits_gap_record(self.held_bytes))
+            or (kind is not wire.RecordKind.GAP and self.admits(lane))
+        )
+        if not admitted:
+            raise QuotaExceededError(f"outbox quota reached: {kind.name.lower()} record refused")
         item = _Item(kind, lane, payload=cjson.dumps(payload))
         await self._queue.put(item)
         return await item.future
+
+    @property
+    def held_bytes(self) -> int:
+        return self._outbox.bytes_held
+
+    def admits(self, lane: Lane) -> bool:
+        return self.policy is None or self.policy.admits(int(lane), self.held_bytes)
+
+    async def wait_for_space(self, lane: Lane, poll_s: float = 1.0) -> None:
+        """Return once ``lane`` is accepted again (the uplink freed space)."""
+        while not self.admits(lane):  # noqa: ASYNC110 - space is freed on the database thread
+            await asyncio.sleep(poll_s)
+
+    async def report_gaps(self, interval_s: float = 60.0, poll_s: float = 1.0) -> None:
+        """Seal a GAP record when refusing ends, and every ``interval_s`` while it goes on."""
+        loop = asyncio.get_running_loop()
+        last_report = loop.time()
+        while True:
+            await asyncio.sleep(poll_s)
+            if self.refusing and self.admits(Lane.HEALTH):
+                self.refusing = False
+                log.warning("outbox.quota_recovered", held_bytes=self.held_bytes)
+            due = not self.refusing or loop.time() - last_report >= interval_s
+            if not self.gaps or not due or self.policy is None:
+                continue
+            body = self.gaps.take(
+                ongoing=self.refusing,
+                quota_bytes=self.policy.quota_bytes,
+                held_bytes=self.held_bytes,
+            )
+            try:
+                seq = await self.submit_payload(wire.RecordKind.GAP, body, Lane.ALARM)
+            except QuotaExceededError:
+                self.gaps.put_back(body)  # even the reserve is full: try again later
+                continue
+            last_report = loop.time()
+            log.warning("outbox.gap_recorded", seq=seq, entries=len(body["refused"]))
 
     # -- the writer task ----------------------------------------------------------------------
 

@@ -19,15 +19,15 @@ from provisioning.devpki import create_rig_pki
 from tests.factories import make_gateway_info
 
 GW = make_gateway_info()
-NOW = datetime.now(UTC)
 
 
 class Devices:
     def health(self) -> list[DeviceHealth]:
+        now = datetime.now(UTC)
         return [
-            DeviceHealth("btmac:C0:FF:EE:00:00:01", "sim", "streaming", NOW, 2.0, 10, 80),
+            DeviceHealth("btmac:C0:FF:EE:00:00:01", "sim", "streaming", now, 2.0, 10, 80),
             DeviceHealth(
-                "btmac:C0:FF:EE:00:00:02", "sim", "waiting", NOW - timedelta(hours=1), 60.0, 1
+                "btmac:C0:FF:EE:00:00:02", "sim", "waiting", now - timedelta(hours=1), 60.0, 1
             ),
             DeviceHealth("btmac:C0:FF:EE:00:00:03", "sim", "waiting", None, None, 0),
         ]
@@ -40,10 +40,11 @@ class Uplink:
 
 
 def test_device_is_silent_after_three_expected_intervals() -> None:
-    d = DeviceHealth("x", "sim", "streaming", NOW - timedelta(seconds=7), 2.0, 1)
-    assert d.silent(NOW)
-    assert not d.silent(NOW - timedelta(seconds=2))
-    assert not DeviceHealth("x", "sim", "idle", None, None, 0).silent(NOW)  # no expectation
+    now = datetime.now(UTC)
+    d = DeviceHealth("x", "sim", "streaming", now - timedelta(seconds=7), 2.0, 1)
+    assert d.silent(now)
+    assert not d.silent(now - timedelta(seconds=2))
+    assert not DeviceHealth("x", "sim", "idle", None, None, 0).silent(now)  # no expectation
 
 
 async def test_report_is_sealed_into_the_outbox_and_opens_at_the_provider(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ class ProviderSubscriber:
         client.reconnect_delay_set(1, 2)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         self._client = client
 
@@ -99,7 +100,15 @@ class ProviderSubscriber:
             print(f"provider: broker refused connection: {rc}", file=sys.stderr)
             return
         client.subscribe([(t, 1) for t in self.settings.topics])
-        self.subscribed.set()
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
+        # Only the SUBACK makes the subscription real: messages published before it are not ours.
+        if all(not rc.is_failure for rc in codes):
+            self.subscribed.set()
+        else:
+            print(f"provider: subscription refused: {codes}", file=sys.stderr)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _rc: ReasonCode, _p: Any) -> None:
         self.subscribed.clear()

@@ -25,12 +25,15 @@ from provisioning.devpki import RigPki, create_rig_pki
 class Received:
     readings: list[tuple[int, Measurement]] = field(default_factory=list)  # (record seq, reading)
     health: int = 0  # health reports received
+    gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
             if not rec.duplicate:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
+                if rec.header.kind is wire.RecordKind.GAP:
+                    self.gaps.append(rec.body)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -122,6 +125,16 @@ class Rig:
         if self.daemon.poll() is None:
             self.daemon.send_signal(sig)
         return self.daemon.wait(timeout_s)
+
+    def outbox_bytes(self) -> int:
+        try:
+            conn = sqlite3.connect(f"file:{self.state_dir / 'outbox.db'}?mode=ro", uri=True)
+            try:
+                return int(conn.execute("SELECT coalesce(sum(size), 0) FROM records").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return -1
 
     def outbox_depth(self) -> int:
         try:

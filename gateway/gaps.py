@@ -1,0 +1,84 @@
+"""Gap ledger: an exact account of every reading the gateway had to refuse.
+
+When the outbox quota is reached, readings are refused (never stored ones deleted). Devices with
+stored records keep theirs (the gateway did not confirm them) and are asked again later; readings
+from live-only devices are gone, so the provider must be told exactly what it will not receive.
+The ledger counts refusals per device and lane with the first and last time, and its report
+becomes a GAP record (lane ALARM) that travels like any other sealed record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.model import Measurement
+
+
+@dataclass(slots=True)
+class _Entry:
+    count: int
+    first: datetime
+    last: datetime
+
+
+class GapLedger:
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, int], _Entry] = {}
+        self.total_refused = 0
+
+    def note(self, measurements: Sequence[Measurement], lane: int, reason: str) -> None:
+        for m in measurements:
+            key = (str(m.device), reason, lane)
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = _Entry(1, m.received_at, m.received_at)
+            else:
+                entry.count += 1
+                entry.last = max(entry.last, m.received_at)
+                entry.first = min(entry.first, m.received_at)
+            self.total_refused += 1
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def take(self, *, ongoing: bool, quota_bytes: int, held_bytes: int) -> dict[str, Any]:
+        """The GAP record body for everything noted so far; the ledger starts afresh.
+
+        If the record cannot be stored, hand the body back with :meth:`put_back`.
+        """
+        body = {
+            "type": "gap",
+            "version": 1,
+            "ongoing": ongoing,
+            "quota_bytes": quota_bytes,
+            "held_bytes": held_bytes,
+            "refused": [
+                {
+                    "device": device,
+                    "reason": reason,
+                    "lane": lane,
+                    "readings": e.count,
+                    "first": e.first.isoformat(),
+                    "last": e.last.isoformat(),
+                }
+                for (device, reason, lane), e in sorted(self._entries.items())
+            ],
+        }
+        self._entries.clear()
+        return body
+
+    def put_back(self, body: dict[str, Any]) -> None:
+        """Merge a report that could not be stored back into the ledger (nothing is forgotten)."""
+        for item in body["refused"]:
+            key = (item["device"], item["reason"], item["lane"])
+            first = datetime.fromisoformat(item["first"])
+            last = datetime.fromisoformat(item["last"])
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = _Entry(item["readings"], first, last)
+            else:
+                entry.count += item["readings"]
+                entry.first, entry.last = min(entry.first, first), max(entry.last, last)
