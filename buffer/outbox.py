@@ -72,11 +72,27 @@ def _store_error(action: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"outbox {action} failed: {exc}", sqlite_error=type(exc).__name__)
 
 
-class Outbox:
-    """The durable queue of sealed records. Not thread-safe: use it from one thread."""
+class OutboxCorruptError(StoreError):
+    """The database file is damaged (not a database, malformed pages, failed quick_check)."""
 
-    def __init__(self, path: Path) -> None:
+    hint = "the damaged file is kept for analysis; the gateway continues with a fresh outbox"
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    # SQLITE_CORRUPT and SQLITE_NOTADB surface as DatabaseError; OperationalError (locked, I/O,
+    # disk full, permissions) is a problem of the environment, not of the file's content.
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+class Outbox:
+    """The durable queue of sealed records. Not thread-safe: use it from one thread.
+
+    A database without a chain yet starts one at ``new_chain_epoch`` (see buffer.recovery).
+    """
+
+    def __init__(self, path: Path, *, new_chain_epoch: int = 1) -> None:
         self.path = path
+        self.created_chain = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
@@ -88,7 +104,22 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             migrate(self._db)
+            (check,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                conn.close()
+                raise OutboxCorruptError(f"outbox {path} failed its integrity check: {check}")
+            if self._db.execute("SELECT 1 FROM chain WHERE id = 1").fetchone() is None:
+                with self._db.atomic():
+                    self._db.conn.execute(
+                        "INSERT INTO chain (id, epoch, seq, head_hash) VALUES (1, ?, 0, ?)",
+                        (new_chain_epoch, wire.GENESIS_HASH),
+                    )
+                self.created_chain = True
         except sqlite3.Error as exc:
+            if _is_corruption(exc):
+                with contextlib.suppress(Exception):  # the connection may be half-open
+                    conn.close()
+                raise OutboxCorruptError(f"outbox {path} is damaged: {exc}") from exc
             raise _store_error(f"open of {path}", exc) from exc
         self._in_flight: set[int] = set()
         self._head = self._load_head()

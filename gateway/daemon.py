@@ -13,14 +13,16 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
+from buffer.recovery import Replacement, open_outbox
 from drivers.simulated import SimulatedDevice
-from gateway import __version__, fhir, logs
+from gateway import __version__, fhir, logs, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
@@ -101,7 +103,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     )
     sealer = RecordSealer(cfg.gateway_id, signing_key, provider_key)
     db = DatabaseThread()
-    outbox = await db.run(Outbox, cfg.outbox_path)
+    outbox, replacement = await db.run(open_outbox, cfg.outbox_path)
     stats = await db.run(outbox.stats)
     log.info(
         "outbox.opened",
@@ -188,6 +190,9 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         async with asyncio.TaskGroup() as tg:
             tg.create_task(writer.run(), name="ingest.writer")
             tg.create_task(upload.run(), name="uplink")
+            if replacement is not None:
+                health.alarms.add("outbox-replaced")
+                tg.create_task(_report_replacement(writer, replacement), name="outbox.replaced")
             tg.create_task(health.run(), name="health")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             driver_tasks = [
@@ -224,6 +229,22 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         await db.run(outbox.close)
         db.shutdown()
         log.info("gateway.stopped")
+
+
+async def _report_replacement(writer: IngestWriter, r: Replacement) -> None:
+    """Tell the provider that an outbox was damaged and replaced (and the chain restarted)."""
+    body = {
+        "type": "event",
+        "version": 1,
+        "event": "outbox-replaced",
+        "reason": r.reason,
+        "moved_to": list(r.moved_to),
+        "previous_epoch": r.previous_epoch,
+        "new_epoch": r.new_epoch,
+        "time": datetime.now(UTC).isoformat(),
+    }
+    seq = await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
+    log.error("gateway.alarm", alarm="outbox-replaced", seq=seq, new_epoch=r.new_epoch)
 
 
 async def _outbox_empty(db: DatabaseThread, outbox: Outbox) -> None:

@@ -148,6 +148,7 @@ class HealthReporter:
         self._clock_probe = clock_probe
         self._started = time.monotonic()
         self.reports = 0
+        self.alarms: set[str] = set()  # standing alarms raised elsewhere (e.g. outbox-replaced)
 
     async def snapshot(self) -> dict[str, Any]:
         """The report as JSON-ready data (numbers as Decimal: canonical JSON has no floats)."""
@@ -164,7 +165,8 @@ class HealthReporter:
             if self._cert_not_after
             else None
         )
-        alarms = [f"device-silent:{d['device']}" for d in devices if d["silent"]]
+        alarms = sorted(self.alarms)
+        alarms += [f"device-silent:{d['device']}" for d in devices if d["silent"]]
         if self._writer.last_error:
             alarms.append("outbox-commit-failing")
         if self._writer.refusing:

@@ -26,6 +26,7 @@ class Received:
     readings: list[tuple[int, Measurement]] = field(default_factory=list)  # (record seq, reading)
     health: int = 0  # health reports received
     gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
+    events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
@@ -34,6 +35,8 @@ class Received:
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
                 if rec.header.kind is wire.RecordKind.GAP:
                     self.gaps.append(rec.body)
+                if rec.header.kind is wire.RecordKind.EVENT:
+                    self.events.append(rec.body)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -164,3 +164,27 @@ def test_daemon_tells_systemd_ready_and_stopping(rig: Rig, tmp_path: Path) -> No
             while True:
                 rest.append(sock.recv(4096).decode())
         assert "STOPPING=1" in "\n".join(rest).splitlines()
+
+
+def test_damaged_outbox_is_kept_replaced_and_reported(rig: Rig) -> None:
+    rig.start_provider()
+    config = rig.write_config([(*THERMO, 0.05, 5)])
+    rig.start_daemon(config)
+    wait_for(lambda: len(rig.received.readings) >= 5, 30, "first readings")
+    assert rig.stop_daemon() == 0
+    db = rig.state_dir / "outbox.db"
+    db.write_bytes(b"\x00garbage after a bad flash write" * 100)
+    rig.start_daemon(config)
+    wait_for(
+        lambda: any(r.get("event") == "outbox-replaced" for r in rig.received.events),
+        30,
+        "the outbox-replaced event",
+    )
+    event = next(r for r in rig.received.events if r.get("event") == "outbox-replaced")
+    assert (event["previous_epoch"], event["new_epoch"]) == (1, 2)
+    assert rig.daemon is not None
+    assert rig.daemon.poll() is None
+    assert any(p.name.startswith("outbox.db.corrupt-") for p in rig.state_dir.iterdir())
+    assert rig.verifier.chain.missing(rig.gateway_id, 2) == []
+    assert rig.verifier.summary()["chain_breaks"] == 0
+    assert rig.stop_daemon() == 0
