@@ -53,6 +53,7 @@ class Config:
     batch_max_records: int
     batch_max_bytes: int
     inflight_batches: int
+    session_expiry_s: int
     outbox_path: Path
     commit_window_ms: float
     outbox_quota_bytes: int
@@ -190,6 +191,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         "batch_max_records",
         "batch_max_bytes",
         "inflight_batches",
+        "session_expiry_s",
     )
     host = up.get("host", str)
     if not host or any(c.isspace() for c in host):
@@ -205,6 +207,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     batch_records = up.int_in("batch_max_records", 1, 65535, 500)
     batch_bytes = up.int_in("batch_max_bytes", 1024, 16 * 1024 * 1024, 256 * 1024)
     inflight = up.int_in("inflight_batches", 1, 64, 4)
+    session_expiry = up.int_in("session_expiry_s", 0, 7 * 24 * 3600, 3600)
 
     ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes")
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
@@ -263,6 +266,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         batch_max_records=batch_records,
         batch_max_bytes=batch_bytes,
         inflight_batches=inflight,
+        session_expiry_s=session_expiry,
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,

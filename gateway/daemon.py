@@ -136,6 +136,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             key_file=cfg.key_file,
             client_id=cfg.gateway_id,
             keepalive_s=cfg.keepalive_s,
+            session_expiry_s=cfg.session_expiry_s,
         )
     )
     upload = UploadLoop(

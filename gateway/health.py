@@ -171,6 +171,8 @@ class HealthReporter:
             alarms.append("outbox-commit-failing")
         if self._writer.refusing:
             alarms.append("outbox-quota-reached")
+        if getattr(self._uplink, "refused", False):
+            alarms.append("uplink-refused")
         if cert_days is not None and cert_days < 14:
             alarms.append("certificate-expires-soon")
         return {

@@ -62,6 +62,7 @@ class UplinkSettings:
     keepalive_s: int = 30
     connect_timeout_s: float = 10.0
     max_inflight: int = 8
+    session_expiry_s: int = 3600
 
 
 class MqttUplink:
@@ -151,11 +152,15 @@ class MqttUplink:
 
     def _blocking_connect(self, client: mqtt.Client) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # A persistent session (MQTT 5 session expiry): the broker keeps our session state across
+        # short link drops. Delivery does not depend on it - the outbox re-sends anything that was
+        # not acknowledged - but a broker can tell a returning gateway from a new one.
+        props.SessionExpiryInterval = self.settings.session_expiry_s
         client.connect(
             self.settings.host,
             self.settings.port,
             keepalive=self.settings.keepalive_s,
-            clean_start=True,
+            clean_start=self.settings.session_expiry_s == 0,
             properties=props,
         )
 

@@ -20,7 +20,7 @@ from gateway import wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, UploadError
 from gateway.ingest import Lane
-from gateway.retry import classify, connect_retrying
+from gateway.retry import FailureKind, classify, connect_retrying
 from gateway.uplink import ConnectionLostError, MqttUplink
 
 log = structlog.get_logger("gateway.upload")
@@ -55,6 +55,7 @@ class UploadLoop:
         self.delivered_records = 0
         self.delivered_batches = 0
         self.last_error: str | None = None
+        self.refused = False  # the broker said no (ACL, quota, identity): someone must act
         self.last_progress = 0.0
         self.connected = asyncio.Event()
 
@@ -72,16 +73,19 @@ class UploadLoop:
                         await self._uplink.connect()
                     except UploadError as exc:
                         self.last_error = exc.one_line()
+                        self.refused = classify(exc).kind is FailureKind.REFUSED
                         raise
             self.state = "connected"
             self.connected.set()
             self.last_error = None
+            self.refused = False
             log.info("uplink.connected", host=self._uplink.settings.host)
             try:
                 await self._pump()
             except GatewayError as exc:  # upload failures, and a database error while leasing
                 decision = classify(exc)
                 self.last_error = exc.one_line()
+                self.refused = decision.kind is FailureKind.REFUSED
                 log.warning("uplink.batch_failed", error=exc.message, kind=str(decision.kind))
                 wait_s = max(decision.min_wait_s, self._settings.backoff_initial_s)
             else:  # pragma: no cover - _pump only returns by raising

@@ -188,3 +188,18 @@ def test_damaged_outbox_is_kept_replaced_and_reported(rig: Rig) -> None:
     assert rig.verifier.chain.missing(rig.gateway_id, 2) == []
     assert rig.verifier.summary()["chain_breaks"] == 0
     assert rig.stop_daemon() == 0
+
+
+def test_broker_refusal_is_retried_alarmed_and_deletes_nothing(rig: Rig) -> None:
+    """The ACL denies the topic (PUBACK 0x87): nothing leaves the outbox, the daemon keeps going."""
+    rig.start_provider()
+    config = rig.write_config([(*THERMO, 0.05, 20)], topic_prefix='"homecare/v0"')
+    rig.start_daemon(config)
+    wait_for(lambda: "uplink.batch_failed" in rig.log_text(), 30, "the refusal")
+    time.sleep(2.0)
+    assert rig.daemon is not None
+    assert rig.daemon.poll() is None
+    assert '"kind": "refused"' in rig.log_text()
+    assert rig.outbox_depth() >= 20  # every reading still held (and the health reports too)
+    assert rig.received.readings == []
+    assert rig.stop_daemon() == 0
