@@ -2,7 +2,8 @@
 
 Output never contains a clinical value: the outbox holds only sealed records, and the commands
 here report counts, ages and states. ``--json`` gives the same facts for scripts.
-Exit codes: 0 fine, 1 a problem was found or an operation failed, 2 bad configuration or usage.
+Exit codes: 0 fine, 1 a problem was found or an operation failed, 2 bad configuration or usage,
+3 the daemon could not be reached.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from buffer.outbox import inspect
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG_PATH, load
+from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, GatewayError
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 
 
 def _render(data: dict[str, Any], as_json: bool) -> None:
@@ -71,8 +74,73 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def render_status(s: dict[str, Any]) -> str:
+    """One screen for a technician on a support call (no clinical values exist in it)."""
+    ob, up, clock, cert = s["outbox"], s["uplink"], s["clock"], s["certificate"]
+    oldest = "-" if ob["oldest_age_s"] is None else f"{float(ob['oldest_age_s']):.0f} s"
+    quota = _size(int(ob["quota_bytes"])) if ob.get("quota_bytes") else "none"
+    synced = "synchronised" if clock.get("synchronised") else "NOT synchronised"
+    clock_text = f"{clock.get('source')}, {synced}" + (
+        f", offset {clock['offset_ms']} ms" if "offset_ms" in clock else ""
+    )
+    lines = [
+        f"homecare-gateway {s['software_version']}  gateway {s['gateway_id']}  "
+        f"episode {s['episode']}  up {float(s['uptime_s']):.0f} s",
+        f"uplink       {up['state']}, {up['delivered_records']} records delivered"
+        + (f"; last error: {up['last_error']}" if up["last_error"] else ""),
+        f"outbox       {ob['depth']} records waiting ({_size(int(ob['bytes']))}), oldest {oldest}, "
+        f"last seq {ob['last_seq']} (epoch {ob['epoch']}), quota {quota}",
+        f"ingest       {s['ingest']['committed_readings']} readings stored"
+        + (f"; last error: {s['ingest']['last_error']}" if s["ingest"]["last_error"] else ""),
+        f"clock        {clock_text}",
+        f"certificate  expires {cert['not_after'] or 'unknown'}"
+        + (f" ({cert['days_left']} days)" if cert["days_left"] is not None else ""),
+        "devices" + ("" if s["devices"] else "      none bound"),
+    ]
+    for d in s["devices"]:
+        battery = f"battery {d['battery_pct']}%" if d["battery_pct"] is not None else ""
+        silent = "  SILENT" if d["silent"] else ""
+        lines.append(
+            f"  {d['device']:<28} {d['driver']:<20} {d['state']:<10} "
+            f"last seen {_age(d['last_seen'])}  {battery}{silent}"
+        )
+    lines.append(f"alarms       {', '.join(s['alarms']) if s['alarms'] else 'none'}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    status = ask(cfg.control_socket, "status")
+    if args.json:
+        print(json.dumps(status, sort_keys=True, default=str))
+    else:
+        print(render_status(status))
+    healthy = not status["alarms"] and status["uplink"]["state"] == "connected"
+    return EXIT_OK if healthy else EXIT_PROBLEM
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "version": (cmd_version, "print the software version", "gatewayctl version"),
+    "status": (
+        cmd_status,
+        "one screen: uplink, outbox, devices, clock, certificate, alarms (exit 1 if unhealthy)",
+        "gatewayctl status",
+    ),
     "config-check": (
         cmd_config_check,
         "validate the configuration file and show what it sets up",
@@ -112,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gatewayctl: {exc.one_line()}", file=sys.stderr)
         return EXIT_USAGE
+    except ControlError as exc:
+        print(f"gatewayctl: {exc.one_line()}", file=sys.stderr)
+        return EXIT_NO_DAEMON
     except GatewayError as exc:
         print(f"gatewayctl: {exc.one_line()}", file=sys.stderr)
         return EXIT_PROBLEM

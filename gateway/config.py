@@ -58,6 +58,7 @@ class Config:
     commit_window_ms: float
     outbox_quota_bytes: int
     health_interval_s: float
+    control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
 
     @property
@@ -146,7 +147,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         data,
         "",
         path,
-        ("gateway", "identity", "provider", "uplink", "outbox", "health", "sim_devices"),
+        ("gateway", "identity", "provider", "uplink", "outbox", "health", "control", "sim_devices"),
     )
 
     gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
@@ -221,6 +222,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if not 1 <= health_interval <= 3600:
         raise hl.error("interval_s", "must be between 1 and 3600 seconds")
 
+    ctl = _table(data, "control", path, "socket")
+    control_socket = ctl.path("socket", base, "/run/homecare-gateway/control.sock")
+
     sims = data.get("sim_devices", [])
     if not isinstance(sims, list):
         raise ConfigError(
@@ -271,5 +275,6 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,
         health_interval_s=health_interval,
+        control_socket=control_socket,
         sim_devices=tuple(sim_devices),
     )

@@ -24,6 +24,7 @@ from buffer.recovery import Replacement, open_outbox
 from drivers.simulated import SimulatedDevice
 from gateway import __version__, fhir, logs, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
+from gateway.control import ControlServer
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.health import HealthReporter
@@ -165,6 +166,16 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         interval_s=cfg.health_interval_s,
     )
 
+    async def status(_: object) -> dict[str, object]:
+        return await health.snapshot()
+
+    control = ControlServer(cfg.control_socket, {"status": status})
+    try:
+        await control.start()
+    except OSError as exc:
+        # Diagnostics are not worth losing readings over: run on without the control socket.
+        log.error("control.unavailable", socket=str(cfg.control_socket), error=str(exc))  # noqa: TRY400
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -226,6 +237,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     except* _Shutdown:
         pass
     finally:
+        await control.close()
         await uplink.close()
         await db.run(outbox.close)
         db.shutdown()

@@ -70,6 +70,7 @@ class Rig:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.state_dir = base / "state"
         self.log_path = base / "gatewayd.log"
+        self.control_socket = base / "run" / "control.sock"
 
     def start_provider(self) -> None:
         self.broker.start()
@@ -100,6 +101,7 @@ class Rig:
             f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n{self._pq_lines()}\n'
+            f'[control]\nsocket = "{self.control_socket}"\n\n'
             f'[uplink]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
             f'ca_file = "{self.pki.ca_cert}"\ncert_file = "{gw.client_cert}"\n'
             f'key_file = "{gw.client_key}"\nkeepalive_s = 5\n{extra}{sims}'
