@@ -8,6 +8,7 @@ keys are errors too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,8 +115,14 @@ class _Table:
             raise self.error(key, "must not be empty")
         p = Path(raw)
         p = p if p.is_absolute() else (base / p)
-        if must_exist and not p.is_file():
-            raise self.error(key, f"file {p} does not exist")
+        if must_exist:
+            try:
+                if not stat.S_ISREG(p.stat().st_mode):
+                    raise self.error(key, f"{p} is not a file")
+            except (FileNotFoundError, NotADirectoryError):
+                raise self.error(key, f"file {p} does not exist") from None
+            except PermissionError:
+                pass  # not ours to read (e.g. a technician's gatewayctl): the daemon checks it
         return p
 
 
