@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from buffer.outbox import inspect
+from drivers.ble.decode import decode_characteristic
+from drivers.serial.decode import decode_capture
+from drivers.serial.errors import SerialUsageError as UsageError
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, DecodeError, GatewayError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 
@@ -134,8 +137,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_PROBLEM
 
 
+def _captured_bytes(args: argparse.Namespace) -> bytes:
+    if args.hex is not None:
+        text = "".join(args.hex.split())
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise DecodeError(f"--hex is not hexadecimal: {args.hex[:40]!r}") from None
+    return sys.stdin.buffer.read()
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode captured device bytes; the output is JSON (this command exists to show values)."""
+    if (args.uuid is None) == (args.protocol is None):
+        raise UsageError("give either --uuid (a BLE characteristic) or --protocol (serial)")
+    data = _captured_bytes(args)
+    if args.uuid is not None:
+        try:
+            uuid16 = int(args.uuid.lower().removeprefix("0x"), 16)
+        except ValueError:
+            raise UsageError(
+                f"--uuid wants a 16-bit hex UUID such as 2a35, got {args.uuid!r}"
+            ) from None
+        print(json.dumps(decode_characteristic(uuid16, data)))
+        return EXIT_OK
+    result = decode_capture(args.protocol, data)
+    print(json.dumps(result))
+    return EXIT_PROBLEM if result["errors"] else EXIT_OK
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "version": (cmd_version, "print the software version", "gatewayctl version"),
+    "decode": (
+        cmd_decode,
+        "decode captured device bytes to JSON (BLE characteristic or serial protocol)",
+        "gatewayctl decode --uuid 2a1c --hex 004c0e00fe; "
+        "gatewayctl decode --protocol astm < capture.bin",
+    ),
     "status": (
         cmd_status,
         "one screen: uplink, outbox, devices, clock, certificate, alarms (exit 1 if unhealthy)",
@@ -169,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file"
         )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "decode":
+            p.add_argument("--uuid", help="16-bit GATT characteristic UUID in hex, e.g. 2a35")
+            p.add_argument("--protocol", help="serial protocol: astm, nonin or cms50")
+            p.add_argument("--hex", help="the captured bytes in hex (default: read stdin)")
     return parser
 
 
@@ -177,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"gatewayctl: {exc.one_line()}", file=sys.stderr)
         return EXIT_USAGE
     except ControlError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -51,3 +52,56 @@ def test_bad_config_exits_2(files: Path, capsys: pytest.CaptureFixture[str]) -> 
     config = write(files, VALID.replace("port = 8883", "port = 0"))
     assert main(["config-check", "--config", str(config)]) == 2
     assert "uplink.port" in capsys.readouterr().err
+
+
+def test_decode_ble_characteristic_prints_the_documented_shape(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 0x2A1C: flags 0 (Celsius, no time stamp), FLOAT 36.60 (mantissa 3660, exponent -2).
+    assert main(["decode", "--uuid", "2a1c", "--hex", "00 4c0e00fe"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["uuid"] == "2a1c"
+    assert out["measurements"] == [
+        {
+            "type": 150364,
+            "value": "36.60",
+            "unit": "Cel",
+            "absent_reason": None,
+            "device_time": None,
+        }
+    ]
+    assert out["flags"]["fahrenheit"] is False
+
+
+def test_decode_malformed_payload_exits_nonzero_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["decode", "--uuid", "2a35", "--hex", "0278"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "2a35" in captured.err
+
+
+def test_decode_serial_capture_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = (
+        "H|\\^&|||Afinion 2^1.10^AS0012345\rP|1\rO|1|S-1||^^^CRP|R\r"
+        "R|1|^^^CRP|5.0|mg/L|0 to 10|N||F||||20240301101500\rL|1|N\r"
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(records.encode())))
+    assert main(["decode", "--protocol", "astm"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"] == "astm"
+    assert out["errors"] == []
+    (m,) = out["measurements"]
+    assert (m["code"], m["value"], m["unit"]) == ("1988-5", "5.0", "mg/L")
+    assert m["device_time"] == "2024-03-01T10:15:00+00:00"
+
+
+def test_decode_needs_exactly_one_of_uuid_and_protocol(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["decode", "--hex", "00"]) == 2
+    assert "either --uuid" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,20 @@ LIVE = ("pulse-oximeter", "C0:FF:EE:00:00:22")  # live only: refused readings ar
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     yield from rig_fixture(tmp_path)
+
+
+def last_refusal(rig: Rig) -> datetime:
+    times = [
+        datetime.fromisoformat(item["last"])
+        for gap in rig.received.gaps
+        for item in gap["refused"]  # type: ignore[attr-defined]
+    ]
+    return max(times, default=datetime.min.replace(tzinfo=UTC))
+
+
+def last_live_arrival(rig: Rig) -> datetime:
+    times = [m.received_at for _, m in rig.received.readings if m.device.value == LIVE[1]]
+    return max(times, default=datetime.min.replace(tzinfo=UTC))
 
 
 def test_quota_refuses_accounts_and_recovers(rig: Rig, tmp_path: Path) -> None:
@@ -45,7 +60,9 @@ def test_quota_refuses_accounts_and_recovers(rig: Rig, tmp_path: Path) -> None:
     rig.start_provider()  # space comes back as the provider acknowledges
     wait_for(lambda: "outbox.quota_recovered" in rig.log_text(), 60, "recovery")
     wait_for(lambda: any(not g["ongoing"] for g in rig.received.gaps), 30, "the final gap record")
-    time.sleep(1.0)
+    # Refusals can recur while the devices' backlog refills a 16 KiB outbox; stop only once live
+    # readings taken after the last refusal have arrived, so every refused one lies below them.
+    wait_for(lambda: last_live_arrival(rig) > last_refusal(rig), 30, "readings after the refusals")
     assert rig.stop_daemon() == 0, rig.log_text()[-2000:]
     time.sleep(0.5)
 

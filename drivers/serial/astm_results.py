@@ -1,0 +1,275 @@
+"""ASTM E1394 result records (R) as :class:`~gateway.model.Measurement` values.
+
+Which analyte a result is comes from the analyser's own test code (R field 3, the manufacturer's
+local code in component 4, else component 1), looked up in a configurable table. Each analyte has
+an MDC code and the LOINC terms its units admit; a result whose unit fits no term of its analyte is
+not guessed at: it is reported as an error (like an unknown test code) so the table gets fixed.
+
+Values keep their transmitted digits (``Decimal("5.0")``). A censored value (``<5``, ``>300``, or
+a number flagged ``<``/``>`` - outside the instrument's measuring range) is never turned into a
+number: the measurement is absent with reason -INF (below range) or +INF (above range), as IEEE
+11073-20601 does for out-of-range readings, and the limit is kept on the :class:`LabResult`.
+
+Result status (R field 9): X "cannot be done" and I "in instrument pending" are absent
+(not measured); P preliminary is an early indication; W is questionable; V operator-verified is
+validated. Preliminary results and corrections (C) get their status as ``supplemental`` so their
+identifier differs from the final result they precede or correct (the provider de-duplicates by
+identifier: a correction must not be dropped as a duplicate). Header processing id T/D/Q
+(training, debugging, quality control) or an order action code Q (QC specimen) marks test data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
+from types import MappingProxyType
+
+from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
+from drivers.serial.errors import AstmRecordError
+from gateway.codes import Loinc
+from gateway.model import (
+    AbsentReason,
+    DeviceId,
+    DeviceIdKind,
+    Measurement,
+    MeasurementStatus,
+    TimeQuality,
+)
+
+# MDC codes not in gateway.codes (partition 2, 2 * 65536 + term code):
+MDC_CONC_HBA1C = 160220  # 2::29148, ISO/IEEE 11073-10417
+MDC_RATIO_INR_COAG = 160260  # 2::29188, ISO/IEEE 11073-10418
+MDC_CONC_GLU_UNDETERMINED_PLASMA = 160368  # 2::29296, plasma glucose, sample site not stated
+# No standard MDC term is known to us for CRP, haemoglobin or a white-cell count. IEEE 11073-10101
+# keeps term codes 0xF000-0xFFFF of each partition for private use; these are ours, reported as
+# "type": null by the decode CLI. The LOINC code is the coding that identifies them.
+_PRIVATE = 2 * 65536 + 0xF000
+MDC_PRIVATE_CRP = _PRIVATE + 1
+MDC_PRIVATE_HAEMOGLOBIN = _PRIVATE + 2
+MDC_PRIVATE_WBC = _PRIVATE + 3
+PRIVATE_MDC_CODES = frozenset({MDC_PRIVATE_CRP, MDC_PRIVATE_HAEMOGLOBIN, MDC_PRIVATE_WBC})
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
+_PLAIN = re.compile(rf"^{_NUMBER}$")
+_CENSORED = re.compile(rf"^(<=|>=|<|>)\s*({_NUMBER})$")
+_TEST_PROCESSING = frozenset({"T", "D", "Q"})  # H field 12: training, debugging, quality control
+
+
+@dataclass(frozen=True, slots=True)
+class Analyte:
+    """A laboratory quantity: its MDC code and the LOINC term for each admitted UCUM unit."""
+
+    name: str
+    mdc_code: int
+    loinc: tuple[Loinc, ...]
+    unitless: str | None = None  # the UCUM unit to assume when the analyser sends none
+
+    def loinc_for(self, unit: str) -> Loinc | None:
+        return next((term for term in self.loinc if unit in term.units), None)
+
+
+CRP = Analyte("C-reactive protein", MDC_PRIVATE_CRP, (
+    Loinc("1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", ("mg/L", "mg/dL")),
+))
+GLUCOSE = Analyte("Glucose", MDC_CONC_GLU_UNDETERMINED_PLASMA, (
+    Loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma", ("mg/dL",)),
+    Loinc("14749-6", "Glucose [Moles/volume] in Serum or Plasma", ("mmol/L",)),
+))
+HBA1C = Analyte("Haemoglobin A1c", MDC_CONC_HBA1C, (
+    Loinc("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", ("%",)),
+    Loinc("59261-8", "Hemoglobin A1c/Hemoglobin.total in Blood by IFCC protocol", ("mmol/mol",)),
+))
+# Point-of-care coagulometers test capillary whole blood: "in Blood", not the plasma term 6301-6.
+INR = Analyte("INR", MDC_RATIO_INR_COAG, (
+    Loinc("34714-6", "INR in Blood by Coagulation assay", ("{INR}",)),
+), unitless="{INR}")
+HAEMOGLOBIN = Analyte("Haemoglobin", MDC_PRIVATE_HAEMOGLOBIN, (
+    Loinc("718-7", "Hemoglobin [Mass/volume] in Blood", ("g/dL", "g/L")),
+    Loinc("59260-0", "Hemoglobin [Moles/volume] in Blood", ("mmol/L",)),
+))
+WBC = Analyte("White-cell count", MDC_PRIVATE_WBC, (
+    Loinc("6690-2", "Leukocytes [#/volume] in Blood by Automated count", ("10*3/uL", "10*9/L")),
+))
+
+# Analyser test codes (upper case) -> analyte. Drivers pass their own table for other analysers.
+DEFAULT_TEST_TABLE: Mapping[str, Analyte] = MappingProxyType({
+    "CRP": CRP, "GLU": GLUCOSE, "GLUC": GLUCOSE, "HBA1C": HBA1C, "A1C": HBA1C, "INR": INR,
+    "PT-INR": INR, "HB": HAEMOGLOBIN, "HGB": HAEMOGLOBIN, "WBC": WBC,
+})
+
+# Unit spellings seen from analysers (lower case) -> UCUM. Anything else must already be UCUM.
+UNIT_ALIASES: Mapping[str, str] = MappingProxyType({
+    "mg/l": "mg/L", "mg/dl": "mg/dL", "mmol/l": "mmol/L", "g/dl": "g/dL", "g/l": "g/L",
+    "mmol/mol": "mmol/mol", "%": "%", "inr": "{INR}", "{inr}": "{INR}",
+    "10^9/l": "10*9/L", "10*9/l": "10*9/L", "x10^9/l": "10*9/L", "10e9/l": "10*9/L",
+    "10^3/ul": "10*3/uL", "10*3/ul": "10*3/uL", "x10^3/ul": "10*3/uL", "k/ul": "10*3/uL",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class AstmOptions:
+    """How to turn one analyser's results into measurements."""
+
+    table: Mapping[str, Analyte] = field(default_factory=lambda: DEFAULT_TEST_TABLE)
+    device_tz: tzinfo = UTC  # the zone the analyser's clock is set to (router's zone, usually)
+    time_quality: TimeQuality = TimeQuality.UNSYNCED
+    serial_component: int = 3  # which component of header field 5 holds the serial number
+    fallback_device: DeviceId | None = None  # used when the header names no sender
+    source: str = "serial.astm"
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    """A measurement plus what the analyser said about it that Measurement has no field for."""
+
+    measurement: Measurement
+    test_code: str
+    analyte: Analyte
+    loinc: Loinc
+    result_status: str  # R field 9, as sent
+    abnormal_flags: tuple[str, ...]  # R field 7 (L, H, LL, HH, <, >, N, A, ...), as sent
+    reference_range: str
+    comparator: str | None = None  # set for a censored value: "<", "<=", ">", ">="
+    limit: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabResults:
+    results: tuple[LabResult, ...]
+    errors: tuple[AstmRecordError, ...]  # records that gave no measurement
+    warnings: tuple[AstmRecordError, ...]  # measurements made, but something was off
+
+
+def _device(header: Record, options: AstmOptions) -> tuple[DeviceId, list[AstmRecordError]]:
+    comps = header.components(5)
+    k = options.serial_component
+    serial = comps[k - 1].strip() if 0 < k <= len(comps) else ""
+    if serial:
+        return DeviceId(DeviceIdKind.SERIAL, serial), []
+    if options.fallback_device is not None:
+        return options.fallback_device, []
+    name = "^".join(c for c in comps if c).strip()
+    if not name:
+        raise AstmRecordError("header names no sender: the analyser cannot be identified")
+    warning = AstmRecordError("header has no serial-number component; using the sender name")
+    return DeviceId(DeviceIdKind.SERIAL, name[:128]), [warning]
+
+
+def _status(record: Record, test_data: bool) -> tuple[MeasurementStatus, str]:
+    code = record.get(9).strip().upper()
+    status = MeasurementStatus.TEST_DATA if test_data else MeasurementStatus.NONE
+    extra = {
+        "P": (MeasurementStatus.EARLY_INDICATION, "preliminary"),
+        "C": (MeasurementStatus.NONE, "correction"),
+        "W": (MeasurementStatus.QUESTIONABLE, ""),
+        "V": (MeasurementStatus.VALIDATED, ""),
+        "X": (MeasurementStatus.NOT_AVAILABLE, ""),
+        "I": (MeasurementStatus.NOT_AVAILABLE, ""),
+    }.get(code, (MeasurementStatus.NONE, ""))
+    return status | extra[0], extra[1]
+
+
+def _test_code(record: Record) -> str:
+    comps = record.components(3)
+    local = comps[3] if len(comps) > 3 else ""
+    return (local or (comps[0] if comps else "")).strip().upper()
+
+
+def _unit(raw: str, analyte: Analyte) -> str:
+    text = raw.strip()
+    if not text and analyte.unitless:
+        return analyte.unitless
+    return UNIT_ALIASES.get(text.lower(), text)
+
+
+def _result(
+    record: Record, *, device: DeviceId, test_data: bool, received_at: datetime,
+    options: AstmOptions, delimiters: Delimiters,
+) -> tuple[LabResult, list[AstmRecordError]]:
+    warnings: list[AstmRecordError] = []
+    code = _test_code(record)
+    analyte = options.table.get(code)
+    if analyte is None:
+        raise AstmRecordError("test code not in the analyser test table", test=code)
+    # Joined: "10^9/L" sent without escaping its "^" arrives as two components.
+    unit = _unit(record.joined(5, delimiters), analyte)
+    loinc = analyte.loinc_for(unit)
+    if loinc is None:
+        raise AstmRecordError("unit not admitted for this test", test=code, unit=unit)
+    status, supplemental = _status(record, test_data)
+    flags = tuple(rep[0].strip() for rep in record.repeats(7) if rep and rep[0].strip())
+    text = record.get(4).strip()
+    value: Decimal | None = None
+    absent: AbsentReason | None = None
+    comparator: str | None = None
+    limit: Decimal | None = None
+    censored = _CENSORED.match(text)
+    if status & MeasurementStatus.NOT_AVAILABLE:
+        absent = AbsentReason.NOT_MEASURED
+    elif censored:
+        comparator, limit = censored.group(1), Decimal(censored.group(2))
+    elif _PLAIN.match(text):
+        if "<" in flags or ">" in flags:  # a number outside the measuring range: a limit
+            comparator, limit = ("<" if "<" in flags else ">"), Decimal(text)
+        else:
+            value = Decimal(text)
+    else:
+        absent = AbsentReason.NAN
+        if text:
+            warnings.append(AstmRecordError("result value is not a number", test=code))
+    if comparator is not None:
+        below = comparator.startswith("<")
+        absent = AbsentReason.NEGATIVE_INFINITY if below else AbsentReason.POSITIVE_INFINITY
+    try:
+        local = parse_ts(record.get(13))
+    except AstmRecordError as exc:
+        local = None
+        warnings.append(exc)
+    device_time = local.replace(tzinfo=options.device_tz) if local else None
+    measurement = Measurement(
+        device=device, mdc_code=analyte.mdc_code, value=value, unit=unit,
+        received_at=received_at, source=options.source,
+        raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
+        absent_reason=absent, device_time=device_time,
+        time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
+        status=status, supplemental=supplemental,
+    )
+    return LabResult(
+        measurement, code, analyte, loinc, record.get(9).strip(), flags,
+        record.joined(6, delimiters),
+        comparator, limit,
+    ), warnings
+
+
+def lab_results(
+    message: Message, *, received_at: datetime, options: AstmOptions | None = None,
+) -> LabResults:
+    """Every result record of ``message`` as a :class:`LabResult` (or an error saying why not)."""
+    options = options or AstmOptions()
+    header = message.header
+    try:
+        device, warnings = _device(header, options)
+    except AstmRecordError as exc:
+        return LabResults((), (exc,), ())
+    processing_test = header.get(12).strip().upper() in _TEST_PROCESSING
+    results: list[LabResult] = []
+    errors: list[AstmRecordError] = []
+    order_qc = False
+    for record in message.records:
+        if record.type == "O":
+            order_qc = record.get(12).strip().upper() == "Q"
+        elif record.type == "R":
+            try:
+                result, more = _result(
+                    record, device=device, test_data=processing_test or order_qc,
+                    received_at=received_at, options=options, delimiters=message.delimiters,
+                )
+            except AstmRecordError as exc:
+                errors.append(exc)
+                continue
+            results.append(result)
+            warnings.extend(more)
+    return LabResults(tuple(results), tuple(errors), tuple(warnings))

@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# Builds dist/homecare-gateway_<version>_<arch>.deb from this repository with dpkg-deb.
+#
+#   packaging/build-deb.sh [--out DIR] [--keep-staging]
+#
+# What goes in (packaging/README.md has the reasons):
+#   /opt/homecare-gateway            a virtualenv holding the app and every dependency, built here
+#                                    at build time (dh-virtualenv style), so installing needs no
+#                                    network, no pip and no compiler on the router
+#   /usr/bin/gatewayd, gatewayctl    symlinks into the venv
+#   /lib/systemd/system/gatewayd.service
+#   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
+#   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
+#   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
+#
+# Environment:
+#   OUT_DIR          where the .deb goes (default: <repo>/dist; --out wins)
+#   TARGET_PYTHON    the router's interpreter the venv is bound to (default /usr/bin/python3; it
+#                    is resolved to /usr/bin/pythonX.Y and the package depends on pythonX.Y)
+#   BUILD_PYTHON     a Python whose pip (>= 22.3, for --python) drives the install (default python3)
+#   CONSTRAINTS      a pip constraints file pinning every dependency (release builds should use one)
+#   PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/wheelhouse   build offline from a wheelhouse (pip reads these)
+#   DEB_MAINTAINER   the Maintainer field
+#   DEB_COMPRESSION  dpkg-deb compressor (default xz)
+# Must run on the Debian release and CPU architecture of the router image (the venv holds
+# compiled wheels, e.g. cryptography, and is bound to that release's Python).
+set -euo pipefail
+umask 022
+
+PKG=homecare-gateway
+PREFIX=/opt/homecare-gateway
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT_DIR=${OUT_DIR:-$REPO/dist}
+KEEP_STAGING=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) OUT_DIR=$2; shift 2 ;;
+        --out=*) OUT_DIR=${1#--out=}; shift ;;
+        --keep-staging) KEEP_STAGING=1; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-deb.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+die() { echo "build-deb.sh: $*" >&2; exit 1; }
+for tool in dpkg-deb dpkg; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install dpkg)"
+done
+
+# --- the interpreter the venv is bound to --------------------------------------------------
+TARGET_PYTHON=${TARGET_PYTHON:-/usr/bin/python3}
+[ -x "$TARGET_PYTHON" ] || die "target interpreter $TARGET_PYTHON not found"
+PYVER=$("$TARGET_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+"$TARGET_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$TARGET_PYTHON is Python $PYVER; the daemon needs 3.11 or newer"
+# Bind to the versioned binary: a later python3 -> 3.(N+1) switch must not orphan site-packages.
+VENV_PYTHON=/usr/bin/python$PYVER
+[ -x "$VENV_PYTHON" ] || die "$VENV_PYTHON not found (TARGET_PYTHON must be a distribution Python)"
+
+BUILD_PYTHON=${BUILD_PYTHON:-python3}
+"$BUILD_PYTHON" -m pip --version >/dev/null 2>&1 || die "$BUILD_PYTHON has no pip"
+"$BUILD_PYTHON" - <<'EOF' || die "pip >= 22.3 is needed (for --python)"
+import sys
+from importlib.metadata import version
+major, minor = (int(x) for x in version("pip").split(".")[:2])
+sys.exit((major, minor) < (22, 3))
+EOF
+
+VERSION=$("$TARGET_PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
+ARCH=$(dpkg --print-architecture)
+DEB_COMPRESSION=${DEB_COMPRESSION:-xz}
+DEB_MAINTAINER=${DEB_MAINTAINER:-homecare-gateway maintainers <homecare-gateway@localhost>}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hcg-deb.XXXXXX")
+cleanup() {
+    if [ "$KEEP_STAGING" = 1 ]; then echo "staging kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+STAGE=$WORK/root
+VENV=$STAGE$PREFIX
+started=$(date +%s)
+echo "building $PKG $VERSION for $ARCH (Python $PYVER) in $WORK"
+
+# --- 1. a wheel of the project, from a clean copy (no build/ or egg-info left in the repo) ---
+mkdir -p "$WORK/src" "$WORK/wheels"
+tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' \
+    -cf - pyproject.toml README.md gateway drivers buffer provisioning | tar -C "$WORK/src" -xf -
+"$BUILD_PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
+
+# --- 2. the venv, created at its final path inside the staging root --------------------------
+# The only absolute paths a venv holds are its interpreter symlinks (to /usr/bin/pythonX.Y, the
+# same on the router), script shebangs and the informational `command` in pyvenv.cfg. The last
+# two name the staging path and are rewritten in step 4; nothing else needs relocating.
+"$VENV_PYTHON" -m venv --without-pip "$VENV"
+pip_into_venv() { "$BUILD_PYTHON" -m pip --python "$VENV/bin/python" "$@"; }
+constraints=()
+if [ -n "${CONSTRAINTS:-}" ]; then constraints=(--constraint "$CONSTRAINTS"); fi
+# Binary wheels only: the build never compiles anything, and what ships is what PyPI (or the
+# given wheelhouse) published. --no-compile: byte-code is compiled in step 3 with final paths.
+pip_into_venv install --quiet --no-compile --only-binary=:all: --disable-pip-version-check \
+    "${constraints[@]}" "$WORK"/wheels/homecare_gateway-*.whl
+# pip records where the wheel came from (the temporary build dir): meaningless on the router.
+for f in "$VENV"/lib/python"$PYVER"/site-packages/homecare_gateway-*.dist-info/direct_url.json; do
+    [ -e "$f" ] || continue
+    rm -f "$f"
+    sed -i '/direct_url\.json,/d' "$(dirname "$f")/RECORD"
+done
+
+# --- 3. byte-code with the final paths in it; checked-hash stays valid whatever mtimes dpkg sets
+"$VENV/bin/python" -m compileall -q -j 0 -s "$STAGE" -p / \
+    --invalidation-mode checked-hash "$VENV/lib"
+
+# --- 4. relocate: every remaining mention of the staging root becomes the final path ---------
+grep -rlF --null "$STAGE" "$VENV" | xargs -0 -r sed -i "s#$STAGE##g"
+if grep -rlF "$WORK" "$VENV" >/dev/null; then
+    grep -rlF "$WORK" "$VENV" >&2
+    die "files above still name the build directory"
+fi
+head -1 "$VENV/bin/gatewayd" | grep -qx "#!$PREFIX/bin/python" || die "unexpected shebang in gatewayd"
+
+mkdir -p "$STAGE/usr/share/doc/$PKG"
+pip_into_venv list --format=freeze --disable-pip-version-check --exclude homecare-gateway \
+    > "$STAGE/usr/share/doc/$PKG/python-packages.txt"
+
+# --- 5. systemd, sysusers, tmpfiles, udev, commands -------------------------------------------
+install -D -m 0644 "$REPO/systemd/gatewayd.service" "$STAGE/lib/systemd/system/gatewayd.service"
+install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sysusers.d/$PKG.conf"
+install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
+install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
+    "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+mkdir -p "$STAGE/usr/bin"
+ln -s "$PREFIX/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
+ln -s "$PREFIX/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
+install -m 0644 "$REPO/systemd/README.md" "$STAGE/usr/share/doc/$PKG/README.systemd.md"
+install -m 0644 "$REPO/packaging/README.md" "$STAGE/usr/share/doc/$PKG/README.packaging.md"
+cat > "$STAGE/usr/share/doc/$PKG/copyright" <<EOF
+homecare-gateway $VERSION - proprietary; see the licence agreement of the care provider.
+The bundled Python packages keep their own licences: their metadata is under
+$PREFIX/lib/python$PYVER/site-packages/*.dist-info/.
+EOF
+
+# --- 6. configuration skeleton (a conffile; no secrets; enrolment writes gateway.toml) ---------
+install -d -m 0750 "$STAGE/etc/$PKG"
+cat > "$STAGE/etc/$PKG/gateway.toml.example" <<'EOF'
+# homecare-gateway configuration - skeleton of /etc/homecare-gateway/gateway.toml.
+#
+# On a router this file is NOT copied by hand: enrolment writes gateway.toml (with the keys and
+# certificates next to it) for one patient episode, and equipment return erases it. The service
+# does not start while gateway.toml is missing. Check a file with:
+#     gatewayd --config /etc/homecare-gateway/gateway.toml --check-config
+# Every key below is shown with its default where it has one. Unknown keys are errors (a typo
+# must not fall back to a default silently). Relative paths are resolved against the directory
+# of this file. Key files: owner root, group homecare-gateway, mode 0640 - never world-readable.
+
+[gateway]
+# The gateway's identity: 1-64 letters, digits, '.', '_' or '-'. It is also the MQTT client id,
+# the CN of the client certificate, and part of the topic records are published on. Required.
+id = "gw-EXAMPLE"
+# Pseudonymous id of the care episode this router is bound to (never a name or a patient
+# number): printable, 1-64 characters. Default "unbound".
+episode = "unbound"
+# Where the outbox lives. Must match the unit's StateDirectory= (/var/lib/homecare-gateway):
+# the sandbox lets the daemon write nowhere else.
+state_dir = "/var/lib/homecare-gateway"
+# debug, info, warning or error. Logs never carry clinical values or key material at any level.
+log_level = "info"
+
+[identity]
+# Ed25519 private key (PKCS#8 PEM) that signs every record. Required; the file must exist.
+signing_key = "keys/identity.key"
+
+[provider]
+# The provider's X25519 public key (SPKI PEM) every record is encrypted to. Required.
+hpke_public_key = "provider/hpke.pub"
+# HPKE suite: "x25519", or "mlkem768-x25519" (post-quantum hybrid), which also needs
+#     mlkem_public_key = "provider/hpke-mlkem768.pub"
+suite = "x25519"
+
+[uplink]
+# The provider's MQTT broker, reached through the VPN. host is required.
+host = "broker.provider.example"
+port = 8883
+# TLS: the CA that signed the broker's certificate, and this gateway's client certificate and
+# private key (mutual TLS). All three required; the files must exist.
+ca_file = "tls/ca.crt"
+cert_file = "tls/client.crt"
+key_file = "tls/client.key"
+# MQTT keepalive in seconds (5-3600); a silent broker is given up after 1.5 x keepalive.
+keepalive_s = 30
+# Topic levels before /gw/<id>/records; no wildcards.
+topic_prefix = "homecare/v1"
+# Upload batches: at most this many records (1-65535) and bytes (1 KiB - 16 MiB) per batch,
+# and this many batches awaiting the broker's acknowledgement at once (1-64).
+batch_max_records = 500
+batch_max_bytes = 262144
+inflight_batches = 4
+
+[outbox]
+# The SQLite outbox file. Default: <state_dir>/outbox.db
+#     path = "/var/lib/homecare-gateway/outbox.db"
+# Group commit: readings arriving within this many milliseconds (0-1000) share one durable
+# commit. A device is told "stored" only after that commit.
+commit_window_ms = 2.0
+
+# Simulated devices, for demos, training and the simulated rig only - never on a patient's
+# router. kind: thermometer, blood-pressure or pulse-oximeter; interval_s: 0.001-86400;
+# count: stop after that many readings (default: forever).
+#     [[sim_devices]]
+#     kind = "thermometer"
+#     address = "SIM:00:00:00:00:01"
+#     interval_s = 5.0
+#     count = 10
+EOF
+chmod 0644 "$STAGE/etc/$PKG/gateway.toml.example"
+
+# --- 7. DEBIAN/ -----------------------------------------------------------------------------
+DEBIAN=$STAGE/DEBIAN
+mkdir -p "$DEBIAN"
+installed_kb=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
+cat > "$DEBIAN/control" <<EOF
+Package: $PKG
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: $DEB_MAINTAINER
+Installed-Size: $installed_kb
+Depends: python$PYVER, systemd | adduser
+Recommends: bluez, udev
+Section: misc
+Priority: optional
+Homepage: https://homecare-gateway.invalid/
+Description: hospital-at-home edge gateway agent
+ Runs on the provider-owned router in a patient's home: reads the medical
+ devices over Bluetooth Low Energy and serial links, seals every reading
+ (signed, end-to-end encrypted), keeps it in a durable outbox through power
+ and network outages and uploads it to the care provider over MQTT and TLS.
+ .
+ The application and its Python dependencies live in their own virtual
+ environment under $PREFIX. The service starts once enrolment has
+ written /etc/homecare-gateway/gateway.toml.
+EOF
+echo "/etc/$PKG/gateway.toml.example" > "$DEBIAN/conffiles"
+
+# Maintainer scripts. They honour DPKG_ROOT (dpkg --root with --force-script-chrootless, as
+# image builders use) and call every tool by name, so tests can stand stubs in for them.
+cat > "$DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+# homecare-gateway postinst: user, directories, udev rules, enable; start only when enrolled.
+set -e
+PKG=homecare-gateway
+UNIT=gatewayd.service
+root=${DPKG_ROOT:-}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+# Only a running systemd may be told to (re)start anything; an image build has none.
+systemd_running() { [ -z "$root" ] && [ -d /run/systemd/system ]; }
+
+create_user() {
+    if have systemd-sysusers; then
+        systemd-sysusers ${root:+--root="$root"} "$PKG.conf"
+    elif [ -z "$root" ] && have adduser; then
+        # Same result as usr/lib/sysusers.d/homecare-gateway.conf on systems without sysusers.
+        getent group bluetooth >/dev/null || addgroup --quiet --system bluetooth
+        getent passwd "$PKG" >/dev/null || adduser --quiet --system --group \
+            --no-create-home --home /nonexistent --gecos "homecare-gateway edge agent" "$PKG"
+    else
+        echo "$PKG: neither systemd-sysusers nor adduser: user $PKG not created" >&2
+        return 1
+    fi
+}
+
+create_dirs() {
+    if have systemd-tmpfiles; then
+        systemd-tmpfiles --create ${root:+--root="$root"} "$PKG.conf"
+    else
+        # Same as usr/lib/tmpfiles.d/homecare-gateway.conf, for systems without tmpfiles.
+        install -d -m 0750 -o root -g "$PKG" "$root/etc/$PKG"
+        install -d -m 0750 -o "$PKG" -g "$PKG" "$root/var/lib/$PKG" "$root/var/log/$PKG"
+    fi
+}
+
+reload_udev() {
+    # New rules take effect for adapters already plugged in; in an image build there is no udev.
+    if [ -z "$root" ] && have udevadm && [ -d /run/udev ]; then
+        udevadm control --reload-rules || true
+        udevadm trigger --action=change --subsystem-match=tty || true
+    fi
+}
+
+enable_unit() {
+    if have deb-systemd-helper; then
+        # Removes only a mask deb-systemd-helper itself set when the package was removed.
+        deb-systemd-helper unmask "$UNIT" >/dev/null || true
+        # was-enabled is true on a first install: enable then; on upgrade keep the admin's choice.
+        if deb-systemd-helper --quiet was-enabled "$UNIT"; then
+            deb-systemd-helper enable "$UNIT" >/dev/null || true
+        else
+            deb-systemd-helper update-state "$UNIT" >/dev/null || true
+        fi
+    elif have systemctl; then
+        # Works offline too (only creates the symlinks).
+        systemctl ${root:+--root="$root"} enable "$UNIT" >/dev/null || true
+    fi
+}
+
+start_if_enrolled() {
+    systemd_running || return 0
+    systemctl --system daemon-reload >/dev/null || true
+    if [ ! -f /etc/$PKG/gateway.toml ]; then
+        echo "$PKG: installed; not started (no /etc/$PKG/gateway.toml yet: enrol the router)"
+        return 0
+    fi
+    if have deb-systemd-invoke; then
+        deb-systemd-invoke restart "$UNIT" >/dev/null || true
+    else
+        systemctl restart "$UNIT" >/dev/null || true
+    fi
+}
+
+case "$1" in
+    configure)
+        create_user
+        create_dirs
+        reload_udev
+        enable_unit
+        start_if_enrolled
+        ;;
+    abort-upgrade|abort-remove|abort-deconfigure)
+        enable_unit
+        start_if_enrolled
+        ;;
+    *)
+        echo "postinst called with unknown argument '$1'" >&2
+        exit 1
+        ;;
+esac
+exit 0
+EOF
+
+cat > "$DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+# homecare-gateway prerm: stop the daemon before its files are replaced or removed. SIGTERM
+# makes it commit what it holds to the outbox, which survives the upgrade untouched.
+set -e
+UNIT=gatewayd.service
+root=${DPKG_ROOT:-}
+case "$1" in
+    remove|upgrade|deconfigure|failed-upgrade)
+        if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+            if command -v deb-systemd-invoke >/dev/null 2>&1; then
+                deb-systemd-invoke stop "$UNIT" >/dev/null || true
+            else
+                systemctl stop "$UNIT" >/dev/null || true
+            fi
+        fi
+        ;;
+esac
+exit 0
+EOF
+
+cat > "$DEBIAN/postrm" <<'EOF'
+#!/bin/sh
+# homecare-gateway postrm. remove: the unit is masked/disabled, configuration and state stay.
+# purge: everything the package or the daemon ever created goes - configuration and keys,
+# the outbox, logs, the user. Upgrades never reach the purge branch.
+set -e
+PKG=homecare-gateway
+UNIT=gatewayd.service
+root=${DPKG_ROOT:-}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+case "$1" in
+    remove)
+        if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+            systemctl --system daemon-reload >/dev/null || true
+        fi
+        if have deb-systemd-helper; then
+            deb-systemd-helper mask "$UNIT" >/dev/null || true
+        elif have systemctl; then
+            systemctl ${root:+--root="$root"} disable "$UNIT" >/dev/null 2>&1 || true
+        fi
+        # Byte-code or anything else dpkg did not install under the venv.
+        rm -rf "$root/opt/homecare-gateway"
+        ;;
+    purge)
+        if have deb-systemd-helper; then
+            deb-systemd-helper purge "$UNIT" >/dev/null || true
+            deb-systemd-helper unmask "$UNIT" >/dev/null || true
+        fi
+        # Literal paths: nothing here may ever expand to a parent directory.
+        rm -rf "$root/opt/homecare-gateway" "$root/var/lib/homecare-gateway" \
+            "$root/var/log/homecare-gateway" "$root/run/homecare-gateway" \
+            "$root/etc/homecare-gateway"
+        # Everything the account owned is gone above, so its uid can be freed without leaving
+        # files that a later account with the same uid would inherit.
+        if grep -q "^$PKG:" "$root/etc/passwd" 2>/dev/null; then
+            userdel ${root:+--root "$root"} "$PKG" >/dev/null 2>&1 \
+                || echo "$PKG: could not remove user $PKG" >&2
+        fi
+        # userdel drops the user's own group where USERGROUPS_ENAB is set; otherwise do it here.
+        if grep -q "^$PKG:" "$root/etc/group" 2>/dev/null; then
+            groupdel ${root:+--root "$root"} "$PKG" >/dev/null 2>&1 || true
+        fi
+        ;;
+    upgrade|failed-upgrade|abort-install|abort-upgrade|disappear)
+        ;;
+    *)
+        echo "postrm called with unknown argument '$1'" >&2
+        exit 1
+        ;;
+esac
+exit 0
+EOF
+chmod 0755 "$DEBIAN/postinst" "$DEBIAN/prerm" "$DEBIAN/postrm"
+
+# --- 8. normalise modes and build --------------------------------------------------------------
+find "$STAGE" -path "$DEBIAN" -prune -o -type d ! -path "$STAGE/etc/$PKG" -exec chmod 0755 {} +
+find "$VENV" -type f ! -perm -u+x -exec chmod 0644 {} +
+find "$VENV" -type f -perm -u+x -exec chmod 0755 {} +
+
+mkdir -p "$OUT_DIR"
+DEB=$OUT_DIR/${PKG}_${VERSION}_${ARCH}.deb
+dpkg-deb --root-owner-group -Z"$DEB_COMPRESSION" --build "$STAGE" "$DEB" >/dev/null
+echo "built $DEB ($(du -h "$DEB" | cut -f1), $(( $(date +%s) - started )) s)"
