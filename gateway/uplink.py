@@ -1,9 +1,11 @@
 """MQTT 5 uplink over mutual TLS: one batch per message, QoS 1, "done" only on PUBACK.
 
 paho-mqtt does the protocol; this module adapts it to asyncio without blocking the loop. Each
-connection gets a fresh paho client and a dedicated network thread that calls ``client.loop()``
-until the connection ends - paho's own auto-reconnect is never used, so nothing is retransmitted
-behind our back and every reconnect decision is made (with backoff) by :mod:`gateway.upload`.
+connection gets a fresh paho client whose own network thread (``loop_start``) does every socket
+read and write - publishing from the event loop only queues a packet and wakes that thread. (A
+second thread writing to the same TLS socket corrupts records: the broker sees "bad record mac".)
+paho's auto-reconnect is off, so its thread ends with the connection, nothing is retransmitted
+behind our back, and every reconnect decision is made (with backoff) by :mod:`gateway.upload`.
 Keepalive pings detect a half-open connection: no PINGRESP within 1.5 x keepalive closes it.
 """
 
@@ -71,8 +73,6 @@ class MqttUplink:
     def __init__(self, settings: UplinkSettings) -> None:
         self.settings = settings
         self._client: mqtt.Client | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._early: dict[int, ReasonCode] = {}
@@ -113,7 +113,6 @@ class MqttUplink:
         self._loop = loop
         self.lost = asyncio.Event()
         self._connected = loop.create_future()
-        self._stop = threading.Event()
         try:
             client = self._make_client()
         except (OSError, ssl.SSLError) as exc:
@@ -126,10 +125,7 @@ class MqttUplink:
             raise UploadError(
                 f"cannot reach broker {self.settings.host}:{self.settings.port}: {exc}"
             ) from exc
-        self._thread = threading.Thread(
-            target=self._network_loop, args=(client, self._stop), name="mqtt-net", daemon=True
-        )
-        self._thread.start()
+        client.loop_start()
         connected = self._connected
         try:
             await asyncio.wait_for(
@@ -164,25 +160,23 @@ class MqttUplink:
             properties=props,
         )
 
-    def _network_loop(self, client: mqtt.Client, stop: threading.Event) -> None:
-        while not stop.is_set():
-            rc = client.loop(timeout=0.2)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-        # Make sure the asyncio side learns the connection is gone even if paho gave no callback.
-        self._signal_lost("network loop ended")
+    def alive(self) -> bool:
+        """Connected, and paho's network thread still running (it ends with the connection)."""
+        client = self._client
+        if client is None or self.lost.is_set() or not client.is_connected():
+            return False
+        # paho clears its thread handle when the thread ends, whatever ended it.
+        return getattr(client, "_thread", None) is not None
 
     async def close(self) -> None:
         """Disconnect (politely if possible) and stop the network thread."""
-        client, thread = self._client, self._thread
-        self._client, self._thread = None, None
+        client = self._client
+        self._client = None
         if client is None:
             return
-        self._stop.set()
         with contextlib.suppress(Exception):  # the socket may already be dead; nothing to save
             client.disconnect()
-        if thread is not None:
-            await asyncio.to_thread(thread.join, 5.0)
+        await asyncio.to_thread(client.loop_stop)
         self._signal_lost("closed")
 
     # -- publishing ---------------------------------------------------------------------------

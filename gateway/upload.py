@@ -121,15 +121,14 @@ class UploadLoop:
                     wake = asyncio.ensure_future(self._wake.wait())
                     waiting.add(wake)
                 done, _ = await asyncio.wait(
-                    waiting,
-                    timeout=None if in_flight else 1.0,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    waiting, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
                 )
                 if wake is not None:
                     wake.cancel()
-                if lost in done:
+                if lost in done or not self._uplink.alive():
                     # Whatever is still in flight was not acknowledged: it is released and sent
-                    # again after reconnecting (a duplicate at worst, never a loss).
+                    # again after reconnecting (a duplicate at worst, never a loss). alive() also
+                    # catches a network thread that ended without telling us.
                     raise ConnectionLostError("connection lost")
                 for task in in_flight & done:
                     in_flight.discard(task)

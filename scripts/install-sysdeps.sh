@@ -7,6 +7,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)  # lints the package scripts
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verify / security checks
+# The VPN outage tests: a WireGuard tunnel (userspace) between namespaces, outages by iptables.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

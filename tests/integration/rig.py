@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ from gateway.provider.service import ProviderSubscriber, SubscriberSettings
 from gateway.provider.verifier import BatchResult, Verifier
 from gateway.sealing import provider_private_key
 from provisioning.devpki import RigPki, create_rig_pki
+from tests.integration.netns import PROVIDER_TUNNEL_IP, VpnRig, in_netns
 
 
 @dataclass
@@ -49,12 +51,25 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 class Rig:
-    def __init__(self, base: Path, gateway_id: str = "gw-it-0001", *, pq: bool = False) -> None:
+    def __init__(
+        self,
+        base: Path,
+        gateway_id: str = "gw-it-0001",
+        *,
+        pq: bool = False,
+        vpn: VpnRig | None = None,
+    ) -> None:
         self.base = base
         self.gateway_id = gateway_id
         self.pq = pq
-        self.pki: RigPki = create_rig_pki(base / "pki", gateway_ids=[gateway_id], pq=pq)
-        self.broker = MosquittoBroker(self.pki, base / "broker")
+        self.vpn = vpn
+        hosts = ("localhost", "127.0.0.1") + ((PROVIDER_TUNNEL_IP,) if vpn else ())
+        self.pki: RigPki = create_rig_pki(
+            base / "pki", gateway_ids=[gateway_id], pq=pq, broker_hosts=hosts
+        )
+        self.broker = MosquittoBroker(
+            self.pki, base / "broker", host=PROVIDER_TUNNEL_IP if vpn else "127.0.0.1"
+        )
         gw = self.pki.gateway(gateway_id)
         mlkem_key = (
             keys.load_provider_mlkem_private(self.pki.hpke_mlkem768_key)
@@ -72,7 +87,19 @@ class Rig:
         self.log_path = base / "gatewayd.log"
         self.control_socket = base / "run" / "control.sock"
 
+    def provider_side(self) -> contextlib.AbstractContextManager[None]:
+        """Where the broker and the provider live: the provider namespace behind the VPN."""
+        return in_netns(self.vpn.provider) if self.vpn else contextlib.nullcontext()
+
+    def start_broker(self) -> None:
+        with self.provider_side():
+            self.broker.start()
+
     def start_provider(self) -> None:
+        with self.provider_side():
+            self._start_provider()
+
+    def _start_provider(self) -> None:
         self.broker.start()
         self.subscriber = ProviderSubscriber(
             SubscriberSettings(
@@ -118,8 +145,9 @@ class Rig:
         env.pop("NOTIFY_SOCKET", None)
         env.update(env_extra or {})
         with self.log_path.open("ab") as log:
+            prefix = self.vpn.exec_prefix(self.vpn.home) if self.vpn else []
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "gateway.daemon", "--config", str(config)],
+                [*prefix, sys.executable, "-m", "gateway.daemon", "--config", str(config)],
                 stdout=log,
                 stderr=log,
                 env=env,
