@@ -55,6 +55,7 @@ class Config:
     batch_max_bytes: int
     inflight_batches: int
     session_expiry_s: int
+    vpn_interface: str | None
     outbox_path: Path
     commit_window_ms: float
     outbox_quota_bytes: int
@@ -200,6 +201,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         "batch_max_bytes",
         "inflight_batches",
         "session_expiry_s",
+        "vpn_interface",
     )
     host = up.get("host", str)
     if not host or any(c.isspace() for c in host):
@@ -216,6 +218,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     batch_bytes = up.int_in("batch_max_bytes", 1024, 16 * 1024 * 1024, 256 * 1024)
     inflight = up.int_in("inflight_batches", 1, 64, 4)
     session_expiry = up.int_in("session_expiry_s", 0, 7 * 24 * 3600, 3600)
+    vpn_interface = up.get("vpn_interface", str, None, what="an interface name such as wg0")
+    if vpn_interface is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", vpn_interface):
+        raise up.error("vpn_interface", f"not a network interface name: {vpn_interface!r}")
 
     ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes")
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
@@ -278,6 +283,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         batch_max_bytes=batch_bytes,
         inflight_batches=inflight,
         session_expiry_s=session_expiry,
+        vpn_interface=vpn_interface,
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,

@@ -138,6 +138,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             client_id=cfg.gateway_id,
             keepalive_s=cfg.keepalive_s,
             session_expiry_s=cfg.session_expiry_s,
+            vpn_interface=cfg.vpn_interface,
         )
     )
     upload = UploadLoop(

@@ -173,6 +173,8 @@ class HealthReporter:
             alarms.append("outbox-quota-reached")
         if getattr(self._uplink, "refused", False):
             alarms.append("uplink-refused")
+        if getattr(self._uplink, "outside_vpn", False):
+            alarms.append("vpn-down")
         if cert_days is not None and cert_days < 14:
             alarms.append("certificate-expires-soon")
         return {

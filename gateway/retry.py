@@ -23,6 +23,7 @@ class FailureKind(enum.StrEnum):
     TRANSIENT = "transient"  # network down, broker restarting, timeout: retry soon
     REFUSED = "refused"  # broker answered "no" (ACL, quota, identity): retry slowly, raise an alarm
     CONFIG = "config"  # our own files are broken: retrying will not help until someone fixes them
+    OUTSIDE_VPN = "outside-vpn"  # the VPN is down: wait for it, never send around it
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,11 @@ class Decision:
 
 
 def classify(exc: BaseException) -> Decision:
-    from gateway.uplink import ConnectRefusedError, PublishRefusedError  # noqa: PLC0415 - avoid cycle
+    from gateway.link import OutsideVpnError  # noqa: PLC0415 - avoid cycle
+    from gateway.uplink import ConnectRefusedError, PublishRefusedError  # noqa: PLC0415
 
+    if isinstance(exc, OutsideVpnError):
+        return Decision(FailureKind.OUTSIDE_VPN, 5.0)  # the tunnel may come back any second
     if isinstance(exc, ConnectRefusedError | PublishRefusedError):
         return Decision(FailureKind.REFUSED, 30.0)
     if isinstance(exc, ConfigError):

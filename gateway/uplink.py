@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import UploadError
+from gateway.link import check_route
 
 log = structlog.get_logger("gateway.uplink")
 
@@ -65,6 +66,7 @@ class UplinkSettings:
     connect_timeout_s: float = 10.0
     max_inflight: int = 8
     session_expiry_s: int = 3600
+    vpn_interface: str | None = None  # when set, connect only if the route goes through it
 
 
 class MqttUplink:
@@ -117,6 +119,9 @@ class MqttUplink:
             client = self._make_client()
         except (OSError, ssl.SSLError) as exc:
             raise UploadError(f"cannot load TLS files: {exc}") from exc
+        await asyncio.to_thread(
+            check_route, self.settings.host, self.settings.port, self.settings.vpn_interface
+        )
         self._client = client
         try:
             await asyncio.to_thread(self._blocking_connect, client)

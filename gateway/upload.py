@@ -56,6 +56,7 @@ class UploadLoop:
         self.delivered_batches = 0
         self.last_error: str | None = None
         self.refused = False  # the broker said no (ACL, quota, identity): someone must act
+        self.outside_vpn = False  # the route to the broker does not go through the VPN
         self.last_progress = 0.0
         self.connected = asyncio.Event()
 
@@ -73,12 +74,14 @@ class UploadLoop:
                         await self._uplink.connect()
                     except UploadError as exc:
                         self.last_error = exc.one_line()
-                        self.refused = classify(exc).kind is FailureKind.REFUSED
+                        kind = classify(exc).kind
+                        self.refused = kind is FailureKind.REFUSED
+                        self.outside_vpn = kind is FailureKind.OUTSIDE_VPN
                         raise
             self.state = "connected"
             self.connected.set()
             self.last_error = None
-            self.refused = False
+            self.refused = self.outside_vpn = False
             log.info("uplink.connected", host=self._uplink.settings.host)
             try:
                 await self._pump()

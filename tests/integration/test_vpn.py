@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -62,7 +64,7 @@ def test_long_outage_over_the_vpn_delivers_everything_in_order_and_stays_quiet(
     bp = ("blood-pressure", "C0:FF:EE:00:00:42", 0.5, int(2 * (outage_s + 10)))
     total = thermo[3] + bp[3]
     rig.start_provider()
-    rig.start_daemon(rig.write_config([thermo, bp]))
+    rig.start_daemon(rig.write_config([thermo, bp], vpn_interface=f'"{vpn.wg_home}"'))
     wait_for(lambda: len(rig.received.readings) >= 10, 60, "the first readings over the VPN")
     assert rig.daemon is not None
     handshake = vpn.handshake_age_s()
@@ -141,3 +143,30 @@ def test_silent_partition_then_kill_9_loses_nothing_and_is_detected(
     summary = rig.verifier.summary()
     assert summary["missing"] == 0, summary
     assert summary["chain_breaks"] == 0
+
+
+def test_nothing_leaves_when_the_route_bypasses_the_vpn(vpn_rig: Rig) -> None:
+    """The configured VPN interface is not the one the kernel routes through: no connection."""
+    rig = vpn_rig
+    rig.start_provider()
+    config = rig.write_config(
+        [("thermometer", "C0:FF:EE:00:00:44", 0.1, 50)], vpn_interface='"wg-elsewhere"'
+    )
+    rig.start_daemon(config)
+    wait_for(lambda: "uplink.connect_failed" in rig.log_text(), 30, "the refused connection")
+    time.sleep(1.0)
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "status", "--json", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    )
+    assert "vpn-down" in status["alarms"]
+    assert rig.outbox_depth() > 0
+    assert rig.received.readings == []
+    broker_log = (rig.base / "broker" / "mosquitto.log").read_text()
+    assert rig.gateway_id not in broker_log, "the gateway must not even have connected"
+    assert rig.stop_daemon() == 0
