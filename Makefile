@@ -8,10 +8,10 @@ SYSSTAMP := .sysdeps.ok
 DEMO_SECONDS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit sysdeps venv clean
+.PHONY: demo test lint unit bench sysdeps venv clean
 
 # System packages: the broker for the simulated provider, openssl for inspecting certificates.
-$(SYSSTAMP):
+$(SYSSTAMP): scripts/install-sysdeps.sh
 	@bash scripts/install-sysdeps.sh
 	@touch $@
 
@@ -37,6 +37,10 @@ test: $(SYSSTAMP) $(STAMP) lint
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# Benchmarks: human-readable lines, then one JSON object on the last line (docs/performance.md).
+bench: $(SYSSTAMP) $(STAMP)
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) $(SYSSTAMP) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,160 @@
+"""Bytes per reading of a continuous SpO2 stream at 1 Hz: on the wire and on disk.
+
+At 1 Hz each reading is alone in its 2 ms commit window, so the writer seals it as a record of its
+own, and the upload loop (woken by that commit) sends it as a batch of one. This benchmark does
+exactly that with the real parts, in-process: every reading is submitted to the
+:class:`IngestWriter` and awaited before the next (one record, one durable transaction each), then
+each record is leased on its own and framed with :func:`gateway.wire.encode_batch` as
+:class:`UploadLoop` frames it.
+
+* ``wire_bytes_per_reading``: MQTT payload bytes (batch framing included) per reading. Printed as
+  well: the PUBLISH packet (fixed header, topic, packet id, properties) and the TLS 1.3 record
+  around it, and the PUBACK that comes back; TCP/IP headers are not counted.
+* ``disk_bytes_per_reading``: growth of the outbox file per reading while the readings wait for
+  upload (checkpointed file, SQLite pages and index included), next to the sealed bytes alone.
+
+A what-if, printed but not in the JSON, with today's code only: how many bytes a reading costs when
+N readings of the stream share one record (what a longer commit window for the stream lane would
+give), sealed by the real sealer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo2_stream
+from gateway import cjson, fhir, wire
+from gateway.ingest import Lane
+from gateway.provider.verifier import Verifier
+
+TOPIC = f"homecare/v1/gw/{gateway_info().gateway_id}/records"
+TLS13_RECORD_OVERHEAD = 5 + 1 + 16  # record header, inner content type, AES-GCM tag (RFC 8446 5.2)
+# PUBACK with reason code 0 (a subscriber exists, as in production) and no properties: fixed
+# header, remaining length, packet id; the reason code may then be left out (MQTT 5 3.4.2.1).
+MQTT5_PUBACK = 4
+CHUNK_SIZES = (1, 5, 10, 30, 60, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class WireRun:
+    readings: int
+    payload_bytes: float  # MQTT payload per reading
+    publish_bytes: float  # MQTT PUBLISH packet per reading
+    tls_bytes: float  # upstream TLS bytes per reading, plus the PUBACK coming back
+    sealed_bytes: float  # sealed record bytes per reading
+    plaintext_bytes: float  # canonical JSON of the FHIR Bundle per reading
+    disk_bytes: float  # outbox file growth per reading
+
+
+def _varint_len(n: int) -> int:
+    size = 1
+    while n >= 128:
+        n //= 128
+        size += 1
+    return size
+
+
+def publish_packet_bytes(topic: str, payload: int) -> int:
+    """MQTT 5 PUBLISH, QoS 1, no properties (MQTT 5 section 3.3)."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + payload
+    return 1 + _varint_len(remaining) + remaining
+
+
+def _file_bytes(db_path: Path) -> int:
+    # Outbox.close() was the last connection: SQLite checkpointed the WAL into the file.
+    conn = sqlite3.connect(db_path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    finally:
+        conn.close()
+    return int(page_size * pages)
+
+
+async def _stream_once(readings: int, db_path: Path, keys: Keys) -> tuple[list[bytes], int]:
+    stream = spo2_stream(readings)
+    async with open_pipeline(db_path, keys):
+        pass  # an empty outbox first: its size is the baseline
+    empty = _file_bytes(db_path)
+    async with open_pipeline(db_path, keys) as p:
+        for m in stream:
+            await p.writer.submit([m], Lane.SPOT)  # 1 Hz: alone in its commit window
+        records: list[bytes] = []
+        while batch := await p.db.run(p.outbox.lease, 1, 256 * 1024):
+            records.extend(r.record for r in batch)
+    return records, _file_bytes(db_path) - empty
+
+
+def _check_opens(records: list[bytes], keys: Keys, readings: int) -> None:
+    verifier = Verifier(keys.provider, {gateway_info().gateway_id: keys.signing.public_key()})
+    got = sum(len(verifier.accept_record(r).measurements) for r in records)
+    if got != readings or len(records) != readings:
+        raise BenchError(f"wire: {len(records)} records with {got} readings for {readings}")
+
+
+def run_once(readings: int, db_path: Path) -> WireRun:
+    keys = Keys.generate()
+    records, disk = asyncio.run(_stream_once(readings, db_path, keys))
+    _check_opens(records, keys, readings)
+    payloads = [len(wire.encode_batch([r])) for r in records]
+    publish = [publish_packet_bytes(TOPIC, n) for n in payloads]
+    gw = gateway_info()
+    plaintext = sum(len(cjson.dumps(fhir.bundle([m], gw))) for m in spo2_stream(readings))
+    return WireRun(
+        readings=readings,
+        payload_bytes=sum(payloads) / readings,
+        publish_bytes=sum(publish) / readings,
+        tls_bytes=(sum(publish) + readings * (TLS13_RECORD_OVERHEAD * 2 + MQTT5_PUBACK))
+        / readings,
+        sealed_bytes=sum(len(r) for r in records) / readings,
+        plaintext_bytes=plaintext / readings,
+        disk_bytes=disk / readings,
+    )
+
+
+def chunk_what_if(sizes: tuple[int, ...] = CHUNK_SIZES) -> dict[int, float]:
+    """MQTT payload bytes per reading when ``n`` stream readings share one record (today's FHIR)."""
+    keys, gw = Keys.generate(), gateway_info()
+    sealer = keys.sealer()
+    out: dict[int, float] = {}
+    for n in sizes:
+        stream = spo2_stream(n)
+        record = sealer.seal(
+            cjson.dumps(fhir.bundle(stream, gw)),
+            kind=wire.RecordKind.OBSERVATIONS,
+            lane=int(Lane.STREAM),
+            epoch=1,
+            seq=1,
+            prev_hash=wire.GENESIS_HASH,
+            created_ms=0,
+        )
+        out[n] = len(wire.encode_batch([record])) / n
+    return out
+
+
+def measure(readings: int, runs: int, workdir: Path) -> list[WireRun]:
+    results = []
+    for i in range(runs):
+        r = run_once(readings, workdir / f"wire-{i}.db")
+        results.append(r)
+        say(
+            f"wire     run {i + 1}/{runs}: {r.payload_bytes:.0f} MQTT payload bytes/reading, "
+            f"{r.publish_bytes:.0f} as PUBLISH, {r.tls_bytes:.0f} on the TLS stream incl. PUBACK "
+            f"(SpO2 1 Hz, {r.readings} readings; sealed {r.sealed_bytes:.0f}, FHIR JSON "
+            f"{r.plaintext_bytes:.0f})"
+        )
+        say(
+            f"disk     run {i + 1}/{runs}: {r.disk_bytes:.0f} outbox file bytes/reading "
+            f"({r.sealed_bytes:.0f} sealed bytes + SQLite row, index and page overhead)"
+        )
+    what_if = chunk_what_if()
+    say(
+        "wire     what-if, N stream readings per record (today's FHIR, real sealer): "
+        + ", ".join(f"N={n}: {b:.0f}" for n, b in what_if.items())
+        + " payload bytes/reading"
+    )
+    return results
+

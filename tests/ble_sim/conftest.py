@@ -1,0 +1,30 @@
+"""Fixtures for the simulated-BlueZ tests: every test starts its own private bus and bluetoothd
+(``sim(...)``), torn down after the test whatever happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from drivers.ble.sim.peripheral import Peripheral
+from drivers.ble.sim.rig import SimulatedBluez
+from drivers.ble.sim.timing import Timing
+
+StartRig = Callable[..., SimulatedBluez]
+
+
+@pytest.fixture
+def sim() -> Iterator[StartRig]:
+    """``sim(*peripherals, timing=..., bonded=[...])`` starts a rig for this test only."""
+    rigs: list[SimulatedBluez] = []
+
+    def start(*peripherals: Peripheral, timing: Timing | None = None,
+              bonded: tuple[str, ...] = ()) -> SimulatedBluez:
+        rig = SimulatedBluez(peripherals, timing=timing, bonded=bonded).start()
+        rigs.append(rig)
+        return rig
+
+    yield start
+    for rig in reversed(rigs):
+        rig.stop()
