@@ -9,6 +9,7 @@ command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verify / security checks
 # The VPN outage tests: a WireGuard tunnel (userspace) between namespaces, outages by iptables.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)  # the simulated BlueZ runs on a private bus
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
