@@ -1,0 +1,266 @@
+"""ASTM analyser driver: the gateway as E1381 receiver, results confirmed only once durable.
+
+A thin pump between a :class:`~drivers.serial.port.SerialPort` and the sans-I/O
+:class:`~drivers.serial.astm_link.AstmLink` (host role, ``HOLD_RECORDS``). Header, patient,
+order and comment records are ACKed at once (they hold no reading). A result record (R) is
+decoded (:func:`~drivers.serial.astm_results.lab_results`) and its measurements are yielded; the
+final frame of that record stays unanswered until :meth:`AstmDriver.committed` has been called for
+every one of them - i.e. until they are durable in the outbox - and only then is it ACKed. The
+terminator (L), the last frame of the message, therefore goes out after every result of the
+message was committed.
+
+If the commit is late the analyser's reply timer (15 s, E1381 6.5.2) ends the transfer and it
+sends the message again later: the results are stored twice and de-duplicated upstream by their
+identifier, never lost. An unplug or power cycle drops the link state with the port; nothing the
+analyser was told was accepted is lost, because nothing was accepted before it was durable. A
+refused commit (outbox quota) is answered with NAK, so the analyser keeps the result.
+
+An R record we cannot turn into a measurement (test code not in the table, unit not admitted,
+header without a sender) is logged as a typed error and ACKed: refusing it would make the analyser
+resend the same message for ever and block every later result behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from drivers.serial.astm_link import (
+    AcceptPolicy,
+    AstmLink,
+    DuplicateFrame,
+    Event,
+    FrameReceived,
+    LinkProblem,
+    LinkState,
+    LinkTimers,
+    MessageComplete,
+    Role,
+    TransferAborted,
+)
+from drivers.serial.astm_records import Delimiters, Message, Record, parse_record
+from drivers.serial.astm_results import AstmOptions, LabResult, lab_results
+from drivers.serial.connection import Backoff, Opener, PortConnection
+from drivers.serial.errors import AstmRecordError
+from drivers.serial.events import NeedData, SendBytes
+from drivers.serial.port import PortSpec, SerialPort
+from drivers.serial.port_errors import SerialPortError
+from gateway.health import DeviceHealth
+from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
+
+log = structlog.get_logger("drivers.serial.astm")
+
+
+@dataclass(frozen=True, slots=True)
+class AstmDriverConfig:
+    name: str  # short label from the configuration, e.g. "crp"
+    port: PortSpec  # default line: 9600 8N1 (most analysers; check the analyser's LIS settings)
+    options: AstmOptions = field(default_factory=AstmOptions)
+    timers: LinkTimers = field(default_factory=LinkTimers)
+    backoff: Backoff = field(default_factory=Backoff)
+    poll_s: float = 0.25  # how often the link timers are looked at when the line is quiet
+
+
+@dataclass(slots=True)
+class _Held:
+    """The final frame of an R record, waiting for its measurements to be committed."""
+
+    pending: list[Measurement]
+    refused: bool = False
+
+
+@dataclass(slots=True)
+class _MessageContext:
+    delimiters: Delimiters | None = None
+    header: Record | None = None
+    order: Record | None = None
+
+
+class AstmDriver:
+    def __init__(
+        self, config: AstmDriverConfig, *, opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.name = f"serial.astm.{config.name}"
+        self.recent_results: deque[LabResult] = deque(maxlen=64)  # for diagnostics and tests
+        self.readings = 0
+        self.unusable_records = 0
+        self._conn = PortConnection(config.port, name=self.name, backoff=config.backoff,
+                                    opener=opener, monotonic=monotonic)
+        self._monotonic = monotonic
+        self._wallclock = wallclock
+        self._port: SerialPort | None = None
+        self._link: AstmLink | None = None
+        self._held: _Held | None = None
+        self._device: DeviceId = config.options.fallback_device or DeviceId(
+            DeviceIdKind.SERIAL, config.port.path.rsplit("/", 1)[-1])
+        self._last_seen: datetime | None = None
+        self._log = log.bind(driver=self.name)
+
+    # --- Driver protocol ----------------------------------------------------------------------
+
+    async def measurements(self) -> AsyncIterator[Measurement]:
+        while True:
+            port = await self._conn.open()
+            self._port = port
+            try:
+                async with contextlib.aclosing(self._session(port)) as session:
+                    async for measurement in session:
+                        yield measurement
+            except SerialPortError as exc:
+                if self._held is not None:
+                    self._log.info("serial.astm.unconfirmed_on_loss",
+                                   hint="the analyser sends the result again")
+                self._conn.lost(exc)
+            finally:
+                self._port, self._link, self._held = None, None, None
+                await port.close()
+
+    async def committed(self, measurements: Sequence[Measurement]) -> None:
+        held = self._held
+        if held is None:
+            return  # a transfer that already ended: the analyser will send it again
+        held.pending = [p for p in held.pending if not any(p is m for m in measurements)]
+        if not held.pending and self._port is not None:
+            self._port.wake()
+
+    async def refused(self, measurements: Sequence[Measurement]) -> None:
+        held = self._held
+        if held is not None and any(p is m for p in held.pending for m in measurements):
+            held.refused = True
+            if self._port is not None:
+                self._port.wake()
+
+    def health(self) -> list[DeviceHealth]:
+        state = self._conn.state
+        if state == "connected" and self._link is not None:
+            state = "awaiting-commit" if self._held else (
+                "idle" if self._link.state is LinkState.NEUTRAL else "receiving")
+        return [DeviceHealth(
+            device=str(self._device), driver=self.name, state=state, last_seen=self._last_seen,
+            expected_interval_s=None, readings=self.readings,
+        )]
+
+    # --- one connection -----------------------------------------------------------------------
+
+    async def _session(self, port: SerialPort) -> AsyncGenerator[Measurement, None]:
+        link = AstmLink(Role.HOST, policy=AcceptPolicy.HOLD_RECORDS, timers=self.config.timers)
+        self._link = link
+        context = _MessageContext()
+        while True:
+            data = await port.read(self.config.poll_s)
+            now = self._monotonic()
+            if data:
+                self._last_seen = self._wallclock()
+                link.receive_data(data, now)
+            else:
+                link.tick(now)
+            async for measurement in self._events(link, port, context):
+                yield measurement
+            self._decide(link, self._monotonic())
+            async for measurement in self._events(link, port, context):
+                yield measurement  # (a decision only makes link bytes; kept for uniformity)
+
+    def _decide(self, link: AstmLink, now: float) -> None:
+        held = self._held
+        if held is None:
+            return
+        if held.refused:
+            self._held = None
+            link.reject(now)
+            self._log.warning("serial.astm.result_refused", hint="outbox full; analyser keeps it")
+        elif not held.pending:
+            self._held = None
+            if link.accept(now):
+                self._log.info("serial.astm.result_confirmed")
+            else:
+                self._log.info("serial.astm.confirm_too_late",
+                               hint="the analyser gave up waiting and will send it again")
+
+    async def _events(
+        self, link: AstmLink, port: SerialPort, context: _MessageContext,
+    ) -> AsyncIterator[Measurement]:
+        while not isinstance(event := link.next_event(), NeedData):
+            if isinstance(event, SendBytes):
+                await port.write(event.data)
+            elif isinstance(event, FrameReceived) and event.final and event.record is not None:
+                for measurement in self._record(link, event.record, context):
+                    self.readings += 1
+                    yield measurement
+            else:
+                self._note(event, context)
+
+    def _note(self, event: Event, context: _MessageContext) -> None:
+        if isinstance(event, LinkProblem):
+            self._log.warning("serial.astm.link_problem", error=event.error.message,
+                              hint=event.error.hint, **event.error.fields)
+        elif isinstance(event, TransferAborted):
+            self._held = None
+            context.delimiters = context.header = context.order = None
+            self._log.warning("serial.astm.transfer_aborted", reason=event.reason)
+        elif isinstance(event, MessageComplete):  # EOT: the end, or the sender gave up early
+            context.delimiters = context.header = context.order = None
+            self._log.info("serial.astm.transfer_ended",
+                           records=event.records_text.count("\r") or 1)
+        elif isinstance(event, DuplicateFrame):
+            self._log.debug("serial.astm.duplicate_frame", frame=event.number)
+
+    def _record(
+        self, link: AstmLink, text: str, context: _MessageContext,
+    ) -> list[Measurement]:
+        """Measurements of one record; a record without any is ACKed here and now."""
+        kind = text[:1].upper()
+        measurements: list[Measurement] = []
+        try:
+            measurements = self._parse(kind, text.rstrip("\r"), context)
+        except AstmRecordError as exc:
+            self._unusable(exc, kind)
+        if measurements:
+            self._held = _Held(list(measurements))
+        else:
+            link.accept(self._monotonic())
+        return measurements
+
+    def _parse(self, kind: str, text: str, context: _MessageContext) -> list[Measurement]:
+        if kind == "H":
+            context.delimiters = context.header = context.order = None  # even if this one is bad
+            context.delimiters = Delimiters.from_header(text)
+            context.header, context.order = parse_record(text, context.delimiters), None
+            return []
+        delimiters, header = context.delimiters, context.header
+        if delimiters is None or header is None:
+            raise AstmRecordError("record outside a message (no valid header before it)",
+                                  record_type=kind)
+        if kind == "O":
+            context.order = parse_record(text, delimiters)
+        elif kind == "R":
+            record = parse_record(text, delimiters)
+            records = (header, *((context.order,) if context.order else ()), record)
+            return self._results(Message(delimiters, records))
+        return []
+
+    def _results(self, message: Message) -> list[Measurement]:
+        batch = lab_results(message, received_at=self._wallclock(), options=self.config.options)
+        for error in batch.errors:
+            self._unusable(error, "R")
+        for warning in batch.warnings:
+            self._log.warning("serial.astm.result_warning", error=warning.message,
+                              **warning.fields)
+        for lab in batch.results:
+            self.recent_results.append(lab)
+            self._device = lab.measurement.device
+            self._log.info("serial.astm.result_received", test=lab.test_code,
+                           loinc=lab.loinc.code, status=lab.result_status)
+        return [lab.measurement for lab in batch.results]
+
+    def _unusable(self, error: AstmRecordError, kind: str) -> None:
+        self.unusable_records += 1
+        self._log.error("serial.astm.record_unusable", record_type=kind, error=error.message,
+                        hint=error.hint, **error.fields)

@@ -1,0 +1,202 @@
+"""Cellular-modem driver: polls the AT port for link status; yields no measurements.
+
+Every ``poll_interval_s`` it runs the 3GPP TS 27.007 status commands one after the other through
+the sans-I/O :class:`~drivers.serial.modem_at.AtSession` and folds the answers - and any URC that
+arrives in between, such as ``+CEREG: 1`` - into the latest
+:class:`~drivers.serial.modem_status.ModemStatus` (:meth:`ModemDriver.status`), which health
+reports and ``gatewayctl status`` show. ``ERROR`` / ``+CME ERROR`` for one command (an LTE-only
+modem asked for ``AT+C5GREG?``) is noted and the round goes on. A command that gets no final
+result code in time makes the modem "not-answering" and ends the round (the next round is tried
+at the next interval): a hung modem costs one timeout per round, never the event loop. The last
+status is kept meanwhile; ``snapshot()`` says how old it is.
+
+``measurements()`` never yields; it polls until cancelled, so the daemon's ``pump`` can run it
+like any other driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from drivers.serial.connection import Backoff, Opener, PortConnection
+from drivers.serial.errors import AtResponseError
+from drivers.serial.events import NeedData, SendBytes
+from drivers.serial.modem_at import (
+    STATUS_COMMANDS,
+    AtCommand,
+    AtSession,
+    CommandCompleted,
+    CommandFailed,
+    CommandTimedOut,
+    StrayLine,
+    UnsolicitedResult,
+)
+from drivers.serial.modem_status import ModemStatus, ModemStatusTracker
+from drivers.serial.port import LineSettings, PortSpec, SerialPort
+from drivers.serial.port_errors import SerialPortError
+from gateway.health import DeviceHealth
+from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
+
+log = structlog.get_logger("drivers.serial.modem")
+
+MODEM_LINE = LineSettings(115200)  # USB modems ignore the rate; a UART modem is usually 115200
+
+
+@dataclass(frozen=True, slots=True)
+class ModemDriverConfig:
+    port: PortSpec  # the AT port, e.g. /dev/homecare/modem-at (not the one ModemManager uses)
+    name: str = "wan"
+    poll_interval_s: float = 30.0
+    command_timeout_s: float | None = None  # None: each command's own (5 s, AT+COPS? 10 s)
+    commands: tuple[AtCommand, ...] = STATUS_COMMANDS
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+class ModemDriver:
+    def __init__(
+        self, config: ModemDriverConfig, *, opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.name = f"serial.modem.{config.name}"
+        self.device = DeviceId(DeviceIdKind.SERIAL, f"modem-{config.name}")
+        self.rounds = 0
+        self.failed_commands = 0
+        self._conn = PortConnection(config.port, name=self.name, backoff=config.backoff,
+                                    opener=opener, monotonic=monotonic)
+        self._monotonic = monotonic
+        self._wallclock = wallclock
+        self._tracker = ModemStatusTracker()
+        self._answering: bool | None = None  # None: not asked yet on this connection
+        self._updated_at: datetime | None = None  # last answer of any kind
+        self._commands = {self._timed(c): c for c in config.commands}
+        self._log = log.bind(driver=self.name)
+
+    def _timed(self, command: AtCommand) -> AtCommand:
+        timeout_s = self.config.command_timeout_s
+        return command if timeout_s is None else dataclasses.replace(command, timeout_s=timeout_s)
+
+    # --- what others read ---------------------------------------------------------------------
+
+    def status(self) -> ModemStatus:
+        """The latest link status (kept while the modem does not answer; see :meth:`state`)."""
+        return self._tracker.status
+
+    def state(self) -> str:
+        if self._conn.state != "connected":
+            return self._conn.state
+        if self._answering is None:
+            return "connected"
+        return "answering" if self._answering else "not-answering"
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready view for the control socket / ``gatewayctl status``."""
+        status = self.status()
+        return {
+            "state": self.state(),
+            "updated_at": self._updated_at.isoformat() if self._updated_at else None,
+            "registered": status.registered,
+            "rssi_dbm": status.rssi_dbm,
+            "operator": status.operator,
+            "access_technology": status.access_technology.name if status.access_technology
+            else None,
+            "pdp_addresses": [a for pdp in status.pdp_addresses for a in pdp.addresses],
+        }
+
+    def health(self) -> list[DeviceHealth]:
+        return [DeviceHealth(
+            device=str(self.device), driver=self.name, state=self.state(),
+            last_seen=self._updated_at, expected_interval_s=None, readings=0,
+            rssi_dbm=self.status().rssi_dbm,
+        )]
+
+    # --- Driver protocol ----------------------------------------------------------------------
+
+    async def measurements(self) -> AsyncIterator[Measurement]:
+        """Never yields: polls the modem until cancelled."""
+        never: tuple[Measurement, ...] = ()
+        await self.run()
+        for measurement in never:
+            yield measurement
+
+    async def committed(self, measurements: Sequence[Measurement]) -> None:
+        """Nothing to confirm: the modem produces no measurements."""
+
+    async def run(self) -> None:
+        while True:
+            port = await self._conn.open()
+            self._answering = None
+            try:
+                await self._session(port)
+            except SerialPortError as exc:
+                self._conn.lost(exc)
+            finally:
+                await port.close()
+
+    # --- one connection -----------------------------------------------------------------------
+
+    async def _session(self, port: SerialPort) -> None:
+        session = AtSession()
+        todo: list[AtCommand] = []
+        next_round = self._monotonic()
+        while True:
+            now = self._monotonic()
+            if not todo and not session.busy and now >= next_round:
+                todo = list(self._commands)
+                next_round = now + self.config.poll_interval_s
+                session.submit(todo[0], now)
+            data = await port.read(max(0.01, min(0.25, next_round - now)))
+            now = self._monotonic()
+            if data:
+                session.receive_data(data, now)
+            else:
+                session.tick(now)
+            while not isinstance(event := session.next_event(), NeedData):
+                if isinstance(event, SendBytes):
+                    await port.write(event.data)
+                    continue
+                if isinstance(event, CommandCompleted | CommandFailed | CommandTimedOut):
+                    if todo and event.command == todo[0]:
+                        todo.pop(0)
+                    if isinstance(event, CommandTimedOut):
+                        todo = []  # a modem that does not answer one will not answer the rest
+                    elif todo:
+                        session.submit(todo[0], now)
+                    else:
+                        self.rounds += 1
+                self._on_event(event)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, CommandTimedOut):
+            if self._answering is not False:
+                self._log.warning("serial.modem.not_answering", command=event.command.text,
+                                  hint="switch the modem off and on; check its USB connection")
+            self._answering = False
+            return
+        if isinstance(event, CommandCompleted | CommandFailed):  # a URC is not an answer
+            if self._answering is False:
+                self._log.info("serial.modem.answering_again")
+            self._answering = True
+        if isinstance(event, CommandCompleted | CommandFailed | UnsolicitedResult):
+            self._updated_at = self._wallclock()
+        if isinstance(event, CommandFailed):
+            self.failed_commands += 1
+            self._log.debug("serial.modem.command_failed", command=event.command.text,
+                            final=event.final)
+        elif isinstance(event, CommandCompleted | UnsolicitedResult):
+            if isinstance(event, CommandCompleted):  # the tracker knows the commands by value
+                event = CommandCompleted(self._commands.get(event.command, event.command),
+                                         event.lines)
+            try:
+                self._tracker.apply(event)
+            except AtResponseError as exc:
+                self._log.warning("serial.modem.bad_response", error=exc.message, **exc.fields)
+        elif isinstance(event, StrayLine):
+            self._log.debug("serial.modem.stray_line", length=len(event.line))
