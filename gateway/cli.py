@@ -122,6 +122,9 @@ def render_status(s: dict[str, Any]) -> str:
             f"  {d['device']:<28} {d['driver']:<20} {d['state']:<10} "
             f"last seen {_age(d['last_seen'])}  {battery}{silent}"
         )
+    for name, link in s.get("links", {}).items():
+        details = ", ".join(f"{k} {v}" for k, v in link.items() if v is not None and k != "state")
+        lines.append(f"link {name:<7} {link.get('state')}" + (f": {details}" if details else ""))
     lines.append(f"alarms       {', '.join(s['alarms']) if s['alarms'] else 'none'}")
     return "\n".join(lines)
 

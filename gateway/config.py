@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import serial_config
 from gateway.errors import ConfigError
 from gateway.sealing import SuiteName
+from gateway.serial_config import SerialDeviceConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -62,6 +64,7 @@ class Config:
     health_interval_s: float
     control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
+    serial_devices: tuple[SerialDeviceConfig, ...] = ()
 
     @property
     def records_topic(self) -> str:
@@ -155,7 +158,17 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         data,
         "",
         path,
-        ("gateway", "identity", "provider", "uplink", "outbox", "health", "control", "sim_devices"),
+        (
+            "gateway",
+            "identity",
+            "provider",
+            "uplink",
+            "outbox",
+            "health",
+            "control",
+            "sim_devices",
+            "serial_devices",
+        ),
     )
 
     gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
@@ -290,4 +303,5 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         health_interval_s=health_interval,
         control_socket=control_socket,
         sim_devices=tuple(sim_devices),
+        serial_devices=serial_config.parse(data.get("serial_devices", []), path),
     )

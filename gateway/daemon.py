@@ -15,14 +15,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
+from drivers.serial.modem_driver import ModemDriver
+from drivers.serial.oximeter_driver import OximeterDriver
 from drivers.simulated import SimulatedDevice
-from gateway import __version__, fhir, logs, wire
+from gateway import __version__, fhir, logs, serial_config, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.dbthread import DatabaseThread
@@ -87,11 +90,18 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config) -> list[SimulatedDevice]:
-    return [
-        SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory)
+def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
+    """Every configured driver with its upload lane (continuous oximetry is a stream)."""
+    drivers: list[tuple[Any, Lane]] = [
+        (
+            SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
+            Lane.SPOT,
+        )
         for d in cfg.sim_devices
     ]
+    for drv in serial_config.build(cfg.serial_devices):
+        drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
+    return drivers
 
 
 async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the one composition root
@@ -154,7 +164,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         ),
         writer.committed_event,
     )
-    drivers = build_drivers(cfg)
+    lanes = build_drivers(cfg)
+    drivers = [d for d, _ in lanes]
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -165,6 +176,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         devices=drivers,
         cert_file=cfg.cert_file,
         interval_s=cfg.health_interval_s,
+        links={d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
     )
 
     async def status(_: object) -> dict[str, object]:
@@ -209,7 +221,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             tg.create_task(health.run(), name="health")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             driver_tasks = [
-                tg.create_task(pump(d, writer), name=f"driver.{d.name}") for d in drivers
+                tg.create_task(pump(d, writer, lane), name=f"driver.{d.name}") for d, lane in lanes
             ]
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:

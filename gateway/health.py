@@ -13,7 +13,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -135,7 +135,9 @@ class HealthReporter:
         cert_file: Path,
         interval_s: float,
         clock_probe: Callable[[], dict[str, Any]] = clock_sync,
+        links: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
     ) -> None:
+        self._links = dict(links or {})
         self._gateway_id = gateway_id
         self._episode_id = episode_id
         self._writer = writer
@@ -204,6 +206,7 @@ class HealthReporter:
                 "last_error": self._uplink.last_error,
             },
             "devices": devices,
+            "links": {name: probe() for name, probe in self._links.items()},
             "clock": clock,
             "certificate": {
                 "not_after": self._cert_not_after.isoformat() if self._cert_not_after else None,

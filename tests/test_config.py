@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,36 @@ def test_check_config_accepts_a_valid_file(files: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ('kind = "nonin"\npath = "/dev/homecare/spo2"\n', "serial_devices[0].serial: required"),
+        ('kind = "astm"\npath = "dev/crp"\n', "serial_devices[0].path: must be an absolute"),
+        ('kind = "astm"\npath = "/dev/crp"\ndevice_tz = "Mars/Olympus"\n', "unknown time zone"),
+        ('kind = "astm"\npath = "/dev/crp"\nline = "fast"\n', "serial_devices[0].line"),
+        ('kind = "toaster"\npath = "/dev/x"\n', "serial_devices[0].kind: must be one of"),
+        ('kind = "modem"\npath = "/dev/m"\nbaud = 9600\n', "serial_devices[0].baud: unknown key"),
+    ],
+)
+def test_serial_device_mistakes_are_named(files: Path, block: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load(write(files, VALID + "\n[[serial_devices]]\n" + block))
+
+
+def test_serial_devices_are_parsed(files: Path) -> None:
+    cfg = load(
+        write(
+            files,
+            VALID + '\n[[serial_devices]]\nkind = "astm"\nname = "crp"\npath = "/dev/homecare/crp"'
+            '\nline = "9600 8N1"\ndevice_tz = "Europe/Berlin"\n',
+        )
+    )
+    (crp,) = cfg.serial_devices
+    assert (crp.kind, crp.name, crp.path, crp.device_tz) == (
+        "astm",
+        "crp",
+        "/dev/homecare/crp",
+        "Europe/Berlin",
+    )
