@@ -39,6 +39,19 @@ MDC_CONC_GLU_CAPILLARY_PLASMA = 160188  # 2::29116
 MDC_CONC_GLU_ISF = 160212  # 2::29140, interstitial fluid: what a CGM sensor measures
 MDC_ATTR_VAL_BATT_CHARGE = 67996  # 1::2460, battery level (PHD IG: reported as an Observation)
 
+# --- Point-of-care laboratory results (serial analysers, ASTM) ----------------------------------
+MDC_CONC_HBA1C = 160220  # 2::29148, ISO/IEEE 11073-10417
+MDC_RATIO_INR_COAG = 160260  # 2::29188, ISO/IEEE 11073-10418
+MDC_CONC_GLU_UNDETERMINED_PLASMA = 160368  # 2::29296, plasma glucose, sample site not stated
+# No standard MDC term is known to us for CRP, haemoglobin or a white-cell count. IEEE 11073-10101
+# keeps term codes 0xF000-0xFFFF of each partition for private use; these are ours, and the LOINC
+# coding is the one that identifies them to a receiver.
+_PRIVATE = 2 * 65536 + 0xF000
+MDC_PRIVATE_CRP = _PRIVATE + 1
+MDC_PRIVATE_HAEMOGLOBIN = _PRIVATE + 2
+MDC_PRIVATE_WBC = _PRIVATE + 3
+PRIVATE_MDC_CODES = frozenset({MDC_PRIVATE_CRP, MDC_PRIVATE_HAEMOGLOBIN, MDC_PRIVATE_WBC})
+
 # --- Device and gateway description (PHD IG, PhdDevice / PhgDevice profiles) -------------------
 MDC_MOC_VMS_MDS_SIMP = 65573  # Device.type of every PHD
 MDC_MOC_VMS_MDS_AHD = 531981  # Device.type of the PHG (the gateway)
@@ -221,6 +234,79 @@ _ENTRIES = (
     ),
     # A device state, not a clinical observation: no LOINC term and no category.
     CodeInfo(MDC_ATTR_VAL_BATT_CHARGE, "MDC_ATTR_VAL_BATT_CHARGE", "Battery level", ("%",)),
+    # Laboratory results of point-of-care analysers (ASTM). LOINC terms per admitted unit.
+    CodeInfo(
+        MDC_PRIVATE_CRP,
+        "MDC_PRIVATE_CRP",
+        "C-reactive protein",
+        ("mg/L", "mg/dL"),
+        (
+            Loinc(
+                "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", ("mg/L", "mg/dL")
+            ),
+        ),
+        _LAB,
+    ),
+    CodeInfo(
+        MDC_CONC_GLU_UNDETERMINED_PLASMA,
+        "MDC_CONC_GLU_UNDETERMINED_PLASMA",
+        "Glucose (plasma)",
+        _GLU,
+        (
+            Loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma", ("mg/dL",)),
+            Loinc("14749-6", "Glucose [Moles/volume] in Serum or Plasma", ("mmol/L",)),
+        ),
+        _LAB,
+    ),
+    CodeInfo(
+        MDC_CONC_HBA1C,
+        "MDC_CONC_HBA1C",
+        "Haemoglobin A1c",
+        ("%", "mmol/mol"),
+        (
+            Loinc("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", ("%",)),
+            Loinc(
+                "59261-8",
+                "Hemoglobin A1c/Hemoglobin.total in Blood by IFCC protocol",
+                ("mmol/mol",),
+            ),
+        ),
+        _LAB,
+    ),
+    # Point-of-care coagulometers test capillary whole blood: "in Blood", not the plasma 6301-6.
+    CodeInfo(
+        MDC_RATIO_INR_COAG,
+        "MDC_RATIO_INR_COAG",
+        "INR",
+        ("{INR}",),
+        (Loinc("34714-6", "INR in Blood by Coagulation assay", ("{INR}",)),),
+        _LAB,
+    ),
+    CodeInfo(
+        MDC_PRIVATE_HAEMOGLOBIN,
+        "MDC_PRIVATE_HAEMOGLOBIN",
+        "Haemoglobin",
+        ("g/dL", "g/L", "mmol/L"),
+        (
+            Loinc("718-7", "Hemoglobin [Mass/volume] in Blood", ("g/dL", "g/L")),
+            Loinc("59260-0", "Hemoglobin [Moles/volume] in Blood", ("mmol/L",)),
+        ),
+        _LAB,
+    ),
+    CodeInfo(
+        MDC_PRIVATE_WBC,
+        "MDC_PRIVATE_WBC",
+        "White-cell count",
+        ("10*3/uL", "10*9/L"),
+        (
+            Loinc(
+                "6690-2",
+                "Leukocytes [#/volume] in Blood by Automated count",
+                ("10*3/uL", "10*9/L"),
+            ),
+        ),
+        _LAB,
+    ),
 )
 
 CODES: Mapping[int, CodeInfo] = MappingProxyType({entry.mdc_code: entry for entry in _ENTRIES})

@@ -84,23 +84,29 @@ class _MessageContext:
 
 class AstmDriver:
     def __init__(
-        self, config: AstmDriverConfig, *, opener: Opener = SerialPort.open,
-        monotonic: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = utcnow,
+        self,
+        config: AstmDriverConfig,
+        *,
+        opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.name = f"serial.astm.{config.name}"
         self.recent_results: deque[LabResult] = deque(maxlen=64)  # for diagnostics and tests
         self.readings = 0
         self.unusable_records = 0
-        self._conn = PortConnection(config.port, name=self.name, backoff=config.backoff,
-                                    opener=opener, monotonic=monotonic)
+        self._conn = PortConnection(
+            config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
+        )
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._port: SerialPort | None = None
         self._link: AstmLink | None = None
         self._held: _Held | None = None
         self._device: DeviceId = config.options.fallback_device or DeviceId(
-            DeviceIdKind.SERIAL, config.port.path.rsplit("/", 1)[-1])
+            DeviceIdKind.SERIAL, config.port.path.rsplit("/", 1)[-1]
+        )
         self._last_seen: datetime | None = None
         self._log = log.bind(driver=self.name)
 
@@ -116,8 +122,10 @@ class AstmDriver:
                         yield measurement
             except SerialPortError as exc:
                 if self._held is not None:
-                    self._log.info("serial.astm.unconfirmed_on_loss",
-                                   hint="the analyser sends the result again")
+                    self._log.info(
+                        "serial.astm.unconfirmed_on_loss",
+                        hint="the analyser sends the result again",
+                    )
                 self._conn.lost(exc)
             finally:
                 self._port, self._link, self._held = None, None, None
@@ -141,12 +149,21 @@ class AstmDriver:
     def health(self) -> list[DeviceHealth]:
         state = self._conn.state
         if state == "connected" and self._link is not None:
-            state = "awaiting-commit" if self._held else (
-                "idle" if self._link.state is LinkState.NEUTRAL else "receiving")
-        return [DeviceHealth(
-            device=str(self._device), driver=self.name, state=state, last_seen=self._last_seen,
-            expected_interval_s=None, readings=self.readings,
-        )]
+            state = (
+                "awaiting-commit"
+                if self._held
+                else ("idle" if self._link.state is LinkState.NEUTRAL else "receiving")
+            )
+        return [
+            DeviceHealth(
+                device=str(self._device),
+                driver=self.name,
+                state=state,
+                last_seen=self._last_seen,
+                expected_interval_s=None,
+                readings=self.readings,
+            )
+        ]
 
     # --- one connection -----------------------------------------------------------------------
 
@@ -181,11 +198,16 @@ class AstmDriver:
             if link.accept(now):
                 self._log.info("serial.astm.result_confirmed")
             else:
-                self._log.info("serial.astm.confirm_too_late",
-                               hint="the analyser gave up waiting and will send it again")
+                self._log.info(
+                    "serial.astm.confirm_too_late",
+                    hint="the analyser gave up waiting and will send it again",
+                )
 
     async def _events(
-        self, link: AstmLink, port: SerialPort, context: _MessageContext,
+        self,
+        link: AstmLink,
+        port: SerialPort,
+        context: _MessageContext,
     ) -> AsyncIterator[Measurement]:
         while not isinstance(event := link.next_event(), NeedData):
             if isinstance(event, SendBytes):
@@ -199,21 +221,29 @@ class AstmDriver:
 
     def _note(self, event: Event, context: _MessageContext) -> None:
         if isinstance(event, LinkProblem):
-            self._log.warning("serial.astm.link_problem", error=event.error.message,
-                              hint=event.error.hint, **event.error.fields)
+            self._log.warning(
+                "serial.astm.link_problem",
+                error=event.error.message,
+                hint=event.error.hint,
+                **event.error.fields,
+            )
         elif isinstance(event, TransferAborted):
             self._held = None
             context.delimiters = context.header = context.order = None
             self._log.warning("serial.astm.transfer_aborted", reason=event.reason)
         elif isinstance(event, MessageComplete):  # EOT: the end, or the sender gave up early
             context.delimiters = context.header = context.order = None
-            self._log.info("serial.astm.transfer_ended",
-                           records=event.records_text.count("\r") or 1)
+            self._log.info(
+                "serial.astm.transfer_ended", records=event.records_text.count("\r") or 1
+            )
         elif isinstance(event, DuplicateFrame):
             self._log.debug("serial.astm.duplicate_frame", frame=event.number)
 
     def _record(
-        self, link: AstmLink, text: str, context: _MessageContext,
+        self,
+        link: AstmLink,
+        text: str,
+        context: _MessageContext,
     ) -> list[Measurement]:
         """Measurements of one record; a record without any is ACKed here and now."""
         kind = text[:1].upper()
@@ -236,8 +266,9 @@ class AstmDriver:
             return []
         delimiters, header = context.delimiters, context.header
         if delimiters is None or header is None:
-            raise AstmRecordError("record outside a message (no valid header before it)",
-                                  record_type=kind)
+            raise AstmRecordError(
+                "record outside a message (no valid header before it)", record_type=kind
+            )
         if kind == "O":
             context.order = parse_record(text, delimiters)
         elif kind == "R":
@@ -251,16 +282,24 @@ class AstmDriver:
         for error in batch.errors:
             self._unusable(error, "R")
         for warning in batch.warnings:
-            self._log.warning("serial.astm.result_warning", error=warning.message,
-                              **warning.fields)
+            self._log.warning("serial.astm.result_warning", error=warning.message, **warning.fields)
         for lab in batch.results:
             self.recent_results.append(lab)
             self._device = lab.measurement.device
-            self._log.info("serial.astm.result_received", test=lab.test_code,
-                           loinc=lab.loinc.code, status=lab.result_status)
+            self._log.info(
+                "serial.astm.result_received",
+                test=lab.test_code,
+                loinc=lab.loinc.code,
+                status=lab.result_status,
+            )
         return [lab.measurement for lab in batch.results]
 
     def _unusable(self, error: AstmRecordError, kind: str) -> None:
         self.unusable_records += 1
-        self._log.error("serial.astm.record_unusable", record_type=kind, error=error.message,
-                        hint=error.hint, **error.fields)
+        self._log.error(
+            "serial.astm.record_unusable",
+            record_type=kind,
+            error=error.message,
+            hint=error.hint,
+            **error.fields,
+        )

@@ -75,6 +75,14 @@ class ReceiverInterrupt:
 
 
 Event = (
-    SendBytes | FrameReceived | FrameAccepted | DuplicateFrame | LinkProblem | MessageComplete
-    | TransferAborted | MessageSent | ReceiverInterrupt | NeedData
+    SendBytes
+    | FrameReceived
+    | FrameAccepted
+    | DuplicateFrame
+    | LinkProblem
+    | MessageComplete
+    | TransferAborted
+    | MessageSent
+    | ReceiverInterrupt
+    | NeedData
 )

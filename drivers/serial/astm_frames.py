@@ -29,8 +29,9 @@ ETB = 0x17
 MAX_TEXT = 240  # E1381 6.3.1: a frame carries at most 240 characters of text
 _OVERHEAD = 7  # STX, FN, ETB/ETX, C1, C2, CR, LF
 # E1381 6.6: SOH STX ETX EOT ENQ ACK DLE NAK SYN ETB, DC1-DC4, and LF (only in the trailer).
-RESTRICTED = frozenset({0x01, STX, ETX, EOT, ENQ, ACK, 0x10, NAK, 0x16, ETB, 0x11, 0x12, 0x13, 0x14,
-                        LF})
+RESTRICTED = frozenset(
+    {0x01, STX, ETX, EOT, ENQ, ACK, 0x10, NAK, 0x16, ETB, 0x11, 0x12, 0x13, 0x14, LF}
+)
 # A frame that has not ended after this many bytes is noise; the collector gives up on it.
 _COLLECT_LIMIT = 4 * (MAX_TEXT + _OVERHEAD)
 
@@ -116,7 +117,8 @@ def parse_frame(raw: bytes) -> Frame:
     expected = checksum(body)
     if received != expected:
         raise AstmLinkError(
-            "frame checksum mismatch", received=received.decode("latin-1"),
+            "frame checksum mismatch",
+            received=received.decode("latin-1"),
             expected=expected.decode("latin-1"),
         )
     digit = body[0]

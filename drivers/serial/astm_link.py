@@ -57,9 +57,20 @@ from drivers.serial.errors import AstmLinkError
 from drivers.serial.events import NEED_DATA, SendBytes
 
 __all__ = [
-    "AcceptPolicy", "AstmLink", "DuplicateFrame", "Event", "FrameAccepted", "FrameReceived",
-    "LinkProblem", "LinkState", "LinkTimers", "MessageComplete", "MessageSent", "ReceiverInterrupt",
-    "Role", "TransferAborted",
+    "AcceptPolicy",
+    "AstmLink",
+    "DuplicateFrame",
+    "Event",
+    "FrameAccepted",
+    "FrameReceived",
+    "LinkProblem",
+    "LinkState",
+    "LinkTimers",
+    "MessageComplete",
+    "MessageSent",
+    "ReceiverInterrupt",
+    "Role",
+    "TransferAborted",
 ]
 
 _MAX_RECORD = 1 << 20  # refuse (NAK) continuation frames past 1 MiB: a stuck sender, not a record
@@ -104,7 +115,10 @@ class AstmLink:
     """One end of an E1381 link (see the module docstring for the accept protocol)."""
 
     def __init__(
-        self, role: Role = Role.HOST, *, policy: AcceptPolicy = AcceptPolicy.HOLD_RECORDS,
+        self,
+        role: Role = Role.HOST,
+        *,
+        policy: AcceptPolicy = AcceptPolicy.HOLD_RECORDS,
         timers: LinkTimers | None = None,
     ) -> None:
         self.role = role
@@ -280,9 +294,15 @@ class AstmLink:
             self._reply(ACK, LinkState.RECEIVING, self.timers.receive_s)
             self._emit(DuplicateFrame(frame.number))
         else:
-            self._emit(LinkProblem(AstmLinkError(
-                "unexpected frame number", received=frame.number, expected=self._expected,
-            )))
+            self._emit(
+                LinkProblem(
+                    AstmLinkError(
+                        "unexpected frame number",
+                        received=frame.number,
+                        expected=self._expected,
+                    )
+                )
+            )
             self._reply(NAK, LinkState.RECEIVING, self.timers.receive_s)
 
     def _take(self, frame: Frame) -> None:

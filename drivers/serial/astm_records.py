@@ -119,10 +119,12 @@ def parse_record(line: str, d: Delimiters) -> Record:
         if n == 2 and line[0] == "H":
             fields.append(((raw,),))  # the delimiter definition is not itself escaped
             continue
-        fields.append(tuple(
-            tuple(unescape(comp, d) for comp in rep.split(d.component))
-            for rep in raw.split(d.repeat)
-        ))
+        fields.append(
+            tuple(
+                tuple(unescape(comp, d) for comp in rep.split(d.component))
+                for rep in raw.split(d.repeat)
+            )
+        )
     return Record(tuple(fields), raw=line)
 
 
@@ -239,15 +241,32 @@ def universal_test_id(code: str) -> tuple[str, ...]:
 
 
 def header(
-    sender: Sequence[str], *, receiver: str = "", processing_id: str = "P",
-    version: str = "LIS2-A2", timestamp: datetime | None = None, control_id: str = "",
+    sender: Sequence[str],
+    *,
+    receiver: str = "",
+    processing_id: str = "P",
+    version: str = "LIS2-A2",
+    timestamp: datetime | None = None,
+    control_id: str = "",
     delimiters: Delimiters = DEFAULT_DELIMITERS,
 ) -> Record:
     """H: sender name/id components (e.g. name, version, serial number) in field 5."""
     stamp = format_ts(timestamp) if timestamp else ""
     return make_record(
-        "H", delimiters.definition, control_id, "", sender, "", "", "", "", receiver, "",
-        processing_id, version, stamp,
+        "H",
+        delimiters.definition,
+        control_id,
+        "",
+        sender,
+        "",
+        "",
+        "",
+        "",
+        receiver,
+        "",
+        processing_id,
+        version,
+        stamp,
     )
 
 
@@ -256,8 +275,13 @@ def patient(seq: int, *, practice_id: str = "", laboratory_id: str = "") -> Reco
 
 
 def order(
-    seq: int, specimen_id: str, tests: Sequence[str], *, priority: str = "R",
-    action_code: str = "N", report_type: str = "O",
+    seq: int,
+    specimen_id: str,
+    tests: Sequence[str],
+    *,
+    priority: str = "R",
+    action_code: str = "N",
+    report_type: str = "O",
 ) -> Record:
     """O: specimen id (field 3), tests as repeats (field 5), action code (12), report type (26)."""
     tests_field = [universal_test_id(t) for t in tests]
@@ -267,14 +291,32 @@ def order(
 
 
 def result(
-    seq: int, test: str, value: str, *, units: str = "", reference_range: str = "",
-    flags: str = "", status: str = "F", completed: datetime | None = None,
+    seq: int,
+    test: str,
+    value: str,
+    *,
+    units: str = "",
+    reference_range: str = "",
+    flags: str = "",
+    status: str = "F",
+    completed: datetime | None = None,
 ) -> Record:
     """R: test (3), value (4), units (5), range (6), flags (7), status (9), completed (13)."""
     stamp = format_ts(completed) if completed else ""
     return make_record(
-        "R", str(seq), universal_test_id(test), value, units, reference_range, flags, "", status,
-        "", "", "", stamp,
+        "R",
+        str(seq),
+        universal_test_id(test),
+        value,
+        units,
+        reference_range,
+        flags,
+        "",
+        status,
+        "",
+        "",
+        "",
+        stamp,
     )
 
 
@@ -283,13 +325,28 @@ def comment(seq: int, text: str, *, source: str = "I", kind: str = "G") -> Recor
 
 
 def query(
-    seq: int, *, patient_id: str = "", specimen_id: str = "", tests: Sequence[str] = ("ALL",),
+    seq: int,
+    *,
+    patient_id: str = "",
+    specimen_id: str = "",
+    tests: Sequence[str] = ("ALL",),
     status: str = "O",
 ) -> Record:
     """Q: starting range id (3: patient ^ specimen), tests (5), status code (13; O = orders)."""
     return make_record(
-        "Q", str(seq), (patient_id, specimen_id), "", [universal_test_id(t) for t in tests],
-        "", "", "", "", "", "", "", status,
+        "Q",
+        str(seq),
+        (patient_id, specimen_id),
+        "",
+        [universal_test_id(t) for t in tests],
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        status,
     )
 
 

@@ -28,7 +28,8 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
-from drivers.serial.errors import AstmRecordError
+from drivers.serial.errors import AstmRecordError, SerialUsageError
+from gateway import codes
 from gateway.codes import Loinc
 from gateway.model import (
     AbsentReason,
@@ -39,18 +40,8 @@ from gateway.model import (
     TimeQuality,
 )
 
-# MDC codes not in gateway.codes (partition 2, 2 * 65536 + term code):
-MDC_CONC_HBA1C = 160220  # 2::29148, ISO/IEEE 11073-10417
-MDC_RATIO_INR_COAG = 160260  # 2::29188, ISO/IEEE 11073-10418
-MDC_CONC_GLU_UNDETERMINED_PLASMA = 160368  # 2::29296, plasma glucose, sample site not stated
-# No standard MDC term is known to us for CRP, haemoglobin or a white-cell count. IEEE 11073-10101
-# keeps term codes 0xF000-0xFFFF of each partition for private use; these are ours, reported as
-# "type": null by the decode CLI. The LOINC code is the coding that identifies them.
-_PRIVATE = 2 * 65536 + 0xF000
-MDC_PRIVATE_CRP = _PRIVATE + 1
-MDC_PRIVATE_HAEMOGLOBIN = _PRIVATE + 2
-MDC_PRIVATE_WBC = _PRIVATE + 3
-PRIVATE_MDC_CODES = frozenset({MDC_PRIVATE_CRP, MDC_PRIVATE_HAEMOGLOBIN, MDC_PRIVATE_WBC})
+# The lab analytes' MDC codes and LOINC terms live in gateway.codes (the FHIR mapping reads
+# them there); private MDC codes are reported as "type": null by the decode CLI.
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _PLAIN = re.compile(rf"^{_NUMBER}$")
@@ -71,42 +62,58 @@ class Analyte:
         return next((term for term in self.loinc if unit in term.units), None)
 
 
-CRP = Analyte("C-reactive protein", MDC_PRIVATE_CRP, (
-    Loinc("1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", ("mg/L", "mg/dL")),
-))
-GLUCOSE = Analyte("Glucose", MDC_CONC_GLU_UNDETERMINED_PLASMA, (
-    Loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma", ("mg/dL",)),
-    Loinc("14749-6", "Glucose [Moles/volume] in Serum or Plasma", ("mmol/L",)),
-))
-HBA1C = Analyte("Haemoglobin A1c", MDC_CONC_HBA1C, (
-    Loinc("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", ("%",)),
-    Loinc("59261-8", "Hemoglobin A1c/Hemoglobin.total in Blood by IFCC protocol", ("mmol/mol",)),
-))
-# Point-of-care coagulometers test capillary whole blood: "in Blood", not the plasma term 6301-6.
-INR = Analyte("INR", MDC_RATIO_INR_COAG, (
-    Loinc("34714-6", "INR in Blood by Coagulation assay", ("{INR}",)),
-), unitless="{INR}")
-HAEMOGLOBIN = Analyte("Haemoglobin", MDC_PRIVATE_HAEMOGLOBIN, (
-    Loinc("718-7", "Hemoglobin [Mass/volume] in Blood", ("g/dL", "g/L")),
-    Loinc("59260-0", "Hemoglobin [Moles/volume] in Blood", ("mmol/L",)),
-))
-WBC = Analyte("White-cell count", MDC_PRIVATE_WBC, (
-    Loinc("6690-2", "Leukocytes [#/volume] in Blood by Automated count", ("10*3/uL", "10*9/L")),
-))
+def _analyte(mdc_code: int, unitless: str | None = None) -> Analyte:
+    info = codes.info(mdc_code)
+    if info is None:  # pragma: no cover - the table in gateway.codes is static
+        raise SerialUsageError(f"MDC code {mdc_code} is missing from gateway.codes")
+    return Analyte(info.display, mdc_code, info.loinc, unitless)
+
+
+CRP = _analyte(codes.MDC_PRIVATE_CRP)
+GLUCOSE = _analyte(codes.MDC_CONC_GLU_UNDETERMINED_PLASMA)
+HBA1C = _analyte(codes.MDC_CONC_HBA1C)
+INR = _analyte(codes.MDC_RATIO_INR_COAG, unitless="{INR}")
+HAEMOGLOBIN = _analyte(codes.MDC_PRIVATE_HAEMOGLOBIN)
+WBC = _analyte(codes.MDC_PRIVATE_WBC)
 
 # Analyser test codes (upper case) -> analyte. Drivers pass their own table for other analysers.
-DEFAULT_TEST_TABLE: Mapping[str, Analyte] = MappingProxyType({
-    "CRP": CRP, "GLU": GLUCOSE, "GLUC": GLUCOSE, "HBA1C": HBA1C, "A1C": HBA1C, "INR": INR,
-    "PT-INR": INR, "HB": HAEMOGLOBIN, "HGB": HAEMOGLOBIN, "WBC": WBC,
-})
+DEFAULT_TEST_TABLE: Mapping[str, Analyte] = MappingProxyType(
+    {
+        "CRP": CRP,
+        "GLU": GLUCOSE,
+        "GLUC": GLUCOSE,
+        "HBA1C": HBA1C,
+        "A1C": HBA1C,
+        "INR": INR,
+        "PT-INR": INR,
+        "HB": HAEMOGLOBIN,
+        "HGB": HAEMOGLOBIN,
+        "WBC": WBC,
+    }
+)
 
 # Unit spellings seen from analysers (lower case) -> UCUM. Anything else must already be UCUM.
-UNIT_ALIASES: Mapping[str, str] = MappingProxyType({
-    "mg/l": "mg/L", "mg/dl": "mg/dL", "mmol/l": "mmol/L", "g/dl": "g/dL", "g/l": "g/L",
-    "mmol/mol": "mmol/mol", "%": "%", "inr": "{INR}", "{inr}": "{INR}",
-    "10^9/l": "10*9/L", "10*9/l": "10*9/L", "x10^9/l": "10*9/L", "10e9/l": "10*9/L",
-    "10^3/ul": "10*3/uL", "10*3/ul": "10*3/uL", "x10^3/ul": "10*3/uL", "k/ul": "10*3/uL",
-})
+UNIT_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "mg/l": "mg/L",
+        "mg/dl": "mg/dL",
+        "mmol/l": "mmol/L",
+        "g/dl": "g/dL",
+        "g/l": "g/L",
+        "mmol/mol": "mmol/mol",
+        "%": "%",
+        "inr": "{INR}",
+        "{inr}": "{INR}",
+        "10^9/l": "10*9/L",
+        "10*9/l": "10*9/L",
+        "x10^9/l": "10*9/L",
+        "10e9/l": "10*9/L",
+        "10^3/ul": "10*3/uL",
+        "10*3/ul": "10*3/uL",
+        "x10^3/ul": "10*3/uL",
+        "k/ul": "10*3/uL",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +193,13 @@ def _unit(raw: str, analyte: Analyte) -> str:
 
 
 def _result(
-    record: Record, *, device: DeviceId, test_data: bool, received_at: datetime,
-    options: AstmOptions, delimiters: Delimiters,
+    record: Record,
+    *,
+    device: DeviceId,
+    test_data: bool,
+    received_at: datetime,
+    options: AstmOptions,
+    delimiters: Delimiters,
 ) -> tuple[LabResult, list[AstmRecordError]]:
     warnings: list[AstmRecordError] = []
     code = _test_code(record)
@@ -230,22 +242,37 @@ def _result(
         warnings.append(exc)
     device_time = local.replace(tzinfo=options.device_tz) if local else None
     measurement = Measurement(
-        device=device, mdc_code=analyte.mdc_code, value=value, unit=unit,
-        received_at=received_at, source=options.source,
+        device=device,
+        mdc_code=analyte.mdc_code,
+        value=value,
+        unit=unit,
+        received_at=received_at,
+        source=options.source,
         raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
-        absent_reason=absent, device_time=device_time,
+        absent_reason=absent,
+        device_time=device_time,
         time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
-        status=status, supplemental=supplemental,
+        status=status,
+        supplemental=supplemental,
     )
     return LabResult(
-        measurement, code, analyte, loinc, record.get(9).strip(), flags,
+        measurement,
+        code,
+        analyte,
+        loinc,
+        record.get(9).strip(),
+        flags,
         record.joined(6, delimiters),
-        comparator, limit,
+        comparator,
+        limit,
     ), warnings
 
 
 def lab_results(
-    message: Message, *, received_at: datetime, options: AstmOptions | None = None,
+    message: Message,
+    *,
+    received_at: datetime,
+    options: AstmOptions | None = None,
 ) -> LabResults:
     """Every result record of ``message`` as a :class:`LabResult` (or an error saying why not)."""
     options = options or AstmOptions()
@@ -264,8 +291,12 @@ def lab_results(
         elif record.type == "R":
             try:
                 result, more = _result(
-                    record, device=device, test_data=processing_test or order_qc,
-                    received_at=received_at, options=options, delimiters=message.delimiters,
+                    record,
+                    device=device,
+                    test_data=processing_test or order_qc,
+                    received_at=received_at,
+                    options=options,
+                    delimiters=message.delimiters,
                 )
             except AstmRecordError as exc:
                 errors.append(exc)

@@ -49,9 +49,13 @@ class Cms50Packet:
     spo2_raw: int
 
     def __post_init__(self) -> None:
-        if not (0 <= self.signal_strength <= 15 and 0 <= self.bar_graph <= 15
-                and 0 <= self.pleth <= 127 and 0 <= self.pulse_raw <= 255
-                and 0 <= self.spo2_raw <= 127):
+        if not (
+            0 <= self.signal_strength <= 15
+            and 0 <= self.bar_graph <= 15
+            and 0 <= self.pleth <= 127
+            and 0 <= self.pulse_raw <= 255
+            and 0 <= self.spo2_raw <= 127
+        ):
             raise SerialUsageError("CMS50 packet field out of range")
 
     @classmethod
@@ -60,26 +64,43 @@ class Cms50Packet:
             raise Cms50FrameError("not a 5-byte packet with bit 7 set in byte 0 only")
         b0, b1, b2, b3, b4 = raw
         return cls(
-            signal_strength=b0 & 0x0F, finger_out=bool(b0 & FINGER_OUT),
-            spo2_dropping=bool(b0 & SPO2_DROPPING), beep=bool(b0 & BEEP), pleth=b1,
-            bar_graph=b2 & 0x0F, probe_error=bool(b2 & PROBE_ERROR),
-            searching=bool(b2 & SEARCHING), pulse_raw=(b2 & PULSE_BIT7) << 1 | b3, spo2_raw=b4,
+            signal_strength=b0 & 0x0F,
+            finger_out=bool(b0 & FINGER_OUT),
+            spo2_dropping=bool(b0 & SPO2_DROPPING),
+            beep=bool(b0 & BEEP),
+            pleth=b1,
+            bar_graph=b2 & 0x0F,
+            probe_error=bool(b2 & PROBE_ERROR),
+            searching=bool(b2 & SEARCHING),
+            pulse_raw=(b2 & PULSE_BIT7) << 1 | b3,
+            spo2_raw=b4,
         )
 
     def encode(self) -> bytes:
-        b0 = (SYNC_BIT | self.signal_strength | FINGER_OUT * self.finger_out
-              | SPO2_DROPPING * self.spo2_dropping | BEEP * self.beep)
-        b2 = (self.bar_graph | PROBE_ERROR * self.probe_error | SEARCHING * self.searching
-              | (self.pulse_raw & 0x80) >> 1)
+        b0 = (
+            SYNC_BIT
+            | self.signal_strength
+            | FINGER_OUT * self.finger_out
+            | SPO2_DROPPING * self.spo2_dropping
+            | BEEP * self.beep
+        )
+        b2 = (
+            self.bar_graph
+            | PROBE_ERROR * self.probe_error
+            | SEARCHING * self.searching
+            | (self.pulse_raw & 0x80) >> 1
+        )
         return bytes((b0, self.pleth, b2, self.pulse_raw & 0x7F, self.spo2_raw))
 
     @property
     def flags(self) -> OximetryFlag:
         flags = OximetryFlag.NONE
-        for present, flag in ((self.finger_out, OximetryFlag.SENSOR_OFF),
-                              (self.probe_error, OximetryFlag.PROBE_ERROR),
-                              (self.searching, OximetryFlag.SEARCHING),
-                              (self.spo2_dropping, OximetryFlag.SPO2_DROPPING)):
+        for present, flag in (
+            (self.finger_out, OximetryFlag.SENSOR_OFF),
+            (self.probe_error, OximetryFlag.PROBE_ERROR),
+            (self.searching, OximetryFlag.SEARCHING),
+            (self.spo2_dropping, OximetryFlag.SPO2_DROPPING),
+        ):
             if present:
                 flags |= flag
         return flags
@@ -140,6 +161,7 @@ class Cms50Decoder:
                 continue
             if item.spo2_raw not in range(101) and item.spo2_raw != SPO2_INVALID:
                 out.append(Cms50FrameError("SpO2 above 100 % reported as missing"))
-            out.append(OximetrySample(time_s, item.spo2_pct, item.pulse_bpm, item.flags,
-                                      item.encode()))
+            out.append(
+                OximetrySample(time_s, item.spo2_pct, item.pulse_bpm, item.flags, item.encode())
+            )
         return out

@@ -38,8 +38,9 @@ class Backoff:
 
 class _ClassifiedWait(tenacity.wait.wait_base):
     def __init__(self, backoff: Backoff) -> None:
-        self._jitter = tenacity.wait_random_exponential(multiplier=backoff.initial_s,
-                                                        max=backoff.max_s)
+        self._jitter = tenacity.wait_random_exponential(
+            multiplier=backoff.initial_s, max=backoff.max_s
+        )
         self._max_s = backoff.max_s
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -55,8 +56,13 @@ class PortConnection:
     """Opens ``spec`` until it succeeds (never gives up) and tracks the state for health."""
 
     def __init__(
-        self, spec: PortSpec, *, name: str, backoff: Backoff | None = None,
-        opener: Opener = SerialPort.open, monotonic: Callable[[], float] = time.monotonic,
+        self,
+        spec: PortSpec,
+        *,
+        name: str,
+        backoff: Backoff | None = None,
+        opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self.name = name
@@ -70,8 +76,9 @@ class PortConnection:
         self._flaps = 0
         self._log = log.bind(driver=name, path=spec.path)
         if not spec.stable:
-            self._log.warning("serial.port.unstable_path",
-                              hint="use /dev/serial/by-id/... or a udev name")
+            self._log.warning(
+                "serial.port.unstable_path", hint="use /dev/serial/by-id/... or a udev name"
+            )
 
     async def open(self) -> SerialPort:
         await self._flap_pause()
@@ -84,8 +91,12 @@ class PortConnection:
         port: SerialPort = await retrying(self._opener, self.spec)
         self.connects += 1
         self._opened_at = self._monotonic()
-        self._log.info("serial.port.opened", device=port.device, line=str(self.spec.line),
-                       after_error=self.state if self.last_error else None)
+        self._log.info(
+            "serial.port.opened",
+            device=port.device,
+            line=str(self.spec.line),
+            after_error=self.state if self.last_error else None,
+        )
         self.state = "connected"
         return port
 
@@ -96,8 +107,13 @@ class PortConnection:
         short = lasted is not None and lasted < self.backoff.stable_s
         self._flaps = self._flaps + 1 if short else 0
         self.state, self.last_error = error.state, error
-        self._log.warning("serial.port.lost", error=error.message, hint=error.hint,
-                          lasted_s=None if lasted is None else round(lasted, 2), **error.fields)
+        self._log.warning(
+            "serial.port.lost",
+            error=error.message,
+            hint=error.hint,
+            lasted_s=None if lasted is None else round(lasted, 2),
+            **error.fields,
+        )
 
     async def _flap_pause(self) -> None:
         if self._flaps:
@@ -113,7 +129,11 @@ class PortConnection:
         changed = exc.state != self.state
         self.state, self.last_error = exc.state, exc
         emit = self._log.warning if changed else self._log.debug  # one line per new condition
-        emit("serial.port.open_failed", error=exc.message, hint=exc.hint,
-             attempt=retry_state.attempt_number,
-             retry_in_s=None if next_s is None else round(next_s, 2), **exc.fields)
-
+        emit(
+            "serial.port.open_failed",
+            error=exc.message,
+            hint=exc.hint,
+            attempt=retry_state.attempt_number,
+            retry_in_s=None if next_s is None else round(next_s, 2),
+            **exc.fields,
+        )

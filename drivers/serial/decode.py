@@ -18,11 +18,12 @@ from typing import Any
 
 from drivers.serial.astm_frames import STX, Frame, scan_frames
 from drivers.serial.astm_records import parse_messages
-from drivers.serial.astm_results import PRIVATE_MDC_CODES, lab_results
+from drivers.serial.astm_results import lab_results
 from drivers.serial.cms50 import Cms50Decoder
 from drivers.serial.errors import AstmLinkError, SerialUsageError
 from drivers.serial.nonin import NoninDecoder
 from drivers.serial.oximetry import OximetrySample, to_measurements
+from gateway.codes import PRIVATE_MDC_CODES
 from gateway.errors import GatewayError
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
 
@@ -88,8 +89,9 @@ def _oximeter(protocol: str, data: bytes, errors: list[GatewayError]) -> list[di
         if not isinstance(item, OximetrySample):
             errors.append(item)
             continue
-        for m in to_measurements(item, device=device, received_at=received_at,
-                                 source=f"serial.{protocol}"):
+        for m in to_measurements(
+            item, device=device, received_at=received_at, source=f"serial.{protocol}"
+        ):
             rows.append(_row(m, str(m.mdc_code)))
     return rows
 

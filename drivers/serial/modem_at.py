@@ -39,8 +39,10 @@ class AtCommand:
     leading_ints: int = 0  # unquoted numbers a response starts with (tells it from a URC)
 
     def __post_init__(self) -> None:
-        if not self.text[:2].upper() == "AT" or not self.text.isascii() or not all(
-            c.isprintable() for c in self.text
+        if (
+            not self.text[:2].upper() == "AT"
+            or not self.text.isascii()
+            or not all(c.isprintable() for c in self.text)
         ):
             raise SerialUsageError(f"not an AT command line: {self.text!r}")
         if self.timeout_s <= 0:
@@ -91,8 +93,13 @@ class StrayLine:
 
 
 Event = (
-    SendBytes | CommandCompleted | CommandFailed | CommandTimedOut | UnsolicitedResult
-    | StrayLine | NeedData
+    SendBytes
+    | CommandCompleted
+    | CommandFailed
+    | CommandTimedOut
+    | UnsolicitedResult
+    | StrayLine
+    | NeedData
 )
 
 

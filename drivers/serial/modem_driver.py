@@ -61,16 +61,21 @@ class ModemDriverConfig:
 
 class ModemDriver:
     def __init__(
-        self, config: ModemDriverConfig, *, opener: Opener = SerialPort.open,
-        monotonic: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = utcnow,
+        self,
+        config: ModemDriverConfig,
+        *,
+        opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.name = f"serial.modem.{config.name}"
         self.device = DeviceId(DeviceIdKind.SERIAL, f"modem-{config.name}")
         self.rounds = 0
         self.failed_commands = 0
-        self._conn = PortConnection(config.port, name=self.name, backoff=config.backoff,
-                                    opener=opener, monotonic=monotonic)
+        self._conn = PortConnection(
+            config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
+        )
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._tracker = ModemStatusTracker()
@@ -105,17 +110,24 @@ class ModemDriver:
             "registered": status.registered,
             "rssi_dbm": status.rssi_dbm,
             "operator": status.operator,
-            "access_technology": status.access_technology.name if status.access_technology
+            "access_technology": status.access_technology.name
+            if status.access_technology
             else None,
             "pdp_addresses": [a for pdp in status.pdp_addresses for a in pdp.addresses],
         }
 
     def health(self) -> list[DeviceHealth]:
-        return [DeviceHealth(
-            device=str(self.device), driver=self.name, state=self.state(),
-            last_seen=self._updated_at, expected_interval_s=None, readings=0,
-            rssi_dbm=self.status().rssi_dbm,
-        )]
+        return [
+            DeviceHealth(
+                device=str(self.device),
+                driver=self.name,
+                state=self.state(),
+                last_seen=self._updated_at,
+                expected_interval_s=None,
+                readings=0,
+                rssi_dbm=self.status().rssi_dbm,
+            )
+        ]
 
     # --- Driver protocol ----------------------------------------------------------------------
 
@@ -176,8 +188,11 @@ class ModemDriver:
     def _on_event(self, event: object) -> None:
         if isinstance(event, CommandTimedOut):
             if self._answering is not False:
-                self._log.warning("serial.modem.not_answering", command=event.command.text,
-                                  hint="switch the modem off and on; check its USB connection")
+                self._log.warning(
+                    "serial.modem.not_answering",
+                    command=event.command.text,
+                    hint="switch the modem off and on; check its USB connection",
+                )
             self._answering = False
             return
         if isinstance(event, CommandCompleted | CommandFailed):  # a URC is not an answer
@@ -188,12 +203,14 @@ class ModemDriver:
             self._updated_at = self._wallclock()
         if isinstance(event, CommandFailed):
             self.failed_commands += 1
-            self._log.debug("serial.modem.command_failed", command=event.command.text,
-                            final=event.final)
+            self._log.debug(
+                "serial.modem.command_failed", command=event.command.text, final=event.final
+            )
         elif isinstance(event, CommandCompleted | UnsolicitedResult):
             if isinstance(event, CommandCompleted):  # the tracker knows the commands by value
-                event = CommandCompleted(self._commands.get(event.command, event.command),
-                                         event.lines)
+                event = CommandCompleted(
+                    self._commands.get(event.command, event.command), event.lines
+                )
             try:
                 self._tracker.apply(event)
             except AtResponseError as exc:

@@ -47,8 +47,12 @@ SYNC = 0x01
 
 def status_flags(status: int) -> OximetryFlag:
     flags = OximetryFlag.NONE
-    for bit, flag in ((SNSD, OximetryFlag.SENSOR_OFF), (ARTF, OximetryFlag.ARTIFACT),
-                      (OOT, OximetryFlag.OUT_OF_TRACK), (SNSA, OximetryFlag.SENSOR_ALARM)):
+    for bit, flag in (
+        (SNSD, OximetryFlag.SENSOR_OFF),
+        (ARTF, OximetryFlag.ARTIFACT),
+        (OOT, OximetryFlag.OUT_OF_TRACK),
+        (SNSA, OximetryFlag.SENSOR_ALARM),
+    ):
         if status & bit:
             flags |= flag
     perfusion = status & PERFUSION_MASK
@@ -70,8 +74,12 @@ class NoninFrame:
     data: int
 
     def __post_init__(self) -> None:
-        if not (self.status & STATUS_ALWAYS and 0 <= self.status <= 255
-                and 0 <= self.pleth <= 255 and 0 <= self.data <= 127):
+        if not (
+            self.status & STATUS_ALWAYS
+            and 0 <= self.status <= 255
+            and 0 <= self.pleth <= 255
+            and 0 <= self.data <= 127
+        ):
             raise SerialUsageError("not a valid Nonin frame", frame=(self.status, self.pleth))
 
     @property
@@ -250,8 +258,12 @@ def _sample(packet: NoninPacket, time_s: float) -> list[OximetrySample | NoninFr
 
 
 def encode_packet(
-    spo2_pct: int | None, pulse_bpm: int | None, *, status: int = STATUS_ALWAYS,
-    pleth: Sequence[int] = (), firmware_revision: int = 0,
+    spo2_pct: int | None,
+    pulse_bpm: int | None,
+    *,
+    status: int = STATUS_ALWAYS,
+    pleth: Sequence[int] = (),
+    firmware_revision: int = 0,
 ) -> bytes:
     """A whole packet for simulators and tests (display / extended values repeat the same)."""
     hr = HR_MISSING if pulse_bpm is None else pulse_bpm

@@ -66,16 +66,21 @@ class OximeterDriverConfig:
 
 class OximeterDriver:
     def __init__(
-        self, config: OximeterDriverConfig, *, opener: Opener = SerialPort.open,
-        monotonic: Callable[[], float] = time.monotonic, wallclock: Callable[[], datetime] = utcnow,
+        self,
+        config: OximeterDriverConfig,
+        *,
+        opener: Opener = SerialPort.open,
+        monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.name = f"serial.{config.protocol}.{config.name}"
         self.source = f"serial.{config.protocol}"
         self.readings = 0
         self.frame_errors = 0
-        self._conn = PortConnection(config.port, name=self.name, backoff=config.backoff,
-                                    opener=opener, monotonic=monotonic)
+        self._conn = PortConnection(
+            config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
+        )
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._last_sample: OximetrySample | None = None
@@ -109,18 +114,24 @@ class OximeterDriver:
         """Nothing to confirm: a streaming oximeter keeps no records."""
 
     def health(self) -> list[DeviceHealth]:
-        return [DeviceHealth(
-            device=str(self.config.device), driver=self.name, state=self.state(),
-            last_seen=self._last_seen, expected_interval_s=self.config.reducer.interval_s,
-            readings=self.readings,
-        )]
+        return [
+            DeviceHealth(
+                device=str(self.config.device),
+                driver=self.name,
+                state=self.state(),
+                last_seen=self._last_seen,
+                expected_interval_s=self.config.reducer.interval_s,
+                readings=self.readings,
+            )
+        ]
 
     def state(self) -> str:
         if self._connected_mono is None:
             return self._conn.state
         now = self._monotonic()
-        since = self._last_sample_mono if self._last_sample_mono is not None else (
-            self._connected_mono)
+        since = (
+            self._last_sample_mono if self._last_sample_mono is not None else (self._connected_mono)
+        )
         if now - max(since, self._connected_mono) > self.config.no_data_s:
             return "no-data"
         if self._last_sample is None:
@@ -130,10 +141,13 @@ class OximeterDriver:
     # --- one connection -----------------------------------------------------------------------
 
     async def _session(
-        self, port: SerialPort, reducer: OximetryReducer,
+        self,
+        port: SerialPort,
+        reducer: OximetryReducer,
     ) -> AsyncGenerator[Measurement, None]:
-        decoder = (NoninDecoder() if self.config.protocol is OximeterProtocol.NONIN
-                   else Cms50Decoder())
+        decoder = (
+            NoninDecoder() if self.config.protocol is OximeterProtocol.NONIN else Cms50Decoder()
+        )
         while True:
             data = await port.read(self.config.poll_s)
             now = self._monotonic()
@@ -142,8 +156,10 @@ class OximeterDriver:
                 if isinstance(item, OximetrySample):
                     self._last_sample, self._last_sample_mono = item, now
                     self._last_seen = self._wallclock()
-                    due += [(r, b"" if r.reason is Reason.INTERVAL else item.raw)
-                            for r in reducer.feed(item)]
+                    due += [
+                        (r, b"" if r.reason is Reason.INTERVAL else item.raw)
+                        for r in reducer.feed(item)
+                    ]
                 else:
                     self.frame_errors += 1
             due += [(r, b"") for r in reducer.tick(now)]
@@ -155,13 +171,20 @@ class OximeterDriver:
                     yield measurement
 
     def _measurements(
-        self, reading: OximetryReading, raw: bytes, now: float,
+        self,
+        reading: OximetryReading,
+        raw: bytes,
+        now: float,
     ) -> tuple[Measurement, Measurement]:
         # No log line per event reading: "a desaturation now" is itself clinical (DESIGN inv. 3).
         received_at = self._wallclock() - timedelta(seconds=max(0.0, now - reading.time_s))
         return to_measurements(
-            reading, device=self.config.device, received_at=received_at, source=self.source,
-            raw=raw, supplemental=reading.reason.value,
+            reading,
+            device=self.config.device,
+            received_at=received_at,
+            source=self.source,
+            raw=raw,
+            supplemental=reading.reason.value,
         )
 
     def _update_state(self) -> None:
@@ -173,6 +196,9 @@ class OximeterDriver:
     def _report_errors(self, now: float) -> None:
         new = self.frame_errors - self._reported_errors
         if new and now - self._error_report_mono >= ERROR_REPORT_S:
-            self._log.warning("serial.oximeter.bad_bytes", errors=new,
-                              hint="line noise or wrong line settings; the framer resynchronises")
+            self._log.warning(
+                "serial.oximeter.bad_bytes",
+                errors=new,
+                hint="line noise or wrong line settings; the framer resynchronises",
+            )
             self._reported_errors, self._error_report_mono = self.frame_errors, now

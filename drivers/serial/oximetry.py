@@ -34,8 +34,11 @@ class OximetryFlag(enum.IntFlag):
 
 NO_SIGNAL = OximetryFlag.SENSOR_OFF | OximetryFlag.PROBE_ERROR
 QUESTIONABLE = (
-    OximetryFlag.ARTIFACT | OximetryFlag.OUT_OF_TRACK | OximetryFlag.SENSOR_ALARM
-    | OximetryFlag.LOW_PERFUSION | OximetryFlag.SEARCHING
+    OximetryFlag.ARTIFACT
+    | OximetryFlag.OUT_OF_TRACK
+    | OximetryFlag.SENSOR_ALARM
+    | OximetryFlag.LOW_PERFUSION
+    | OximetryFlag.SEARCHING
 )
 
 
@@ -66,8 +69,16 @@ class OximetrySample:
 
 
 def _one(
-    mdc: int, unit: str, value: int | None, flags: OximetryFlag, *, device: DeviceId,
-    received_at: datetime, source: str, raw: bytes, supplemental: str,
+    mdc: int,
+    unit: str,
+    value: int | None,
+    flags: OximetryFlag,
+    *,
+    device: DeviceId,
+    received_at: datetime,
+    source: str,
+    raw: bytes,
+    supplemental: str,
 ) -> Measurement:
     status = MeasurementStatus.NONE
     if flags & QUESTIONABLE:
@@ -78,19 +89,49 @@ def _one(
     elif flags & NO_SIGNAL:
         status |= MeasurementStatus.INVALID
     return Measurement(
-        device=device, mdc_code=mdc, value=None if value is None else Decimal(value), unit=unit,
-        received_at=received_at, source=source, raw=raw, absent_reason=absent, status=status,
+        device=device,
+        mdc_code=mdc,
+        value=None if value is None else Decimal(value),
+        unit=unit,
+        received_at=received_at,
+        source=source,
+        raw=raw,
+        absent_reason=absent,
+        status=status,
         supplemental=supplemental,
     )
 
 
 def to_measurements(
-    values: OximetryValues, *, device: DeviceId, received_at: datetime, source: str,
-    raw: bytes = b"", supplemental: str = "",
+    values: OximetryValues,
+    *,
+    device: DeviceId,
+    received_at: datetime,
+    source: str,
+    raw: bytes = b"",
+    supplemental: str = "",
 ) -> tuple[Measurement, Measurement]:
     """(SpO2 in %, pulse rate in /min) for one sample or reduced reading."""
-    spo2 = _one(MDC_PULS_OXIM_SAT_O2, "%", values.spo2_pct, values.flags, device=device,
-                received_at=received_at, source=source, raw=raw, supplemental=supplemental)
-    pulse = _one(MDC_PULS_OXIM_PULS_RATE, "/min", values.pulse_bpm, values.flags, device=device,
-                 received_at=received_at, source=source, raw=raw, supplemental=supplemental)
+    spo2 = _one(
+        MDC_PULS_OXIM_SAT_O2,
+        "%",
+        values.spo2_pct,
+        values.flags,
+        device=device,
+        received_at=received_at,
+        source=source,
+        raw=raw,
+        supplemental=supplemental,
+    )
+    pulse = _one(
+        MDC_PULS_OXIM_PULS_RATE,
+        "/min",
+        values.pulse_bpm,
+        values.flags,
+        device=device,
+        received_at=received_at,
+        source=source,
+        raw=raw,
+        supplemental=supplemental,
+    )
     return spo2, pulse

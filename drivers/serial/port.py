@@ -34,8 +34,9 @@ log = structlog.get_logger("drivers.serial.port")
 
 _UNSTABLE = re.compile(r"^/dev/tty(USB|ACM|S)\d+$")
 _LINE = re.compile(r"^\s*(\d+)\s+([5-8])([NEOMS])(1|1\.5|2)\s*$", re.IGNORECASE)
-_BAUDS = frozenset({300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400,
-                    460800, 921600})
+_BAUDS = frozenset(
+    {300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600}
+)
 
 
 class Parity(enum.StrEnum):

@@ -136,8 +136,11 @@ def classify(exc: BaseException, *, path: str, during: str) -> SerialPortError:
         kind, message = PortBusyError, "serial port is held by another process"
     elif number in _PERMISSION:
         kind, message = PortPermissionError, "no permission to open the serial port"
-    elif (isinstance(exc, ValueError) or "configure port" in text
-          or (number in _SETTINGS and during == "open")):
+    elif (
+        isinstance(exc, ValueError)
+        or "configure port" in text
+        or (number in _SETTINGS and during == "open")
+    ):
         kind, message = PortSettingsError, "serial port refused the line settings"
     else:
         kind, message = PortIOError, f"serial port failed ({during})"

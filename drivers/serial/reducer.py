@@ -30,8 +30,12 @@ from drivers.serial.oximetry import NO_SIGNAL, OximetryFlag, OximetrySample
 
 UNUSABLE = NO_SIGNAL | OximetryFlag.SEARCHING | OximetryFlag.SENSOR_ALARM
 WATCHED = (
-    OximetryFlag.SENSOR_OFF | OximetryFlag.PROBE_ERROR | OximetryFlag.ARTIFACT
-    | OximetryFlag.OUT_OF_TRACK | OximetryFlag.SENSOR_ALARM | OximetryFlag.LOW_PERFUSION
+    OximetryFlag.SENSOR_OFF
+    | OximetryFlag.PROBE_ERROR
+    | OximetryFlag.ARTIFACT
+    | OximetryFlag.OUT_OF_TRACK
+    | OximetryFlag.SENSOR_ALARM
+    | OximetryFlag.LOW_PERFUSION
     | OximetryFlag.SEARCHING
 )
 
@@ -132,8 +136,9 @@ class OximetryReducer:
         return reading
 
     def _event(self, sample: OximetrySample, reason: Reason) -> OximetryReading:
-        return OximetryReading(sample.time_s, sample.spo2_pct, sample.pulse_bpm, sample.flags,
-                               reason)
+        return OximetryReading(
+            sample.time_s, sample.spo2_pct, sample.pulse_bpm, sample.flags, reason
+        )
 
     def _desaturation(self, sample: OximetrySample) -> list[OximetryReading]:
         spo2 = _usable(sample)
@@ -142,8 +147,7 @@ class OximetryReducer:
         if self._baseline is None:
             self._baseline = spo2
         cfg = self.config
-        desaturated = (spo2 < cfg.desaturation_below_pct
-                       or spo2 <= self._baseline - cfg.drop_points)
+        desaturated = spo2 < cfg.desaturation_below_pct or spo2 <= self._baseline - cfg.drop_points
         if self._episode_low is None:
             if not desaturated:
                 return []

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from drivers.serial.sim.process import SimProcess
 from gateway.provider.broker import MosquittoBroker
 from provisioning.devpki import RigPki, create_rig_pki
 
@@ -27,7 +28,9 @@ DEVICES = (
 )
 
 
-def write_gateway_config(path: Path, pki: RigPki, broker: MosquittoBroker, state_dir: Path) -> None:
+def write_gateway_config(
+    path: Path, pki: RigPki, broker: MosquittoBroker, state_dir: Path, dev: Path
+) -> None:
     gw = pki.gateway(GATEWAY_ID)
     devices = "".join(
         f'\n[[sim_devices]]\nkind = "{kind}"\naddress = "{addr}"\ninterval_s = {interval}\n'
@@ -47,6 +50,12 @@ signing_key = "{gw.identity_key}"
 [provider]
 hpke_public_key = "{pki.hpke_pub}"
 
+[control]
+socket = "{state_dir.parent / "control.sock"}"
+
+[health]
+interval_s = 15
+
 [uplink]
 host = "{broker.host}"
 port = {broker.port}
@@ -54,7 +63,25 @@ ca_file = "{pki.ca_cert}"
 cert_file = "{gw.client_cert}"
 key_file = "{gw.client_key}"
 keepalive_s = 10
-{devices}"""
+{devices}
+[[serial_devices]]
+kind = "astm"
+name = "crp"
+path = "{dev / "crp"}"
+
+[[serial_devices]]
+kind = "nonin"
+name = "spo2"
+path = "{dev / "spo2"}"
+serial = "501234567"
+interval_s = 10
+
+[[serial_devices]]
+kind = "modem"
+name = "wan"
+path = "{dev / "modem"}"
+poll_interval_s = 10
+"""
     )
 
 
@@ -96,7 +123,15 @@ def main() -> int:
     broker = MosquittoBroker(pki, work / "broker")
     broker.start()
     conf = work / "gateway.toml"
-    write_gateway_config(conf, pki, broker, state)
+    dev = work / "dev"
+    dev.mkdir(exist_ok=True)
+    # Serial devices on pseudo-terminals: a CRP analyser, a Nonin oximeter, the 5G modem.
+    serial_sims = [
+        SimProcess("astm", dev / "crp", ["--crp", "4.2", "--reply-timeout", "3"]).start(),
+        SimProcess("nonin", dev / "spo2", ["--scenario"]).start(),
+        SimProcess("modem", dev / "modem").start(),
+    ]
+    write_gateway_config(conf, pki, broker, state, dev)
     gw = pki.gateway(GATEWAY_ID)
     provider = subprocess.Popen(  # noqa: S603 - our own interpreter and paths
         [
@@ -122,7 +157,8 @@ def main() -> int:
     time.sleep(1.0)  # let the provider subscribe before the first batch
     log_path = work / "gatewayd.log"
     print(
-        f"demo: starting gatewayd (log: {log_path}); readings appear as the provider verifies them",
+        f"demo: starting gatewayd (log: {log_path}); readings appear as the provider verifies "
+        f"them; technician view: .venv/bin/gatewayctl status --config {conf}",
         flush=True,
     )
     with log_path.open("ab") as log_file:
@@ -134,7 +170,11 @@ def main() -> int:
     interrupted = False
     try:
         deadline = time.monotonic() + args.seconds if args.seconds > 0 else None
+        next_crp = time.monotonic() + 20
         while deadline is None or time.monotonic() < deadline:
+            if time.monotonic() >= next_crp:  # the analyser measures another sample
+                serial_sims[0].command("crp 3.8")
+                next_crp += 20
             if daemon.poll() is not None:
                 print(f"demo: gatewayd exited with {daemon.returncode}; see {log_path}", flush=True)
                 break
@@ -146,6 +186,8 @@ def main() -> int:
         time.sleep(1.0)  # the last batches reach the verifier
         _stop(provider)  # prints the summary line
         broker.stop()
+        for sim in serial_sims:
+            sim.stop()
         print(
             f"demo: {_outbox_depth(state / 'outbox.db')} sealed records still in the gateway "
             "outbox (durable; they go out on the next start)",

@@ -128,8 +128,8 @@ def _reading_text(m: Measurement) -> str:
         value = "/".join("-" if c.value is None else str(c.value) for c in m.components)
     else:
         value = str(m.value) if m.value is not None else f"no value ({m.absent_reason})"
-    when = m.device_time.isoformat() if m.device_time else "no device time"
-    return f"{m.device.value}  {name}: {value} {m.unit}  (device time {when})"
+    when = f"device time {m.device_time.isoformat()}" if m.device_time else "no device time"
+    return f"{m.device.value}  {name}: {value} {m.unit}  ({when})"
 
 
 def _reading_json(seq: int, gateway_id: str, m: Measurement) -> str:

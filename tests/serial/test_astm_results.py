@@ -11,13 +11,15 @@ from drivers.serial.astm_records import Message, parse_messages
 from drivers.serial.astm_results import (
     CRP,
     GLUCOSE,
+    AstmOptions,
+    LabResults,
+    lab_results,
+)
+from gateway.codes import (
     MDC_CONC_GLU_UNDETERMINED_PLASMA,
     MDC_CONC_HBA1C,
     MDC_PRIVATE_CRP,
     MDC_RATIO_INR_COAG,
-    AstmOptions,
-    LabResults,
-    lab_results,
 )
 from gateway.model import (
     AbsentReason,

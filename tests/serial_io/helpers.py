@@ -32,8 +32,9 @@ class _Driver(Protocol):
 class Consumer:
     """Like gateway.daemon.pump, but the test decides when (and whether) a commit is durable."""
 
-    def __init__(self, driver: _Driver, *, auto_commit: bool = True,
-                 commit_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, driver: _Driver, *, auto_commit: bool = True, commit_delay_s: float = 0.0
+    ) -> None:
         self.driver = driver
         self.auto_commit = auto_commit
         self.commit_delay_s = commit_delay_s
@@ -74,8 +75,9 @@ class Consumer:
                     await task
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
+) -> None:
     """Poll ``predicate`` on the loop (the loop stays free) until true or fail after timeout."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -91,5 +93,8 @@ class _ReportsHealth(Protocol):
 async def connected(driver: _ReportsHealth, timeout_s: float = 5.0) -> None:
     """Wait until the driver has its port open. A device's first bytes sent before that are
     flushed by the open (as on a real line), and an analyser then waits out its 15 s timer."""
-    await eventually(lambda: driver.health()[0].state not in ("connecting", "unplugged"),
-                     timeout_s, what="the driver to open its port")
+    await eventually(
+        lambda: driver.health()[0].state not in ("connecting", "unplugged"),
+        timeout_s,
+        what="the driver to open its port",
+    )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig
 from drivers.serial.astm_link import LinkTimers
-from drivers.serial.astm_results import MDC_PRIVATE_CRP
 from drivers.serial.port import PortSpec
 from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
+from gateway.codes import MDC_PRIVATE_CRP
 from gateway.model import DeviceId, DeviceIdKind, TimeQuality
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, connected, eventually
 
@@ -20,8 +20,9 @@ COMPLETED = datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
 
 
 def driver_for(link: Path) -> AstmDriver:
-    return AstmDriver(AstmDriverConfig("crp", PortSpec(str(link)), backoff=FAST_BACKOFF,
-                                       poll_s=0.05))
+    return AstmDriver(
+        AstmDriverConfig("crp", PortSpec(str(link)), backoff=FAST_BACKOFF, poll_s=0.05)
+    )
 
 
 async def test_a_crp_result_becomes_a_measurement_with_its_loinc_value_unit_and_time(
@@ -112,7 +113,6 @@ async def test_a_commit_later_than_the_analyser_timer_means_a_resend_not_a_loss(
         assert len(sim.replies_to("R")) == 1  # one ACK: the second, timely commit
 
 
-
 async def test_an_unplug_mid_transfer_loses_nothing_the_analyser_was_told_was_accepted(
     tmp_path: Path,
 ) -> None:
@@ -134,8 +134,9 @@ async def test_an_unplug_mid_transfer_loses_nothing_the_analyser_was_told_was_ac
             consumer.auto_commit = True
             await asyncio.sleep(0.3)
             sim.replug()
-            await eventually(lambda: sim.delivered == [1], timeout_s=8.0,
-                             what="the resent message to go through")
+            await eventually(
+                lambda: sim.delivered == [1], timeout_s=8.0, what="the resent message to go through"
+            )
         assert len(acked_before) == 1  # result 1 was confirmed before the unplug ...
         stored = {(m.mdc_code, m.value, m.device_time) for m in consumer.committed}
         sent = {(m.mdc_code, m.value, m.device_time) for m in consumer.received[:2]}

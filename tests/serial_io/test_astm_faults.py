@@ -26,15 +26,22 @@ async def test_an_analyser_that_hangs_mid_transfer_is_timed_out_and_its_resend_t
     link = by_id(tmp_path, "Afinion")
     with AstmAnalyserSim(link, retry_after_s=0.2) as sim:
         sim.inject(AnalyserFaults(hang_after_frames=3, hang_s=0.8))  # H, P, O ... then nothing
-        driver = AstmDriver(AstmDriverConfig(
-            "crp", PortSpec(str(link)), timers=LinkTimers(receive_s=0.4), backoff=FAST_BACKOFF,
-            poll_s=0.05))
+        driver = AstmDriver(
+            AstmDriverConfig(
+                "crp",
+                PortSpec(str(link)),
+                timers=LinkTimers(receive_s=0.4),
+                backoff=FAST_BACKOFF,
+                poll_s=0.05,
+            )
+        )
         with capture_logs() as logs:
             async with Consumer(driver) as consumer:
                 await connected(driver)
                 sim.send_crp("2.2")
-                await eventually(lambda: sim.delivered == [1], timeout_s=6.0,
-                                 what="the transfer after the hang")
+                await eventually(
+                    lambda: sim.delivered == [1], timeout_s=6.0, what="the transfer after the hang"
+                )
         aborted = [e for e in logs if e["event"] == "serial.astm.transfer_aborted"]
         assert aborted
         assert "receive timer" in aborted[0]["reason"]
@@ -61,7 +68,10 @@ async def test_a_refused_commit_is_answered_with_nak_and_the_analyser_keeps_the_
 
 
 def _host_that_contends(
-    path: str, log: list[tuple[float, bytes]], opened: threading.Event, done: threading.Event,
+    path: str,
+    log: list[tuple[float, bytes]],
+    opened: threading.Event,
+    done: threading.Event,
 ) -> None:
     """A raw host: answers the first ENQ with its own ENQ (contention), then ACKs everything."""
     with serial.Serial(path, timeout=0.05) as port:
@@ -93,7 +103,8 @@ async def test_the_simulated_analyser_wins_contention_and_retries_after_one_seco
         log: list[tuple[float, bytes]] = []
         opened, done = threading.Event(), threading.Event()
         host = asyncio.create_task(
-            asyncio.to_thread(_host_that_contends, str(link), log, opened, done))
+            asyncio.to_thread(_host_that_contends, str(link), log, opened, done)
+        )
         assert await asyncio.to_thread(opened.wait, 5.0)
         sim.send_crp("5.0")
         await eventually(lambda: sim.delivered == [1], what="the transfer after contention")
@@ -113,8 +124,12 @@ async def test_logs_name_events_and_never_carry_a_clinical_value(tmp_path: Path)
             sim.send_crp("123.4", unit="mg/L")
             await eventually(lambda: sim.delivered == [1], what="the transfer end")
     names = [e["event"] for e in logs]
-    assert {"serial.port.opened", "serial.astm.link_problem", "serial.astm.result_received",
-            "serial.astm.result_confirmed"} <= set(names)
+    assert {
+        "serial.port.opened",
+        "serial.astm.link_problem",
+        "serial.astm.result_received",
+        "serial.astm.result_confirmed",
+    } <= set(names)
     problem = next(e for e in logs if e["event"] == "serial.astm.link_problem")
     assert problem["error"] == "frame checksum mismatch"
     assert not any("123.4" in repr(e) for e in logs)
@@ -131,14 +146,16 @@ async def test_an_ack_the_analyser_never_hears_gives_a_duplicate_not_a_loss(
         async with Consumer(driver) as consumer:
             await connected(driver)
             sim.send_crp("9.9")
-            await eventually(lambda: sim.delivered == [1], timeout_s=4.0,
-                             what="the transfer after the lost ACK")
+            await eventually(
+                lambda: sim.delivered == [1], timeout_s=4.0, what="the transfer after the lost ACK"
+            )
         assert sim.aborted[0][1] == "no reply within the reply timer"
         assert [m.value for m in consumer.committed] == [Decimal("9.9")]
 
 
-def _host_that_naks(path: str, naks: list[float], opened: threading.Event,
-                    done: threading.Event) -> None:
+def _host_that_naks(
+    path: str, naks: list[float], opened: threading.Event, done: threading.Event
+) -> None:
     """A raw host that takes the transfer (ACK to ENQ) and then refuses every frame."""
     with serial.Serial(path, timeout=0.05) as port:
         opened.set()
@@ -162,7 +179,8 @@ async def test_the_simulated_analyser_gives_up_after_six_naks_and_keeps_the_resu
         naks: list[float] = []
         opened, done = threading.Event(), threading.Event()
         host = asyncio.create_task(
-            asyncio.to_thread(_host_that_naks, str(link), naks, opened, done))
+            asyncio.to_thread(_host_that_naks, str(link), naks, opened, done)
+        )
         assert await asyncio.to_thread(opened.wait, 5.0)
         sim.send_crp("5.0")
         await eventually(lambda: bool(sim.aborted), what="the analyser to give up")

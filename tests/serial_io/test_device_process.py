@@ -32,7 +32,8 @@ async def test_a_killed_analyser_resends_after_power_on_and_the_result_is_stored
             # Powered on again, the analyser still holds the unsent result and sends it.
             with SimProcess("astm", link, args) as second:
                 delivered = await asyncio.to_thread(
-                    second.wait_for, lambda e: e.get("event") == "delivered", 8.0)
+                    second.wait_for, lambda e: e.get("event") == "delivered", 8.0
+                )
                 assert delivered is not None
         assert [m.value for m in consumer.received] == [Decimal("6.5"), Decimal("6.5")]
         assert [m.value for m in consumer.committed] == [Decimal("6.5")]

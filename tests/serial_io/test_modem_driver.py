@@ -15,10 +15,14 @@ from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, eventually
 
 
 def driver_for(link: Path, poll_s: float = 0.3) -> ModemDriver:
-    return ModemDriver(ModemDriverConfig(
-        PortSpec(str(link), line=MODEM_LINE), poll_interval_s=poll_s, command_timeout_s=0.6,
-        backoff=FAST_BACKOFF,
-    ))
+    return ModemDriver(
+        ModemDriverConfig(
+            PortSpec(str(link), line=MODEM_LINE),
+            poll_interval_s=poll_s,
+            command_timeout_s=0.6,
+            backoff=FAST_BACKOFF,
+        )
+    )
 
 
 async def test_status_is_parsed_from_the_modem_with_urcs_inside_and_between_answers(
@@ -36,7 +40,9 @@ async def test_status_is_parsed_from_the_modem_with_urcs_inside_and_between_answ
             assert status.eps.state is RegistrationState.REGISTERED_HOME
             assert status.eps.area_code == "1A2B"
             assert (status.operator, status.access_technology) == (
-                "Sim Mobile", AccessTechnology.E_UTRAN)
+                "Sim Mobile",
+                AccessTechnology.E_UTRAN,
+            )
             assert status.pdp_addresses[0].addresses == ("10.64.12.7",)
             assert status.registered
             assert driver.state() == "answering"
@@ -65,15 +71,21 @@ async def test_a_silent_modem_is_not_answering_and_blocks_nothing(tmp_path: Path
             await eventually(lambda: driver.rounds >= 1, what="a first full round")
             before = driver.status()  # (later rounds read the same values from the modem)
             sim.set(silent=True)
-            await eventually(lambda: driver.state() == "not-answering", timeout_s=3.0,
-                             what="the modem to be reported as not answering")
+            await eventually(
+                lambda: driver.state() == "not-answering",
+                timeout_s=3.0,
+                what="the modem to be reported as not answering",
+            )
             started = time.monotonic()
             assert driver.status() == before  # the last known status is kept ...
             assert driver.snapshot()["state"] == "not-answering"  # ... and marked as such
             assert time.monotonic() - started < 0.01
             sim.set(silent=False)
-            await eventually(lambda: driver.state() == "answering", timeout_s=3.0,
-                             what="the modem to answer again")
+            await eventually(
+                lambda: driver.state() == "answering",
+                timeout_s=3.0,
+                what="the modem to answer again",
+            )
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick

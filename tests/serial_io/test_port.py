@@ -38,7 +38,8 @@ class Echo(PtyDevice):
 def test_line_settings_read_the_usual_notation_and_refuse_nonsense() -> None:
     assert LineSettings.parse("19200 8O1") == LineSettings(19200, 8, Parity.ODD, 1)
     assert LineSettings.parse("9600 7e2", FlowControl.RTSCTS) == LineSettings(
-        9600, 7, Parity.EVEN, 2, FlowControl.RTSCTS)
+        9600, 7, Parity.EVEN, 2, FlowControl.RTSCTS
+    )
     assert str(LineSettings(19200, parity=Parity.ODD)) == "19200 8O1"
     for bad in ("9600", "9601 8N1", "9600 9N1", "9600 8X1"):
         with pytest.raises(ConfigError):

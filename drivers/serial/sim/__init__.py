@@ -11,6 +11,14 @@ from drivers.serial.sim.oximeter import Cms50Sim, NoninSim, OximeterState, Phase
 from drivers.serial.sim.process import SimProcess
 
 __all__ = [
-    "AnalyserFaults", "AstmAnalyserSim", "Cms50Sim", "ModemSim", "ModemSimState", "NoninSim",
-    "OximeterState", "Phase", "SimProcess", "crp_message",
+    "AnalyserFaults",
+    "AstmAnalyserSim",
+    "Cms50Sim",
+    "ModemSim",
+    "ModemSimState",
+    "NoninSim",
+    "OximeterState",
+    "Phase",
+    "SimProcess",
+    "crp_message",
 ]

@@ -67,8 +67,12 @@ def _command(device: PtyDevice, line: str) -> bool:
         device.inject(AnalyserFaults(corrupt_frames=int(rest or "1")))
     elif word == "set" and isinstance(device, OximeterSim):
         changes = dict(item.split("=", 1) for item in rest.split())
-        device.set(**{k: v in ("1", "true", "on") if k in ("sensor_off", "streaming") else int(v)
-                      for k, v in changes.items()})
+        device.set(
+            **{
+                k: v in ("1", "true", "on") if k in ("sensor_off", "streaming") else int(v)
+                for k, v in changes.items()
+            }
+        )
     elif word == "urc" and isinstance(device, ModemSim):
         device.urc(rest.strip())
     elif word == "silent" and isinstance(device, ModemSim):
@@ -90,15 +94,21 @@ def _report(device: PtyDevice, stop: threading.Event) -> None:
         replies += len(new_replies)
         delivered += len(new_delivered)
         for reply in new_replies:
-            _emit(event="reply", message=reply.message, record_type=reply.record_type,
-                  final=reply.final, reply=reply.reply)
+            _emit(
+                event="reply",
+                message=reply.message,
+                record_type=reply.record_type,
+                final=reply.final,
+                reply=reply.reply,
+            )
         for key in new_delivered:
             _emit(event="delivered", message=key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drivers.serial.sim",
-                                     description="simulated serial device on a pty")
+    parser = argparse.ArgumentParser(
+        prog="python -m drivers.serial.sim", description="simulated serial device on a pty"
+    )
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--link", required=True, help="symlink to create for the device")
     parser.add_argument("--crp", action="append", default=[], help="astm: queue a CRP result")

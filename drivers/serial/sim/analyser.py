@@ -76,27 +76,43 @@ class _Message:
 
 
 def crp_message(
-    value: str = "5.0", *, unit: str = "mg/L", completed: datetime | None = None,
-    serial_number: str = "AS0012345", specimen: str = "S-0001", extra_results: int = 0,
+    value: str = "5.0",
+    *,
+    unit: str = "mg/L",
+    completed: datetime | None = None,
+    serial_number: str = "AS0012345",
+    specimen: str = "S-0001",
+    extra_results: int = 0,
 ) -> list[str]:
     """A CRP result message as an Afinion-style analyser sends it (record texts, no CR)."""
-    results = [result(1, "CRP", value, units=unit, reference_range="0 to 10", flags="N",
-                      completed=completed)]
+    results = [
+        result(
+            1, "CRP", value, units=unit, reference_range="0 to 10", flags="N", completed=completed
+        )
+    ]
     for n in range(extra_results):  # further analytes of the same sample (multi-result message)
         results.append(result(2 + n, "GLU", f"{95 + n}", units="mg/dL", completed=completed))
-    return encode_message([
-        header(("Afinion 2", "1.10", serial_number), timestamp=completed),
-        patient(1),
-        order(1, specimen, ["CRP"]),
-        *results,
-        terminator(),
-    ])
+    return encode_message(
+        [
+            header(("Afinion 2", "1.10", serial_number), timestamp=completed),
+            patient(1),
+            order(1, specimen, ["CRP"]),
+            *results,
+            terminator(),
+        ]
+    )
 
 
 class AstmAnalyserSim(PtyDevice):
     def __init__(
-        self, link: Path, *, timers: LinkTimers | None = None, retry_after_s: float = 2.0,
-        max_attempts: int = 100, serial_number: str = "AS0012345", name: str = "astm-analyser",
+        self,
+        link: Path,
+        *,
+        timers: LinkTimers | None = None,
+        retry_after_s: float = 2.0,
+        max_attempts: int = 100,
+        serial_number: str = "AS0012345",
+        name: str = "astm-analyser",
     ) -> None:
         super().__init__(link, name=name)
         self.serial_number = serial_number
@@ -131,25 +147,41 @@ class AstmAnalyserSim(PtyDevice):
         return key
 
     def send_crp(
-        self, value: str = "5.0", *, unit: str = "mg/L", completed: datetime | None = None,
-        specimen: str = "S-0001", extra_results: int = 0,
+        self,
+        value: str = "5.0",
+        *,
+        unit: str = "mg/L",
+        completed: datetime | None = None,
+        specimen: str = "S-0001",
+        extra_results: int = 0,
     ) -> int:
         """Queue a CRP result message (with ``extra_results`` glucose results after it)."""
-        return self.queue_message(crp_message(
-            value, unit=unit, completed=completed, serial_number=self.serial_number,
-            specimen=specimen, extra_results=extra_results,
-        ))
+        return self.queue_message(
+            crp_message(
+                value,
+                unit=unit,
+                completed=completed,
+                serial_number=self.serial_number,
+                specimen=specimen,
+                extra_results=extra_results,
+            )
+        )
 
     def inject(self, faults: AnalyserFaults) -> None:
         """Replace the fault settings (counters count down as faults are used up)."""
+
         def apply() -> None:
             self.faults = faults
+
         self.call(apply)
 
     def replies_to(self, record_type: str, *, reply: str = "ACK") -> list[Reply]:
         with self.lock:
-            return [r for r in self.replies
-                    if r.record_type == record_type and r.final and r.reply == reply]
+            return [
+                r
+                for r in self.replies
+                if r.record_type == record_type and r.final and r.reply == reply
+            ]
 
     # --- device thread ------------------------------------------------------------------------
 
@@ -164,11 +196,15 @@ class AstmAnalyserSim(PtyDevice):
             if byte in _REPLY_NAMES and self._current is not None and self._frame_index >= 0:
                 if self.faults.deaf_replies:
                     self.faults = dataclasses.replace(
-                        self.faults, deaf_replies=self.faults.deaf_replies - 1)
+                        self.faults, deaf_replies=self.faults.deaf_replies - 1
+                    )
                     continue
                 kind, final = self._current.kinds[self._frame_index]
-                self.replies.append(Reply(now, self._current.key, self._frame_index, kind, final,
-                                          _REPLY_NAMES[byte]))
+                self.replies.append(
+                    Reply(
+                        now, self._current.key, self._frame_index, kind, final, _REPLY_NAMES[byte]
+                    )
+                )
             self._link.receive_data(bytes([byte]), now)
         self._drain(now)
 

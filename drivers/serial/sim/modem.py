@@ -40,8 +40,9 @@ class _Line:
 
 
 class ModemSim(PtyDevice):
-    def __init__(self, link: Path, *, state: ModemSimState | None = None,
-                 name: str = "modem") -> None:
+    def __init__(
+        self, link: Path, *, state: ModemSimState | None = None, name: str = "modem"
+    ) -> None:
         super().__init__(link, name=name)
         self.state = state or ModemSimState()
         self.commands: list[str] = []  # every command line received, in order
@@ -55,6 +56,7 @@ class ModemSim(PtyDevice):
 
         def apply() -> None:
             self.state = dataclasses.replace(self.state, **changes)  # type: ignore[arg-type]
+
         self.call(apply)
 
     def urc(self, line: str) -> None:

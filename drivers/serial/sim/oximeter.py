@@ -47,8 +47,14 @@ DESATURATION_SCENARIO = (
 class OximeterSim(PtyDevice):
     packets_per_s = 1.0
 
-    def __init__(self, link: Path, *, state: OximeterState | None = None,
-                 scenario: Sequence[Phase] = (), name: str = "oximeter") -> None:
+    def __init__(
+        self,
+        link: Path,
+        *,
+        state: OximeterState | None = None,
+        scenario: Sequence[Phase] = (),
+        name: str = "oximeter",
+    ) -> None:
         super().__init__(link, name=name)
         self.state = state or OximeterState()
         self.packets_sent = 0
@@ -65,11 +71,13 @@ class OximeterSim(PtyDevice):
 
         def apply() -> None:
             self.state = dataclasses.replace(self.state, **changes)  # type: ignore[arg-type]
+
         self.call(apply)
 
     def garbage(self, data: bytes) -> None:
         def apply() -> None:
             self._garbage += data
+
         self.call(apply)
 
     def encode(self, state: OximeterState) -> bytes:
@@ -122,8 +130,14 @@ class Cms50Sim(OximeterSim):
     def encode(self, state: OximeterState) -> bytes:
         off = state.sensor_off
         return Cms50Packet(
-            signal_strength=0 if off else 8, finger_out=off, spo2_dropping=False, beep=False,
-            pleth=64, bar_graph=0 if off else 5, probe_error=False, searching=False,
+            signal_strength=0 if off else 8,
+            finger_out=off,
+            spo2_dropping=False,
+            beep=False,
+            pleth=64,
+            bar_graph=0 if off else 5,
+            probe_error=False,
+            searching=False,
             pulse_raw=255 if off else state.pulse_bpm,
             spo2_raw=SPO2_INVALID if off else state.spo2_pct,
         ).encode()

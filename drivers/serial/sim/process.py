@@ -19,17 +19,24 @@ class SimProcess:
     """``python -m drivers.serial.sim KIND --link LINK ARGS``; events are its JSON lines."""
 
     def __init__(self, kind: str, link: Path, args: Sequence[str] = ()) -> None:
-        self.argv = [sys.executable, "-m", "drivers.serial.sim", kind, "--link", str(link),
-                     *args]
+        self.argv = [sys.executable, "-m", "drivers.serial.sim", kind, "--link", str(link), *args]
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 10.0) -> Self:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         stdout = self._proc.stdout
         if stdout is None:  # cannot happen with stdout=PIPE; keeps the type checker honest
@@ -50,8 +57,9 @@ class SimProcess:
                 self.events.append(event)
                 self._cond.notify_all()
 
-    def wait_for(self, match: Callable[[dict[str, Any]], bool],
-                 timeout_s: float = 5.0) -> dict[str, Any] | None:
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0
+    ) -> dict[str, Any] | None:
         """The first event (so far or to come) that matches, or None after ``timeout_s``."""
         with self._cond:
             self._cond.wait_for(lambda: any(match(e) for e in self.events), timeout_s)
