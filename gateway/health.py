@@ -26,6 +26,7 @@ from cryptography import x509
 from buffer.outbox import Outbox, OutboxStats
 from gateway import __version__, wire
 from gateway.dbthread import DatabaseThread
+from gateway.errors import GatewayError
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 
 log = structlog.get_logger("gateway.health")
@@ -232,5 +233,10 @@ class HealthReporter:
 
     async def run(self) -> None:
         while True:
-            await self.report_once()
+            try:
+                await self.report_once()
+            except GatewayError as exc:
+                # A report that cannot be made (database trouble) must not take the daemon down;
+                # the ingest writer's own retries and status carry the real problem.
+                log.error("health.report_failed", error=exc.message)  # noqa: TRY400
             await asyncio.sleep(self.interval_s)
