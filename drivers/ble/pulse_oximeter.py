@@ -47,40 +47,66 @@ CONT_KNOWN = 0x1F
 
 # Measurement Status (uint16; bits 0-4 RFU) -> the model's status, where one exists.
 MEASUREMENT_STATUS_NAMES = {
-    5: "measurement_ongoing", 6: "early_estimated_data", 7: "validated_data",
-    8: "fully_qualified_data", 9: "data_from_measurement_storage", 10: "data_for_demonstration",
-    11: "data_for_testing", 12: "calibration_ongoing", 13: "measurement_unavailable",
-    14: "questionable_measurement_detected", 15: "invalid_measurement_detected",
+    5: "measurement_ongoing",
+    6: "early_estimated_data",
+    7: "validated_data",
+    8: "fully_qualified_data",
+    9: "data_from_measurement_storage",
+    10: "data_for_demonstration",
+    11: "data_for_testing",
+    12: "calibration_ongoing",
+    13: "measurement_unavailable",
+    14: "questionable_measurement_detected",
+    15: "invalid_measurement_detected",
 }
 _MEASUREMENT_STATUS_MAP = {
-    5: MeasurementStatus.MEASUREMENT_ONGOING, 6: MeasurementStatus.EARLY_INDICATION,
-    7: MeasurementStatus.VALIDATED, 10: MeasurementStatus.DEMO_DATA,
-    11: MeasurementStatus.TEST_DATA, 12: MeasurementStatus.CALIBRATION_ONGOING,
-    13: MeasurementStatus.NOT_AVAILABLE, 14: MeasurementStatus.QUESTIONABLE,
+    5: MeasurementStatus.MEASUREMENT_ONGOING,
+    6: MeasurementStatus.EARLY_INDICATION,
+    7: MeasurementStatus.VALIDATED,
+    10: MeasurementStatus.DEMO_DATA,
+    11: MeasurementStatus.TEST_DATA,
+    12: MeasurementStatus.CALIBRATION_ONGOING,
+    13: MeasurementStatus.NOT_AVAILABLE,
+    14: MeasurementStatus.QUESTIONABLE,
     15: MeasurementStatus.INVALID,
 }
 # Device and Sensor Status (uint24; bits 16-23 RFU).
 DEVICE_SENSOR_STATUS_NAMES = {
-    0: "extended_display_update_ongoing", 1: "equipment_malfunction_detected",
-    2: "signal_processing_irregularity_detected", 3: "inadequate_signal_detected",
-    4: "poor_signal_detected", 5: "low_perfusion_detected", 6: "erratic_signal_detected",
-    7: "nonpulsatile_signal_detected", 8: "questionable_pulse_detected",
-    9: "signal_analysis_ongoing", 10: "sensor_interference_detected",
-    11: "sensor_unconnected_to_user", 12: "unknown_sensor_connected", 13: "sensor_displaced",
-    14: "sensor_malfunctioning", 15: "sensor_disconnected",
+    0: "extended_display_update_ongoing",
+    1: "equipment_malfunction_detected",
+    2: "signal_processing_irregularity_detected",
+    3: "inadequate_signal_detected",
+    4: "poor_signal_detected",
+    5: "low_perfusion_detected",
+    6: "erratic_signal_detected",
+    7: "nonpulsatile_signal_detected",
+    8: "questionable_pulse_detected",
+    9: "signal_analysis_ongoing",
+    10: "sensor_interference_detected",
+    11: "sensor_unconnected_to_user",
+    12: "unknown_sensor_connected",
+    13: "sensor_displaced",
+    14: "sensor_malfunctioning",
+    15: "sensor_disconnected",
 }
 # Signal or sensor problems: a number was sent, but it is not one to act on without a look.
 _SENSOR_PROBLEMS = 0xFFFF & ~((1 << 0) | (1 << 9))
 
 SUPPORTED_FEATURE_NAMES = {
-    0: "measurement_status", 1: "device_and_sensor_status", 2: "spot_check_measurement_storage",
-    3: "spot_check_timestamp", 4: "spo2pr_fast", 5: "spo2pr_slow", 6: "pulse_amplitude_index",
+    0: "measurement_status",
+    1: "device_and_sensor_status",
+    2: "spot_check_measurement_storage",
+    3: "spot_check_timestamp",
+    4: "spo2pr_fast",
+    5: "spo2pr_slow",
+    6: "pulse_amplitude_index",
     7: "multiple_bonds",
 }
 
 
-def status_of(measurement_status: int | None, device_sensor_status: int | None
-              ) -> MeasurementStatus:
+def status_of(
+    measurement_status: int | None, device_sensor_status: int | None
+) -> MeasurementStatus:
     """The model's status for a PLX reading, from the two status fields (absent = nothing)."""
     out = MeasurementStatus.NONE
     for bit, mapped in _MEASUREMENT_STATUS_MAP.items():
@@ -93,11 +119,26 @@ def status_of(measurement_status: int | None, device_sensor_status: int | None
 
 def _status_summary(measurement: int | None, device_sensor: int | None) -> dict[str, object]:
     return {
-        "measurement_status": None if measurement is None
+        "measurement_status": None
+        if measurement is None
         else bit_names(measurement, MEASUREMENT_STATUS_NAMES),
-        "device_and_sensor_status": None if device_sensor is None
+        "device_and_sensor_status": None
+        if device_sensor is None
         else bit_names(device_sensor, DEVICE_SENSOR_STATUS_NAMES),
     }
+
+
+def _write_optional_tail(
+    writer: Writer, status: int | None, sensor_status: int | None, pai: Numeric | None
+) -> bytes:
+    """The optional fields both PLX measurements end with, in their order on the wire."""
+    if status is not None:
+        writer.u16(status, "measurement status")
+    if sensor_status is not None:
+        writer.u24(sensor_status, "device and sensor status")
+    if pai is not None:
+        writer.sfloat(pai)
+    return writer.getvalue()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +158,21 @@ class SpotCheckMeasurement:
     def __post_init__(self) -> None:
         if not 0 <= self.flags <= 0xFF:
             raise ModelError("flags must fit one byte")
-        check_presence(self.flags, SPOT_MEASUREMENT_STATUS, self.measurement_status is not None,
-                       "measurement_status")
-        check_presence(self.flags, SPOT_DEVICE_SENSOR_STATUS,
-                       self.device_sensor_status is not None, "device_sensor_status")
-        check_presence(self.flags, SPOT_PAI, self.pulse_amplitude_index is not None,
-                       "pulse_amplitude_index")
+        check_presence(
+            self.flags,
+            SPOT_MEASUREMENT_STATUS,
+            self.measurement_status is not None,
+            "measurement_status",
+        )
+        check_presence(
+            self.flags,
+            SPOT_DEVICE_SENSOR_STATUS,
+            self.device_sensor_status is not None,
+            "device_sensor_status",
+        )
+        check_presence(
+            self.flags, SPOT_PAI, self.pulse_amplitude_index is not None, "pulse_amplitude_index"
+        )
         if self.timestamp is not None and not self.flags & SPOT_TIMESTAMP:
             raise ModelError("a timestamp needs the Timestamp present flag")
 
@@ -137,8 +187,9 @@ class SpotCheckMeasurement:
         spo2, rate = reader.sfloat("SpO2"), reader.sfloat("pulse rate")
         timestamp = read_date_time(reader, "timestamp") if flags & SPOT_TIMESTAMP else None
         status = reader.u16("measurement status") if flags & SPOT_MEASUREMENT_STATUS else None
-        sensor = reader.u24("device and sensor status") if flags & SPOT_DEVICE_SENSOR_STATUS \
-            else None
+        sensor = (
+            reader.u24("device and sensor status") if flags & SPOT_DEVICE_SENSOR_STATUS else None
+        )
         pai = reader.sfloat("pulse amplitude index") if flags & SPOT_PAI else None
         reader.done()
         return cls(flags, spo2, rate, timestamp, status, sensor, pai)
@@ -147,20 +198,22 @@ class SpotCheckMeasurement:
         writer = Writer().u8(self.flags, "flags").sfloat(self.spo2).sfloat(self.pulse_rate)
         if self.flags & SPOT_TIMESTAMP:
             write_date_time(writer, self.timestamp)
-        if self.measurement_status is not None:
-            writer.u16(self.measurement_status, "measurement status")
-        if self.device_sensor_status is not None:
-            writer.u24(self.device_sensor_status, "device and sensor status")
-        if self.pulse_amplitude_index is not None:
-            writer.sfloat(self.pulse_amplitude_index)
-        return writer.getvalue()
+        return _write_optional_tail(
+            writer, self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+        )
 
     def readings(self) -> tuple[Reading, ...]:
         status = status_of(self.measurement_status, self.device_sensor_status)
 
         def reading(mdc_code: int, number: Numeric, unit: str) -> Reading:
-            return Reading.of(mdc_code, number, unit, device_time=self.timestamp,
-                              clock_set=not self.clock_not_set, status=status)
+            return Reading.of(
+                mdc_code,
+                number,
+                unit,
+                device_time=self.timestamp,
+                clock_set=not self.clock_not_set,
+                status=status,
+            )
 
         out = [
             reading(MDC_PULS_OXIM_SAT_O2, self.spo2, "%"),
@@ -202,25 +255,41 @@ class ContinuousMeasurement:
             raise ModelError("flags must fit one byte")
         check_presence(self.flags, CONT_FAST, self.fast is not None, "fast")
         check_presence(self.flags, CONT_SLOW, self.slow is not None, "slow")
-        check_presence(self.flags, CONT_MEASUREMENT_STATUS, self.measurement_status is not None,
-                       "measurement_status")
-        check_presence(self.flags, CONT_DEVICE_SENSOR_STATUS,
-                       self.device_sensor_status is not None, "device_sensor_status")
-        check_presence(self.flags, CONT_PAI, self.pulse_amplitude_index is not None,
-                       "pulse_amplitude_index")
+        check_presence(
+            self.flags,
+            CONT_MEASUREMENT_STATUS,
+            self.measurement_status is not None,
+            "measurement_status",
+        )
+        check_presence(
+            self.flags,
+            CONT_DEVICE_SENSOR_STATUS,
+            self.device_sensor_status is not None,
+            "device_sensor_status",
+        )
+        check_presence(
+            self.flags, CONT_PAI, self.pulse_amplitude_index is not None, "pulse_amplitude_index"
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> ContinuousMeasurement:
         reader = Reader(payload, CONTINUOUS_UUID)
         flags = reader.u8("flags")
         spo2, rate = reader.sfloat("SpO2"), reader.sfloat("pulse rate")
-        fast = (reader.sfloat("SpO2 fast"), reader.sfloat("pulse rate fast")) \
-            if flags & CONT_FAST else None
-        slow = (reader.sfloat("SpO2 slow"), reader.sfloat("pulse rate slow")) \
-            if flags & CONT_SLOW else None
-        status = reader.u16("measurement status") if flags & CONT_MEASUREMENT_STATUS else None
-        sensor = reader.u24("device and sensor status") if flags & CONT_DEVICE_SENSOR_STATUS \
+        fast = (
+            (reader.sfloat("SpO2 fast"), reader.sfloat("pulse rate fast"))
+            if flags & CONT_FAST
             else None
+        )
+        slow = (
+            (reader.sfloat("SpO2 slow"), reader.sfloat("pulse rate slow"))
+            if flags & CONT_SLOW
+            else None
+        )
+        status = reader.u16("measurement status") if flags & CONT_MEASUREMENT_STATUS else None
+        sensor = (
+            reader.u24("device and sensor status") if flags & CONT_DEVICE_SENSOR_STATUS else None
+        )
         pai = reader.sfloat("pulse amplitude index") if flags & CONT_PAI else None
         reader.done()
         return cls(flags, spo2, rate, fast, slow, status, sensor, pai)
@@ -230,29 +299,33 @@ class ContinuousMeasurement:
         for pair in (self.fast, self.slow):
             if pair is not None:
                 writer.sfloat(pair[0]).sfloat(pair[1])
-        if self.measurement_status is not None:
-            writer.u16(self.measurement_status, "measurement status")
-        if self.device_sensor_status is not None:
-            writer.u24(self.device_sensor_status, "device and sensor status")
-        if self.pulse_amplitude_index is not None:
-            writer.sfloat(self.pulse_amplitude_index)
-        return writer.getvalue()
+        return _write_optional_tail(
+            writer, self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+        )
 
     def readings(self) -> tuple[Reading, ...]:
         """Normal, then fast and slow averages (told apart by supplementalInfo), then PAI."""
         status = status_of(self.measurement_status, self.device_sensor_status)
         out: list[Reading] = []
-        for pair, label in ((self.spo2, self.pulse_rate), ""), (self.fast, "fast"), \
-                (self.slow, "slow"):
+        for pair, label in (
+            ((self.spo2, self.pulse_rate), ""),
+            (self.fast, "fast"),
+            (self.slow, "slow"),
+        ):
             if pair is None:
                 continue
-            out.append(Reading.of(MDC_PULS_OXIM_SAT_O2, pair[0], "%", status=status,
-                                  supplemental=label))
-            out.append(Reading.of(MDC_PULS_OXIM_PULS_RATE, pair[1], "/min", status=status,
-                                  supplemental=label))
+            out.append(
+                Reading.of(MDC_PULS_OXIM_SAT_O2, pair[0], "%", status=status, supplemental=label)
+            )
+            out.append(
+                Reading.of(
+                    MDC_PULS_OXIM_PULS_RATE, pair[1], "/min", status=status, supplemental=label
+                )
+            )
         if self.pulse_amplitude_index is not None:
-            out.append(Reading.of(MDC_PULS_OXIM_PERF_REL, self.pulse_amplitude_index, "%",
-                                  status=status))
+            out.append(
+                Reading.of(MDC_PULS_OXIM_PERF_REL, self.pulse_amplitude_index, "%", status=status)
+            )
         return tuple(out)
 
     def flag_summary(self) -> dict[str, object]:
@@ -277,10 +350,18 @@ class PlxFeatures:
     device_sensor_status_support: int | None = None
 
     def __post_init__(self) -> None:
-        check_presence(self.supported, 1 << 0, self.measurement_status_support is not None,
-                       "measurement_status_support")
-        check_presence(self.supported, 1 << 1, self.device_sensor_status_support is not None,
-                       "device_sensor_status_support")
+        check_presence(
+            self.supported,
+            1 << 0,
+            self.measurement_status_support is not None,
+            "measurement_status_support",
+        )
+        check_presence(
+            self.supported,
+            1 << 1,
+            self.device_sensor_status_support is not None,
+            "device_sensor_status_support",
+        )
 
     @property
     def spot_check_storage(self) -> bool:
@@ -307,6 +388,10 @@ class PlxFeatures:
     def flag_summary(self) -> dict[str, object]:
         return {
             "supported_features": bit_names(self.supported, SUPPORTED_FEATURE_NAMES),
-            **{f"{key}_support": value for key, value in _status_summary(
-                self.measurement_status_support, self.device_sensor_status_support).items()},
+            **{
+                f"{key}_support": value
+                for key, value in _status_summary(
+                    self.measurement_status_support, self.device_sensor_status_support
+                ).items()
+            },
         }

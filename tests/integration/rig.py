@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway import keys, wire
 from gateway.model import Measurement
@@ -158,6 +160,18 @@ class Rig:
         if self.daemon.poll() is None:
             self.daemon.send_signal(sig)
         return self.daemon.wait(timeout_s)
+
+    def status(self, config: Path) -> dict[str, Any]:
+        """What ``gatewayctl status --json`` says about the running daemon."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "status", "--json", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
 
     def outbox_bytes(self) -> int:
         try:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -60,15 +57,7 @@ def test_crp_result_oximetry_and_modem_status_through_the_daemon(rig: Rig, tmp_p
             60,
             "oximetry readings",
         )
-        status = json.loads(
-            subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "status", "--json", "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout
-        )
+        status = rig.status(config)
         wan = status["links"]["wan"]
         assert wan["state"] == "answering", wan
         assert wan["registered"] is True

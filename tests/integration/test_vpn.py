@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -155,15 +153,7 @@ def test_nothing_leaves_when_the_route_bypasses_the_vpn(vpn_rig: Rig) -> None:
     rig.start_daemon(config)
     wait_for(lambda: "uplink.connect_failed" in rig.log_text(), 30, "the refused connection")
     time.sleep(1.0)
-    status = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "status", "--json", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-    )
+    status = rig.status(config)
     assert "vpn-down" in status["alarms"]
     assert rig.outbox_depth() > 0
     assert rig.received.readings == []
