@@ -21,7 +21,7 @@ from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
 from drivers.serial.errors import SerialUsageError as UsageError
-from gateway import __version__
+from gateway import __version__, diagnostics
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError
@@ -169,8 +169,58 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if result["errors"] else EXIT_OK
 
 
+def _render_checks(checks: list[diagnostics.Check], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(diagnostics.as_json(checks)))
+    else:
+        for c in checks:
+            print(f"{'PASS' if c.ok else 'FAIL'}  {c.name:<13} {c.detail}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_PROBLEM
+
+
+def cmd_uplink_test(args: argparse.Namespace) -> int:
+    return _render_checks(diagnostics.uplink_test(load(args.config)), args.json)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    return _render_checks(diagnostics.selftest(load(args.config)), args.json)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    status = ask(load(args.config).control_socket, "status")
+    devices = status["devices"]
+    if args.json:
+        print(json.dumps(devices, sort_keys=True))
+    else:
+        for d in devices:
+            battery = f"{d['battery_pct']}%" if d["battery_pct"] is not None else "-"
+            print(
+                f"{d['device']:<28} {d['driver']:<22} {d['state']:<13} "
+                f"last seen {_age(d['last_seen']):<12} battery {battery:<5}"
+                + ("  SILENT" if d["silent"] else "")
+            )
+        if not devices:
+            print("no devices bound")
+    return EXIT_PROBLEM if any(d["silent"] for d in devices) else EXIT_OK
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "version": (cmd_version, "print the software version", "gatewayctl version"),
+    "devices": (
+        cmd_devices,
+        "each bound device: state, last seen, battery (exit 1 if one is silent)",
+        "gatewayctl devices",
+    ),
+    "uplink-test": (
+        cmd_uplink_test,
+        "check the route through the VPN, TLS and an MQTT connection to the broker",
+        "gatewayctl uplink-test",
+    ),
+    "selftest": (
+        cmd_selftest,
+        "check keys, TLS files, outbox, daemon and clock (PASS / FAIL table)",
+        "gatewayctl selftest --json",
+    ),
     "decode": (
         cmd_decode,
         "decode captured device bytes to JSON (BLE characteristic or serial protocol)",

@@ -1,0 +1,134 @@
+"""Checks a technician runs on a support call (gatewayctl uplink-test / selftest).
+
+Each check returns a ``Check`` (name, ok, detail) and never raises for the condition it tests;
+none of them reads or prints a clinical value or a byte of a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import keys
+from gateway.config import Config
+from gateway.control import ask
+from gateway.errors import GatewayError
+from gateway.health import clock_sync
+from gateway.link import check_route
+from gateway.uplink import MqttUplink, UplinkSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _check(name: str, fn: object) -> Check:
+    try:
+        detail = fn()  # type: ignore[operator]
+    except GatewayError as exc:
+        return Check(name, False, exc.one_line())
+    except OSError as exc:
+        return Check(name, False, f"{exc.strerror or exc}")
+    return Check(name, True, str(detail))
+
+
+def uplink_test(cfg: Config, timeout_s: float = 15.0) -> list[Check]:
+    """Route through the VPN, TLS with the client certificate, MQTT CONNECT / CONNACK."""
+
+    def route() -> str:
+        found = check_route(cfg.broker_host, cfg.broker_port, cfg.vpn_interface)
+        if found is None:
+            return "no VPN interface configured: not checked"
+        return f"via {found.interface} to {found.address}"
+
+    checks = [_check("route", route)]
+    settings = UplinkSettings(
+        host=cfg.broker_host,
+        port=cfg.broker_port,
+        ca_file=cfg.ca_file,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+        # Its own client id: reusing the gateway's would push the running daemon off the broker.
+        client_id=f"{cfg.gateway_id}-uplink-test",
+        keepalive_s=cfg.keepalive_s,
+        connect_timeout_s=timeout_s,
+        session_expiry_s=0,
+        vpn_interface=cfg.vpn_interface,
+    )
+
+    async def connect() -> str:
+        uplink = MqttUplink(settings)
+        began = time.monotonic()
+        try:
+            await uplink.connect()
+        finally:
+            await uplink.close()
+        return (
+            f"TLS + MQTT 5 CONNACK from {cfg.broker_host}:{cfg.broker_port} in "
+            f"{(time.monotonic() - began) * 1000:.0f} ms"
+        )
+
+    checks.append(_check("broker", lambda: asyncio.run(connect())))
+    return checks
+
+
+def selftest(cfg: Config) -> list[Check]:
+    """Everything the gateway needs, checked without touching the running daemon's data."""
+
+    def signing() -> str:
+        keys.load_signing_key(cfg.signing_key)
+        return f"{cfg.signing_key} is an Ed25519 private key"
+
+    def provider() -> str:
+        keys.load_provider_x25519_public(cfg.provider_hpke_public_key)
+        if cfg.provider_mlkem_public_key:
+            keys.load_provider_mlkem_public(cfg.provider_mlkem_public_key)
+        return f"provider key(s) load; suite {cfg.suite}"
+
+    def outbox() -> str:
+        path = cfg.outbox_path
+        if not path.exists():
+            return f"{path} not created yet (the daemon creates it)"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            (result,) = conn.execute("PRAGMA quick_check").fetchone()
+        finally:
+            conn.close()
+        if result != "ok":
+            raise GatewayError(f"outbox {path} failed its check: {result}")
+        return f"{path}: quick_check ok"
+
+    def daemon() -> str:
+        status = ask(cfg.control_socket, "status")
+        return f"gatewayd answers; uplink {status['uplink']['state']}"
+
+    def clock() -> str:
+        state = clock_sync()
+        if not state.get("synchronised"):
+            raise GatewayError(f"clock not synchronised ({state.get('source')})")
+        return f"synchronised via {state.get('source')}"
+
+    def tls_files() -> str:
+        for p in (cfg.ca_file, cfg.cert_file, cfg.key_file):
+            Path(p).read_bytes()
+        return "CA, client certificate and key are readable"
+
+    return [
+        _check("signing key", signing),
+        _check("provider key", provider),
+        _check("TLS files", tls_files),
+        _check("outbox", outbox),
+        _check("daemon", daemon),
+        _check("clock", clock),
+    ]
+
+
+def as_json(checks: list[Check]) -> list[dict[str, object]]:
+    return [dataclasses.asdict(c) for c in checks]
