@@ -21,7 +21,7 @@ from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
 from drivers.serial.errors import SerialUsageError as UsageError
-from gateway import __version__, diagnostics
+from gateway import __version__, bundle, diagnostics
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError
@@ -204,6 +204,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if any(d["silent"] for d in devices) else EXIT_OK
 
 
+def cmd_support_bundle(args: argparse.Namespace) -> int:
+    path = bundle.build(load(args.config), Path(args.output))
+    if args.json:
+        print(json.dumps({"bundle": str(path)}))
+    else:
+        print(f"support bundle written to {path} (no keys, no clinical values)")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "version": (cmd_version, "print the software version", "gatewayctl version"),
     "devices": (
@@ -220,6 +229,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         cmd_selftest,
         "check keys, TLS files, outbox, daemon and clock (PASS / FAIL table)",
         "gatewayctl selftest --json",
+    ),
+    "support-bundle": (
+        cmd_support_bundle,
+        "write one archive for support: status, self-test, versions, config, redacted logs",
+        "gatewayctl support-bundle --output /tmp",
     ),
     "decode": (
         cmd_decode,
@@ -260,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file"
         )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "support-bundle":
+            p.add_argument("--output", default=".", help="folder to write the archive to")
         if name == "decode":
             p.add_argument("--uuid", help="16-bit GATT characteristic UUID in hex, e.g. 2a35")
             p.add_argument("--protocol", help="serial protocol: astm, nonin or cms50")

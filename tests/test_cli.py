@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from buffer.outbox import ChainHead, NewRecord, Outbox
+from gateway.bundle import _redact_line
 from gateway.cli import COMMANDS, build_parser, main
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write
@@ -105,3 +106,13 @@ def test_decode_needs_exactly_one_of_uuid_and_protocol(
 ) -> None:
     assert main(["decode", "--hex", "00"]) == 2
     assert "either --uuid" in capsys.readouterr().err
+
+
+def test_journal_lines_are_redacted_field_by_field() -> None:
+    assert _redact_line('{"event": "x", "value": "37.2", "key": "abc", "seq": 4}') == {
+        "event": "x",
+        "value": "[redacted]",
+        "key": "[redacted]",
+        "seq": 4,
+    }
+    assert _redact_line("free text 37.2 from somewhere") == {"unparsed_line_chars": 29}
