@@ -41,7 +41,3 @@ class SystemdNotifier:
         except ValueError:
             return None
 
-
-class NullNotifier:
-    def notify(self, *states: str) -> None:
-        return None

@@ -1,26 +1,16 @@
 """The seams between layers (``typing.Protocol``), wired together at one composition root.
 
-Tests use the in-package fakes in :mod:`gateway.fakes`; production classes live next to their layer.
+The outbox (buffer.outbox.Outbox) and the uplink (gateway.uplink.MqttUplink) are concrete
+classes tested against a real SQLite file and a real broker; tests fake the driver side with
+:mod:`gateway.fakes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from gateway.model import Measurement
-
-
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """Timezone-aware UTC wall clock (timestamps)."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary origin, never going backwards (intervals)."""
-        ...
 
 
 class Driver(Protocol):
@@ -42,18 +32,3 @@ class Notifier(Protocol):
     """Service-manager notifications (sd_notify); a no-op outside systemd."""
 
     def notify(self, *states: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Leased:
-    """A sealed record taken from the outbox for upload; deleted only by ``ack``."""
-
-    seq: int
-    lane: int
-    record: bytes
-
-
-class Uplink(Protocol):
-    """Publishes one batch of sealed records; returns once the broker acknowledged it."""
-
-    async def publish_batch(self, payload: bytes) -> None: ...

@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import VerifyError
@@ -235,18 +235,3 @@ def decode_batch(payload: bytes) -> list[bytes]:
         raise VerifyError("malformed batch: trailing bytes or no records", reason="malformed-batch")
     return records
 
-
-def iter_batches(
-    records: Iterable[bytes], max_bytes: int, max_records: int
-) -> Iterable[list[bytes]]:
-    """Group records into batches no larger than ``max_bytes`` (a single record may exceed it)."""
-    batch: list[bytes] = []
-    size = 7
-    for rec in records:
-        if batch and (size + 4 + len(rec) > max_bytes or len(batch) >= max_records):
-            yield batch
-            batch, size = [], 7
-        batch.append(rec)
-        size += 4 + len(rec)
-    if batch:
-        yield batch
