@@ -122,6 +122,7 @@ class Outbox:
                 raise OutboxCorruptError(f"outbox {path} is damaged: {exc}") from exc
             raise _store_error(f"open of {path}", exc) from exc
         self._in_flight: set[int] = set()
+        self._lease_floor: dict[int, int] = {}  # lane -> highest seq leased (rows above: not yet)
         self._head = self._load_head()
         # Sealed bytes held, kept in memory for the capacity policy (read from the event loop
         # as a plain int: a slightly stale value only shifts admission by one batch).
@@ -186,42 +187,64 @@ class Outbox:
         All records of one lease share a lane (lanes may have topics of their own). Leased records
         stay on disk and are not handed out again until released or acked. At least one record is
         returned when any is available, even if it alone exceeds max_bytes.
+
+        Rows already in flight are skipped through the (lane, seq) index, without reading their
+        blobs: a per-lane floor remembers the highest seq leased, reset whenever records are
+        given back.
         """
         out: list[StoredRecord] = []
         total = 0
         try:
-            rows = self._db.execute(
-                "SELECT seq, lane, created_ms, record FROM records ORDER BY lane, seq"
-            )
-            for seq, lane, created_ms, record in rows:
-                if seq in self._in_flight:
-                    continue
-                full = len(out) >= max_records or total + len(record) > max_bytes
-                if out and (full or lane != out[0].lane):
+            lanes = [int(r[0]) for r in self._db.execute("SELECT DISTINCT lane FROM records")]
+            for lane in sorted(lanes):
+                rows = self._db.execute(
+                    "SELECT seq, created_ms, record FROM records WHERE lane = ? AND seq > ? "
+                    "ORDER BY seq",
+                    (lane, self._lease_floor.get(lane, 0)),
+                )
+                for seq, created_ms, record in rows:
+                    if seq in self._in_flight:  # only after a release reset the floor
+                        continue
+                    if out and (len(out) >= max_records or total + len(record) > max_bytes):
+                        break
+                    out.append(StoredRecord(int(seq), lane, int(created_ms), bytes(record)))
+                    total += len(record)
+                rows.close()
+                if out:
                     break
-                out.append(StoredRecord(int(seq), int(lane), int(created_ms), bytes(record)))
-                total += len(record)
-            rows.close()
         except sqlite3.Error as exc:
             raise _store_error("lease", exc) from exc
         self._in_flight.update(r.seq for r in out)
+        if out:
+            lane = out[0].lane
+            self._lease_floor[lane] = max(self._lease_floor.get(lane, 0), out[-1].seq)
         return out
 
     def ack(self, seqs: Iterable[int]) -> int:
-        """Delete records the broker acknowledged. Returns how many rows were deleted."""
+        """Delete records the broker acknowledged. Returns how many rows were deleted.
+
+        The delete is committed without an fsync of its own (``synchronous=NORMAL`` for this one
+        transaction): a power cut may undo it, and then the records are sent again - a duplicate,
+        which the provider removes by identifier (invariant 2). The next append's fsync makes it
+        durable anyway. Appends stay ``FULL``.
+        """
         seq_list = list(seqs)
         deleted = freed = 0
         try:
-            with self._db.atomic():
-                for i in range(0, len(seq_list), 500):
-                    chunk = seq_list[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    sizes = self._db.conn.execute(
-                        f"DELETE FROM records WHERE seq IN ({marks}) RETURNING size",  # noqa: S608 - only "?" marks
-                        chunk,
-                    ).fetchall()
-                    deleted += len(sizes)
-                    freed += sum(int(s) for (s,) in sizes)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._db.atomic():
+                    for i in range(0, len(seq_list), 500):
+                        chunk = seq_list[i : i + 500]
+                        marks = ",".join("?" * len(chunk))
+                        sizes = self._db.conn.execute(
+                            f"DELETE FROM records WHERE seq IN ({marks}) RETURNING size",  # noqa: S608 - only "?" marks
+                            chunk,
+                        ).fetchall()
+                        deleted += len(sizes)
+                        freed += sum(int(s) for (s,) in sizes)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise _store_error("ack", exc) from exc
         self._in_flight.difference_update(seq_list)
@@ -231,9 +254,11 @@ class Outbox:
     def release(self, seqs: Iterable[int]) -> None:
         """Give leased records back (publish failed or connection lost): they go out again."""
         self._in_flight.difference_update(seqs)
+        self._lease_floor.clear()  # the given-back rows lie behind the cursor
 
     def release_all(self) -> None:
         self._in_flight.clear()
+        self._lease_floor.clear()
 
     # -- health -------------------------------------------------------------------------------
 

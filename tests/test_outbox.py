@@ -121,3 +121,39 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreError):
         Outbox(tmp_path / "dir.db")
+
+
+def test_ack_commits_without_its_own_fsync_and_appends_stay_full(box: Outbox) -> None:
+    append_n(box, 3)
+    box.lease(3, 10_000)
+    statements: list[str] = []
+    box._db.conn.set_trace_callback(statements.append)
+    assert box.ack([1, 2]) == 2
+    box._db.conn.set_trace_callback(None)
+    order = [" ".join(t.split()[:2]) if t[0] == "P" else t.split()[0] for t in statements]
+    delete = order.index("DELETE")
+    assert order[:delete].count("PRAGMA synchronous=NORMAL") == 1  # the delete is not fsynced
+    assert "COMMIT" in order[delete:]
+    assert order[-1] == "PRAGMA synchronous=FULL"  # FULL again for appends
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_release_puts_records_back_in_front_of_newer_ones(box: Outbox) -> None:
+    append_n(box, 4)
+    assert [r.seq for r in box.lease(2, 10_000)] == [1, 2]
+    assert [r.seq for r in box.lease(1, 10_000)] == [3]
+    box.release([1, 2])  # 3 stays in flight
+    append_n(box, 1)
+    assert [r.seq for r in box.lease(10, 10_000)] == [1, 2, 4, 5]
+    box.ack([3])
+    assert box.lease(10, 10_000) == []
+
+
+def test_lease_after_acks_continues_behind_the_in_flight_ones(box: Outbox) -> None:
+    append_n(box, 6, lane=2)
+    assert [r.seq for r in box.lease(2, 10_000)] == [1, 2]
+    assert [r.seq for r in box.lease(2, 10_000)] == [3, 4]
+    box.ack([1, 2])
+    append_n(box, 1, lane=0)
+    assert [r.seq for r in box.lease(5, 10_000)] == [7]  # a more urgent lane first
+    assert [r.seq for r in box.lease(5, 10_000)] == [5, 6]
