@@ -141,11 +141,14 @@ class Outbox:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, records: Sequence[NewRecord], new_head: ChainHead) -> None:
+    def append(
+        self, records: Sequence[NewRecord], new_head: ChainHead, *, close_stream_chunk: bool = False
+    ) -> None:
         """Store sealed records and the new chain head in one durable transaction.
 
         The records must continue the chain exactly (seq = head + 1, + 2, ...); anything else is
-        a bug upstream and is refused before touching the database.
+        a bug upstream and is refused before touching the database. ``close_stream_chunk`` clears
+        the open-chunk mark in the same transaction (the chunk is among ``records``).
         """
         if not records:
             return
@@ -174,10 +177,35 @@ class Outbox:
                     "head_hash = excluded.head_hash",
                     (new_head.epoch, new_head.seq, new_head.head_hash),
                 )
+                if close_stream_chunk:
+                    self._db.conn.execute("DELETE FROM stream_chunk")
         except sqlite3.Error as exc:
             raise _store_error("commit", exc) from exc
         self._head = new_head
         self.bytes_held += sum(len(r.record) for r in records)
+
+    def open_stream_chunk(self, opened_ms: int) -> None:
+        """Durably note that a chunk of stream readings is open in memory since ``opened_ms``."""
+        try:
+            with self._db.atomic():
+                self._db.conn.execute(
+                    "INSERT OR REPLACE INTO stream_chunk (id, opened_ms) VALUES (1, ?)",
+                    (opened_ms,),
+                )
+        except sqlite3.Error as exc:
+            raise _store_error("stream chunk mark", exc) from exc
+
+    def stream_chunk_opened_ms(self) -> int | None:
+        """When the open (unsealed) stream chunk began, if there is one."""
+        row = self._db.execute("SELECT opened_ms FROM stream_chunk WHERE id = 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def clear_stream_chunk(self) -> None:
+        try:
+            with self._db.atomic():
+                self._db.conn.execute("DELETE FROM stream_chunk")
+        except sqlite3.Error as exc:
+            raise _store_error("stream chunk mark", exc) from exc
 
     # -- reading and acknowledging ------------------------------------------------------------
 

@@ -38,7 +38,14 @@ def _v1(db: sqlite_utils.Database) -> None:
     records.create_index(["lane", "seq"], index_name="records_lane_seq")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # One row while a chunk of continuous-stream readings is open in memory (not yet sealed):
+    # when it was opened. Cleared in the transaction that stores the sealed chunk, so a row found
+    # at start-up means the process stopped uncleanly with readings in that chunk.
+    db.table("stream_chunk").create({"id": int, "opened_ms": int}, pk="id", not_null={"opened_ms"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

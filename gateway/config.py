@@ -61,6 +61,7 @@ class Config:
     outbox_path: Path
     commit_window_ms: float
     outbox_quota_bytes: int
+    stream_chunk_s: float
     health_interval_s: float
     control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
@@ -235,12 +236,16 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if vpn_interface is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", vpn_interface):
         raise up.error("vpn_interface", f"not a network interface name: {vpn_interface!r}")
 
-    ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes")
+    ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s")
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
     window_ms = ob.get("commit_window_ms", float, 2.0, what="a number of milliseconds")
     if not 0 <= window_ms <= 1000:
         raise ob.error("commit_window_ms", "must be between 0 and 1000")
     quota = ob.int_in("quota_bytes", 16 * 1024, 2**40, 256 * 1024 * 1024)
+    # Continuous streams are sealed in chunks of this many seconds (0: every reading at once).
+    chunk_s = ob.get("stream_chunk_s", float, 30.0, what="a number of seconds")
+    if not 0 <= chunk_s <= 300:
+        raise ob.error("stream_chunk_s", "must be between 0 and 300 seconds")
 
     hl = _table(data, "health", path, "interval_s")
     health_interval = hl.get("interval_s", float, 60.0, what="a number of seconds")
@@ -300,6 +305,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,
+        stream_chunk_s=chunk_s,
         health_interval_s=health_interval,
         control_socket=control_socket,
         sim_devices=tuple(sim_devices),

@@ -137,6 +137,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         db,
         window_s=cfg.commit_window_ms / 1000,
         policy=CapacityPolicy(cfg.outbox_quota_bytes),
+        stream_chunk_s=cfg.stream_chunk_s,
     )
     uplink = MqttUplink(
         UplinkSettings(

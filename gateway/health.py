@@ -174,6 +174,8 @@ class HealthReporter:
             alarms.append("outbox-commit-failing")
         if self._writer.refusing:
             alarms.append("outbox-quota-reached")
+        if getattr(self._writer, "lost_stream_chunks", 0):
+            alarms.append("stream-chunk-lost")
         if getattr(self._uplink, "refused", False):
             alarms.append("uplink-refused")
         if getattr(self._uplink, "outside_vpn", False):

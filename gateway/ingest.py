@@ -8,6 +8,14 @@ submitters' futures resolved - and only then does a driver confirm anything to i
 
 A failed commit is never skipped: the batch is retried with backoff, its futures stay pending (so
 drivers hold their device-side records and back-pressure builds up), and the error is reported.
+
+Continuous streams (lane STREAM) are sealed in chunks when ``stream_chunk_s`` is set: their
+readings gather in memory for up to that long (or MAX_OBSERVATIONS_PER_RECORD readings) and become
+one record, so the per-record cost (header, HPKE, signature, fsync, publish, ack) is shared. While
+a chunk is open a durable mark says since when; the transaction that stores the chunk clears it.
+A mark found at start-up means the process stopped uncleanly with a chunk in memory: an EVENT
+record ``stream-chunk-lost`` tells the provider which stretch of stream readings is missing, so
+even that loss is never silent. Spot readings and alarms are never held back.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -58,6 +67,7 @@ class _Item:
     lane: Lane
     measurements: Sequence[Measurement] = ()
     payload: bytes = b""  # canonical JSON, encoded by the submitter
+    starts_chunk: bool = False  # the first reading of a stream chunk: a record of its own begins
     future: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -84,6 +94,7 @@ class IngestWriter:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         policy: CapacityPolicy | None = None,
+        stream_chunk_s: float = 0.0,
     ) -> None:
         self._outbox = outbox
         self._sealer = sealer
@@ -101,6 +112,15 @@ class IngestWriter:
         self.policy = policy
         self.gaps = GapLedger()
         self.refusing = False  # some lane is being refused right now (quota reached)
+        # Stream chunking (0 = every commit window seals what it holds, streams included).
+        self._stream_chunk_s = stream_chunk_s
+        self._chunk: list[_Item] = []
+        self._chunk_readings = 0
+        self._chunk_opened = 0.0  # loop.time() when the open chunk got its first reading
+        self._chunk_opened_ms = 0  # the same, wall clock, for the durable mark
+        self._chunk_marked = False
+        self._flush_chunk = False
+        self.lost_stream_chunks = 0  # unclean stops found at start-up (reported upstream)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -192,33 +212,123 @@ class IngestWriter:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.last_progress = loop.time()
+        await self._report_lost_chunk()
         while True:
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+                first = await asyncio.wait_for(self._queue.get(), timeout=self._wait_s(loop))
             except TimeoutError:
                 self.last_progress = loop.time()  # idle is healthy
+                if self._chunk and self._chunk_due(loop):
+                    await self._commit_round([], loop)
                 continue
             batch = [first]
             if self._window_s > 0:
                 await asyncio.sleep(self._window_s)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                await self._commit_with_retry(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            await self._commit_round(batch, loop)
             self.last_progress = loop.time()
 
     async def drain(self) -> None:
-        """Wait until everything queued so far is committed (used at shutdown)."""
+        """Wait until everything queued so far is committed, an open chunk too (at shutdown)."""
+        self._flush_chunk = True
         await self._queue.join()
 
-    async def _commit_with_retry(self, batch: list[_Item]) -> None:
+    # -- stream chunks ------------------------------------------------------------------------
+
+    def _chunked(self, item: _Item) -> bool:
+        return (
+            self._stream_chunk_s > 0
+            and item.lane is Lane.STREAM
+            and item.kind is wire.RecordKind.OBSERVATIONS
+        )
+
+    def _wait_s(self, loop: asyncio.AbstractEventLoop) -> float:
+        if not self._chunk:
+            return 1.0
+        return max(0.0, min(0.1, self._chunk_opened + self._stream_chunk_s - loop.time()))
+
+    def _beyond_chunk(self, item: _Item) -> bool:
+        """Would ``item`` stretch the open chunk to ``stream_chunk_s`` of reception time?"""
+        first = self._chunk[0].measurements[0].received_at
+        last = item.measurements[-1].received_at
+        return (last - first).total_seconds() >= self._stream_chunk_s
+
+    def _chunk_due(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return bool(self._chunk) and (
+            self._flush_chunk
+            or loop.time() - self._chunk_opened >= self._stream_chunk_s
+            or self._chunk_readings >= MAX_OBSERVATIONS_PER_RECORD
+        )
+
+    def _take_chunk(self) -> list[_Item]:
+        chunk, self._chunk, self._chunk_readings = self._chunk, [], 0
+        self._chunk_marked = False
+        return chunk
+
+    async def _commit_round(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        """Commit what must not wait; gather stream readings into the open chunk."""
+        now: list[_Item] = []
+        closed = False
+        for item in batch:
+            if not self._chunked(item) or not item.measurements:
+                now.append(item)
+                continue
+            if self._chunk and self._beyond_chunk(item):
+                now.extend(self._take_chunk())
+                closed = True
+            if not self._chunk:
+                self._chunk_opened, self._chunk_opened_ms = loop.time(), now_ms()
+                item.starts_chunk = True
+            self._chunk.append(item)
+            self._chunk_readings += len(item.measurements)
+            if self._chunk_readings >= MAX_OBSERVATIONS_PER_RECORD:
+                now.extend(self._take_chunk())
+                closed = True
+        if self._chunk_due(loop):
+            now.extend(self._take_chunk())
+            closed = True
+        if not self._chunk:
+            self._flush_chunk = False
+        try:
+            if now:
+                await self._commit_with_retry(now, close_stream_chunk=closed)
+        finally:
+            for _ in now:
+                self._queue.task_done()
+        if self._chunk and not self._chunk_marked:
+            try:
+                await self._db.run(self._outbox.open_stream_chunk, self._chunk_opened_ms)
+                self._chunk_marked = True
+            except GatewayError as exc:  # the chunk itself is still sealed when due
+                self.last_error = exc.one_line()
+                log.error("outbox.stream_mark_failed", error=exc.message)  # noqa: TRY400
+
+    async def _report_lost_chunk(self) -> None:
+        opened = await self._db.run(self._outbox.stream_chunk_opened_ms)
+        if opened is None:
+            return
+        body = {
+            "type": "event",
+            "version": 1,
+            "event": "stream-chunk-lost",
+            "reason": "unclean-stop",
+            "lane": int(Lane.STREAM),
+            "opened": datetime.fromtimestamp(opened / 1000, UTC).isoformat(),
+            "detected": datetime.now(UTC).isoformat(),
+        }
+        item = _Item(wire.RecordKind.EVENT, Lane.ALARM, payload=cjson.dumps(body))
+        await self._commit_with_retry([item], close_stream_chunk=True)
+        self.lost_stream_chunks += 1
+        log.error("gateway.alarm", alarm="stream-chunk-lost", seq=item.future.result())
+
+    async def _commit_with_retry(
+        self, batch: list[_Item], *, close_stream_chunk: bool = False
+    ) -> None:
         delay = self._retry_initial_s
         while True:
             try:
-                result, seqs = await self._db.run(self._seal_and_append, batch)
+                result, seqs = await self._db.run(self._seal_and_append, batch, close_stream_chunk)
             except GatewayError as exc:
                 self.last_error = exc.one_line()
                 log.error(  # noqa: TRY400 - the message is the diagnosis; no traceback needed
@@ -245,7 +355,9 @@ class IngestWriter:
 
     # -- on the database thread ---------------------------------------------------------------
 
-    def _seal_and_append(self, batch: list[_Item]) -> tuple[CommitResult, list[int]]:
+    def _seal_and_append(
+        self, batch: list[_Item], close_stream_chunk: bool = False
+    ) -> tuple[CommitResult, list[int]]:
         records, index_of_item = self._group(batch)
         head: ChainHead = self._outbox.head()
         seq, prev = head.seq, head.head_hash
@@ -266,7 +378,9 @@ class IngestWriter:
             prev = wire.record_hash(sealed)
             new.append(NewRecord(seq, head.epoch, int(lane), int(kind), created, sealed))
             readings += n
-        self._outbox.append(new, ChainHead(head.epoch, seq, prev))
+        self._outbox.append(
+            new, ChainHead(head.epoch, seq, prev), close_stream_chunk=close_stream_chunk
+        )
         first = head.seq + 1
         return (
             CommitResult(first, seq, len(new), readings),
@@ -287,7 +401,11 @@ class IngestWriter:
                 continue
             slot = open_slot.get(item.lane, -1)
             group = groups[slot][2] if slot >= 0 else None
-            if group is None or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD:
+            if (
+                group is None
+                or item.starts_chunk
+                or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD
+            ):
                 slot, group = len(groups), []
                 groups.append((item.kind, item.lane, group, b""))
                 open_slot[item.lane] = slot

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -15,10 +17,11 @@ from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
 from gateway.ingest import IngestWriter, Lane
+from gateway.model import Measurement
 from gateway.provider import fhir_read
 from gateway.provider.verifier import Verifier
 from gateway.sealing import RecordSealer
-from tests.factories import make_gateway_info, make_measurement
+from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
 
 SIGNING = ed25519.Ed25519PrivateKey.generate()
 PROVIDER = x25519.X25519PrivateKey.generate()
@@ -33,23 +36,28 @@ class FlakyOutbox(Outbox):
         self.failures = failures
         self.attempts = 0
 
-    def append(self, records: Sequence[NewRecord], new_head: ChainHead) -> None:
+    def append(
+        self, records: Sequence[NewRecord], new_head: ChainHead, *, close_stream_chunk: bool = False
+    ) -> None:
         self.attempts += 1
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("database or disk is full")
-        super().append(records, new_head)
+        super().append(records, new_head, close_stream_chunk=close_stream_chunk)
 
 
-def make_writer(outbox: Outbox, db: DatabaseThread) -> IngestWriter:
+def make_writer(outbox: Outbox, db: DatabaseThread, chunk_s: float = 0.0) -> IngestWriter:
     sealer = RecordSealer(GW.gateway_id, SIGNING, PROVIDER.public_key())
-    return IngestWriter(outbox, sealer, GW, db, window_s=0.01, retry_initial_s=0.01)
+    return IngestWriter(
+        outbox, sealer, GW, db, window_s=0.01, retry_initial_s=0.01, stream_chunk_s=chunk_s
+    )
 
 
 def open_all(outbox: Outbox) -> Verifier:
     verifier = Verifier(PROVIDER, {GW.gateway_id: SIGNING.public_key()})
-    for rec in outbox.lease(10_000, 10**9):
-        verifier.accept_record(rec.record)
+    while batch := outbox.lease(10_000, 10**9):  # one lane per lease
+        for rec in batch:
+            verifier.accept_record(rec.record)
     return verifier
 
 
@@ -136,3 +144,85 @@ async def test_chain_continues_across_writer_restarts(tmp_path: Path) -> None:
 def test_bundle_of_many_readings_maps_back_exactly() -> None:
     readings = [make_measurement(device_record_id=i) for i in range(1, 4)]
     assert fhir_read.measurements_from_bundle(fhir.bundle(readings, GW)) == readings
+
+
+# -- continuous streams sealed in chunks ----------------------------------------------------------
+
+
+def stream_reading(i: int, at_s: float = 0.0) -> Measurement:
+    return make_measurement(
+        device_record_id=i, received_at=RECEIVED_AT + timedelta(seconds=at_s or i * 0.01)
+    )
+
+
+async def test_stream_readings_share_a_chunk_while_spot_readings_go_at_once(
+    tmp_path: Path,
+) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    writer = make_writer(outbox, db, chunk_s=0.5)
+    task = asyncio.create_task(writer.run())
+    stream = []
+    for i in range(1, 11):
+        stream.append(await writer.enqueue([stream_reading(i)], Lane.STREAM))
+        await asyncio.sleep(0.02)
+    assert await db.run(outbox.stream_chunk_opened_ms) is not None  # durable mark while open
+    spot = await writer.submit([make_measurement(device_record_id=99)], Lane.SPOT)
+    assert not any(f.done() for f in stream)  # held in the chunk, not yet durable
+    seqs = await asyncio.wait_for(asyncio.gather(*stream), 2.0)
+    assert set(seqs) == {spot + 1}  # one record for the ten stream readings, after the spot one
+    assert await db.run(outbox.stream_chunk_opened_ms) is None  # cleared with the chunk
+    verifier = await db.run(open_all, outbox)
+    assert verifier.readings_ok == 11
+    task.cancel()
+    db.shutdown()
+
+
+async def test_a_chunk_closes_when_it_spans_the_chunk_time(tmp_path: Path) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    writer = make_writer(outbox, db, chunk_s=30.0)
+    task = asyncio.create_task(writer.run())
+    # 95 readings one second apart in reception time, handed over at once (a backlog).
+    futures = [await writer.enqueue([stream_reading(i, at_s=i)], Lane.STREAM) for i in range(95)]
+    await asyncio.sleep(0.3)
+    done = [f.result() for f in futures if f.done()]
+    assert sorted(set(done)) == [1, 2, 3]  # readings 0-29, 30-59, 60-89 (each spans 29 s)
+    assert len(done) == 90
+    await asyncio.wait_for(writer.drain(), 2.0)  # shutdown seals the open chunk at once
+    assert {f.result() for f in futures[90:]} == {4}
+    task.cancel()
+    db.shutdown()
+
+
+async def test_unclean_stop_with_an_open_chunk_is_reported_as_an_event(tmp_path: Path) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    writer = make_writer(outbox, db, chunk_s=60.0)
+    task = asyncio.create_task(writer.run())
+    held = await writer.enqueue([stream_reading(1)], Lane.STREAM)
+    await asyncio.sleep(0.1)
+    assert await db.run(outbox.stream_chunk_opened_ms) is not None
+    task.cancel()  # the process dies: the chunk in memory is gone
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not held.done()
+    await db.run(outbox.close)
+
+    again = await db.run(Outbox, tmp_path / "o.db")
+    writer = make_writer(again, db, chunk_s=60.0)
+    task = asyncio.create_task(writer.run())
+    for _ in range(50):
+        if writer.lost_stream_chunks:
+            break
+        await asyncio.sleep(0.02)
+    assert writer.lost_stream_chunks == 1
+    assert await db.run(again.stream_chunk_opened_ms) is None
+    (rec,) = await db.run(again.lease, 10, 10**6)
+    assert rec.lane == Lane.ALARM
+    verifier = Verifier(PROVIDER, {GW.gateway_id: SIGNING.public_key()})
+    body = verifier.accept_record(rec.record).body
+    assert body["event"] == "stream-chunk-lost"
+    assert body["reason"] == "unclean-stop"
+    task.cancel()
+    db.shutdown()

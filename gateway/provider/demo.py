@@ -56,6 +56,10 @@ socket = "{state_dir.parent / "control.sock"}"
 [health]
 interval_s = 15
 
+[outbox]
+# Continuous oximetry is sealed in chunks (default 30 s); shorter here so the demo shows them soon.
+stream_chunk_s = 10
+
 [uplink]
 host = "{broker.host}"
 port = {broker.port}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +33,7 @@ def test_crp_result_oximetry_and_modem_status_through_the_daemon(rig: Rig, tmp_p
         config = rig.write_config([])
         config.write_text(
             config.read_text()
+            + "\n[outbox]\nstream_chunk_s = 5\n"
             + f'\n[[serial_devices]]\nkind = "astm"\nname = "crp"\npath = "{dev / "crp"}"\n'
             f'\n[[serial_devices]]\nkind = "nonin"\nname = "spo2"\npath = "{dev / "spo2"}"\n'
             'serial = "501234567"\ninterval_s = 2\n'
@@ -52,11 +54,13 @@ def test_crp_result_oximetry_and_modem_status_through_the_daemon(rig: Rig, tmp_p
         # The analyser was told "accepted" only after the gateway's commit: it got its ACK.
         assert analyser.wait_for(lambda e: e.get("event") == "delivered", 20) is not None
 
-        wait_for(
-            lambda: any(m.device.value == "501234567" for _, m in rig.received.readings),
-            60,
-            "oximetry readings",
-        )
+        def oximetry_records() -> collections.Counter[int]:
+            return collections.Counter(
+                seq for seq, m in rig.received.readings if m.device.value == "501234567"
+            )
+
+        # A reading every 2 s sealed in 5-s chunks: several readings share one record.
+        wait_for(lambda: max(oximetry_records().values(), default=0) >= 2, 60, "an oximetry chunk")
         status = rig.status(config)
         wan = status["links"]["wan"]
         assert wan["state"] == "answering", wan
