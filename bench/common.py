@@ -159,7 +159,9 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def open_pipeline(path: Path, keys: Keys) -> AsyncIterator[Pipeline]:
+async def open_pipeline(
+    path: Path, keys: Keys, *, stream_chunk_s: float = 0.0
+) -> AsyncIterator[Pipeline]:
     db = DatabaseThread()
     outbox = await db.run(Outbox, path)
     writer = IngestWriter(
@@ -169,6 +171,7 @@ async def open_pipeline(path: Path, keys: Keys) -> AsyncIterator[Pipeline]:
         db,
         window_s=COMMIT_WINDOW_S,
         policy=CapacityPolicy(QUOTA_BYTES),
+        stream_chunk_s=stream_chunk_s,
     )
     task = asyncio.create_task(writer.run(), name="bench.ingest.writer")
     try:

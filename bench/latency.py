@@ -15,7 +15,16 @@ what follows the PUBACK on the gateway (the outbox delete).
 
 CPU is the daemon's own: utime + stime from ``/proc/<pid>/stat`` over the measuring window, as a
 percentage of one core. The subscriber's work (verifying, decrypting) is in this process, not in
-the daemon's figure.
+the daemon's figure. It is measured twice:
+
+* **spot** (the latency runs): 10 spot readings/s, each sealed, stored and sent alone - the worst
+  case, since spot readings are never held back;
+* **stream** (``cpu_pct_idle_load``): the same device as a continuous stream at 10 readings/s,
+  which is what produces 10 readings/s in a home. Lane STREAM seals it in chunks of
+  ``stream_chunk_s`` (30 s) or 256 readings, whichever comes first: at 10/s a chunk every 25.6 s.
+  The window is a whole number of chunk periods, so it holds the same number of chunk seals
+  whatever the phase. After the window the daemon is stopped (which seals the open chunk) and
+  every reading taken in the window must arrive and verify.
 """
 
 from __future__ import annotations
@@ -31,12 +40,16 @@ import paho.mqtt.client as mqtt
 from bench.common import GATEWAY_ID, BenchError, Window, median, percentile, say
 from bench.rig import BenchRig, Daemon, SimDevice, thread_cpu_s
 from gateway import keys, wire
+from gateway.config import DEFAULT_STREAM_CHUNK_S
+from gateway.ingest import MAX_OBSERVATIONS_PER_RECORD
 from gateway.provider.broker import MosquittoBroker
 from gateway.provider.service import ProviderSubscriber, SubscriberSettings
 from gateway.provider.verifier import Verifier
 
 RATE_PER_S = 10
 DEVICES = (SimDevice("pulse-oximeter", "00:1b:dc:be:01:01", 1 / RATE_PER_S),)
+STREAM_DEVICES = (SimDevice("pulse-oximeter", "00:1b:dc:be:01:02", 1 / RATE_PER_S, stream=True),)
+CHUNK_PERIOD_S = min(DEFAULT_STREAM_CHUNK_S, MAX_OBSERVATIONS_PER_RECORD / RATE_PER_S)
 ARRIVAL_GRACE_S = 5.0  # after the window, how long readings taken in it may take to arrive
 
 
@@ -167,6 +180,82 @@ def run_once(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRun:
+    cpu_pct: float
+    window_s: float
+    readings_in_window: int
+    readings_per_record: float
+
+
+def stream_cpu_once(
+    rig: BenchRig,
+    broker: MosquittoBroker,
+    workdir: Path,
+    run: int,
+    *,
+    periods: int,
+    warmup_s: float,
+) -> StreamRun:
+    """CPU of a 10-readings/s continuous stream over ``periods`` whole chunk periods."""
+    sink = Arrivals()
+    sub = _subscriber(rig, broker, 100 + run, sink)
+    config = rig.write_config(broker, workdir / f"stream-{run}", STREAM_DEVICES)
+    daemon = Daemon(config, workdir, f"stream-{run}")
+    sub.start()
+    try:
+        if not sub.wait_subscribed(15):
+            raise BenchError("stream cpu: the provider subscriber could not subscribe")
+        daemon.start()
+        time.sleep(warmup_s)
+        t0, cpu0 = time.time(), daemon.sample().cpu_s
+        time.sleep(periods * CHUNK_PERIOD_S)
+        t1, cpu1 = time.time(), daemon.sample().cpu_s
+        if daemon.stop() != 0:  # a clean stop seals the open chunk
+            raise BenchError(f"stream cpu: gatewayd exited with an error; see {daemon.log_path}")
+        expected = (t1 - t0) * RATE_PER_S
+        deadline = time.monotonic() + ARRIVAL_GRACE_S
+        while time.monotonic() < deadline:
+            with sink.lock:
+                got = sum(1 for rx, _, _ in sink.readings if t0 <= rx < t1)
+            if got >= 0.9 * expected:
+                break
+            time.sleep(0.1)
+    finally:
+        daemon.kill()
+        sub.stop()
+    with sink.lock:
+        window = [r for r in sink.readings if t0 <= r[0] < t1]
+        sizes = list(sink.record_messages)
+        failures = sink.failures
+    if failures:
+        raise BenchError(f"stream cpu: the provider rejected {failures} records")
+    if len(window) < 0.9 * expected:
+        raise BenchError(f"stream cpu: {len(window)} readings arrived, expected ~{expected:.0f}")
+    return StreamRun(
+        cpu_pct=(cpu1 - cpu0) / (t1 - t0) * 100,
+        window_s=t1 - t0,
+        readings_in_window=len(window),
+        readings_per_record=sum(n for _, n in sizes) / max(1, len(sizes)),
+    )
+
+
+def measure_stream(rig: BenchRig, workdir: Path, runs: int, quick: bool) -> list[StreamRun]:
+    broker = rig.start_broker("stream")
+    periods = 1 if quick else 2
+    results = []
+    for i in range(runs):
+        r = stream_cpu_once(rig, broker, workdir, i, periods=periods, warmup_s=3.0)
+        results.append(r)
+        say(
+            f"cpu      stream run {i + 1}/{runs}: {r.cpu_pct:5.2f} % of one core at {RATE_PER_S} "
+            f"readings/s as a continuous stream ({r.window_s:.1f} s = {periods} chunk "
+            f"period(s); {r.readings_in_window} readings verified, {r.readings_per_record:.0f} "
+            "readings per message)"
+        )
+    return results
+
+
 def idle_cpu_pct(rig: BenchRig, broker: MosquittoBroker, workdir: Path, timing: Window) -> float:
     """The daemon's CPU with no device at all (connected, health reports due every 60 s)."""
     daemon = Daemon(rig.write_config(broker, workdir / "idle", ()), workdir, "idle")
@@ -195,8 +284,8 @@ def measure(rig: BenchRig, workdir: Path, runs: int, timing: Window) -> list[Loa
             f"{percentile(r.to_seal_ms, 50):.1f} ms, p99 {percentile(r.to_seal_ms, 99):.1f} ms)"
         )
         say(
-            f"cpu      run {i + 1}/{runs}: {r.cpu_pct:5.2f} % of one core at {RATE_PER_S} "
-            f"readings/s ({r.cpu_loop_pct:.2f} % event-loop thread, "
+            f"cpu      spot run {i + 1}/{runs}: {r.cpu_pct:5.2f} % of one core at {RATE_PER_S} "
+            f"spot readings/s ({r.cpu_loop_pct:.2f} % event-loop thread, "
             f"{r.cpu_pct - r.cpu_loop_pct:.2f} % database/MQTT threads; "
             f"{r.payload_bytes_per_reading:.0f} MQTT payload bytes/reading seen)"
         )
@@ -208,6 +297,6 @@ def measure(rig: BenchRig, workdir: Path, runs: int, timing: Window) -> list[Loa
     say(
         f"latency  median p50 {median([r.p50_ms for r in results]):.1f} ms, "
         f"p99 {median([r.p99_ms for r in results]):.1f} ms; "
-        f"cpu median {median([r.cpu_pct for r in results]):.2f} %"
+        f"cpu (spot) median {median([r.cpu_pct for r in results]):.2f} %"
     )
     return results

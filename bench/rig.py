@@ -31,6 +31,7 @@ class SimDevice:
     kind: str
     address: str
     interval_s: float
+    stream: bool = False  # a continuous stream: lane STREAM, sealed in chunks
 
 
 class BenchRig:
@@ -63,7 +64,7 @@ class BenchRig:
         gw = self.pki.gateway(GATEWAY_ID)
         sims = "".join(
             f'\n[[sim_devices]]\nkind = "{d.kind}"\naddress = "{d.address}"\n'
-            f"interval_s = {d.interval_s}\n"
+            f"interval_s = {d.interval_s}\n" + ("stream = true\n" if d.stream else "")
             for d in devices
         )
         path = state_dir.with_suffix(".toml")

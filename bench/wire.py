@@ -1,11 +1,13 @@
 """Bytes per reading of a continuous SpO2 stream at 1 Hz: on the wire and on disk.
 
-At 1 Hz each reading is alone in its 2 ms commit window, so the writer seals it as a record of its
-own, and the upload loop (woken by that commit) sends it as a batch of one. This benchmark does
-exactly that with the real parts, in-process: every reading is submitted to the
-:class:`IngestWriter` and awaited before the next (one record, one durable transaction each), then
-each record is leased on its own and framed with :func:`gateway.wire.encode_batch` as
-:class:`UploadLoop` frames it.
+A continuous stream travels in lane STREAM, which the writer seals in chunks: one record per
+``stream_chunk_s`` seconds of reception time (the daemon's default, 30 s), and the upload loop
+(woken by that commit) sends it as a batch of one. This benchmark does exactly that with the real
+parts, in-process: 300 readings one second apart (reception times), handed to the
+:class:`IngestWriter` in lane STREAM with the default chunk time, sealed and durably committed,
+then each record is leased on its own and framed with :func:`gateway.wire.encode_batch` as
+:class:`UploadLoop` frames it. The readings are handed over faster than real time; the chunks
+close on their reception-time span exactly as they would at 1 Hz.
 
 * ``wire_bytes_per_reading``: MQTT payload bytes (batch framing included) per reading. Printed as
   well: the PUBLISH packet (fixed header, topic, packet id, properties) and the TLS 1.3 record
@@ -13,9 +15,8 @@ each record is leased on its own and framed with :func:`gateway.wire.encode_batc
 * ``disk_bytes_per_reading``: growth of the outbox file per reading while the readings wait for
   upload (checkpointed file, SQLite pages and index included), next to the sealed bytes alone.
 
-A what-if, printed but not in the JSON, with today's code only: how many bytes a reading costs when
-N readings of the stream share one record (what a longer commit window for the stream lane would
-give), sealed by the real sealer.
+Printed but not in the JSON: how many bytes a reading costs when N readings of the stream share
+one record (other values of ``stream_chunk_s`` at 1 Hz), sealed by the real sealer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo2_stream
 from gateway import cjson, fhir, wire
+from gateway.config import DEFAULT_STREAM_CHUNK_S
 from gateway.ingest import Lane
 from gateway.provider.verifier import Verifier
 
@@ -79,9 +81,10 @@ async def _stream_once(readings: int, db_path: Path, keys: Keys) -> tuple[list[b
     async with open_pipeline(db_path, keys):
         pass  # an empty outbox first: its size is the baseline
     empty = _file_bytes(db_path)
-    async with open_pipeline(db_path, keys) as p:
-        for m in stream:
-            await p.writer.submit([m], Lane.SPOT)  # 1 Hz: alone in its commit window
+    async with open_pipeline(db_path, keys, stream_chunk_s=DEFAULT_STREAM_CHUNK_S) as p:
+        futures = [await p.writer.enqueue([m], Lane.STREAM) for m in stream]
+        await p.writer.drain()  # the last, partial chunk is sealed as at a clean stop
+        await asyncio.gather(*futures)
         records: list[bytes] = []
         while batch := await p.db.run(p.outbox.lease, 1, 256 * 1024):
             records.extend(r.record for r in batch)
@@ -91,7 +94,8 @@ async def _stream_once(readings: int, db_path: Path, keys: Keys) -> tuple[list[b
 def _check_opens(records: list[bytes], keys: Keys, readings: int) -> None:
     verifier = Verifier(keys.provider, {gateway_info().gateway_id: keys.signing.public_key()})
     got = sum(len(verifier.accept_record(r).measurements) for r in records)
-    if got != readings or len(records) != readings:
+    expected = -(-readings // int(DEFAULT_STREAM_CHUNK_S))
+    if got != readings or len(records) != expected:
         raise BenchError(f"wire: {len(records)} records with {got} readings for {readings}")
 
 
@@ -102,12 +106,15 @@ def run_once(readings: int, db_path: Path) -> WireRun:
     payloads = [len(wire.encode_batch([r])) for r in records]
     publish = [publish_packet_bytes(TOPIC, n) for n in payloads]
     gw = gateway_info()
-    plaintext = sum(len(cjson.dumps(fhir.bundle([m], gw))) for m in spo2_stream(readings))
+    stream, n = spo2_stream(readings), int(DEFAULT_STREAM_CHUNK_S)
+    plaintext = sum(
+        len(cjson.dumps(fhir.bundle(stream[i : i + n], gw))) for i in range(0, readings, n)
+    )
     return WireRun(
         readings=readings,
         payload_bytes=sum(payloads) / readings,
         publish_bytes=sum(publish) / readings,
-        tls_bytes=(sum(publish) + readings * (TLS13_RECORD_OVERHEAD * 2 + MQTT5_PUBACK))
+        tls_bytes=(sum(publish) + len(records) * (TLS13_RECORD_OVERHEAD * 2 + MQTT5_PUBACK))
         / readings,
         sealed_bytes=sum(len(r) for r in records) / readings,
         plaintext_bytes=plaintext / readings,
@@ -143,7 +150,8 @@ def measure(readings: int, runs: int, workdir: Path) -> list[WireRun]:
         say(
             f"wire     run {i + 1}/{runs}: {r.payload_bytes:.0f} MQTT payload bytes/reading, "
             f"{r.publish_bytes:.0f} as PUBLISH, {r.tls_bytes:.0f} on the TLS stream incl. PUBACK "
-            f"(SpO2 1 Hz, {r.readings} readings; sealed {r.sealed_bytes:.0f}, FHIR JSON "
+            f"(SpO2 1 Hz in {DEFAULT_STREAM_CHUNK_S:.0f}-s chunks, {r.readings} readings; "
+            f"sealed {r.sealed_bytes:.0f}, FHIR JSON "
             f"{r.plaintext_bytes:.0f})"
         )
         say(
@@ -152,7 +160,7 @@ def measure(readings: int, runs: int, workdir: Path) -> list[WireRun]:
         )
     what_if = chunk_what_if()
     say(
-        "wire     what-if, N stream readings per record (today's FHIR, real sealer): "
+        "wire     N stream readings per record (stream_chunk_s = N at 1 Hz; real sealer): "
         + ", ".join(f"N={n}: {b:.0f}" for n, b in what_if.items())
         + " payload bytes/reading"
     )

@@ -23,6 +23,7 @@ from gateway.serial_config import SerialDeviceConfig
 DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+DEFAULT_STREAM_CHUNK_S = 30.0  # continuous streams: seconds of readings per sealed record
 SIM_KINDS = ("thermometer", "blood-pressure", "pulse-oximeter")
 
 
@@ -33,6 +34,7 @@ class SimDeviceConfig:
     interval_s: float
     count: int | None  # stop after this many readings (None: forever)
     memory: Path | None  # stored-records mode: the simulated device's own memory file
+    stream: bool = False  # a continuous stream (lane STREAM, sealed in chunks), not spot readings
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         raise ob.error("commit_window_ms", "must be between 0 and 1000")
     quota = ob.int_in("quota_bytes", 16 * 1024, 2**40, 256 * 1024 * 1024)
     # Continuous streams are sealed in chunks of this many seconds (0: every reading at once).
-    chunk_s = ob.get("stream_chunk_s", float, 30.0, what="a number of seconds")
+    chunk_s = ob.get("stream_chunk_s", float, DEFAULT_STREAM_CHUNK_S, what="a number of seconds")
     if not 0 <= chunk_s <= 300:
         raise ob.error("stream_chunk_s", "must be between 0 and 300 seconds")
 
@@ -265,7 +267,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         if not isinstance(raw, dict):
             raise ConfigError(f"sim_devices[{i}]", "must be a table", path=str(path))
         t = _Table(
-            raw, f"sim_devices[{i}]", path, ("kind", "address", "interval_s", "count", "memory")
+            raw,
+            f"sim_devices[{i}]",
+            path,
+            ("kind", "address", "interval_s", "count", "memory", "stream"),
         )
         kind = t.get("kind", str)
         if kind not in SIM_KINDS:
@@ -278,7 +283,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         if count is not None and count < 1:
             raise t.error("count", "must be a positive integer")
         memory = t.path("memory", base, None)
-        sim_devices.append(SimDeviceConfig(kind, address, interval, count, memory))
+        stream = t.get("stream", bool, False, what="true or false")
+        sim_devices.append(SimDeviceConfig(kind, address, interval, count, memory, stream))
 
     return Config(
         path=path,

@@ -95,7 +95,7 @@ def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
     drivers: list[tuple[Any, Lane]] = [
         (
             SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
-            Lane.SPOT,
+            Lane.STREAM if d.stream else Lane.SPOT,
         )
         for d in cfg.sim_devices
     ]
