@@ -60,6 +60,8 @@ class Config:
     inflight_batches: int
     session_expiry_s: int
     vpn_interface: str | None
+    wan_interfaces: tuple[str, ...]
+    broadband_interfaces: tuple[str, ...]
     outbox_path: Path
     commit_window_ms: float
     outbox_quota_bytes: int
@@ -148,6 +150,14 @@ def load(path: Path) -> Config:
     return parse(data, path)
 
 
+def _interface_list(t: _Table, key: str) -> tuple[str, ...]:
+    names = t.get(key, list, [], what='a list of interface names such as ["wwan0"]')
+    for name in names:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
+            raise t.error(key, f"not a network interface name: {name!r}")
+    return tuple(names)
+
+
 def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> _Table:
     value = data.get(name, {})
     if not isinstance(value, dict):
@@ -218,6 +228,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         "inflight_batches",
         "session_expiry_s",
         "vpn_interface",
+        "wan_interfaces",
+        "broadband_interfaces",
     )
     host = up.get("host", str)
     if not host or any(c.isspace() for c in host):
@@ -237,6 +249,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     vpn_interface = up.get("vpn_interface", str, None, what="an interface name such as wg0")
     if vpn_interface is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", vpn_interface):
         raise up.error("vpn_interface", f"not a network interface name: {vpn_interface!r}")
+
+    wan = _interface_list(up, "wan_interfaces")
+    broadband = _interface_list(up, "broadband_interfaces")
+    if set(wan) & set(broadband):
+        raise up.error("broadband_interfaces", "an interface cannot be modem and broadband both")
 
     ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s")
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
@@ -308,6 +325,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         inflight_batches=inflight,
         session_expiry_s=session_expiry,
         vpn_interface=vpn_interface,
+        wan_interfaces=wan,
+        broadband_interfaces=broadband,
         outbox_path=outbox_path,
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,

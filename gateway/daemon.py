@@ -33,6 +33,7 @@ from gateway.errors import GatewayError
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
+from gateway.linkmon import LinkMonitor, LinkSettings
 from gateway.model import Measurement
 from gateway.notify import SystemdNotifier
 from gateway.sealing import RecordSealer, provider_public_key
@@ -167,6 +168,15 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     )
     lanes = build_drivers(cfg)
     drivers = [d for d, _ in lanes]
+    links = LinkMonitor(
+        LinkSettings(
+            broker_host=cfg.broker_host,
+            broker_port=cfg.broker_port,
+            vpn_interface=cfg.vpn_interface,
+            wan_interfaces=cfg.wan_interfaces,
+            broadband_interfaces=cfg.broadband_interfaces,
+        )
+    )
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -177,10 +187,16 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         devices=drivers,
         cert_file=cfg.cert_file,
         interval_s=cfg.health_interval_s,
-        links={d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
+        links={
+            "vpn": links.vpn_snapshot,
+            "wan": links.wan_snapshot,
+            **{d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
+        },
+        link_alarms=links.alarms,
     )
 
     async def status(_: object) -> dict[str, object]:
+        await asyncio.to_thread(links.refresh)  # a technician asking wants the links as of now
         return await health.snapshot()
 
     control = ControlServer(cfg.control_socket, {"status": status})
@@ -219,6 +235,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             if replacement is not None:
                 health.alarms.add("outbox-replaced")
                 tg.create_task(_report_replacement(writer, replacement), name="outbox.replaced")
+            tg.create_task(links.run(), name="links")
             tg.create_task(health.run(), name="health")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             driver_tasks = [

@@ -137,8 +137,10 @@ class HealthReporter:
         interval_s: float,
         clock_probe: Callable[[], dict[str, Any]] = clock_sync,
         links: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
+        link_alarms: Callable[[], list[str]] | None = None,
     ) -> None:
         self._links = dict(links or {})
+        self._link_alarms = link_alarms
         self._gateway_id = gateway_id
         self._episode_id = episode_id
         self._writer = writer
@@ -180,6 +182,8 @@ class HealthReporter:
             alarms.append("uplink-refused")
         if getattr(self._uplink, "outside_vpn", False):
             alarms.append("vpn-down")
+        if self._link_alarms is not None:
+            alarms += self._link_alarms()
         if cert_days is not None and cert_days < 14:
             alarms.append("certificate-expires-soon")
         return {

@@ -73,6 +73,11 @@ class VpnRig:
         self._workdir = workdir
         self._wg_procs: list[subprocess.Popen[bytes]] = []
 
+    @property
+    def home_wan_interface(self) -> str:
+        """The home side's "WAN" (a veth standing in for the 5G modem's interface)."""
+        return self._veth[0]
+
     def exec_prefix(self, netns: str) -> list[str]:
         return ["ip", "netns", "exec", netns]
 

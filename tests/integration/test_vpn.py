@@ -62,11 +62,20 @@ def test_long_outage_over_the_vpn_delivers_everything_in_order_and_stays_quiet(
     bp = ("blood-pressure", "C0:FF:EE:00:00:42", 0.5, int(2 * (outage_s + 10)))
     total = thermo[3] + bp[3]
     rig.start_provider()
-    rig.start_daemon(rig.write_config([thermo, bp], vpn_interface=f'"{vpn.wg_home}"'))
+    wan = vpn.home_wan_interface
+    config = rig.write_config(
+        [thermo, bp], vpn_interface=f'"{vpn.wg_home}"', wan_interfaces=f'["{wan}"]'
+    )
+    rig.start_daemon(config)
     wait_for(lambda: len(rig.received.readings) >= 10, 60, "the first readings over the VPN")
     assert rig.daemon is not None
     handshake = vpn.handshake_age_s()
     assert handshake is not None
+    links = rig.status(config)["links"]  # the link monitor, through gatewayctl status
+    assert links["vpn"]["state"] == "up", links
+    assert 0 <= float(links["vpn"]["handshake_age_s"]) < 60
+    assert links["vpn"]["route_via_vpn"] is True
+    assert links["wan"] == {"interface": wan, "kind": "modem", "carries": "vpn"}, links
 
     vpn.black_hole()
     cpu_before, began = cpu_seconds(rig.daemon.pid), time.monotonic()
