@@ -412,7 +412,8 @@ class IngestWriter:
             group.extend(item.measurements)
             index_of_item.append(slot)
         records = [
-            (kind, lane, cjson.dumps(fhir.bundle(ms, self._gateway)), len(ms))
+            # float_free: the Bundle's numbers come from Measurements, Decimal by construction.
+            (kind, lane, cjson.dumps(fhir.bundle(ms, self._gateway), float_free=True), len(ms))
             if ms is not None
             else (kind, lane, text, 0)
             for kind, lane, ms, text in groups

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -667,3 +668,16 @@ def test_gateway_info_rejects_blank_fields_and_normalises_eui64() -> None:
     with pytest.raises(Exception, match="episode_id"):
         make_gateway_info(episode_id=" ")
     assert make_gateway_info(eui64="fe-ed-ab-ee-de-ad-77-c3").eui64 == "FEEDABEEDEAD77C3"
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+def test_urns_are_rfc_9562_version_5_uuids(parts: list[str]) -> None:
+    expected = uuid.uuid5(fhir._NAMESPACE, "|".join(parts))
+    assert fhir._urn(*parts) == f"urn:uuid:{expected}"
+
+
+@given(st.lists(measurements(), min_size=1, max_size=3))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_bundles_encode_identically_on_the_fast_path(ms: list[Measurement]) -> None:
+    bundle = fhir.bundle(ms, GW)
+    assert cjson.dumps(bundle, float_free=True) == cjson.dumps_reference(bundle)
