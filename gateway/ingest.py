@@ -246,7 +246,8 @@ class IngestWriter:
     def _wait_s(self, loop: asyncio.AbstractEventLoop) -> float:
         if not self._chunk:
             return 1.0
-        return max(0.0, min(0.1, self._chunk_opened + self._stream_chunk_s - loop.time()))
+        # Wake when the chunk is due, and at least once a second (a shutdown may be waiting).
+        return max(0.0, min(1.0, self._chunk_opened + self._stream_chunk_s - loop.time()))
 
     def _beyond_chunk(self, item: _Item) -> bool:
         """Would ``item`` stretch the open chunk to ``stream_chunk_s`` of reception time?"""
