@@ -73,6 +73,8 @@ class BenchRig:
             f'state_dir = "{state_dir}"\nlog_level = "info"\n\n'
             f'[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n\n'
+            # A socket of its own: never the system daemon's default path.
+            f'[control]\nsocket = "{state_dir}.sock"\n\n'
             f'[uplink]\nhost = "{broker.host}"\nport = {broker.port}\n'
             f'ca_file = "{self.pki.ca_cert}"\ncert_file = "{gw.client_cert}"\n'
             f'key_file = "{gw.client_key}"\n{sims}'
