@@ -90,7 +90,7 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
+def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple[Any, Lane]]:
     """Every configured driver with its upload lane (continuous oximetry is a stream)."""
     drivers: list[tuple[Any, Lane]] = [
         (
@@ -99,7 +99,8 @@ def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
         )
         for d in cfg.sim_devices
     ]
-    for drv in serial_config.build(cfg.serial_devices):
+    unusable = writer.report_unusable if writer is not None else None
+    for drv in serial_config.build(cfg.serial_devices, report_unusable=unusable):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
     return drivers
 
@@ -164,7 +165,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         ),
         writer.committed_event,
     )
-    lanes = build_drivers(cfg)
+    lanes = build_drivers(cfg, writer)
     drivers = [d for d, _ in lanes]
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
