@@ -126,7 +126,10 @@ def test_analyser_killed_mid_transfer_twice_result_delivered_once_and_unusable_r
         assert {(m.value, m.unit, m.device.value) for m in readings} == {
             (Decimal(CRP), "mg/L", "AS0012345")
         }
-        ((entry,),) = [g["refused"] for g in rig.received.gaps]
+        (gap,) = rig.received.gaps
+        refused = gap["refused"]
+        assert isinstance(refused, list)
+        (entry,) = refused
         assert (entry["reason"], entry["readings"], entry["error"]) == (
             "unusable-result",
             1,
