@@ -39,6 +39,7 @@ from gateway.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
+from gateway.watchdog import stalled_loops
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -198,15 +199,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     async def watchdog(interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            now = loop.time()
-            stalled = [
-                name
-                for name, t in (
-                    ("outbox-writer", writer.last_progress),
-                    ("uplink", upload.last_progress),
-                )
-                if now - t > WATCHDOG_STALL_S
-            ]
+            progress = {"outbox-writer": writer.last_progress, "uplink": upload.last_progress}
+            stalled = stalled_loops(loop.time(), progress, WATCHDOG_STALL_S)
             if stalled:
                 log.error("watchdog.stalled", loops=stalled)
                 continue
