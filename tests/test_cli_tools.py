@@ -169,7 +169,8 @@ def test_each_documented_exit_code_is_reachable(
     assert main(["outbox", "--config", str(config)]) == EXIT_PROBLEM  # no outbox yet
     bad = write(files, VALID.replace("port = 8883", "port = 0"))
     assert main(["status", "--config", str(bad)]) == EXIT_USAGE
-    config = write(files, VALID)  # nothing listens on its control socket
+    # A control socket nothing listens on (the default path may have a daemon on a dev box).
+    config = write(files, VALID + f'\n[control]\nsocket = "{files / "none.sock"}"\n')
     assert main(["status", "--config", str(config)]) == EXIT_NO_DAEMON
     assert main(["devices", "--config", str(config)]) == EXIT_NO_DAEMON
     err = capsys.readouterr().err
