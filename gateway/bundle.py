@@ -12,48 +12,24 @@ from __future__ import annotations
 import io
 import json
 import platform
-import shutil
-import subprocess
 import tarfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gateway import diagnostics
+from gateway import diagnostics, journal
 from gateway.config import Config
 from gateway.control import ControlError, ask
-from gateway.logs import FORBIDDEN_KEYS
 
 LOG_LINES = 2000
 
 
-def _journal(unit: str = "gatewayd.service") -> list[dict[str, Any]]:
-    journalctl = shutil.which("journalctl")
-    if journalctl is None:
-        return [{"note": "journalctl not available on this system"}]
+def _journal() -> list[dict[str, Any]]:
     try:
-        out = subprocess.run(  # noqa: S603 - fixed tool and arguments
-            [journalctl, "-u", unit, "-n", str(LOG_LINES), "-o", "cat", "--no-pager"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [{"note": f"journalctl failed: {exc}"}]
-    return [_redact_line(line) for line in out.splitlines()]
-
-
-def _redact_line(line: str) -> dict[str, Any]:
-    """Our log lines are JSON; anything else is kept only as a length, unread."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {"unparsed_line_chars": len(line)}
-    if not isinstance(event, dict):
-        return {"unparsed_line_chars": len(line)}
-    return {k: ("[redacted]" if k in FORBIDDEN_KEYS else v) for k, v in event.items()}
+        return journal.recent(journal.JournalQuery(lines=LOG_LINES))
+    except journal.JournalUnavailableError as exc:
+        return [{"note": exc.message}]
 
 
 def _versions() -> dict[str, str]:

@@ -21,7 +21,7 @@ from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
 from drivers.serial.errors import SerialUsageError as UsageError
-from gateway import __version__, bundle, diagnostics
+from gateway import __version__, bundle, cli_logs, cli_scan, diagnostics, tables
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError
@@ -36,6 +36,14 @@ def _render(data: dict[str, Any], as_json: bool) -> None:
     width = max(len(k) for k in data)
     for key, value in data.items():
         print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+
+
+def _render_table(data: dict[str, Any], as_json: bool) -> None:
+    """Like _render, but for people a two-column table with units spelled out."""
+    if as_json:
+        print(json.dumps(data, sort_keys=True))
+        return
+    print(tables.key_values([(k.replace("_", " "), v) for k, v in data.items()]))
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -63,7 +71,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     stats = inspect(cfg.outbox_path)
     age = stats.oldest_age_s(time.time_ns() // 1_000_000)
-    _render(
+    _render_table(
         {
             "outbox": str(cfg.outbox_path),
             "undelivered_records": stats.depth,
@@ -115,18 +123,35 @@ def render_status(s: dict[str, Any]) -> str:
         + (f" ({cert['days_left']} days)" if cert["days_left"] is not None else ""),
         "devices" + ("" if s["devices"] else "      none bound"),
     ]
-    for d in s["devices"]:
-        battery = f"battery {d['battery_pct']}%" if d["battery_pct"] is not None else ""
-        silent = "  SILENT" if d["silent"] else ""
-        lines.append(
-            f"  {d['device']:<28} {d['driver']:<20} {d['state']:<10} "
-            f"last seen {_age(d['last_seen'])}  {battery}{silent}"
-        )
+    if s["devices"]:
+        lines += ["  " + row for row in devices_table(s["devices"]).splitlines()]
     for name, link in s.get("links", {}).items():
-        details = ", ".join(f"{k} {v}" for k, v in link.items() if v is not None and k != "state")
-        lines.append(f"link {name:<7} {link.get('state')}" + (f": {details}" if details else ""))
+        # A modem and the VPN report a state; the WAN under the tunnel reports what kind it is.
+        head = link.get("state") or link.get("kind") or "unknown"
+        details = ", ".join(
+            f"{k} {v}" for k, v in link.items() if v is not None and k not in ("state", "kind")
+        )
+        lines.append(f"link {name:<7} {head}" + (f": {details}" if details else ""))
     lines.append(f"alarms       {', '.join(s['alarms']) if s['alarms'] else 'none'}")
     return "\n".join(lines)
+
+
+def devices_table(devices: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            d["device"],
+            d["driver"],
+            d["state"],
+            _age(d["last_seen"]),
+            f"{d['battery_pct']}%" if d["battery_pct"] is not None else None,
+            d.get("rssi_dbm"),
+            "SILENT" if d["silent"] else "ok",
+        ]
+        for d in devices
+    ]
+    return tables.table(
+        ["device", "driver", "state", "last seen", "battery", "rssi dBm", "alive"], rows
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -191,16 +216,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     devices = status["devices"]
     if args.json:
         print(json.dumps(devices, sort_keys=True))
+    elif devices:
+        print(devices_table(devices))
     else:
-        for d in devices:
-            battery = f"{d['battery_pct']}%" if d["battery_pct"] is not None else "-"
-            print(
-                f"{d['device']:<28} {d['driver']:<22} {d['state']:<13} "
-                f"last seen {_age(d['last_seen']):<12} battery {battery:<5}"
-                + ("  SILENT" if d["silent"] else "")
-            )
-        if not devices:
-            print("no devices bound")
+        print("no devices bound")
     return EXIT_PROBLEM if any(d["silent"] for d in devices) else EXIT_OK
 
 
@@ -256,6 +275,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "show how much sealed data waits for the provider (no clinical values)",
         "gatewayctl outbox --json",
     ),
+    "logs": (cli_logs.cmd_logs, cli_logs.HELP, cli_logs.EXAMPLE),
+    "scan": (cli_scan.cmd_scan, cli_scan.HELP, cli_scan.EXAMPLE),
+}
+# Commands with options of their own, defined next to the command.
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "logs": cli_logs.add_arguments,
+    "scan": cli_scan.add_arguments,
 }
 
 
@@ -274,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file"
         )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in ARGUMENTS:
+            ARGUMENTS[name](p)
         if name == "support-bundle":
             p.add_argument("--output", default=".", help="folder to write the archive to")
         if name == "decode":

@@ -40,6 +40,7 @@ from gateway.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
+from gateway.watchdog import stalled_loops
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -91,7 +92,7 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
+def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple[Any, Lane]]:
     """Every configured driver with its upload lane (continuous oximetry is a stream)."""
     drivers: list[tuple[Any, Lane]] = [
         (
@@ -100,7 +101,8 @@ def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
         )
         for d in cfg.sim_devices
     ]
-    for drv in serial_config.build(cfg.serial_devices):
+    unusable = writer.report_unusable if writer is not None else None
+    for drv in serial_config.build(cfg.serial_devices, report_unusable=unusable):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
     return drivers
 
@@ -166,7 +168,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         ),
         writer.committed_event,
     )
-    lanes = build_drivers(cfg)
+    lanes = build_drivers(cfg, writer)
     drivers = [d for d, _ in lanes]
     links = LinkMonitor(
         LinkSettings(
@@ -214,15 +216,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     async def watchdog(interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            now = loop.time()
-            stalled = [
-                name
-                for name, t in (
-                    ("outbox-writer", writer.last_progress),
-                    ("uplink", upload.last_progress),
-                )
-                if now - t > WATCHDOG_STALL_S
-            ]
+            progress = {"outbox-writer": writer.last_progress, "uplink": upload.last_progress}
+            stalled = stalled_loops(loop.time(), progress, WATCHDOG_STALL_S)
             if stalled:
                 log.error("watchdog.stalled", loops=stalled)
                 continue

@@ -205,6 +205,7 @@ class HealthReporter:
             },
             "ingest": {
                 "committed_readings": self._writer.committed_readings,
+                "unusable_readings": self._writer.unusable_readings,
                 "last_error": self._writer.last_error,
             },
             "uplink": {

@@ -34,7 +34,7 @@ from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
 from gateway import cjson, fhir, wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, StoreError
-from gateway.gaps import GapLedger
+from gateway.gaps import GapLedger, UnusableReading, unusable_gap_body
 from gateway.model import Measurement
 from gateway.sealing import RecordSealer
 
@@ -121,6 +121,7 @@ class IngestWriter:
         self._chunk_marked = False
         self._flush_chunk = False
         self.lost_stream_chunks = 0  # unclean stops found at start-up (reported upstream)
+        self.unusable_readings = 0  # readings accounted for by an unusable-result gap record
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -206,6 +207,28 @@ class IngestWriter:
                 continue
             last_report = loop.time()
             log.warning("outbox.gap_recorded", seq=seq, entries=len(body["refused"]))
+
+    async def report_unusable(self, reading: UnusableReading) -> bool:
+        """Seal a GAP record for a reading that cannot be used; True once it is durable.
+
+        The driver confirms the reading to its device only after this returns True. False when
+        even the gap reserve of the quota is full: the driver then refuses the reading (the
+        device keeps it and offers it again) instead of confirming it.
+        """
+        body = unusable_gap_body(
+            [reading],
+            quota_bytes=self.policy.quota_bytes if self.policy else None,
+            held_bytes=self.held_bytes,
+        )
+        try:
+            seq = await self.submit_payload(wire.RecordKind.GAP, body, Lane.ALARM)
+        except QuotaExceededError:
+            # The outcome is the message (the driver NAKs, the analyser keeps it): no traceback.
+            log.error("outbox.unusable_refused", source=reading.source)  # noqa: TRY400
+            return False
+        self.unusable_readings += 1
+        log.warning("outbox.unusable_recorded", seq=seq, source=reading.source)
+        return True
 
     # -- the writer task ----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ Every mistake is a ConfigError naming ``serial_devices[i].key``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from drivers.serial.oximeter_driver import OximeterDriver, OximeterDriverConfig,
 from drivers.serial.port import FlowControl, LineSettings, PortSpec
 from drivers.serial.reducer import ReducerConfig
 from gateway.errors import ConfigError, GatewayError
+from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind
 
 KINDS = ("astm", "nonin", "cms50", "modem")
@@ -129,7 +130,12 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> SerialDeviceConfig:
     )
 
 
-def build(configs: Sequence[SerialDeviceConfig]) -> list[AstmDriver | OximeterDriver | ModemDriver]:
+def build(
+    configs: Sequence[SerialDeviceConfig],
+    *,
+    report_unusable: Callable[[UnusableReading], Awaitable[bool]] | None = None,
+) -> list[AstmDriver | OximeterDriver | ModemDriver]:
+    """The drivers; ``report_unusable`` accounts for ASTM results that cannot be mapped."""
     drivers: list[AstmDriver | OximeterDriver | ModemDriver] = []
     for c in configs:
         flow = FlowControl(c.flow)
@@ -141,7 +147,8 @@ def build(configs: Sequence[SerialDeviceConfig]) -> list[AstmDriver | OximeterDr
                         name=c.name,
                         port=PortSpec(c.path, line=line),
                         options=AstmOptions(device_tz=ZoneInfo(c.device_tz)),
-                    )
+                    ),
+                    report_unusable=report_unusable,
                 )
             )
         elif c.kind in ("nonin", "cms50"):

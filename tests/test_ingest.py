@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from structlog.testing import capture_logs
 
+from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox
 from gateway import fhir, wire
 from gateway.daemon import pump
 from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
+from gateway.gaps import UnusableReading
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
 from gateway.provider import fhir_read
@@ -144,6 +148,68 @@ async def test_chain_continues_across_writer_restarts(tmp_path: Path) -> None:
 def test_bundle_of_many_readings_maps_back_exactly() -> None:
     readings = [make_measurement(device_record_id=i) for i in range(1, 4)]
     assert fhir_read.measurements_from_bundle(fhir.bundle(readings, GW)) == readings
+
+
+def _unusable(raw: bytes = b"R|1|^^^XYZ|7.7|mg/L||N||F") -> UnusableReading:
+    return UnusableReading(
+        device="serial:AS0012345",
+        source="serial.astm.crp",
+        error="test code not in the analyser test table",
+        received_at=datetime(2024, 3, 1, 10, 15, tzinfo=UTC),
+        raw=raw,
+        fields=(("test", "XYZ"), ("record_type", "R")),
+    )
+
+
+async def test_an_unusable_reading_becomes_a_durable_sealed_gap_record(tmp_path: Path) -> None:
+    """report_unusable returns only once the gap is committed; the provider opens it exactly."""
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    writer = make_writer(outbox, db)
+    task = asyncio.create_task(writer.run())
+    with capture_logs() as logs:
+        assert await writer.report_unusable(_unusable()) is True
+    assert writer.unusable_readings == 1
+    (rec,) = await db.run(outbox.lease, 100, 10**9)
+    assert rec.lane == Lane.ALARM
+    opened = Verifier(PROVIDER, {GW.gateway_id: SIGNING.public_key()}).accept_record(rec.record)
+    assert opened.header.kind is wire.RecordKind.GAP
+    (entry,) = opened.body["refused"]
+    assert opened.body["type"] == "gap"
+    assert entry == {
+        "device": "serial:AS0012345",
+        "reason": "unusable-result",
+        "lane": 1,
+        "readings": 1,
+        "first": "2024-03-01T10:15:00+00:00",
+        "last": "2024-03-01T10:15:00+00:00",
+        "source": "serial.astm.crp",
+        "error": "test code not in the analyser test table",
+        "details": {"test": "XYZ", "record_type": "R"},
+        "raw_record": base64.b64encode(b"R|1|^^^XYZ|7.7|mg/L||N||F").decode(),
+    }
+    assert [e["event"] for e in logs] == ["outbox.committed", "outbox.unusable_recorded"]
+    assert "7.7" not in repr(logs)  # the value travels sealed, never in a log line
+    task.cancel()
+    db.shutdown()
+
+
+async def test_an_unusable_reading_is_refused_when_even_the_gap_reserve_is_full(
+    tmp_path: Path,
+) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    sealer = RecordSealer(GW.gateway_id, SIGNING, PROVIDER.public_key())
+    writer = IngestWriter(outbox, sealer, GW, db, window_s=0.0, policy=CapacityPolicy(1))
+    await db.run(
+        outbox.append, [NewRecord(1, 1, 1, 1, 1000, b"x" * 64)], ChainHead(1, 1, bytes(32))
+    )
+    task = asyncio.create_task(writer.run())
+    assert await writer.report_unusable(_unusable()) is False
+    assert writer.unusable_readings == 0
+    assert (await db.run(outbox.stats)).depth == 1  # nothing added
+    task.cancel()
+    db.shutdown()
 
 
 # -- continuous streams sealed in chunks ----------------------------------------------------------

@@ -16,8 +16,11 @@ analyser was told was accepted is lost, because nothing was accepted before it w
 refused commit (outbox quota) is answered with NAK, so the analyser keeps the result.
 
 An R record we cannot turn into a measurement (test code not in the table, unit not admitted,
-header without a sender) is logged as a typed error and ACKed: refusing it would make the analyser
-resend the same message for ever and block every later result behind it.
+header without a sender) is logged as a typed error (no value in the line) and ACKed: refusing it
+would make the analyser resend the same message for ever and block every later result behind it.
+So that it is not lost silently, it is first handed to ``report_unusable`` (the daemon seals an
+``unusable-result`` gap record for the provider) and ACKed only once that is durable; if even the
+gap cannot be stored, the record is answered with NAK and the analyser keeps it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +54,7 @@ from drivers.serial.errors import AstmRecordError
 from drivers.serial.events import NeedData, SendBytes
 from drivers.serial.port import PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
+from gateway.gaps import UnusableReading
 from gateway.health import DeviceHealth
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
 
@@ -90,12 +94,15 @@ class AstmDriver:
         opener: Opener = SerialPort.open,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = utcnow,
+        report_unusable: Callable[[UnusableReading], Awaitable[bool]] | None = None,
     ) -> None:
         self.config = config
         self.name = f"serial.astm.{config.name}"
         self.recent_results: deque[LabResult] = deque(maxlen=64)  # for diagnostics and tests
         self.readings = 0
         self.unusable_records = 0
+        self._report_unusable = report_unusable
+        self._unreported: list[UnusableReading] = []  # R records of the current frame, unusable
         self._conn = PortConnection(
             config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
         )
@@ -213,7 +220,15 @@ class AstmDriver:
             if isinstance(event, SendBytes):
                 await port.write(event.data)
             elif isinstance(event, FrameReceived) and event.final and event.record is not None:
-                for measurement in self._record(link, event.record, context):
+                measurements = self._record(event.record, context)
+                unusable, self._unreported = self._unreported, []
+                if measurements:
+                    self._held = _Held(list(measurements))
+                elif await self._accounted(unusable):
+                    link.accept(self._monotonic())  # no reading in it, or its gap is durable
+                else:
+                    link.reject(self._monotonic())
+                for measurement in measurements:
                     self.readings += 1
                     yield measurement
             else:
@@ -239,24 +254,26 @@ class AstmDriver:
         elif isinstance(event, DuplicateFrame):
             self._log.debug("serial.astm.duplicate_frame", frame=event.number)
 
-    def _record(
-        self,
-        link: AstmLink,
-        text: str,
-        context: _MessageContext,
-    ) -> list[Measurement]:
-        """Measurements of one record; a record without any is ACKed here and now."""
+    async def _accounted(self, unusable: Sequence[UnusableReading]) -> bool:
+        """True once every unusable reading is in a durable gap record (or none is reported)."""
+        if self._report_unusable is None:
+            return True  # a driver used on its own (tests, decode): the log line is all there is
+        for reading in unusable:
+            if not await self._report_unusable(reading):
+                self._log.warning(
+                    "serial.astm.unusable_refused", hint="outbox full; analyser keeps it"
+                )
+                return False
+        return True
+
+    def _record(self, text: str, context: _MessageContext) -> list[Measurement]:
+        """Measurements of one record; unusable R records are queued in ``_unreported``."""
         kind = text[:1].upper()
-        measurements: list[Measurement] = []
         try:
-            measurements = self._parse(kind, text.rstrip("\r"), context)
+            return self._parse(kind, text.rstrip("\r"), context)
         except AstmRecordError as exc:
-            self._unusable(exc, kind)
-        if measurements:
-            self._held = _Held(list(measurements))
-        else:
-            link.accept(self._monotonic())
-        return measurements
+            self._unusable(exc, kind, text)
+        return []
 
     def _parse(self, kind: str, text: str, context: _MessageContext) -> list[Measurement]:
         if kind == "H":
@@ -280,7 +297,7 @@ class AstmDriver:
     def _results(self, message: Message) -> list[Measurement]:
         batch = lab_results(message, received_at=self._wallclock(), options=self.config.options)
         for error in batch.errors:
-            self._unusable(error, "R")
+            self._unusable(error, "R", message.records[-1].raw)
         for warning in batch.warnings:
             self._log.warning("serial.astm.result_warning", error=warning.message, **warning.fields)
         for lab in batch.results:
@@ -294,7 +311,7 @@ class AstmDriver:
             )
         return [lab.measurement for lab in batch.results]
 
-    def _unusable(self, error: AstmRecordError, kind: str) -> None:
+    def _unusable(self, error: AstmRecordError, kind: str, text: str) -> None:
         self.unusable_records += 1
         self._log.error(
             "serial.astm.record_unusable",
@@ -302,4 +319,19 @@ class AstmDriver:
             error=error.message,
             hint=error.hint,
             **error.fields,
+        )
+        if kind != "R":
+            return  # headers, orders, comments: no reading in them (a bad H fails its R records)
+        self._unreported.append(
+            UnusableReading(
+                device=str(self._device),
+                source=self.name,
+                error=error.message,
+                received_at=self._wallclock(),
+                raw=text.encode("latin-1", "replace"),  # records come from Latin-1 bytes
+                fields=(
+                    *((str(k), str(v)) for k, v in sorted(error.fields.items()) if v is not None),
+                    ("record_type", kind),
+                ),
+            )
         )

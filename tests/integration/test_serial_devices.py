@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import collections
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from drivers.serial.sim.process import SimProcess
+from gateway import fhir
+from gateway.model import Measurement
 from tests.integration.rig import Rig, rig_fixture, wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,3 +76,83 @@ def test_crp_result_oximetry_and_modem_status_through_the_daemon(rig: Rig, tmp_p
     finally:
         for sim in sims:
             sim.stop()
+
+
+CRP = "47.31"  # marker values: searched for in the daemon's log (debug level) afterwards
+UNUSABLE = "83.97"
+
+
+def test_analyser_killed_mid_transfer_twice_result_delivered_once_and_unusable_result_gapped(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """kill -9 of the analyser (1) after the gateway stored the R record but before the analyser
+    heard its ACK, (2) halfway through the resend (H, P, O only); the third power-on delivers.
+    The provider holds the result under one identifier (duplicates allowed, loss not), nothing
+    from the half transfer, and a later result with a unit the mapping refuses arrives as an
+    ``unusable-result`` gap record; the daemon runs on throughout."""
+    link = tmp_path / "dev" / "crp"
+    link.parent.mkdir()
+    # A short reply timer: an ENQ sent while the gateway has the port closed goes unanswered.
+    args = ["--crp", CRP, "--completed", "20261123101500", "--retry-after", "0.5"]
+    args += ["--reply-timeout", "2"]
+    rig.start_provider()
+    config = rig.write_config([])
+    config.write_text(
+        config.read_text() + f'\n[[serial_devices]]\nkind = "astm"\nname = "crp"\npath = "{link}"\n'
+    )
+
+    def crp() -> list[Measurement]:
+        return [m for _, m in rig.received.readings if m.source.startswith("serial.astm")]
+
+    sims = [SimProcess("astm", link, [*args, "--hang-after-frames", "4"]).start()]
+    try:
+        rig.start_daemon(config)
+        # (1) H, P, O, R sent; the analyser goes deaf: the gateway stores R, its ACK is unheard.
+        wait_for(lambda: len(crp()) == 1, 60, "the result stored before the analyser's kill")
+        assert sims[0].wait_for(lambda e: e.get("record_type") == "R", 0.0) is None
+        sims[0].kill()
+        # (2) Powered on again, it dies after H, P, O of the resend: half a message, no result.
+        sims.append(SimProcess("astm", link, [*args, "--hang-after-frames", "3"]).start())
+        assert sims[1].wait_for(lambda e: e.get("record_type") == "P", 30) is not None
+        time.sleep(0.5)  # the O frame reaches the gateway; the analyser never hears its ACK
+        sims[1].kill()
+        # (3) Powered on again: the whole message goes through and is confirmed.
+        sims.append(SimProcess("astm", link, args).start())
+        assert sims[2].wait_for(lambda e: e.get("event") == "delivered", 30) is not None
+        wait_for(lambda: len(crp()) == 2, 30, "the resent result at the provider")
+        sims[2].command(f"crp {UNUSABLE} furlong/fortnight")
+        assert sims[2].wait_for(lambda e: e.get("event") == "delivered" and e["message"] == 2, 30)
+        wait_for(lambda: bool(rig.received.gaps), 30, "the unusable-result gap record")
+
+        readings = crp()
+        identifiers = {fhir.observation_identifier(m, "ep-it") for m in readings}
+        assert len(identifiers) == 1  # after de-duplication: exactly one result
+        assert {(m.value, m.unit, m.device.value) for m in readings} == {
+            (Decimal(CRP), "mg/L", "AS0012345")
+        }
+        (gap,) = rig.received.gaps
+        refused = gap["refused"]
+        assert isinstance(refused, list)
+        (entry,) = refused
+        assert (entry["reason"], entry["readings"], entry["error"]) == (
+            "unusable-result",
+            1,
+            "unit not admitted for this test",
+        )
+        assert entry["details"]["unit"] == "furlong/fortnight"
+        assert UNUSABLE in base64.b64decode(entry["raw_record"]).decode()
+        assert rig.daemon is not None
+        assert rig.daemon.poll() is None  # the daemon kept running through both kills
+        status = rig.status(config)
+        assert status["ingest"]["unusable_readings"] == 1
+        summary = rig.verifier.summary()
+        assert summary["missing"] == 0
+        assert summary["failures"] == {}
+        assert rig.stop_daemon() == 0, rig.log_text()[-2000:]
+        log = rig.log_text()
+        assert log.count('"serial.port.lost"') >= 2  # both kills were seen as losses
+        assert CRP not in log
+        assert UNUSABLE not in log
+    finally:
+        for sim in sims:
+            sim.kill()

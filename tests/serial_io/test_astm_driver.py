@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig
 from drivers.serial.astm_link import LinkTimers
 from drivers.serial.port import PortSpec
 from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
 from gateway.codes import MDC_PRIVATE_CRP
+from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind, TimeQuality
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, connected, eventually
 
@@ -143,3 +146,65 @@ async def test_an_unplug_mid_transfer_loses_nothing_the_analyser_was_told_was_ac
         assert stored == sent  # ... and everything the analyser sent is stored (twice is fine)
         assert len(consumer.received) == 4  # both results again after the reconnect
         assert sim.aborted[0][1] == "cable unplugged"
+
+
+class _GapSink:
+    """Stands in for IngestWriter.report_unusable: the test decides when the gap is durable."""
+
+    def __init__(self, *, stored: bool = True) -> None:
+        self.stored = stored
+        self.readings: list[UnusableReading] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, reading: UnusableReading) -> bool:
+        self.readings.append(reading)
+        await self.release.wait()
+        return self.stored
+
+
+async def test_an_unusable_result_is_acked_only_after_its_gap_record_is_durable(
+    tmp_path: Path,
+) -> None:
+    link = by_id(tmp_path, "Afinion")
+    sink = _GapSink()
+    with AstmAnalyserSim(link) as sim, capture_logs() as logs:
+        driver = AstmDriver(
+            AstmDriverConfig("crp", PortSpec(str(link)), backoff=FAST_BACKOFF, poll_s=0.05),
+            report_unusable=sink,
+        )
+        async with Consumer(driver) as consumer:
+            await connected(driver)
+            sim.send_crp("31.7", unit="furlong/fortnight")
+            await eventually(lambda: len(sink.readings) == 1, what="the gap report")
+            await asyncio.sleep(0.3)  # while the gap is not durable, the R record is not ACKed
+            assert sim.replies_to("R") == []
+            sink.release.set()
+            await eventually(lambda: sim.delivered == [1], what="the transfer end")
+        assert consumer.received == []  # no measurement was made of it
+    (gap,) = sink.readings
+    assert gap.source == "serial.astm.crp"
+    assert gap.error == "unit not admitted for this test"
+    assert dict(gap.fields) == {"test": "CRP", "unit": "furlong/fortnight", "record_type": "R"}
+    assert gap.raw.startswith(b"R|1|^^^CRP|31.7|furlong/fortnight")
+    assert len(sim.replies_to("R")) == 1
+    assert any(e["event"] == "serial.astm.record_unusable" for e in logs)
+    assert not any("31.7" in repr(e) for e in logs)
+
+
+async def test_an_unusable_result_whose_gap_cannot_be_stored_is_refused(tmp_path: Path) -> None:
+    """Outbox full even for gap records: NAK, so the analyser keeps the result and resends it."""
+    link = by_id(tmp_path, "Afinion")
+    sink = _GapSink(stored=False)
+    sink.release.set()
+    with AstmAnalyserSim(link) as sim:
+        driver = AstmDriver(
+            AstmDriverConfig("crp", PortSpec(str(link)), backoff=FAST_BACKOFF, poll_s=0.05),
+            report_unusable=sink,
+        )
+        async with Consumer(driver):
+            await connected(driver)
+            sim.send_crp("31.7", unit="furlong/fortnight")
+            await eventually(lambda: bool(sim.replies_to("R", reply="NAK")), what="the NAK")
+            await eventually(lambda: len(sink.readings) >= 2, what="the resent record")
+        assert sim.delivered == []
+        assert sim.replies_to("R") == []

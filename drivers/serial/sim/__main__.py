@@ -8,7 +8,7 @@
 
 It prints JSON lines on stdout - ``{"event": "ready", "link": ..., "tty": ...}`` first, then what
 happens (``delivered``, ``reply`` for the analyser) - and reads commands on stdin, one a line:
-``unplug``, ``replug``, ``quit``, and per kind ``crp VALUE`` / ``corrupt N`` (astm),
+``unplug``, ``replug``, ``quit``, and per kind ``crp VALUE [UNIT]`` / ``corrupt N`` (astm),
 ``set spo2_pct=85 sensor_off=1 streaming=0`` (oximeters), ``urc TEXT`` / ``silent on|off``
 (modem).
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.serial.astm_link import LinkTimers
+from drivers.serial.astm_records import parse_ts
 from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
 from drivers.serial.sim.modem import ModemSim
 from drivers.serial.sim.oximeter import DESATURATION_SCENARIO, Cms50Sim, NoninSim, OximeterSim
@@ -42,8 +43,11 @@ def _build(args: argparse.Namespace) -> PtyDevice:
     if args.kind == "astm":
         timers = LinkTimers(reply_s=args.reply_timeout)
         analyser = AstmAnalyserSim(link, timers=timers, retry_after_s=args.retry_after)
+        if args.hang_after_frames is not None:  # before anything is queued: the first transfer
+            analyser.inject(AnalyserFaults(hang_after_frames=args.hang_after_frames, hang_s=3600))
+        completed = parse_ts(args.completed) if args.completed else None  # analyser local time
         for value in args.crp:
-            analyser.send_crp(value)
+            analyser.send_crp(value, completed=completed)
         return analyser
     if args.kind == "modem":
         return ModemSim(link)
@@ -62,7 +66,8 @@ def _command(device: PtyDevice, line: str) -> bool:
     elif word == "replug":
         device.replug()
     elif word == "crp" and isinstance(device, AstmAnalyserSim):
-        device.send_crp(rest.strip() or "5.0")
+        value, _, unit = rest.strip().partition(" ")
+        device.send_crp(value or "5.0", unit=unit.strip() or "mg/L")
     elif word == "corrupt" and isinstance(device, AstmAnalyserSim):
         device.inject(AnalyserFaults(corrupt_frames=int(rest or "1")))
     elif word == "set" and isinstance(device, OximeterSim):
@@ -114,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crp", action="append", default=[], help="astm: queue a CRP result")
     parser.add_argument("--reply-timeout", type=float, default=15.0, help="astm: reply timer")
     parser.add_argument("--retry-after", type=float, default=2.0, help="astm: resend delay")
+    parser.add_argument(
+        "--completed", help="astm: the results' completion time, YYYYMMDDHHMMSS (default none)"
+    )
+    parser.add_argument(
+        "--hang-after-frames",
+        type=int,
+        help="astm: go deaf and silent after N frames of the first transfer (then kill -9 it)",
+    )
     parser.add_argument("--scenario", action="store_true", help="oximeters: scripted episode")
     args = parser.parse_args(argv)
     device = _build(args).start()

@@ -1,0 +1,177 @@
+"""gatewayctl logs / scan (serial side), tables, and help and exit codes for every command."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway import cli
+from gateway.cli import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
+from gateway.tables import table
+from tests.factories import VALID_CONFIG as VALID
+from tests.factories import write_config as write
+
+# What our daemon writes to the journal (JSON, one event a line), plus lines that are not ours.
+JOURNAL = [
+    '{"timestamp": "2026-11-23T10:00:00Z", "level": "info", "event": "gateway.ready", '
+    '"drivers": 3}',
+    '{"timestamp": "2026-11-23T10:00:01Z", "level": "warning", "event": "x", "value": "38.9"}',
+    "Traceback (most recent call last): temperature 38.9",
+]
+
+
+def fake_journalctl(bin_dir: Path, *, stdout: list[str], rc: int = 0, stderr: str = "") -> Path:
+    """A journalctl stand-in on PATH (the platform edge): records its argv, prints canned lines."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "out.txt").write_text("".join(line + "\n" for line in stdout))
+    script = bin_dir / "journalctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > "{bin_dir}/argv.txt"\n'
+        f'cat "{bin_dir}/out.txt"\n'
+        f'printf "%s" "{stderr}" >&2\n'
+        f"exit {rc}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+@pytest.fixture
+def on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_logs_asks_journalctl_for_the_unit_and_redacts_every_line(
+    on_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_journalctl(on_path, stdout=JOURNAL)
+    assert main(["logs", "--since", "30 min ago", "--lines", "5", "--json"]) == EXIT_OK
+    argv = (on_path / "argv.txt").read_text().splitlines()
+    assert argv == [
+        "-u", "gatewayd.service", "-n", "5", "-o", "cat", "--no-pager", "--since", "30 min ago"
+    ]  # fmt: skip
+    events = json.loads(capsys.readouterr().out)
+    assert events == [
+        {"timestamp": "2026-11-23T10:00:00Z", "level": "info", "event": "gateway.ready",
+         "drivers": 3},
+        {"timestamp": "2026-11-23T10:00:01Z", "level": "warning", "event": "x",
+         "value": "[redacted]"},
+        {"unparsed_line_chars": len(JOURNAL[2])},
+    ]  # fmt: skip
+    assert main(["logs"]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "2026-11-23T10:00:00Z  info  gateway.ready  drivers=3" in text
+    assert "38.9" not in text
+
+
+def test_logs_without_a_journal_says_so_and_exits_1(
+    on_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_path.mkdir()
+    monkeypatch.setenv("PATH", str(on_path))  # no journalctl at all
+    assert main(["logs"]) == EXIT_PROBLEM
+    err = capsys.readouterr().err
+    assert "journalctl is not installed" in err
+    assert "stderr" in err  # the hint: where the logs are instead
+    # journalctl present but the system keeps no journal: it prints nothing and exits 0.
+    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}/usr/bin:/bin")
+    fake_journalctl(on_path, stdout=[])
+    monkeypatch.setattr("gateway.journal.JOURNAL_DIRS", (on_path / "no-journal",))
+    assert main(["logs"]) == EXIT_PROBLEM
+    assert "keeps no journal" in capsys.readouterr().err
+    fake_journalctl(on_path, stdout=[], rc=1, stderr="Failed to add match")
+    assert main(["logs"]) == EXIT_PROBLEM
+    assert "journalctl failed: Failed to add match" in capsys.readouterr().err
+
+
+def test_logs_lines_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["logs", "--lines", "0"])
+    assert done.value.code == EXIT_USAGE
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_scan_lists_serial_ports_by_stable_path_and_flags_a_missing_configured_one(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_id = files / "by-id"
+    by_id.mkdir()
+    master, slave = pty.openpty()
+    try:
+        tty = os.ttyname(slave)
+        crp, spare = by_id / "usb-Sim_CRP-if00-port0", by_id / "usb-FTDI_spare-if00-port0"
+        crp.symlink_to(tty)
+        spare.symlink_to(tty)
+        missing = files / "dev" / "spo2"
+        config = write(
+            files,
+            VALID
+            + f'\n[[serial_devices]]\nkind = "astm"\nname = "crp"\npath = "{crp}"\n'
+            f'\n[[serial_devices]]\nkind = "nonin"\nname = "spo2"\npath = "{missing}"\n'
+            'serial = "501234567"\n',
+        )
+        args = ["scan", "--no-ble", "--serial-dir", str(by_id), "--config", str(config)]
+        assert main([*args, "--json"]) == EXIT_PROBLEM  # a configured port is missing
+        found = json.loads(capsys.readouterr().out)
+        assert found["ble"] is None
+        assert found["serial"] == [
+            {"path": str(spare), "present": True, "target": tty, "configured_as": None},
+            {"path": str(crp), "present": True, "target": tty, "configured_as": "crp"},
+            {"path": str(missing), "present": False, "target": None, "configured_as": "spo2"},
+        ]
+        assert main(args) == EXIT_PROBLEM
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["SERIAL", "PORT", "DEVICE", "CONFIGURED", "AS"]
+        assert lines[3].split() == [str(missing), "MISSING", "spo2"]
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_tables_align_columns_and_show_missing_values_as_a_dash() -> None:
+    assert table(["device", "battery"], [["serial:AS1", None], ["ble:A4", "87%"]]) == (
+        "DEVICE      BATTERY\nserial:AS1  -\nble:A4      87%"
+    )
+
+
+def test_every_command_has_help_text_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    assert {"logs", "scan", "status", "devices", "outbox"} <= set(COMMANDS)
+    for name, (_, help_text, _) in COMMANDS.items():
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([name, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert f"usage: gatewayctl {name}" in out
+        assert help_text.split()[0] in out
+        assert "example: gatewayctl " + name.split()[0] in out
+        assert "--json" in out
+        assert "--config" in out
+
+
+def test_each_documented_exit_code_is_reachable(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 fine, 1 a problem found, 2 bad configuration or usage, 3 daemon unreachable."""
+    doc = cli.__doc__ or ""
+    assert "0 fine, 1 a problem was found" in doc
+    assert "3 the daemon could not be reached" in doc
+    config = write(files, VALID)
+    assert main(["version"]) == EXIT_OK
+    assert main(["config-check", "--config", str(config)]) == EXIT_OK
+    assert main(["outbox", "--config", str(config)]) == EXIT_PROBLEM  # no outbox yet
+    bad = write(files, VALID.replace("port = 8883", "port = 0"))
+    assert main(["status", "--config", str(bad)]) == EXIT_USAGE
+    # A control socket nothing listens on (the default path may have a daemon on a dev box).
+    config = write(files, VALID + f'\n[control]\nsocket = "{files / "none.sock"}"\n')
+    assert main(["status", "--config", str(config)]) == EXIT_NO_DAEMON
+    assert main(["devices", "--config", str(config)]) == EXIT_NO_DAEMON
+    err = capsys.readouterr().err
+    assert err.count("gatewayctl: ") >= 4
