@@ -68,7 +68,8 @@ def test_ble_devices_are_parsed_and_built_into_drivers_with_their_lanes(files: P
     assert [(d.name, d.address, d.bond, d.adapter, lane) for d, lane in built] == [
         ("ble.blood-pressure-0002", "A4:C1:38:10:00:02", True, "hci1", Lane.SPOT),
         ("ble.glu", "A4:C1:38:10:00:03", False, None, Lane.SPOT)]
-    assert built[1][0].racp and (cfg.state_dir / "ble").is_dir()  # the RACP cursor's home
+    assert built[1][0].racp
+    assert (cfg.state_dir / "ble").is_dir()  # the RACP cursor's home
     agent = build_agent(cfg, [d for d, _ in built])
     assert agent is not None
     assert agent.agent.passkeys == {"A4:C1:38:10:00:02": 12345, "A4:C1:38:10:00:03": None}

@@ -86,9 +86,11 @@ async def test_a_wrong_passkey_is_a_typed_pairing_error_and_the_driver_keeps_run
     assert "binding" in driver.pairing_error.hint
     assert agent.agent.asked[0] == ("RequestPasskey", BOUND)
     failed = [e for e in logs if e["event"] == "ble.pairing_failed"]
-    assert failed and failed[0]["device"] == f"btmac:{BOUND}"
+    assert failed
+    assert failed[0]["device"] == f"btmac:{BOUND}"
     text = json.dumps(logs, default=str)
-    assert "111111" not in text and str(PASSKEY) not in text  # passkeys are never logged
+    assert "111111" not in text  # passkeys are never logged
+    assert str(PASSKEY) not in text
 
 
 async def test_a_device_not_in_the_binding_is_refused_by_the_agent(sim: StartRig) -> None:
