@@ -275,7 +275,9 @@ class BleDeviceDriver:
                     self.last_error = type(exc).__name__
                     delay = self.backoff.delay(attempt)
                     log.info("ble.connect_failed", device=str(self.device), state=self.state,
-                             error=type(exc).__name__, retry_in_s=round(delay, 2))
+                             error=type(exc).__name__, retry_in_s=round(delay, 2),
+                             dbus_error=exc.dbus_error if isinstance(exc, BleakDBusError)
+                             else None)
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
