@@ -297,10 +297,13 @@ class BleDeviceDriver:
                 log.warning("ble.session_failed", device=str(self.device),
                             error=type(exc).__name__)
             finally:
-                if client.is_connected:
-                    with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
-                        async with asyncio.timeout(5):
-                            await client.disconnect()
+                # Always, even when the device dropped the link: bleak 3.1 closes the
+                # connection's own D-Bus connection only in disconnect(). Skipping it leaked
+                # one socket per remote disconnect until dbus-daemon's per-user connection
+                # limit (256) refused every new connection (found by tests/ble_session/test_soak).
+                with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
+                    async with asyncio.timeout(5):
+                        await client.disconnect()
             self.state = ended
             log.info("ble.disconnected", device=str(self.device), state=ended)
             if time.monotonic() - started >= self.backoff.stable_s:
