@@ -134,3 +134,32 @@ def test_every_profile_arrives_verified_once_the_neighbour_is_ignored_and_racp_r
     assert '"ble.agent_asked"' in rig.log_text()
     assert "ble.pairing_failed" not in rig.log_text()
     assert_no_clinical_values_logged(rig)
+
+
+def test_a_wrong_passkey_is_reported_and_the_daemon_keeps_reading_the_other_devices(
+        rig: Rig) -> None:
+    bp = BloodPressureMonitor(BP, pairing=Pairing(PairingMethod.PASSKEY_ENTRY, PASSKEY))
+    thermometer = Thermometer(TH)
+    bp.measure(132, 84, 71)
+    with SimulatedBluez([bp, thermometer], set_env=False) as air:
+        rig.start_provider()
+        config = rig.write_config([])
+        config.write_text(config.read_text() + ble_block(BP, "blood-pressure", "passkey = 135791\n")
+                          + ble_block(TH, "thermometer"))
+        rig.start_daemon(config, air.env())
+        wait_for(lambda: '"ble.pairing_failed"' in rig.log_text(), 30, "the failed pairing")
+        air.call(lambda: thermometer.measure("37.7"))
+        wait_for(lambda: bool(readings_of(rig, TH)), 30, "the thermometer's reading")
+        status = rig.status(config)
+        assert rig.daemon is not None
+        assert rig.daemon.poll() is None, rig.log_text()[-3000:]
+        assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
+        kept = air.call(lambda: len(bp.stored.get(0x2A35, ())))
+    devices = {d["device"]: d for d in status["devices"]}
+    assert devices[f"btmac:{BP}"]["state"] == "pairing-failed"
+    assert readings_of(rig, BP) == []
+    assert kept == 1, "the reading stays on the monitor until a bond delivers it"
+    [line] = [ln for ln in rig.log_text().splitlines() if '"ble.pairing_failed"' in ln][:1]
+    assert "wrong passkey" in line
+    assert "binding" in line  # the hint: what the technician should check
+    assert "135791" not in rig.log_text()
