@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import serial_config
+from gateway import ble_config, serial_config
+from gateway.ble_config import BleDeviceConfig
 from gateway.errors import ConfigError
 from gateway.sealing import SuiteName
 from gateway.serial_config import SerialDeviceConfig
@@ -70,6 +71,7 @@ class Config:
     control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
     serial_devices: tuple[SerialDeviceConfig, ...] = ()
+    ble_devices: tuple[BleDeviceConfig, ...] = ()
 
     @property
     def records_topic(self) -> str:
@@ -181,6 +183,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
             "control",
             "sim_devices",
             "serial_devices",
+            "ble_devices",
         ),
     )
 
@@ -335,4 +338,5 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         control_socket=control_socket,
         sim_devices=tuple(sim_devices),
         serial_devices=serial_config.parse(data.get("serial_devices", []), path),
+        ble_devices=ble_config.parse(data.get("ble_devices", []), path),
     )

@@ -22,10 +22,12 @@ import structlog
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
+from drivers.ble.agent import PairingAgent
+from drivers.ble.session import BleDeviceDriver
 from drivers.serial.modem_driver import ModemDriver
 from drivers.serial.oximeter_driver import OximeterDriver
 from drivers.simulated import SimulatedDevice
-from gateway import __version__, fhir, logs, serial_config, wire
+from gateway import __version__, ble_config, fhir, logs, serial_config, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.dbthread import DatabaseThread
@@ -104,7 +106,21 @@ def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple
     unusable = writer.report_unusable if writer is not None else None
     for drv in serial_config.build(cfg.serial_devices, report_unusable=unusable):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
+    ble = ble_config.build(cfg.ble_devices, cfg.state_dir)
+    drivers.extend((drv, c.lane) for drv, c in zip(ble, cfg.ble_devices, strict=True))
     return drivers
+
+
+def build_agent(cfg: Config, drivers: Sequence[object]) -> PairingAgent | None:
+    """Our org.bluez.Agent1 for the bound BLE devices (none without BLE devices); it also tells
+    the BLE drivers when bluetoothd goes away."""
+    if not cfg.ble_devices:
+        return None
+    agent = PairingAgent({c.address: c.passkey for c in cfg.ble_devices})
+    for d in drivers:
+        if isinstance(d, BleDeviceDriver):
+            agent.on_bluez_lost(d.bluez_lost)
+    return agent
 
 
 async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the one composition root
@@ -179,6 +195,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             broadband_interfaces=cfg.broadband_interfaces,
         )
     )
+    agent = build_agent(cfg, drivers)
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -233,6 +250,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             tg.create_task(links.run(), name="links")
             tg.create_task(health.run(), name="health")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
+            if agent is not None:
+                tg.create_task(agent.run(), name="ble.agent")
             driver_tasks = [
                 tg.create_task(pump(d, writer, lane), name=f"driver.{d.name}") for d, lane in lanes
             ]

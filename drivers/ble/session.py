@@ -38,11 +38,12 @@ from typing import ClassVar
 import structlog
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import BleakDBusError, BleakDeviceNotFoundError, BleakError
 
 from drivers.ble import racp
 from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, BloodPressureMeasurement
 from drivers.ble.device_info import BATTERY_LEVEL_UUID
+from drivers.ble.errors import PairingError
 from drivers.ble.gatt_time import CURRENT_TIME_UUID, CurrentTime
 from drivers.ble.glucose import (
     GLUCOSE_MEASUREMENT_UUID,
@@ -71,6 +72,9 @@ PROFILES: dict[str, int] = {
     "weight-scale": WEIGHT_MEASUREMENT_UUID,
     "glucose": GLUCOSE_MEASUREMENT_UUID,
 }
+RACP_PROFILES = frozenset({"glucose"})  # stored records behind a Record Access Control Point
+# Continuous profiles (0x2A5F, heart rate, CGM) upload on the stream lane; none is wired yet.
+STREAM_PROFILES: frozenset[str] = frozenset()
 
 _DECODERS: dict[int, Callable[[bytes], Readable]] = {
     TEMPERATURE_MEASUREMENT_UUID: TemperatureMeasurement.decode,
@@ -137,6 +141,22 @@ class RacpState:
         self.last_sequence = last_sequence
 
 
+_AUTH_ERRORS = {
+    "org.bluez.Error.AuthenticationFailed": "authentication failed (wrong passkey?)",
+    "org.bluez.Error.AuthenticationRejected": "the device or our agent rejected pairing",
+    "org.bluez.Error.AuthenticationCanceled": "pairing was cancelled",
+    "org.bluez.Error.AuthenticationTimeout": "nobody answered the pairing request in time",
+    "org.bluez.Error.ConnectionAttemptFailed": "the device refused the pairing request",
+}
+
+
+def pairing_failure(exc: BaseException, device: str) -> PairingError | None:
+    """The typed error for a failed bonding, or None when ``exc`` is some other failure."""
+    if isinstance(exc, BleakDBusError) and exc.dbus_error in _AUTH_ERRORS:
+        return PairingError(device, _AUTH_ERRORS[exc.dbus_error])
+    return None
+
+
 def classify(exc: BaseException) -> str:
     """The health state a failed connection attempt leaves the device in."""
     if isinstance(exc, BleakDeviceNotFoundError | TimeoutError):
@@ -177,6 +197,9 @@ class BleDeviceDriver:
         *,
         expected_interval_s: float | None = None,
         passkey: int | None = None,
+        bond: bool | None = None,
+        name: str | None = None,
+        adapter: str | None = None,
         state_file: Path | None = None,
         backoff: Backoff | None = None,
         connect_timeout_s: float = 20.0,
@@ -187,9 +210,11 @@ class BleDeviceDriver:
         self.device = DeviceId(DeviceIdKind.BTMAC, address)
         self.address = self.device.value
         self.profile = profile
-        self.name = f"ble.{profile}"
+        self.name = f"ble.{name or profile}"
         self.expected_interval_s = expected_interval_s
-        self.passkey = passkey  # for a pairing agent; bonding itself is not done here yet
+        self.passkey = passkey  # typed by our org.bluez.Agent1 (drivers/ble/agent.py)
+        self.bond = passkey is not None if bond is None else bond  # bleak pair=True on connect
+        self.adapter = adapter
         self.backoff = backoff or Backoff()
         self.connect_timeout_s = connect_timeout_s
         self.liveness_s = liveness_s
@@ -202,12 +227,20 @@ class BleDeviceDriver:
         self.state = "waiting"
         self.last_seen: datetime | None = None
         self.last_error: str | None = None
+        self.pairing_error: PairingError | None = None  # the last failed bonding, until one works
         self.readings = 0
         self.malformed = 0
         self.connections = 0
         self.attempts = 0  # connection attempts, successful or not
         self.battery_pct: int | None = None
+        self._queue: asyncio.Queue[_Item] | None = None  # the current connection's items
         self.racp_requests: list[int] = []  # the ">= N" of each RACP request, for the record
+
+    def bluez_lost(self) -> None:
+        """bluetoothd went away (the ``org.bluez`` owner changed): end this connection now and
+        reconnect, rather than wait for the liveness probe - bleak does not notice by itself."""
+        if self._queue is not None and self.state == "connected":
+            self._queue.put_nowait(None)
 
     # -- Driver -------------------------------------------------------------------------------
 
@@ -220,20 +253,35 @@ class BleDeviceDriver:
         while True:
             self.state = "connecting"
             queue: asyncio.Queue[_Item] = asyncio.Queue()
+            self._queue = queue
             client = BleakClient(self.address, disconnected_callback=_on_disconnect(queue),
-                                 timeout=self.connect_timeout_s)
+                                 timeout=self.connect_timeout_s, pair=self.bond,
+                                 bluez={"adapter": self.adapter} if self.adapter else {})
             try:
                 self.attempts += 1
                 await client.connect()
             except (BleakError, TimeoutError, OSError, EOFError) as exc:
-                self.state = classify(exc)
-                self.last_error = type(exc).__name__
-                delay = self.backoff.delay(attempt)
+                pairing = pairing_failure(exc, str(self.device))
+                if pairing is not None:
+                    # A wrong passkey does not get better by hammering: the device may lock us
+                    # out. Wait the longest backoff and tell the technician what to fix.
+                    self.state, self.last_error, self.pairing_error = (
+                        "pairing-failed", type(pairing).__name__, pairing)
+                    delay = self.backoff.max_s
+                    log.error("ble.pairing_failed", device=str(self.device),  # noqa: TRY400 - expected, no traceback
+                              reason=pairing.reason, hint=pairing.hint, retry_in_s=delay)
+                else:
+                    self.state = classify(exc)
+                    self.last_error = type(exc).__name__
+                    delay = self.backoff.delay(attempt)
+                    log.info("ble.connect_failed", device=str(self.device), state=self.state,
+                             error=type(exc).__name__, retry_in_s=round(delay, 2),
+                             dbus_error=exc.dbus_error if isinstance(exc, BleakDBusError)
+                             else None)
                 attempt += 1
-                log.info("ble.connect_failed", device=str(self.device), state=self.state,
-                         error=type(exc).__name__, retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
                 continue
+            self.pairing_error = None
             started = time.monotonic()
             self.connections += 1
             self.state = "connected"
@@ -249,10 +297,13 @@ class BleDeviceDriver:
                 log.warning("ble.session_failed", device=str(self.device),
                             error=type(exc).__name__)
             finally:
-                if client.is_connected:
-                    with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
-                        async with asyncio.timeout(5):
-                            await client.disconnect()
+                # Always, even when the device dropped the link: bleak 3.1 closes the
+                # connection's own D-Bus connection only in disconnect(). Skipping it leaked
+                # one socket per remote disconnect until dbus-daemon's per-user connection
+                # limit (256) refused every new connection (found by tests/ble_session/test_soak).
+                with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
+                    async with asyncio.timeout(5):
+                        await client.disconnect()
             self.state = ended
             log.info("ble.disconnected", device=str(self.device), state=ended)
             if time.monotonic() - started >= self.backoff.stable_s:

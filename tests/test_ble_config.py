@@ -1,0 +1,100 @@
+"""``[[ble_devices]]``: validated with one-line errors naming the key; drivers and lanes built
+from it; an episode binding record converts into the same dataclass."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.ble.session import BleDeviceDriver
+from gateway.ble_config import BleDeviceConfig
+from gateway.config import load
+from gateway.daemon import build_agent, build_drivers
+from gateway.errors import ConfigError
+from gateway.ingest import Lane
+from tests.factories import VALID_CONFIG as VALID
+from tests.factories import write_config as write
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ('profile = "thermometer"\n', "ble_devices[0].address: missing"),
+        ('address = "A4:C1:38:10:00:01"\n', "ble_devices[0].profile: missing"),
+        ('address = "A4:C1:38:10:00"\nprofile = "thermometer"\n',
+         "ble_devices[0].address: not a Bluetooth address"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "toaster"\n',
+         "ble_devices[0].profile: must be one of thermometer, blood-pressure"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\npasskey = 1234567\n',
+         "ble_devices[0].passkey: must be the device's six-digit passkey"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\npasskey = "12a456"\n',
+         "ble_devices[0].passkey: must be the device's six-digit passkey"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\nexpected_interval_s = 0\n',
+         "ble_devices[0].expected_interval_s: must be between"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\nexpected_interval_s = "1h"\n',
+         "ble_devices[0].expected_interval_s: must be a number"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\nadapter = "usb0"\n',
+         "ble_devices[0].adapter: must be a BlueZ adapter name"),
+        ('address = "A4:C1:38:10:00:01"\nprofile = "glucose"\npin = 1\n',
+         "ble_devices[0].pin: unknown key"),
+    ],
+)
+def test_ble_device_mistakes_are_named_on_one_line(files: Path, block: str, expected: str
+                                                   ) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)) as failed:
+        load(write(files, VALID + "\n[[ble_devices]]\n" + block))
+    assert "\n" not in failed.value.one_line()
+
+
+def test_the_same_address_twice_is_refused(files: Path) -> None:
+    twice = '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:01"\nprofile = "thermometer"\n'
+    with pytest.raises(ConfigError, match="address 'A4:C1:38:10:00:01' is used twice"):
+        load(write(files, VALID + twice + twice.replace("thermometer", "weight-scale")))
+
+
+def test_ble_devices_are_parsed_and_built_into_drivers_with_their_lanes(files: Path) -> None:
+    cfg = load(write(files, VALID + (
+        '\n[[ble_devices]]\naddress = "a4-c1-38-10-00-02"\nprofile = "blood-pressure"\n'
+        'passkey = "012345"\nexpected_interval_s = 43200\nadapter = "hci1"\n'
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:03"\nprofile = "glucose"\nname = "glu"\n')))
+    bp, glu = cfg.ble_devices
+    assert bp == BleDeviceConfig("A4:C1:38:10:00:02", "blood-pressure", "blood-pressure-0002",
+                                 12345, 43200.0, "hci1")
+    assert (glu.name, glu.passkey, glu.adapter) == ("glu", None, None)
+    built = [(d, lane) for d, lane in build_drivers(cfg) if isinstance(d, BleDeviceDriver)]
+    assert [(d.name, d.address, d.bond, d.adapter, lane) for d, lane in built] == [
+        ("ble.blood-pressure-0002", "A4:C1:38:10:00:02", True, "hci1", Lane.SPOT),
+        ("ble.glu", "A4:C1:38:10:00:03", False, None, Lane.SPOT)]
+    assert built[1][0].racp
+    assert (cfg.state_dir / "ble").is_dir()  # the RACP cursor's home
+    agent = build_agent(cfg, [d for d, _ in built])
+    assert agent is not None
+    assert agent.agent.passkeys == {"A4:C1:38:10:00:02": 12345, "A4:C1:38:10:00:03": None}
+
+
+def test_no_ble_devices_no_agent(files: Path) -> None:
+    assert build_agent(load(write(files, VALID)), []) is None
+
+
+@dataclass(frozen=True)
+class BoundDevice:  # the shape of provisioning's episode binding record
+    transport: str
+    address: str
+    profile: str
+    passkey: int | None
+    expected_interval_s: float | None
+
+
+def test_an_episode_binding_record_converts_with_the_same_checks() -> None:
+    c = BleDeviceConfig.from_binding(BoundDevice("ble", "a4:c1:38:10:00:05", "weight-scale",
+                                                 None, 86400.0))
+    assert (c.address, c.profile, c.name, c.expected_interval_s) == (
+        "A4:C1:38:10:00:05", "weight-scale", "weight-scale-0005", 86400.0)
+    with pytest.raises(ConfigError, match="transport: not a BLE device"):
+        BleDeviceConfig.from_binding(BoundDevice("serial", "x", "astm", None, None))
+    with pytest.raises(ConfigError, match="passkey"):
+        BleDeviceConfig.from_binding(BoundDevice("ble", "A4:C1:38:10:00:05", "glucose",
+                                                 1_000_000, None))
