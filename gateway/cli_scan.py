@@ -25,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def expected_in_range(cfg: Config) -> set[str]:
     """Real BLE devices bound to this episode: each should be heard advertising."""
-    # [[ble_devices]] arrives with the BLE wiring; read it when the configuration has it.
-    return {str(d.address).upper() for d in getattr(cfg, "ble_devices", ())}
+    return {d.address.upper() for d in cfg.ble_devices}
 
 
 def bound_addresses(cfg: Config) -> set[str]:
