@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from gateway.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
+from provisioning import runtime as provisioning
+from provisioning.errors import NotEnrolledError
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -51,8 +53,16 @@ class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
-async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> None:
-    """Move one driver's readings into the outbox; confirm to the driver in order once durable."""
+async def pump(
+    driver: Driver,
+    writer: IngestWriter,
+    lane: Lane = Lane.SPOT,
+    on_durable: Callable[[Measurement, int], None] | None = None,
+) -> None:
+    """Move one driver's readings into the outbox; confirm to the driver in order once durable.
+
+    ``on_durable(reading, record seq)`` lets install-check follow a device's reading to the
+    provider's acknowledgement (the record leaves the outbox only on PUBACK)."""
     confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
         maxsize=1024
     )
@@ -61,7 +71,9 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
         while True:
             fut, m = await confirmations.get()
             try:
-                await fut
+                seq = await fut
+                if on_durable is not None:
+                    on_durable(m, seq)
                 await driver.committed([m])
             finally:
                 confirmations.task_done()
@@ -90,16 +102,24 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config) -> list[tuple[Any, Lane]]:
-    """Every configured driver with its upload lane (continuous oximetry is a stream)."""
+def build_drivers(
+    cfg: Config, bound: provisioning.BoundDevices | None = None
+) -> list[tuple[Any, Lane]]:
+    """Every configured driver with its upload lane (continuous oximetry is a stream).
+
+    With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
+    while the equipment is being returned."""
+    bound = bound or provisioning.BoundDevices(intake=True, devices=None)
     drivers: list[tuple[Any, Lane]] = [
         (
             SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
             Lane.SPOT,
         )
         for d in cfg.sim_devices
+        if bound.admits_sim(d)
     ]
-    for drv in serial_config.build(cfg.serial_devices):
+    serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
+    for drv in serial_config.build(serial):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
     return drivers
 
@@ -164,8 +184,10 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         ),
         writer.committed_event,
     )
-    lanes = build_drivers(cfg)
+    bound = await asyncio.to_thread(provisioning.devices, cfg)
+    lanes = build_drivers(cfg, bound)
     drivers = [d for d, _ in lanes]
+    durable_seq: dict[str, int] = {}  # device id -> record seq of its latest durable reading
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -182,15 +204,75 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     async def status(_: object) -> dict[str, object]:
         return await health.snapshot()
 
-    control = ControlServer(cfg.control_socket, {"status": status})
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    driver_tasks: list[asyncio.Task[None]] = []
+
+    async def stop_intake(_: object) -> dict[str, object]:
+        """Equipment return: no more readings; what was handed over is committed first."""
+        for t in driver_tasks:
+            t.cancel()
+        await asyncio.gather(*driver_tasks, return_exceptions=True)
+        await writer.drain()
+        log.info("provisioning.intake_stopped", drivers=len(driver_tasks))
+        return {"stopped_drivers": len(driver_tasks)}
+
+    async def submit_event(request: Any) -> dict[str, object]:
+        body = request.get("body")
+        if not isinstance(body, dict):
+            raise GatewayError("provisioning.event needs a JSON object 'body'")
+        seq = await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
+        log.info("provisioning.event_sealed", event=body.get("event"), seq=seq)
+        return {"seq": seq}
+
+    async def delivered(request: Any) -> dict[str, object]:
+        seqs = [int(s) for s in request.get("seqs", [])]
+        pending = await db.run(outbox.pending, seqs)
+        return {"pending": sorted(pending)}
+
+    async def bound_devices(_: object) -> list[dict[str, object]]:
+        listed = bound.devices or ()
+        seqs = [durable_seq[d.address.upper()] for d in listed if d.address.upper() in durable_seq]
+        pending = await db.run(outbox.pending, seqs)
+        out: list[dict[str, object]] = []
+        for d in listed:
+            seq = durable_seq.get(d.address.upper())
+            out.append(
+                {
+                    "transport": d.transport,
+                    "address": d.address,
+                    "profile": d.profile,
+                    "durable_seq": seq,
+                    "delivered": seq is not None and seq not in pending,
+                }
+            )
+        return out
+
+    async def shutdown(_: object) -> dict[str, object]:
+        loop.call_later(0.2, stop.set)  # answer first, then stop
+        return {"stopping": True}
+
+    handlers: dict[str, Any] = {"status": status}
+    if cfg.provisioning is not None:
+        handlers |= {
+            "provisioning.devices": bound_devices,
+            "provisioning.event": submit_event,
+            "provisioning.pending": delivered,
+            "return.stop_intake": stop_intake,
+            "return.shutdown": shutdown,
+        }
+    control = ControlServer(cfg.control_socket, handlers)
     try:
         await control.start()
     except OSError as exc:
         # Diagnostics are not worth losing readings over: run on without the control socket.
         log.error("control.unavailable", socket=str(cfg.control_socket), error=str(exc))  # noqa: TRY400
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    def note_durable(m: Measurement, seq: int) -> None:
+        durable_seq[str(m.device.value).upper()] = seq
+
+    async def seal_lifecycle_event(body: dict[str, Any]) -> int:
+        return await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
@@ -220,9 +302,14 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
                 tg.create_task(_report_replacement(writer, replacement), name="outbox.replaced")
             tg.create_task(health.run(), name="health")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
-            driver_tasks = [
-                tg.create_task(pump(d, writer, lane), name=f"driver.{d.name}") for d, lane in lanes
-            ]
+            tg.create_task(
+                provisioning.report_pending_events(cfg, seal_lifecycle_event),
+                name="provisioning.events",
+            )
+            driver_tasks.extend(
+                tg.create_task(pump(d, writer, lane, note_durable), name=f"driver.{d.name}")
+                for d, lane in lanes
+            )
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:
                 tg.create_task(watchdog(wd), name="watchdog")
@@ -303,7 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
     args = parser.parse_args(argv)
     try:
-        cfg = load(args.config)
+        cfg = provisioning.effective_config(load(args.config))
+    except NotEnrolledError as exc:
+        # Exit 2: systemd does not restart it (RestartPreventExitStatus); enrolment must come first.
+        print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
+        return 2
     except GatewayError as exc:
         print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
         return 2
