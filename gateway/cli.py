@@ -21,7 +21,7 @@ from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
 from drivers.serial.errors import SerialUsageError as UsageError
-from gateway import __version__, bundle, diagnostics
+from gateway import __version__, bundle, cli_provisioning, diagnostics
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError
@@ -256,6 +256,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "show how much sealed data waits for the provider (no clinical values)",
         "gatewayctl outbox --json",
     ),
+    **cli_provisioning.COMMANDS,
 }
 
 
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--uuid", help="16-bit GATT characteristic UUID in hex, e.g. 2a35")
             p.add_argument("--protocol", help="serial protocol: astm, nonin or cms50")
             p.add_argument("--hex", help="the captured bytes in hex (default: read stdin)")
+        cli_provisioning.add_arguments(name, p)
     return parser
 
 
