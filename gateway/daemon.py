@@ -222,7 +222,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         if not isinstance(body, dict):
             raise GatewayError("provisioning.event needs a JSON object 'body'")
         seq = await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
-        log.info("provisioning.event_sealed", event=body.get("event"), seq=seq)
+        log.info("provisioning.event_sealed", kind=body.get("event"), seq=seq)
         return {"seq": seq}
 
     async def delivered(request: Any) -> dict[str, object]:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from buffer.recovery import epoch_marker
 from gateway.config import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
@@ -306,8 +307,12 @@ class EquipmentReturn:
 
     def _outbox_files(self) -> list[Path]:
         # The database, its -wal/-shm/-journal and any damaged copy buffer.recovery set aside.
+        # Not the chain-epoch marker (one integer, no record): the next episode's chain must
+        # start a new epoch, or the provider would see its sequence numbers as a fork.
         ob = self.cfg.outbox_path
-        return sorted(p for p in ob.parent.glob(f"{ob.name}*") if p.is_file())
+        return sorted(
+            p for p in ob.parent.glob(f"{ob.name}*") if p.is_file() and p != epoch_marker(ob)
+        )
 
     def _erase(self) -> dict[str, Any]:
         # A power cut after the service was stopped reboots into a running daemon (phase is still
@@ -321,7 +326,7 @@ class EquipmentReturn:
             path.unlink(missing_ok=True)
             removed.append(path.name)
         for path in sorted(self.cfg.state_dir.iterdir()):
-            if path.name in _KEEP:
+            if path.name in _KEEP or path == epoch_marker(self.cfg.outbox_path):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -336,4 +341,3 @@ class EquipmentReturn:
             fsync_dir(self.cfg.outbox_path.parent)
         log.info("provisioning.erased", keys=destroyed, files=removed)
         return {"erased": {"keys": destroyed, "files": removed}}
-

@@ -73,12 +73,35 @@ class Answer:
     retry_after_s: float | None
 
 
+# The record-signing public key travels in the CSR and the CA copies it into the certificate, so
+# the provider learns which key signs this gateway's records from the certificate it issued.
+# A private arc as a placeholder: the provider's own IANA enterprise number replaces it.
+SIGNING_KEY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.6.1")
+
+
 def build_csr(store: KeyStore, gateway_id: str) -> bytes:
     """DER PKCS#10 for the TLS key; CN = gateway id (the broker ACL keys on it)."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id)])
+    spki = (
+        store.signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id)]))
+        .add_extension(x509.UnrecognizedExtension(SIGNING_KEY_OID, spki), critical=False)
     )
     return store.sign_csr(builder).public_bytes(serialization.Encoding.DER)
+
+
+def signing_key_of(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> bytes | None:
+    """The gateway's record-signing key (SPKI DER) carried by a certificate or request."""
+    try:
+        ext = cert_or_csr.extensions.get_extension_for_oid(SIGNING_KEY_OID)
+    except x509.ExtensionNotFound:
+        return None
+    value = ext.value
+    return value.value if isinstance(value, x509.UnrecognizedExtension) else None
 
 
 def parse_certs_only(body: bytes) -> list[x509.Certificate]:

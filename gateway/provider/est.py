@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provisioning.devpki import RigPki
+from provisioning.est import SIGNING_KEY_OID, signing_key_of
 from provisioning.state import atomic_write
 
 _BACKDATE = timedelta(minutes=5)
@@ -54,6 +55,7 @@ class EstAuthority:
     crl_path: Path
     cert_valid: timedelta = timedelta(days=30)
     tokens: dict[str, str] = field(default_factory=dict)  # token -> gateway id (one use)
+    signing_keys: dict[str, bytes] = field(default_factory=dict)  # gateway id -> SPKI DER
     bundles: dict[str, bytes] = field(default_factory=dict)  # gateway id -> signed bundle
     issued: list[_Issued] = field(default_factory=list)
     on_revoke: Callable[[], None] | None = None
@@ -74,7 +76,8 @@ class EstAuthority:
 
     def issue(self, csr: x509.CertificateSigningRequest, gateway_id: str) -> x509.Certificate:
         now = datetime.now(UTC)
-        cert = (
+        signing_spki = signing_key_of(csr)
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id)]))
             .issuer_name(self._ca_cert.subject)
@@ -92,10 +95,15 @@ class EstAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
                 critical=False,
             )
-            .sign(self._ca_key, hashes.SHA256())
         )
+        if signing_spki is not None:
+            ext = x509.UnrecognizedExtension(SIGNING_KEY_OID, signing_spki)
+            builder = builder.add_extension(ext, critical=False)
+        cert = builder.sign(self._ca_key, hashes.SHA256())
         with self.lock:
             self.issued.append(_Issued(gateway_id, cert.serial_number))
+            if signing_spki is not None:
+                self.signing_keys[gateway_id] = signing_spki
         return cert
 
     def is_revoked(self, serial: int) -> bool:
