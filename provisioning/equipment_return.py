@@ -285,7 +285,12 @@ class EquipmentReturn:
 
     def _wait_daemon_gone(self) -> None:
         deadline = time.monotonic() + self.opt.stop_timeout_s
-        while self._ask("status") is not None:
+        while True:
+            try:
+                if self._ask("status") is None:
+                    return
+            except ControlError:
+                pass  # answering while it closes down (database already closed): still there
             if time.monotonic() > deadline:
                 raise DaemonStillRunningError("the gateway service did not stop")
             time.sleep(self.opt.poll_s)

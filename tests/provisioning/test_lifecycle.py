@@ -195,7 +195,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     # --- the next patient: a new episode with other devices -------------------------------------
     before = len(rig.received.readings)
     token2 = prig.offer("ep-two", (OXI,))
-    done = prig.ctl("enrol", "--token", token2)
+    done = prig.ctl("enrol", f"--token={token2}")
     assert done.returncode == 0, done.stderr
     assert state.load().episode_id == "ep-two"
     prig.trust_enrolled_key()
