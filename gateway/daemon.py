@@ -306,6 +306,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
                 provisioning.report_pending_events(cfg, seal_lifecycle_event),
                 name="provisioning.events",
             )
+            if cfg.provisioning is not None and bound.intake:
+                tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
             driver_tasks.extend(
                 tg.create_task(pump(d, writer, lane, note_durable), name=f"driver.{d.name}")
                 for d, lane in lanes

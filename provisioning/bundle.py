@@ -38,6 +38,7 @@ FORMAT = 1
 Transport = Literal["ble", "serial"]
 _BLE_ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_SERIAL_ID = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9._:/-]{0,127}$")  # /dev/ttyUSB0 or a device id
 _PROFILE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 # Clocks on a freshly unboxed router may be a little off before NTP settles.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -60,7 +61,7 @@ class BoundDevice:
             raise ValueError(
                 f"BLE address must be AA:BB:CC:DD:EE:FF (upper case): {self.address!r}"
             )
-        if self.transport == "serial" and not _TOKEN.match(self.address):
+        if self.transport == "serial" and not _SERIAL_ID.match(self.address):
             raise ValueError(f"serial device id or port not usable: {self.address!r}")
         if not _PROFILE.match(self.profile):
             raise ValueError(f"profile must be a lower-case name, got {self.profile!r}")

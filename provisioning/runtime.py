@@ -28,9 +28,11 @@ import structlog
 from gateway.config import Config, SimDeviceConfig
 from gateway.serial_config import SerialDeviceConfig
 from provisioning.bundle import BoundDevice, EnrolmentBundle, verify_bundle
-from provisioning.enrol import bundle_signer
+from provisioning.enrol import bundle_signer, est_client
 from provisioning.errors import NotEnrolledError
+from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
+from provisioning.renewal import renewal_loop
 from provisioning.state import LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.runtime")
@@ -118,3 +120,9 @@ async def report_pending_events(
         await asyncio.to_thread(store.events_reported, done)
         log.info("provisioning.events_reported", count=len(done))
     return len(done)
+
+
+async def renewal_task(cfg: Config) -> None:
+    """Keep the TLS certificate fresh (EST simplereenroll) while the episode runs."""
+    layout = StateLayout(cfg.state_dir)
+    await renewal_loop(layout, FileKeyStore(layout.keys_dir), est_client(cfg), cfg.gateway_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -96,8 +97,6 @@ class ProvisioningRig:
     def ctl(
         self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        import os
-
         return subprocess.run(
             [sys.executable, "-m", "gateway.cli", *args, "--config", str(self.config)],
             capture_output=True,

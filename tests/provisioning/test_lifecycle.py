@@ -59,17 +59,16 @@ def _connects(host: str, port: int, ca: Path, cert: Path, key: Path) -> bool:
         ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT
     )
     try:
-        rc = client.connect(host, port, keepalive=5)
-        if rc != 0:
+        if client.connect(host, port, keepalive=5) != 0:
             return False
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not client.is_connected():
             client.loop(0.1)
-        ok = client.is_connected()
-        client.disconnect()
-        return ok
     except (OSError, ssl.SSLError):
         return False
+    ok = client.is_connected()
+    client.disconnect()
+    return ok
 
 
 def _ready_lines(log: str) -> list[dict[str, object]]:
@@ -100,7 +99,8 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
 
     # The daemon refuses to run on a router that is not enrolled (exit 2: systemd won't loop).
     rig.start_daemon(config)
-    assert rig.daemon is not None and rig.daemon.wait(20) == 2
+    assert rig.daemon is not None
+    assert rig.daemon.wait(20) == 2
     assert "P-NOT-ENROLLED" in rig.log_text()
 
     # --- enrol with the token from the delivery note's QR code --------------------------------
@@ -161,9 +161,9 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
         if step == "drained":
             # A power cut takes the daemon too; it comes back in 'returning' and reads nothing.
             rig.stop_daemon(signal.SIGKILL)
-            starts = _ready_lines(rig.log_text())
+            starts = len(_ready_lines(rig.log_text()))
             rig.start_daemon(config)
-            wait_for(lambda: len(_ready_lines(rig.log_text())) > len(starts), 20, "restart")
+            wait_for(lambda: len(_ready_lines(rig.log_text())) > starts, 20, "restart")  # noqa: B023 - called at once
             assert _ready_lines(rig.log_text())[-1]["drivers"] == 0
     final = prig.ctl("return", timeout_s=120)
     assert final.returncode == 0, final.stdout + final.stderr
@@ -171,9 +171,11 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert "records not delivered: 0" in final.stdout
     assert "certificate revoked: yes" in final.stdout
     assert state.load().phase is Phase.FACTORY
-    assert rig.daemon is not None and rig.daemon.poll() is not None  # the return stopped it
+    assert rig.daemon is not None  # the return stopped it
+    assert rig.daemon.poll() is not None
     again = prig.ctl("return")
-    assert again.returncode == 0 and "already in the factory state" in again.stdout
+    assert again.returncode == 0
+    assert "already in the factory state" in again.stdout
 
     reports = _events(prig, "equipment-return")
     assert reports, "the return report reached the provider"
@@ -190,7 +192,8 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     ]
     # The old certificate is refused by the broker (CRL), the provider's own still works.
     assert not _connects(*probe)
-    assert rig.subscriber is not None and rig.subscriber.wait_subscribed(15)
+    assert rig.subscriber is not None
+    assert rig.subscriber.wait_subscribed(15)
 
     # --- the next patient: a new episode with other devices -------------------------------------
     before = len(rig.received.readings)
