@@ -28,8 +28,11 @@ def test_every_gatewayctl_command_in_the_guide_exists() -> None:
 
 def test_quoted_messages_are_the_ones_the_software_prints() -> None:
     # Each message start in the table (split on " / ") appears in the code that raises it.
-    for row in re.findall(r"^\| `P-[A-Z-]+` +\| ([^|]+)\|", DOC, flags=re.M):
+    rows = re.findall(r"^\| `P-[A-Z-]+` +\| ([^|]+)\|", DOC, flags=re.M)
+    assert len(rows) == len(ALL_ERRORS)
+    for row in rows:
         for fragment in row.strip().split(" / "):
             words = fragment.split(" ... ")[0].replace(" X, this is router Y", "").strip()
             words = re.sub(r"^N of M ", "", words)
-            assert words and words in SOURCES, words
+            assert words, row
+            assert words in SOURCES, words
