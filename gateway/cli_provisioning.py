@@ -117,7 +117,11 @@ def cmd_return(args: argparse.Namespace) -> int:
         keystore=FileKeyStore(StateLayout(cfg.state_dir).keys_dir),
         est=est_client(cfg),
         devices=devices,
-        options=ReturnOptions(force=args.force, drain_timeout_s=args.drain_timeout),
+        options=ReturnOptions(
+            force=args.force,
+            drain_timeout_s=args.drain_timeout,
+            report_timeout_s=min(60.0, args.drain_timeout),
+        ),
         progress=None if args.json else _progress_bar,
     )
     result = flow.run()
