@@ -31,7 +31,7 @@ from provisioning.errors import (
 from provisioning.est import AuthKind, ClientCert, EstClient, EstServer, build_csr
 from provisioning.keystore import FileKeyStore, KeyStore
 from provisioning.layout import StateLayout
-from provisioning.state import LifecycleStore, Phase, atomic_write
+from provisioning.state import LifecycleStore, Phase, atomic_write, private_dir
 
 log = structlog.get_logger("provisioning.enrol")
 
@@ -144,7 +144,7 @@ def enrol(
                 )
             certs = client.simpleenroll(build_csr(store, cfg.gateway_id), token)
             pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-            layout.identity_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(layout.identity_dir)
             atomic_write(layout.client_cert, pem, 0o644)
             cert = certs[0]
         lifecycle.transition(Phase.ENROLLED, detail={"certificate_serial": hex(cert.serial_number)})
@@ -177,7 +177,7 @@ def _write_episode(layout: StateLayout, bundle: EnrolmentBundle, raw: bytes) -> 
         ) from None
     if not ca or not isinstance(hpke, x25519.X25519PublicKey):
         raise BundleInvalidError("the bundle must carry a broker CA and an X25519 provider key")
-    layout.episode_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(layout.episode_dir)
     atomic_write(layout.broker_ca, bundle.broker_ca_pem.encode(), 0o644)
     atomic_write(layout.provider_hpke_pub, bundle.provider_hpke_public_pem.encode(), 0o644)
     atomic_write(layout.bundle, raw, 0o600)  # device passkeys inside: service user only

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from provisioning.errors import KeyStoreError
-from provisioning.state import atomic_write, fsync_dir
+from provisioning.state import atomic_write, fsync_dir, private_dir
 
 log = structlog.get_logger("provisioning.keystore")
 
@@ -76,8 +76,7 @@ class FileKeyStore:
 
     def ensure(self) -> bool:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.directory.chmod(0o700)
+            private_dir(self.directory)
             created = False
             if self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True) is None:
                 self._store(SIGNING_KEY, ed25519.Ed25519PrivateKey.generate())

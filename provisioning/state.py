@@ -115,6 +115,17 @@ def _own_like_directory(fd: int, directory: Path) -> None:
         os.fchown(fd, st.st_uid, st.st_gid)
 
 
+def private_dir(path: Path) -> Path:
+    """mkdir 0700, owned like its parent when root creates it (see _own_like_directory)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    if os.geteuid() == 0:
+        st = path.parent.stat()
+        if st.st_uid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename or unlink in ``directory`` durable (POSIX: the entry lives in the dir)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -154,6 +165,7 @@ class LifecycleStore:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            _own_like_directory(fd, self.state_dir)  # root's gatewayctl and the daemon share it
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
