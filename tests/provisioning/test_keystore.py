@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from provisioning.keystore import FileKeyStore, KeyStore
+from provisioning.state import LifecycleStore, Phase
 
 
 def test_keys_are_created_once_with_private_modes(tmp_path: Path) -> None:
@@ -46,3 +49,15 @@ def test_a_damaged_key_is_replaced_not_used(tmp_path: Path) -> None:
     (tmp_path / "tls.key").write_bytes(b"garbage")
     assert store.ensure() is True
     assert store.tls_public_key() is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_keys_root_creates_belong_to_the_service_user_owning_the_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # the service user (systemd StateDirectory= owns it)
+    FileKeyStore(state / "keys").ensure()
+    LifecycleStore(state).transition(Phase.ENROLLED)
+    owned = [state / "keys", state / "keys" / "signing.key", state / "keys" / "tls.key"]
+    owned += [state / "lifecycle.json", state / ".lifecycle.lock"]
+    assert {p.name: p.stat().st_uid for p in owned} == {p.name: 65534 for p in owned}
