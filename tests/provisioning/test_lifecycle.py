@@ -63,7 +63,8 @@ def _connects(host: str, port: int, ca: Path, cert: Path, key: Path) -> bool:
             return False
         deadline = time.monotonic() + 15  # generous: a loaded CI machine must not fake a refusal
         while time.monotonic() < deadline and not client.is_connected():
-            client.loop(0.1)
+            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                return False  # the broker closed the connection: refused
     except (OSError, ssl.SSLError):
         return False
     ok = client.is_connected()
