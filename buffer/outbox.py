@@ -279,6 +279,23 @@ class Outbox:
         self.bytes_held -= freed
         return deleted
 
+    def pending(self, seqs: Iterable[int]) -> set[int]:
+        """Which of these records are still waiting (the others were acknowledged and deleted)."""
+        seq_list = list(seqs)
+        found: set[int] = set()
+        try:
+            for i in range(0, len(seq_list), 500):
+                chunk = seq_list[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.conn.execute(
+                    f"SELECT seq FROM records WHERE seq IN ({marks})",  # noqa: S608 - only "?" marks
+                    chunk,
+                ).fetchall()
+                found.update(int(s) for (s,) in rows)
+        except sqlite3.Error as exc:
+            raise _store_error("pending", exc) from exc
+        return found
+
     def release(self, seqs: Iterable[int]) -> None:
         """Give leased records back (publish failed or connection lost): they go out again."""
         self._in_flight.difference_update(seqs)

@@ -21,7 +21,15 @@ from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
 from drivers.serial.errors import SerialUsageError as UsageError
-from gateway import __version__, bundle, cli_logs, cli_scan, diagnostics, tables
+from gateway import (
+    __version__,
+    bundle,
+    cli_logs,
+    cli_provisioning,
+    cli_scan,
+    diagnostics,
+    tables,
+)
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError
@@ -277,6 +285,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "logs": (cli_logs.cmd_logs, cli_logs.HELP, cli_logs.EXAMPLE),
     "scan": (cli_scan.cmd_scan, cli_scan.HELP, cli_scan.EXAMPLE),
+    **cli_provisioning.COMMANDS,
 }
 # Commands with options of their own, defined next to the command.
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--uuid", help="16-bit GATT characteristic UUID in hex, e.g. 2a35")
             p.add_argument("--protocol", help="serial protocol: astm, nonin or cms50")
             p.add_argument("--hex", help="the captured bytes in hex (default: read stdin)")
+        cli_provisioning.add_arguments(name, p)
     return parser
 
 

@@ -20,6 +20,7 @@ from gateway.ble_config import BleDeviceConfig
 from gateway.errors import ConfigError
 from gateway.sealing import SuiteName
 from gateway.serial_config import SerialDeviceConfig
+from provisioning.layout import StateLayout
 
 DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -36,6 +37,16 @@ class SimDeviceConfig:
     count: int | None  # stop after this many readings (None: forever)
     memory: Path | None  # stored-records mode: the simulated device's own memory file
     stream: bool = False  # a continuous stream (lane STREAM, sealed in chunks), not spot readings
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningConfig:
+    """``[provisioning]``: the router gets its identity and episode by enrolment (issue 6)."""
+
+    est_url: str
+    est_ca_file: Path
+    bundle_signing_key: Path
+    est_auth: str  # "bearer" or "basic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,9 @@ class Config:
     sim_devices: tuple[SimDeviceConfig, ...]
     serial_devices: tuple[SerialDeviceConfig, ...] = ()
     ble_devices: tuple[BleDeviceConfig, ...] = ()
+    # Set: keys, certificate, broker, provider key and episode come from enrolment
+    # (provisioning.runtime.effective_config fills them in from the state directory).
+    provisioning: ProvisioningConfig | None = None
 
     @property
     def records_topic(self) -> str:
@@ -184,6 +198,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
             "sim_devices",
             "serial_devices",
             "ble_devices",
+            "provisioning",
         ),
     )
 
@@ -199,11 +214,21 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if log_level not in ("debug", "info", "warning", "error"):
         raise gw.error("log_level", f"must be debug, info, warning or error, got {log_level!r}")
 
+    provisioning = _provisioning(data, path)
+    # Enrolled routers: these files appear with enrolment, so their absence is not an error here.
+    enrolled = StateLayout(state_dir) if provisioning else None
     ident = _table(data, "identity", path, "signing_key")
-    signing_key = ident.path("signing_key", base, must_exist=True)
+    signing_key = ident.path(
+        "signing_key", base, str(enrolled.signing_key) if enrolled else ..., must_exist=not enrolled
+    )
 
     prov = _table(data, "provider", path, "hpke_public_key", "mlkem_public_key", "suite")
-    hpke_pub = prov.path("hpke_public_key", base, must_exist=True)
+    hpke_pub = prov.path(
+        "hpke_public_key",
+        base,
+        str(enrolled.provider_hpke_pub) if enrolled else ...,
+        must_exist=not enrolled,
+    )
     mlkem_pub = prov.path("mlkem_public_key", base, None, must_exist=True)
     suite_raw = prov.get("suite", str, "x25519")
     try:
@@ -234,13 +259,19 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         "wan_interfaces",
         "broadband_interfaces",
     )
-    host = up.get("host", str)
-    if not host or any(c.isspace() for c in host):
+    host = up.get("host", str, "" if enrolled else ...)
+    if (not host and not enrolled) or any(c.isspace() for c in host):
         raise up.error("host", f"not a host name or address: {host!r}")
     port = up.int_in("port", 1, 65535, 8883)
-    ca_file = up.path("ca_file", base, must_exist=True)
-    cert_file = up.path("cert_file", base, must_exist=True)
-    key_file = up.path("key_file", base, must_exist=True)
+    ca_file = up.path(
+        "ca_file", base, str(enrolled.broker_ca) if enrolled else ..., must_exist=not enrolled
+    )
+    cert_file = up.path(
+        "cert_file", base, str(enrolled.client_cert) if enrolled else ..., must_exist=not enrolled
+    )
+    key_file = up.path(
+        "key_file", base, str(enrolled.tls_key) if enrolled else ..., must_exist=not enrolled
+    )
     keepalive = up.int_in("keepalive_s", 5, 3600, 30)
     prefix = up.get("topic_prefix", str, "homecare/v1")
     if not _TOPIC_PREFIX.match(prefix):
@@ -339,4 +370,23 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         sim_devices=tuple(sim_devices),
         serial_devices=serial_config.parse(data.get("serial_devices", []), path),
         ble_devices=ble_config.parse(data.get("ble_devices", []), path),
+        provisioning=provisioning,
+    )
+
+
+def _provisioning(data: Mapping[str, Any], path: Path) -> ProvisioningConfig | None:
+    if "provisioning" not in data:
+        return None
+    t = _table(data, "provisioning", path, "est_url", "est_ca_file", "bundle_signing_key", "auth")
+    url = t.get("est_url", str)
+    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", url):
+        raise t.error("est_url", f"must be an https:// URL, got {url!r}")
+    auth = t.get("auth", str, "bearer")
+    if auth not in ("bearer", "basic"):
+        raise t.error("auth", f"must be bearer or basic, got {auth!r}")
+    return ProvisioningConfig(
+        est_url=url,
+        est_ca_file=t.path("est_ca_file", path.parent, must_exist=True),
+        bundle_signing_key=t.path("bundle_signing_key", path.parent, must_exist=True),
+        est_auth=auth,
     )

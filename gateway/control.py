@@ -106,13 +106,17 @@ def ask(path: Path, command: str, timeout_s: float = 10.0, **args: Any) -> Any:
                     break
                 data += chunk
     except FileNotFoundError:
-        raise ControlError(f"no control socket at {path}: gatewayd is not running") from None
+        raise ControlError(
+            f"no control socket at {path}: gatewayd is not running", unreachable=True
+        ) from None
     except PermissionError:
         raise ControlError(
             f"permission denied on {path}", hint="run as root or as a member of the service group"
         ) from None
     except OSError as exc:
-        raise ControlError(f"cannot talk to gatewayd at {path}: {exc.strerror or exc}") from None
+        raise ControlError(
+            f"cannot talk to gatewayd at {path}: {exc.strerror or exc}", unreachable=True
+        ) from None
     try:
         answer = json.loads(data)
     except ValueError:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from gateway import __version__, ble_config, fhir, logs, serial_config, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.dbthread import DatabaseThread
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
@@ -43,6 +43,8 @@ from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
 from gateway.watchdog import stalled_loops
+from provisioning import runtime as provisioning
+from provisioning.errors import NotEnrolledError
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -55,8 +57,16 @@ class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
-async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> None:
-    """Move one driver's readings into the outbox; confirm to the driver in order once durable."""
+async def pump(
+    driver: Driver,
+    writer: IngestWriter,
+    lane: Lane = Lane.SPOT,
+    on_durable: Callable[[Measurement, int], None] | None = None,
+) -> None:
+    """Move one driver's readings into the outbox; confirm to the driver in order once durable.
+
+    ``on_durable(reading, record seq)`` lets install-check follow a device's reading to the
+    provider's acknowledgement (the record leaves the outbox only on PUBACK)."""
     confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
         maxsize=1024
     )
@@ -65,7 +75,9 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
         while True:
             fut, m = await confirmations.get()
             try:
-                await fut
+                seq = await fut
+                if on_durable is not None:
+                    on_durable(m, seq)
                 await driver.committed([m])
             finally:
                 confirmations.task_done()
@@ -94,29 +106,77 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple[Any, Lane]]:
-    """Every configured driver with its upload lane (continuous oximetry is a stream)."""
+def build_drivers(
+    cfg: Config,
+    writer: IngestWriter | None = None,
+    bound: provisioning.BoundDevices | None = None,
+) -> list[tuple[Any, Lane]]:
+    """Every configured driver with its upload lane (continuous oximetry is a stream).
+
+    With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
+    while the equipment is being returned."""
+    bound = bound or provisioning.BoundDevices(intake=True, devices=None)
     drivers: list[tuple[Any, Lane]] = [
         (
             SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
             Lane.STREAM if d.stream else Lane.SPOT,
         )
         for d in cfg.sim_devices
+        if bound.admits_sim(d)
     ]
     unusable = writer.report_unusable if writer is not None else None
-    for drv in serial_config.build(cfg.serial_devices, report_unusable=unusable):
+    serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
+    for drv in serial_config.build(serial, report_unusable=unusable):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
-    ble = ble_config.build(cfg.ble_devices, cfg.state_dir)
-    drivers.extend((drv, c.lane) for drv, c in zip(ble, cfg.ble_devices, strict=True))
+    ble_devices = ble_for(cfg, bound)
+    ble = ble_config.build(ble_devices, cfg.state_dir)
+    drivers.extend((drv, c.lane) for drv, c in zip(ble, ble_devices, strict=True))
     return drivers
 
 
-def build_agent(cfg: Config, drivers: Sequence[object]) -> PairingAgent | None:
-    """Our org.bluez.Agent1 for the bound BLE devices (none without BLE devices); it also tells
-    the BLE drivers when bluetoothd goes away."""
-    if not cfg.ble_devices:
+def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.BleDeviceConfig]:
+    """The BLE devices to read: [[ble_devices]] when not provisioned, else the episode's binding.
+
+    A bound device keeps the adapter and name of a matching [[ble_devices]] entry; one that a
+    [[sim_devices]] entry stands in for (same address) is read by the simulator instead.
+    """
+    if not bound.intake:
+        return []
+    if bound.devices is None:
+        return list(cfg.ble_devices)
+    configured = {c.address.upper(): c for c in cfg.ble_devices}
+    simulated = {d.address.upper() for d in cfg.sim_devices}
+    out = []
+    for b in bound.ble():
+        address = b.address.upper()
+        if address in simulated:
+            continue
+        known = configured.get(address)
+        try:
+            out.append(
+                ble_config.BleDeviceConfig(
+                    address=b.address,
+                    profile=b.profile,
+                    name=known.name if known else "",
+                    passkey=None if b.passkey is None else int(b.passkey),  # 6 digits in the bundle
+                    expected_interval_s=b.expected_interval_s,
+                    adapter=known.adapter if known else None,
+                )
+            )
+        except (ConfigError, ValueError) as exc:  # a binding we cannot read: say so, read the rest
+            # The problem is the message (a device the provider must fix); no traceback.
+            log.error("provisioning.binding_unusable", device=address, error=str(exc))  # noqa: TRY400
+    return out
+
+
+def build_agent(
+    devices: Sequence[ble_config.BleDeviceConfig], drivers: Sequence[object]
+) -> PairingAgent | None:
+    """Our org.bluez.Agent1 for the BLE devices read (none without any); it also tells the BLE
+    drivers when bluetoothd goes away."""
+    if not devices:
         return None
-    agent = PairingAgent({c.address: c.passkey for c in cfg.ble_devices})
+    agent = PairingAgent({c.address: c.passkey for c in devices})
     for d in drivers:
         if isinstance(d, BleDeviceDriver):
             agent.on_bluez_lost(d.bluez_lost)
@@ -184,8 +244,10 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         ),
         writer.committed_event,
     )
-    lanes = build_drivers(cfg, writer)
+    bound = await asyncio.to_thread(provisioning.devices, cfg)
+    lanes = build_drivers(cfg, writer, bound)
     drivers = [d for d, _ in lanes]
+    durable_seq: dict[str, int] = {}  # device id -> record seq of its latest durable reading
     links = LinkMonitor(
         LinkSettings(
             broker_host=cfg.broker_host,
@@ -195,7 +257,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             broadband_interfaces=cfg.broadband_interfaces,
         )
     )
-    agent = build_agent(cfg, drivers)
+    agent = build_agent(ble_for(cfg, bound), drivers)
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -208,7 +270,7 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         interval_s=cfg.health_interval_s,
         links={
             "vpn": links.vpn_snapshot,
-            "wan": links.wan_snapshot,
+            "wan-route": links.wan_snapshot,  # modems appear under their configured names
             **{d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
         },
         link_alarms=links.alarms,
@@ -218,15 +280,75 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         await asyncio.to_thread(links.refresh)  # a technician asking wants the links as of now
         return await health.snapshot()
 
-    control = ControlServer(cfg.control_socket, {"status": status})
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    driver_tasks: list[asyncio.Task[None]] = []
+
+    async def stop_intake(_: object) -> dict[str, object]:
+        """Equipment return: no more readings; what was handed over is committed first."""
+        for t in driver_tasks:
+            t.cancel()
+        await asyncio.gather(*driver_tasks, return_exceptions=True)
+        await writer.drain()
+        log.info("provisioning.intake_stopped", drivers=len(driver_tasks))
+        return {"stopped_drivers": len(driver_tasks)}
+
+    async def submit_event(request: Any) -> dict[str, object]:
+        body = request.get("body")
+        if not isinstance(body, dict):
+            raise GatewayError("provisioning.event needs a JSON object 'body'")
+        seq = await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
+        log.info("provisioning.event_sealed", kind=body.get("event"), seq=seq)
+        return {"seq": seq}
+
+    async def delivered(request: Any) -> dict[str, object]:
+        seqs = [int(s) for s in request.get("seqs", [])]
+        pending = await db.run(outbox.pending, seqs)
+        return {"pending": sorted(pending)}
+
+    async def bound_devices(_: object) -> list[dict[str, object]]:
+        listed = bound.devices or ()
+        seqs = [durable_seq[d.address.upper()] for d in listed if d.address.upper() in durable_seq]
+        pending = await db.run(outbox.pending, seqs)
+        out: list[dict[str, object]] = []
+        for d in listed:
+            seq = durable_seq.get(d.address.upper())
+            out.append(
+                {
+                    "transport": d.transport,
+                    "address": d.address,
+                    "profile": d.profile,
+                    "durable_seq": seq,
+                    "delivered": seq is not None and seq not in pending,
+                }
+            )
+        return out
+
+    async def shutdown(_: object) -> dict[str, object]:
+        loop.call_later(0.2, stop.set)  # answer first, then stop
+        return {"stopping": True}
+
+    handlers: dict[str, Any] = {"status": status}
+    if cfg.provisioning is not None:
+        handlers |= {
+            "provisioning.devices": bound_devices,
+            "provisioning.event": submit_event,
+            "provisioning.pending": delivered,
+            "return.stop_intake": stop_intake,
+            "return.shutdown": shutdown,
+        }
+    control = ControlServer(cfg.control_socket, handlers)
     try:
         await control.start()
     except OSError as exc:
         # Diagnostics are not worth losing readings over: run on without the control socket.
         log.error("control.unavailable", socket=str(cfg.control_socket), error=str(exc))  # noqa: TRY400
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    def note_durable(m: Measurement, seq: int) -> None:
+        durable_seq[str(m.device.value).upper()] = seq
+
+    async def seal_lifecycle_event(body: dict[str, Any]) -> int:
+        return await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
@@ -252,9 +374,16 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             if agent is not None:
                 tg.create_task(agent.run(), name="ble.agent")
-            driver_tasks = [
-                tg.create_task(pump(d, writer, lane), name=f"driver.{d.name}") for d, lane in lanes
-            ]
+            tg.create_task(
+                provisioning.report_pending_events(cfg, seal_lifecycle_event),
+                name="provisioning.events",
+            )
+            if cfg.provisioning is not None and bound.intake:
+                tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
+            driver_tasks.extend(
+                tg.create_task(pump(d, writer, lane, note_durable), name=f"driver.{d.name}")
+                for d, lane in lanes
+            )
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:
                 tg.create_task(watchdog(wd), name="watchdog")
@@ -335,7 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
     args = parser.parse_args(argv)
     try:
-        cfg = load(args.config)
+        cfg = provisioning.effective_config(load(args.config))
+    except NotEnrolledError as exc:
+        # Exit 2: systemd does not restart it (RestartPreventExitStatus); enrolment must come first.
+        print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
+        return 2
     except GatewayError as exc:
         print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
         return 2

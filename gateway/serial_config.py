@@ -70,6 +70,8 @@ def parse(items: object, path: Path) -> tuple[SerialDeviceConfig, ...]:
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("serial_devices", f"name {name!r} is used twice", path=str(path))
+        if name in ("vpn", "wan-route"):  # the link monitor's own entries in health reports
+            raise ConfigError("serial_devices", f"name {name!r} is reserved", path=str(path))
     return tuple(out)
 
 

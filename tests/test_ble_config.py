@@ -70,13 +70,13 @@ def test_ble_devices_are_parsed_and_built_into_drivers_with_their_lanes(files: P
         ("ble.glu", "A4:C1:38:10:00:03", False, None, Lane.SPOT)]
     assert built[1][0].racp
     assert (cfg.state_dir / "ble").is_dir()  # the RACP cursor's home
-    agent = build_agent(cfg, [d for d, _ in built])
+    agent = build_agent(cfg.ble_devices, [d for d, _ in built])
     assert agent is not None
     assert agent.agent.passkeys == {"A4:C1:38:10:00:02": 12345, "A4:C1:38:10:00:03": None}
 
 
 def test_no_ble_devices_no_agent(files: Path) -> None:
-    assert build_agent(load(write(files, VALID)), []) is None
+    assert build_agent(load(write(files, VALID)).ble_devices, []) is None
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,31 @@ def test_an_episode_binding_record_converts_with_the_same_checks() -> None:
     with pytest.raises(ConfigError, match="passkey"):
         BleDeviceConfig.from_binding(BoundDevice("ble", "A4:C1:38:10:00:05", "glucose",
                                                  1_000_000, None))
+
+
+def test_an_enrolled_router_reads_the_bound_ble_devices_not_the_configured_ones(
+    files: Path,
+) -> None:
+    from gateway.daemon import ble_for  # noqa: PLC0415 - next to the test that needs it
+    from provisioning.bundle import BoundDevice  # noqa: PLC0415
+    from provisioning.runtime import BoundDevices  # noqa: PLC0415
+
+    cfg = load(write(files, VALID + (
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:02"\nprofile = "blood-pressure"\n'
+        'adapter = "hci1"\n'
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:07"\nprofile = "glucose"\n')))
+    bound = BoundDevices(
+        intake=True,
+        devices=(
+            BoundDevice("ble", "A4:C1:38:10:00:02", "blood-pressure", 3600.0, "012345"),
+            BoundDevice("ble", "A4:C1:38:99:00:09", "thermometer", 3600.0, None),
+            BoundDevice("serial", "crp", "astm", 3600.0, None),
+        ),
+    )
+    read = ble_for(cfg, bound)
+    assert [(c.address, c.profile, c.passkey, c.adapter) for c in read] == [
+        ("A4:C1:38:10:00:02", "blood-pressure", 12345, "hci1"),  # adapter from [[ble_devices]]
+        ("A4:C1:38:99:00:09", "thermometer", None, None),
+    ]
+    assert ble_for(cfg, BoundDevices(intake=False, devices=bound.devices)) == []  # returning
+    assert ble_for(cfg, BoundDevices(intake=True, devices=None)) == list(cfg.ble_devices)

@@ -95,6 +95,7 @@ class MosquittoBroker:
         port: int = 0,
         host: str = "127.0.0.1",
         acl: bool = True,
+        crl_file: Path | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} out of range")
@@ -102,6 +103,9 @@ class MosquittoBroker:
         self._workdir = workdir
         self._host = host
         self._acl = acl
+        # A CRL (PEM) of the rig CA: mosquitto then refuses revoked client certificates. It is
+        # read when the listener starts, so a new CRL takes effect with restart().
+        self.crl_file = crl_file
         self._port: int | None = port or None
         self._auto_port = port == 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -194,6 +198,7 @@ class MosquittoBroker:
     def _write_config(self, port: int) -> None:
         pki = self._pki
         paths = [pki.ca_cert, pki.broker_cert, pki.broker_key, self.log_path, self.acl_path]
+        paths += [self.crl_file] if self.crl_file is not None else []
         if any("\n" in str(p) for p in paths):
             raise BrokerError("a broker file path contains a newline; mosquitto.conf can't hold it")
         lines = [
@@ -226,6 +231,7 @@ class MosquittoBroker:
             f"certfile {pki.broker_cert}",
             f"keyfile {pki.broker_key}",
             "require_certificate true",
+            *([f"crlfile {self.crl_file}"] if self.crl_file is not None else []),
             # The certificate CN (gateway id / provider-verifier) is the username the ACL matches.
             "use_identity_as_username true",
             # Since mosquitto 2.0 this is the minimum version: TLS 1.2 and 1.3 are accepted.

@@ -59,6 +59,10 @@ class Verifier:
         self.records_ok = 0
         self.readings_ok = 0
 
+    def trust(self, gateway_id: str, key: ed25519.Ed25519PublicKey) -> None:
+        """A gateway (re-)enrolled with a new record-signing key (from its EST certificate)."""
+        self._gateway_keys[gateway_id] = key
+
     def accept_batch(self, payload: bytes, topic: str | None = None) -> BatchResult:
         result = BatchResult()
         try:

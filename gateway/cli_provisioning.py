@@ -1,0 +1,221 @@
+"""gatewayctl commands for logistics staff: enrol, install-check, return, lifecycle.
+
+Thin like the rest of the CLI: parse, call one provisioning function, render. The messages are
+for the person holding the router; docs/operations.md explains every one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, load
+from gateway.control import ask
+from provisioning import runtime
+from provisioning.enrol import enrol, est_client, token_from_text
+from provisioning.equipment_return import EquipmentReturn, ReturnOptions
+from provisioning.errors import InstallCheckFailedError, TokenRejectedError
+from provisioning.install_check import install_check
+from provisioning.keystore import FileKeyStore
+from provisioning.layout import StateLayout
+from provisioning.state import LifecycleStore, Phase
+
+EXIT_OK, EXIT_PROBLEM = 0, 1
+
+
+def _out(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print(json.dumps(data, sort_keys=True, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _token(args: argparse.Namespace, cfg: Config) -> str | None:
+    if args.token is not None:
+        return token_from_text(args.token, cfg.gateway_id)
+    if args.token_file is not None:
+        try:
+            text = Path(args.token_file).read_text()
+        except OSError as exc:
+            raise TokenRejectedError(f"cannot read {args.token_file}: {exc.strerror}") from None
+        return token_from_text(text, cfg.gateway_id)
+    if LifecycleStore(cfg.state_dir).load().phase is not Phase.FACTORY:
+        return None  # identity already issued: only the bundle is (re)fetched
+    if sys.stdin.isatty():
+        return token_from_text(
+            getpass.getpass("Enrolment token (or scan the QR code): "), cfg.gateway_id
+        )
+    return None
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    result = enrol(cfg, _token(args, cfg))
+    _out(
+        {
+            "gateway_id": result.gateway_id,
+            "episode": result.episode_id,
+            "devices": result.devices,
+            "certificate_expires": result.certificate_expires.isoformat(),
+        },
+        args.json,
+        [
+            f"enrolled: router {result.gateway_id}, episode {result.episode_id}, "
+            f"{result.devices} device(s) bound",
+            f"certificate valid until {result.certificate_expires:%Y-%m-%d}",
+            "next: start the service (systemctl restart gatewayd), take one measurement with "
+            "each device, then run: gatewayctl install-check",
+        ],
+    )
+    return EXIT_OK
+
+
+def cmd_install_check(args: argparse.Namespace) -> int:
+    cfg = runtime.effective_config(load(args.config))
+    daemon = partial(ask, cfg.control_socket)
+    rows = install_check(cfg, daemon, est_client(cfg), device_timeout_s=args.timeout)
+    passed = all(r.verdict != "FAIL" for r in rows)
+    width = max(len(r.name) for r in rows)
+    _out(
+        {"passed": passed, "rows": [r.to_json() for r in rows]},
+        args.json,
+        [f"{r.verdict}  {r.name:<{width}}  {r.detail}" for r in rows]
+        + ["installation check PASSED" if passed else "installation check FAILED"],
+    )
+    if not passed:
+        print(
+            f"gatewayctl: {InstallCheckFailedError('a check failed').one_line()}", file=sys.stderr
+        )
+    return EXIT_OK if passed else EXIT_PROBLEM
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width if total == 0 else width * done // total
+    sys.stderr.write(
+        f"\rdraining  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} records acknowledged"
+    )
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_return(args: argparse.Namespace) -> int:
+    raw = load(args.config)
+    phase = LifecycleStore(raw.state_dir).load().phase
+    bound = phase in (Phase.BOUND, Phase.RETURNING) and StateLayout(raw.state_dir).bundle.exists()
+    cfg = runtime.effective_config(raw) if bound else raw
+    devices = runtime.load_bundle(cfg).devices if bound else ()
+    flow = EquipmentReturn(
+        cfg,
+        daemon=partial(ask, cfg.control_socket),
+        keystore=FileKeyStore(StateLayout(cfg.state_dir).keys_dir),
+        est=est_client(cfg),
+        devices=devices,
+        options=ReturnOptions(
+            force=args.force,
+            drain_timeout_s=args.drain_timeout,
+            report_timeout_s=min(60.0, args.drain_timeout),
+        ),
+        progress=None if args.json else _progress_bar,
+    )
+    result = flow.run()
+    if result.already_factory:
+        _out(
+            {"state": "factory", "already": True},
+            args.json,
+            ["already in the factory state: nothing to do"],
+        )
+        return EXIT_OK
+    f = result.facts
+    erased = f.get("erased", {})
+    _out(
+        {"state": "factory", **f},
+        args.json,
+        [
+            f"records not delivered: {f.get('unsent_records', 0)}"
+            + (" (--force)" if f.get("forced") else ""),
+            f"return report uploaded: {'yes' if f.get('report_uploaded') else 'NO'}",
+            f"certificate revoked: {'yes' if f.get('revoked') else 'NOT CONFIRMED'}",
+            f"keys destroyed: {', '.join(erased.get('keys', [])) or 'none left'}",
+            f"files deleted: {len(erased.get('files', []))}",
+            "the router is in the factory state: pack it for the depot",
+        ],
+    )
+    return EXIT_OK
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    lc = LifecycleStore(cfg.state_dir).load()
+    _out(
+        {
+            "state": lc.phase.value,
+            "episode": lc.episode_id,
+            "since": lc.since,
+            "return_done": list(lc.return_done),
+        },
+        args.json,
+        [
+            f"state    {lc.phase.value}",
+            f"episode  {lc.episode_id or '-'}",
+            f"since    {lc.since or '-'}",
+        ]
+        + (
+            [f"return   steps done: {', '.join(lc.return_done) or 'none'}"]
+            if lc.phase is Phase.RETURNING
+            else []
+        ),
+    )
+    return EXIT_OK
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "enrol":
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--token", help="the one-time enrolment token, or the scanned QR text")
+        group.add_argument("--token-file", help="a file holding the token or the QR text")
+    if name == "install-check":
+        p.add_argument(
+            "--timeout", type=float, default=300.0, help="seconds to wait for each device's reading"
+        )
+    if name == "return":
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="finish even if records cannot be delivered (their number goes in the report)",
+        )
+        p.add_argument(
+            "--drain-timeout", type=float, default=600.0, help="seconds to wait for the provider"
+        )
+
+
+COMMANDS = {
+    "enrol": (
+        cmd_enrol,
+        "enrol this router for a patient episode (one-time token from the delivery note)",
+        "gatewayctl enrol --token K7QX-...; gatewayctl enrol --token-file /media/usb/token.txt",
+    ),
+    "install-check": (
+        cmd_install_check,
+        "check each bound device, uplink, VPN, modem and clock (PASS / FAIL table)",
+        "gatewayctl install-check",
+    ),
+    "return": (
+        cmd_return,
+        "equipment return: deliver everything, revoke, erase, back to factory state",
+        "gatewayctl return; gatewayctl return --force",
+    ),
+    "lifecycle": (
+        cmd_lifecycle,
+        "show the provisioning state (factory, enrolled, bound, returning)",
+        "gatewayctl lifecycle",
+    ),
+}
+
+__all__ = ["COMMANDS", "add_arguments"]

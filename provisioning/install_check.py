@@ -1,0 +1,159 @@
+"""``gatewayctl install-check``: is this installation collecting and delivering? (issue 6)
+
+Rows of the table the installer reads, each PASS, FAIL or SKIP (not applicable here):
+
+- one row per bound device: a reading of it was stored *and* acknowledged by the provider (its
+  record has left the outbox, which happens only on the broker's PUBACK)
+- ``uplink``  the daemon's MQTT connection is up
+- ``vpn``     the route to the broker leaves through the VPN interface
+- ``modem``   a cellular modem reports registration and signal (SKIP without a modem)
+- ``clock``   the router's clock agrees with the provider's (HTTP Date of the EST service)
+- ``record``  the signed installation record (these results) reached the provider
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.link import check_route
+from provisioning.equipment_return import DaemonLink
+from provisioning.est import EstClient
+
+Verdict = Literal["PASS", "FAIL", "SKIP"]
+MAX_CLOCK_OFFSET_S = 60.0  # sealed records carry times; TLS and bundle checks allow minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    verdict: Verdict
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "verdict": self.verdict, "detail": self.detail}
+
+
+def _row(name: str, fn: Callable[[], tuple[Verdict, str]]) -> Row:
+    try:
+        verdict, detail = fn()
+    except GatewayError as exc:
+        return Row(name, "FAIL", exc.one_line())
+    except OSError as exc:
+        return Row(name, "FAIL", str(exc.strerror or exc))
+    return Row(name, verdict, detail)
+
+
+def _wait_devices(daemon: DaemonLink, timeout_s: float, poll_s: float) -> list[Row]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        devices: list[dict[str, Any]] = daemon("provisioning.devices")
+        if all(d["delivered"] for d in devices) or time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    rows = []
+    for d in devices:
+        name = f"{d['profile']} {d['address']}"
+        if d["delivered"]:
+            rows.append(
+                Row(name, "PASS", f"reading delivered to the provider (record {d['durable_seq']})")
+            )
+        elif d["durable_seq"] is not None:
+            rows.append(
+                Row(name, "FAIL", "reading stored but not yet acknowledged by the provider")
+            )
+        else:
+            rows.append(
+                Row(name, "FAIL", f"no reading within {timeout_s:.0f} s: take a measurement")
+            )
+    return rows
+
+
+def install_check(
+    cfg: Config,
+    daemon: DaemonLink,
+    est: EstClient,
+    *,
+    device_timeout_s: float = 300.0,
+    record_timeout_s: float = 60.0,
+    poll_s: float = 0.5,
+) -> list[Row]:
+    rows = _wait_devices(daemon, device_timeout_s, poll_s)
+    status: dict[str, Any] = daemon("status")
+
+    def uplink() -> tuple[Verdict, str]:
+        state = status["uplink"]["state"]
+        return ("PASS" if state == "connected" else "FAIL", f"broker {cfg.broker_host}: {state}")
+
+    def vpn() -> tuple[Verdict, str]:
+        found = check_route(cfg.broker_host, cfg.broker_port, cfg.vpn_interface)
+        if found is None:
+            return "SKIP", "no VPN interface configured"
+        tunnel = status.get("links", {}).get("vpn", {})
+        carrier = status.get("links", {}).get("wan-route", {})
+        if tunnel.get("state") in ("stale", "no-handshake"):
+            return "FAIL", f"via {found.interface}, but no recent WireGuard handshake"
+        if carrier.get("kind") == "unexpected":
+            return "FAIL", f"the tunnel runs over {carrier.get('interface')}, not the 5G modem"
+        age = tunnel.get("handshake_age_s")
+        return "PASS", f"via {found.interface}" + (f", handshake {age} s ago" if age else "")
+
+    def modem() -> tuple[Verdict, str]:
+        links: dict[str, dict[str, Any]] = {
+            name: link
+            for name, link in status.get("links", {}).items()
+            if name not in ("vpn", "wan-route")  # the link monitor's, not modems
+        }
+        if not links:
+            return "SKIP", "no modem configured"
+        # Registered with a signal reading: the WAN is up (gatewayctl status shows the rest).
+        bad = [
+            n for n, ln in links.items() if not ln.get("registered") or ln.get("rssi_dbm") is None
+        ]
+        details = ", ".join(
+            f"{n} {'registered' if ln.get('registered') else 'NOT registered'}, "
+            f"signal {ln.get('rssi_dbm', '?')} dBm"
+            for n, ln in links.items()
+        )
+        return ("FAIL" if bad else "PASS", details)
+
+    def clock() -> tuple[Verdict, str]:
+        provider = est.provider_time()
+        if provider is None:
+            return "FAIL", "the provider did not say its time"
+        offset = (datetime.now(UTC) - provider).total_seconds()
+        ntp = "NTP synchronised" if status["clock"].get("synchronised") else "NTP not synchronised"
+        ok = abs(offset) <= MAX_CLOCK_OFFSET_S
+        return ("PASS" if ok else "FAIL", f"{offset:+.0f} s from the provider; {ntp}")
+
+    rows += [_row("uplink", uplink), _row("vpn", vpn), _row("modem", modem), _row("clock", clock)]
+    passed = all(r.verdict != "FAIL" for r in rows)
+    body = {
+        "event": "installation-check",
+        "version": 1,
+        "gateway_id": cfg.gateway_id,
+        "episode": cfg.episode_id,
+        "passed": passed,
+        "rows": [r.to_json() for r in rows],
+        "time": datetime.now(UTC).isoformat(),
+    }
+
+    def record() -> tuple[Verdict, str]:
+        seq = int(daemon("provisioning.event", body=body)["seq"])
+        deadline = time.monotonic() + record_timeout_s
+        while daemon("provisioning.pending", seqs=[seq])["pending"]:
+            if time.monotonic() > deadline:
+                return (
+                    "FAIL",
+                    f"installation record {seq} not acknowledged within {record_timeout_s:.0f} s",
+                )
+            time.sleep(poll_s)
+        return "PASS", f"signed installation record delivered (record {seq})"
+
+    rows.append(_row("record", record))
+    return rows

@@ -1,0 +1,184 @@
+"""Where the gateway's private keys live: a small interface and the file implementation.
+
+Two keys, both generated on the router and never exported:
+- the record-signing key (Ed25519) that signs every sealed record, and
+- the TLS client key (ECDSA P-256) whose certificate EST issues and the broker checks.
+
+``FileKeyStore`` keeps them as 0600 PKCS8 files in ``<state_dir>/keys`` (0700), owned by the
+service user. A TPM 2.0 or PKCS#11 store can replace it: the rest of provisioning only asks for a
+signer, the public keys, a CSR signature and ``destroy()``. (``tls_key_path`` exists because
+OpenSSL via Python's ssl module loads client keys from files; a PKCS#11 store would return a
+provider URI there instead.)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from provisioning.errors import KeyStoreError
+from provisioning.state import atomic_write, fsync_dir, private_dir
+
+log = structlog.get_logger("provisioning.keystore")
+
+SIGNING_KEY = "signing.key"
+TLS_KEY = "tls.key"
+
+
+class KeyStore(Protocol):
+    def ensure(self) -> bool:
+        """Create the keys that are missing; True if any key was created."""
+        ...
+
+    def present(self) -> list[str]:
+        """Names of the keys that exist (for the return report and the erase check)."""
+        ...
+
+    def signing_key(self) -> ed25519.Ed25519PrivateKey: ...
+
+    def signing_key_path(self) -> Path: ...
+
+    def tls_public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def tls_key_path(self) -> Path: ...
+
+    def sign_csr(
+        self, builder: x509.CertificateSigningRequestBuilder
+    ) -> x509.CertificateSigningRequest:
+        """Sign a PKCS#10 request with the TLS key (the key itself never leaves the store)."""
+        ...
+
+    def destroy(self) -> list[str]:
+        """Destroy every key; idempotent; returns the names destroyed now."""
+        ...
+
+
+class FileKeyStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name
+
+    def signing_key_path(self) -> Path:
+        return self._path(SIGNING_KEY)
+
+    def tls_key_path(self) -> Path:
+        return self._path(TLS_KEY)
+
+    def ensure(self) -> bool:
+        try:
+            private_dir(self.directory)
+            created = False
+            if self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True) is None:
+                self._store(SIGNING_KEY, ed25519.Ed25519PrivateKey.generate())
+                created = True
+            if self._load(TLS_KEY, ec.EllipticCurvePrivateKey, missing_ok=True) is None:
+                self._store(TLS_KEY, ec.generate_private_key(ec.SECP256R1()))
+                created = True
+        except OSError as exc:
+            raise KeyStoreError(
+                f"cannot create keys in {self.directory}: {exc.strerror}", path=str(self.directory)
+            ) from None
+        if created:
+            log.info("keystore.keys_created", directory=str(self.directory))
+        return created
+
+    def _store(
+        self, name: str, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    ) -> None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write(self._path(name), pem, 0o600)
+
+    def _load(self, name: str, kind: type, *, missing_ok: bool = False) -> object | None:
+        path = self._path(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise KeyStoreError(f"the key {name} is missing from {self.directory}") from None
+        except OSError as exc:
+            raise KeyStoreError(f"the key {name} cannot be read: {exc.strerror}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            key = None  # never pass the library's message on: it could quote the file
+        if not isinstance(key, kind):
+            if missing_ok:
+                # A half-written key cannot exist (atomic_write); a damaged one is replaced, as
+                # nothing was ever certified or signed with a key we cannot read.
+                log.warning("keystore.key_unreadable", key=name)
+                return None
+            raise KeyStoreError(f"the key {name} in {self.directory} is damaged")
+        return key
+
+    def present(self) -> list[str]:
+        return [n for n in (SIGNING_KEY, TLS_KEY) if self._path(n).exists()]
+
+    def signing_key(self) -> ed25519.Ed25519PrivateKey:
+        key = self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey)
+        assert isinstance(key, ed25519.Ed25519PrivateKey)  # _load checked the type
+        return key
+
+    def _tls_key(self) -> ec.EllipticCurvePrivateKey:
+        key = self._load(TLS_KEY, ec.EllipticCurvePrivateKey)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)  # _load checked the type
+        return key
+
+    def tls_public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._tls_key().public_key()
+
+    def sign_csr(
+        self, builder: x509.CertificateSigningRequestBuilder
+    ) -> x509.CertificateSigningRequest:
+        return builder.sign(self._tls_key(), hashes.SHA256())
+
+    def destroy(self) -> list[str]:
+        """Overwrite, fsync and unlink each key file, then fsync the directory.
+
+        On flash storage an overwrite is not a guarantee that no copy survives in the FTL; the
+        records these keys protected are encrypted to the provider (HPKE) and deleted too, and a
+        TPM store (non-exportable keys) is the real answer - hence this interface.
+        """
+        destroyed = []
+        for name in (SIGNING_KEY, TLS_KEY, *_leftovers(self.directory)):
+            path = self._path(name)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            try:
+                with path.open("r+b") as f:
+                    f.write(secrets.token_bytes(max(size, 1)))
+                    f.flush()
+                    os.fsync(f.fileno())
+                path.unlink()
+            except OSError as exc:
+                raise KeyStoreError(f"cannot destroy the key {name}: {exc.strerror}") from None
+            destroyed.append(name)
+        if self.directory.exists():
+            fsync_dir(self.directory)
+        if destroyed:
+            log.info("keystore.keys_destroyed", keys=destroyed)
+        return destroyed
+
+
+def _leftovers(directory: Path) -> list[str]:
+    """Temporary files of an interrupted write hold key material too."""
+    try:
+        return sorted(p.name for p in directory.iterdir() if p.name not in (SIGNING_KEY, TLS_KEY))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,238 @@
+"""The provisioning lifecycle, persisted in ``<state_dir>/lifecycle.json``.
+
+factory -> enrolled (identity issued) -> bound (episode active) -> returning -> factory.
+
+Every change is a whole-file rewrite: write a temporary file, fsync it, rename it over the old one,
+fsync the directory. A power cut leaves either the old or the new state, never half of one
+(rename(2) is atomic within a file system). Read-modify-write cycles hold an ``flock`` so the
+daemon (reporting events) and gatewayctl (changing state) never lose each other's update.
+
+Each transition is logged (``provisioning.transition``: states, episode pseudonym, no clinical
+data) and queued in ``events`` until the daemon has sealed it into the outbox, so it also reaches
+the provider (see :mod:`provisioning.runtime`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from provisioning.errors import WrongStateError
+
+log = structlog.get_logger("provisioning.state")
+
+STATE_FILE = "lifecycle.json"
+_LOCK_FILE = ".lifecycle.lock"
+_FORMAT = 1
+
+
+class Phase(enum.StrEnum):
+    FACTORY = "factory"
+    ENROLLED = "enrolled"
+    BOUND = "bound"
+    RETURNING = "returning"
+
+
+# The only transitions there are (issue 6). enrolled -> enrolled and bound -> bound re-fetch a
+# bundle (a rejected one, or a corrected device list) without a new identity.
+_ALLOWED: dict[Phase, frozenset[Phase]] = {
+    Phase.FACTORY: frozenset({Phase.ENROLLED}),
+    Phase.ENROLLED: frozenset({Phase.BOUND, Phase.RETURNING}),
+    Phase.BOUND: frozenset({Phase.BOUND, Phase.RETURNING}),
+    Phase.RETURNING: frozenset({Phase.FACTORY}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    phase: Phase = Phase.FACTORY
+    generation: int = 0  # bumped by every transition; survives a return (the router's history)
+    episode_id: str | None = None
+    since: str | None = None  # ISO 8601 UTC of the last transition
+    return_done: tuple[str, ...] = ()  # equipment-return steps completed (resume point)
+    return_facts: dict[str, Any] = field(default_factory=dict)  # counts/times for the report
+    events: tuple[dict[str, Any], ...] = ()  # transitions not yet sealed into the outbox
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "phase": self.phase.value,
+            "generation": self.generation,
+            "episode_id": self.episode_id,
+            "since": self.since,
+            "return_done": list(self.return_done),
+            "return_facts": self.return_facts,
+            "events": list(self.events),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Lifecycle:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError("not a lifecycle file of a known format")
+        return cls(
+            phase=Phase(data["phase"]),
+            generation=int(data["generation"]),
+            episode_id=data.get("episode_id"),
+            since=data.get("since"),
+            return_done=tuple(str(s) for s in data.get("return_done", [])),
+            return_facts=dict(data.get("return_facts", {})),
+            events=tuple(dict(e) for e in data.get("events", [])),
+        )
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as out:
+        _own_like_directory(out.fileno(), path.parent)
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def _own_like_directory(fd: int, directory: Path) -> None:
+    """gatewayctl runs as root; the daemon as the service user who owns the state directory
+    (systemd StateDirectory=). Files root writes there must stay readable by that user."""
+    if os.geteuid() != 0:
+        return
+    st = directory.stat()
+    if st.st_uid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
+def private_dir(path: Path) -> Path:
+    """mkdir 0700, owned like its parent when root creates it (see _own_like_directory)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    if os.geteuid() == 0:
+        st = path.parent.stat()
+        if st.st_uid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    return path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (POSIX: the entry lives in the dir)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LifecycleStore:
+    """The persisted lifecycle of one gateway (one state directory)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / STATE_FILE
+
+    def load(self) -> Lifecycle:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Lifecycle()  # a router fresh from the factory has no file yet
+        try:
+            return Lifecycle.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Written only by atomic_write, so this is tampering or disk damage: never guess.
+            raise WrongStateError(
+                f"the lifecycle file {self.path} is damaged ({type(exc).__name__})",
+                hint="call support: the router needs a depot reset",
+            ) from None
+
+    def _save(self, lc: Lifecycle) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self.path, json.dumps(lc.to_json(), indent=1, sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _own_like_directory(fd, self.state_dir)  # root's gatewayctl and the daemon share it
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def transition(
+        self, to: Phase, *, episode_id: str | None = None, detail: dict[str, Any] | None = None
+    ) -> Lifecycle:
+        """Move to ``to`` (refused unless allowed), persist, log and queue the event upstream."""
+        with self.locked():
+            lc = self.load()
+            if to not in _ALLOWED[lc.phase]:
+                raise WrongStateError(
+                    f"cannot go from '{lc.phase}' to '{to}'", current=lc.phase.value
+                )
+            now = datetime.now(UTC).isoformat()
+            event = {
+                "id": str(uuid.uuid4()),
+                "event": "lifecycle-transition",
+                "from": lc.phase.value,
+                "to": to.value,
+                "generation": lc.generation + 1,
+                "episode": episode_id if episode_id is not None else lc.episode_id,
+                "time": now,
+                **(detail or {}),
+            }
+            new = Lifecycle(
+                phase=to,
+                generation=lc.generation + 1,
+                episode_id=None if to is Phase.FACTORY else event["episode"],
+                since=now,
+                # A fresh return starts with an empty step list; factory forgets the last one.
+                return_done=lc.return_done if to is Phase.RETURNING else (),
+                return_facts=lc.return_facts if to is Phase.RETURNING else {},
+                # Back in factory there is no identity left to seal with: the return report
+                # (already delivered) stands for these, so the queue is dropped with the keys.
+                events=() if to is Phase.FACTORY else (*lc.events, event),
+            )
+            self._save(new)
+        log.info(
+            "provisioning.transition",
+            from_phase=lc.phase.value,
+            to_phase=to.value,
+            generation=new.generation,
+            episode=new.episode_id,
+        )
+        return new
+
+    def update(self, **changes: Any) -> Lifecycle:
+        """Change the return progress or the event queue (never the phase: use transition)."""
+        if "phase" in changes:
+            raise ValueError("use transition() to change the phase")
+        with self.locked():
+            new = replace(self.load(), **changes)
+            self._save(new)
+        return new
+
+    def step_done(self, step: str, **facts: Any) -> Lifecycle:
+        with self.locked():
+            lc = self.load()
+            done = lc.return_done if step in lc.return_done else (*lc.return_done, step)
+            new = replace(lc, return_done=done, return_facts={**lc.return_facts, **facts})
+            self._save(new)
+        log.info("provisioning.return_step", step=step, generation=new.generation)
+        return new
+
+    def events_reported(self, ids: set[str]) -> None:
+        with self.locked():
+            lc = self.load()
+            self._save(replace(lc, events=tuple(e for e in lc.events if e.get("id") not in ids)))

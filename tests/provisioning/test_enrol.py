@@ -1,0 +1,140 @@
+"""gatewayctl enrol against the EST test service: refused bundles and resuming (no broker)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gateway.provider.est import EstAuthority, EstService
+from provisioning.bundle import EnrolmentBundle, sign_bundle
+from provisioning.devpki import create_rig_pki
+from provisioning.state import LifecycleStore, Phase
+from tests.provisioning.helpers import GATEWAY, THERMO, bundle_key
+
+pytestmark = pytest.mark.integration
+
+
+class Desk:
+    """The provider's logistics desk with its EST service, and gatewayctl on the router."""
+
+    def __init__(self, base: Path) -> None:
+        self.pki = create_rig_pki(base / "pki", gateway_ids=["unused"])
+        self.authority = EstAuthority(self.pki, base / "crl.pem")
+        self.service = EstService(self.authority)
+        self.key, pub = bundle_key(base)
+        self.state = base / "state"
+        self.config = base / "gateway.toml"
+        self.service.start()
+        self.config.write_text(
+            f'[gateway]\nid = "{GATEWAY}"\nstate_dir = "{self.state}"\n\n'
+            f'[provisioning]\nest_url = "{self.service.url}"\nest_ca_file = "{self.pki.ca_cert}"\n'
+            f'bundle_signing_key = "{pub}"\nauth = "basic"\n\n'
+            f'[control]\nsocket = "{base / "ctl.sock"}"\n'
+        )
+
+    def bundle(
+        self,
+        *,
+        gateway: str = GATEWAY,
+        key: ed25519.Ed25519PrivateKey | None = None,
+        days: float = 2,
+    ) -> None:
+        now = datetime.now(UTC)
+        b = EnrolmentBundle(
+            gateway_id=gateway,
+            episode_id="ep-9",
+            not_before=now - timedelta(days=5),
+            not_after=now + timedelta(days=days),
+            broker_host="127.0.0.1",
+            broker_port=8883,
+            broker_ca_pem=self.pki.ca_cert.read_text(),
+            provider_hpke_public_pem=self.pki.hpke_pub.read_text(),
+            devices=(THERMO,),
+        )
+        self.authority.bundles[GATEWAY] = sign_bundle(b, key or self.key)
+
+    def enrol(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "enrol", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def phase(self) -> Phase:
+        return LifecycleStore(self.state).load().phase
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Iterator[Desk]:
+    d = Desk(tmp_path)
+    try:
+        yield d
+    finally:
+        d.service.stop()
+
+
+def test_refused_bundles_leave_the_router_enrolled_and_a_good_one_binds_without_a_new_token(
+    desk: Desk,
+) -> None:
+    token = desk.authority.new_token(GATEWAY)
+    cases = [
+        (
+            {"key": ed25519.Ed25519PrivateKey.generate()},
+            "[P-BUNDLE-SIGNATURE]",
+            "not signed by the provider",
+        ),
+        ({"gateway": "gw-prov-0002"}, "[P-BUNDLE-GATEWAY]", "for router gw-prov-0002"),
+        ({"days": -1}, "[P-BUNDLE-EXPIRED]", "expired on"),
+    ]
+    for i, (kwargs, code, words) in enumerate(cases):
+        desk.bundle(**kwargs)  # type: ignore[arg-type]
+        # The first run spends the token on the certificate; later runs need none.
+        run = desk.enrol(f"--token={token}") if i == 0 else desk.enrol()
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert code in run.stderr
+        assert words in run.stderr
+        assert desk.phase() is Phase.ENROLLED
+        assert not (desk.state / "episode" / "bundle.json").exists()
+    desk.bundle()
+    run = desk.enrol()
+    assert run.returncode == 0, run.stderr
+    assert "episode ep-9, 1 device(s) bound" in run.stdout
+    assert desk.phase() is Phase.BOUND
+    again = desk.enrol()
+    assert again.returncode == 1
+    assert "[P-STATE]" in again.stderr
+    assert "already enrolled" in again.stderr
+
+
+def test_a_wrong_token_changes_nothing_and_says_what_to_do(desk: Desk) -> None:
+    desk.bundle()
+    run = desk.enrol("--token=WRONG-TOKEN-1234")
+    assert run.returncode == 1
+    assert "[P-TOKEN] the provider refused the enrolment token" in run.stderr
+    assert "delivery note" in run.stderr
+    assert desk.phase() is Phase.FACTORY
+
+
+def test_a_qr_code_for_another_router_is_refused_before_the_token_is_spent(desk: Desk) -> None:
+    token = desk.authority.new_token(GATEWAY)
+    run = desk.enrol(f"--token=homecare-enrol:?gw=gw-other&token={token}")
+    assert run.returncode == 1
+    assert "this enrolment code is for router gw-other" in run.stderr
+    assert token in desk.authority.tokens  # still unspent
+
+
+def test_no_token_on_a_factory_router_is_explained(desk: Desk) -> None:
+    run = desk.enrol()
+    assert run.returncode == 1
+    assert "needs the one-time token" in run.stderr

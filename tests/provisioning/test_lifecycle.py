@@ -1,0 +1,211 @@
+"""The whole life of a router (issue 6), on real parts: EST over HTTPS, mosquitto with client
+certificates and a CRL, a gatewayd process, the provider's verifier.
+
+enrol -> bound -> readings delivered -> install-check -> return (killed -9 after every step,
+and the daemon too, then resumed) -> nothing left -> old certificate refused -> enrol again for
+a new episode with other devices.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import ssl
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from provisioning.equipment_return import CRASH_ENV, STEPS
+from provisioning.state import LifecycleStore, Phase
+from tests.integration.rig import wait_for
+from tests.provisioning.helpers import BP, GATEWAY, OXI, THERMO, ProvisioningRig
+
+pytestmark = pytest.mark.integration
+
+NEIGHBOUR = ("pulse-oximeter", OXI.address)  # present in episode 1 but not bound to it
+SIMS = [("thermometer", THERMO.address), ("blood-pressure", BP.address), NEIGHBOUR]
+
+
+@pytest.fixture
+def prig(tmp_path: Path) -> Iterator[ProvisioningRig]:
+    p = ProvisioningRig(tmp_path)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.close()
+
+
+def _addresses(p: ProvisioningRig, since: int = 0) -> set[str]:
+    return {m.device.value for _, m in p.rig.received.readings[since:]}
+
+
+def _events(p: ProvisioningRig, name: str) -> list[dict[str, object]]:
+    return [e for e in p.rig.received.events if e.get("event") == name]
+
+
+def _connects(host: str, port: int, ca: Path, cert: Path, key: Path) -> bool:
+    """Can this certificate open an MQTT session with the broker? (True/False, never hangs)"""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="old-cert-probe", protocol=mqtt.MQTTv5
+    )
+    client.tls_set(
+        ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT
+    )
+    try:
+        if client.connect(host, port, keepalive=5) != 0:
+            return False
+        deadline = time.monotonic() + 15  # generous: a loaded CI machine must not fake a refusal
+        while time.monotonic() < deadline and not client.is_connected():
+            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                return False  # the broker closed the connection: refused
+    except (OSError, ssl.SSLError):
+        return False
+    ok = client.is_connected()
+    client.disconnect()
+    return ok
+
+
+def _ready_lines(log: str) -> list[dict[str, object]]:
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith("{") and "gateway.ready" in x]
+    return [x for x in lines if x.get("event") == "gateway.ready"]
+
+
+def _scan_for_secrets(state_dir: Path) -> list[str]:
+    found = []
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if (
+                b"PRIVATE KEY" in data
+                or data.startswith(b"SQLite format 3")
+                or b"CERTIFICATE" in data
+            ):
+                found.append(str(path))
+    return found
+
+
+def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
+    prig: ProvisioningRig, tmp_path: Path
+) -> None:
+    rig = prig.rig
+    config = prig.write_config(SIMS)
+    state = LifecycleStore(rig.state_dir)
+
+    # The daemon refuses to run on a router that is not enrolled (exit 2: systemd won't loop).
+    rig.start_daemon(config)
+    assert rig.daemon is not None
+    assert rig.daemon.wait(20) == 2
+    assert "P-NOT-ENROLLED" in rig.log_text()
+
+    # --- enrol with the token from the delivery note's QR code --------------------------------
+    token = prig.offer("ep-one", (THERMO, BP))
+    qr = tmp_path / "qr.txt"
+    qr.write_text(f"homecare-enrol:?gw={GATEWAY}&token={token}\n")
+    done = prig.ctl("enrol", "--token-file", str(qr))
+    assert done.returncode == 0, done.stderr
+    assert "episode ep-one, 2 device(s) bound" in done.stdout
+    assert token not in done.stdout + done.stderr
+    assert state.load().phase is Phase.BOUND
+    keys = rig.state_dir / "keys"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys.iterdir()} == {
+        "signing.key": 0o600,
+        "tls.key": 0o600,
+    }
+    prig.trust_enrolled_key()
+
+    # --- collect: only the bound devices are read -----------------------------------------------
+    rig.start_daemon(config)
+    wait_for(lambda: {THERMO.address, BP.address} <= _addresses(prig), 30, "both bound devices")
+    # Lifecycle transitions made while the daemon was down reach the provider once it runs.
+    wait_for(lambda: len(_events(prig, "lifecycle-transition")) >= 2, 15, "transition events")
+    assert [(e["from"], e["to"]) for e in _events(prig, "lifecycle-transition")] == [
+        ("factory", "enrolled"),
+        ("enrolled", "bound"),
+    ]
+
+    check = prig.ctl("install-check", "--timeout", "30")
+    assert check.returncode == 0, check.stdout + check.stderr
+    lines = check.stdout.splitlines()
+    assert any(line.startswith("PASS  thermometer AA:BB:CC:00:00:01") for line in lines)
+    assert any(line.startswith("PASS  clock") for line in lines)
+    assert any(line.startswith("SKIP  vpn") for line in lines)
+    assert any(line.startswith("PASS  record") for line in lines)
+    wait_for(lambda: bool(_events(prig, "installation-check")), 15, "installation record")
+    assert _events(prig, "installation-check")[0]["passed"] is True
+
+    # An attacker's copy of the identity, taken now: it works until the return revokes it.
+    stolen = tmp_path / "stolen"
+    stolen.mkdir()
+    shutil.copy(rig.state_dir / "identity" / "client.crt", stolen / "client.crt")
+    shutil.copy(keys / "tls.key", stolen / "tls.key")
+    probe = (
+        rig.broker.host,
+        rig.broker.port,
+        rig.pki.ca_cert,
+        stolen / "client.crt",
+        stolen / "tls.key",
+    )
+    assert _connects(*probe)
+
+    # --- return, killed -9 after each step's effect, resumed by running it again --------------
+    for step in STEPS:
+        killed = prig.ctl("return", env={CRASH_ENV: step}, timeout_s=120)
+        assert killed.returncode == -signal.SIGKILL, (step, killed.stdout, killed.stderr)
+        if step == "drained":
+            # A power cut takes the daemon too; it comes back in 'returning' and reads nothing.
+            rig.stop_daemon(signal.SIGKILL)
+            starts = len(_ready_lines(rig.log_text()))
+            rig.start_daemon(config)
+            wait_for(lambda: len(_ready_lines(rig.log_text())) > starts, 20, "restart")  # noqa: B023 - called at once
+            assert _ready_lines(rig.log_text())[-1]["drivers"] == 0
+    final = prig.ctl("return", timeout_s=120)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "the router is in the factory state" in final.stdout
+    assert "records not delivered: 0" in final.stdout
+    assert "certificate revoked: yes" in final.stdout
+    assert state.load().phase is Phase.FACTORY
+    assert rig.daemon is not None  # the return stopped it
+    assert rig.daemon.poll() is not None
+    again = prig.ctl("return")
+    assert again.returncode == 0
+    assert "already in the factory state" in again.stdout
+
+    reports = _events(prig, "equipment-return")
+    assert reports, "the return report reached the provider"
+    assert {r["report_id"] for r in reports} == {reports[0]["report_id"]}  # repeats share an id
+    assert reports[-1]["unsent_records"] == 0
+    assert set(reports[-1]["to_erase"]["keys"]) == {"signing.key", "tls.key"}  # type: ignore[index]
+
+    # Nothing left: no key, no certificate, no database (only the lifecycle and epoch marker).
+    assert _scan_for_secrets(rig.state_dir) == []
+    assert sorted(p.name for p in rig.state_dir.iterdir()) == [
+        ".lifecycle.lock",
+        "lifecycle.json",
+        "outbox.db.epoch",
+    ]
+    # The old certificate is refused by the broker (CRL), the provider's own still works.
+    assert not _connects(*probe)
+    assert rig.subscriber is not None
+    assert rig.subscriber.wait_subscribed(15)
+
+    # --- the next patient: a new episode with other devices -------------------------------------
+    before = len(rig.received.readings)
+    token2 = prig.offer("ep-two", (OXI,))
+    done = prig.ctl("enrol", f"--token={token2}")
+    assert done.returncode == 0, done.stderr
+    assert state.load().episode_id == "ep-two"
+    prig.trust_enrolled_key()
+    rig.start_daemon(config)
+    wait_for(lambda: OXI.address in _addresses(prig, before), 30, "the new episode's device")
+    time.sleep(1.0)
+    assert _addresses(prig, before) == {OXI.address}  # the previous episode's devices are ignored
+    status = json.loads(prig.ctl("status", "--json").stdout)
+    assert status["episode"] == "ep-two"
