@@ -1,0 +1,96 @@
+"""The small interface every scenario talks to, whatever the rig is made of.
+
+``HilRig`` is implemented by :class:`hil.sim.SimRig` (simulated parts on this machine) and
+:class:`hil.real.RealRig` (hardware driven by the commands of a rig profile). ``Lifecycle`` is the
+equipment-return / re-enrolment seam: provisioning is being built in parallel, so the suite
+depends on this interface only and :class:`CliLifecycle` adapts it to ``gatewayctl``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hil.profile import RigProfile
+from tests.integration.rig import Received
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """One attached device as the scenarios see it."""
+
+    name: str  # the profile's name for it
+    transport: str  # "ble", "serial" or "sim"
+    kind: str  # BLE profile, serial protocol or simulated kind
+    wire_id: str  # Measurement.device.value on the provider side (address or serial number)
+    keeps_records: bool  # holds readings until the gateway confirms them (RACP, ASTM, memory)
+
+
+class HilRig(Protocol):
+    profile: RigProfile
+    received: Received  # what the provider verified, in arrival order
+
+    def devices(self) -> tuple[DeviceRef, ...]: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def verifier_summary(self) -> dict[str, Any]: ...
+    def measure(self, device: DeviceRef) -> None: ...
+    def power_cut(self) -> None: ...
+    def power_restore(self) -> None: ...
+    def wan_drop(self) -> None: ...
+    def wan_restore(self) -> None: ...
+    def out_of_range(self, device: DeviceRef) -> None: ...
+    def back_in_range(self, device: DeviceRef) -> None: ...
+    def rotate_broker_cert(self) -> None: ...
+    def broker_fingerprint(self) -> str: ...
+    def wait_daemon_up(self, timeout_s: float) -> None: ...
+    def outbox_depth(self) -> int | None: ...
+    def confirmed(self, device: DeviceRef) -> int | None: ...
+    def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+        ...
+    def facts(self) -> dict[str, Any]: ...
+
+
+class Lifecycle(Protocol):
+    """Equipment return and re-enrolment, as logistics staff do it."""
+
+    def return_equipment(self) -> None:
+        """Drain the outbox to the provider, erase patient data, reset to unbound."""
+
+    def enrol(self, episode: str) -> None:
+        """Bind the gateway to a new patient episode."""
+
+    def episode(self) -> str | None:
+        """The episode the gateway is bound to now (None: unbound)."""
+
+
+NOT_AVAILABLE = "provisioning commands not available in this build"
+
+
+class CliLifecycle:
+    """``Lifecycle`` through gatewayctl (the contract provisioning is building: ``return`` and
+    ``enrol EPISODE``; ``status --json`` reports ``episode``)."""
+
+    def __init__(self, rig: HilRig) -> None:
+        self._rig = rig
+
+    def return_equipment(self) -> None:
+        self._check(self._rig.gatewayctl("return", "--yes", timeout_s=180), "return")
+
+    def enrol(self, episode: str) -> None:
+        self._check(self._rig.gatewayctl("enrol", episode, timeout_s=120), "enrol")
+
+    def episode(self) -> str | None:
+        proc = self._rig.gatewayctl("status", "--json")
+        self._check(proc, "status")
+        value = json.loads(proc.stdout).get("episode")
+        return None if value in (None, "unbound") else str(value)
+
+    @staticmethod
+    def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"gatewayctl {what} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+            )
