@@ -214,23 +214,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return pytest.param(name, marks=pytest.mark.skip(reason=reason)) if reason else name
 
     if "device_name" in metafunc.fixturenames:
-        names = [d.name for d in (*profile.sim_devices, *profile.medical_serial,
-                                  *profile.patient_ble)]
+        names = [d.name for d in profile.sim_devices] + [
+            s.name for s in profile.medical_serial] + [d.name for d in profile.patient_ble]
         metafunc.parametrize("device_name", [param(n) for n in names])
     if "range_device_name" in metafunc.fixturenames:
         names = list(range_devices(profile))
         metafunc.parametrize("range_device_name", [param(n) for n in names] or [
             pytest.param("-", marks=pytest.mark.skip(reason=profile.missing(
                 Capability.OUT_OF_RANGE) or ""))])
-
-
-def device_of(rig: HilRig, name: str, ble_reason: str | None) -> Any:
-    """The rig's DeviceRef called ``name``; skips a BLE device the daemon cannot take yet."""
-    if ble_reason and any(d.name == name for d in rig.profile.ble_devices):
-        pytest.skip(ble_reason)
-    device = next((d for d in rig.devices() if d.name == name), None)
-    assert device is not None, f"the rig has no device {name!r}"
-    return device
 
 
 @pytest.fixture

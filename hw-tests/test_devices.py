@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import device_of
 from hil.base import DeviceRef, HilRig
-from hil.checks import assert_verifier_clean, readings_of
+from hil.checks import assert_verifier_clean, device_of, readings_of
 from hil.profile import Capability
 from tests.integration.rig import wait_for
 

@@ -46,6 +46,13 @@ def settle(rig: HilRig, timeout_s: float) -> None:
              "the provider to have every sequence number")
 
 
+def more_than(rig: HilRig, count: int, device: DeviceRef | None = None) -> Callable[[], bool]:
+    """A wait_for predicate: more than ``count`` readings (of ``device``) have arrived."""
+    if device is None:
+        return lambda: len(rig.received.readings) > count
+    return lambda: len(readings_of(rig.received, device)) > count
+
+
 def flowing(rig: HilRig, at_least: int, timeout_s: float = 60) -> int:
     wait_for(lambda: len(rig.received.readings) >= at_least, timeout_s,
              f"{at_least} readings to reach the provider")
@@ -74,7 +81,7 @@ def test_power_cut_in_the_middle_of_an_upload_loses_nothing(
             if cut % 2 == 0:
                 before = len(rig.received.readings)
                 rig.wan_restore()
-                wait_for(lambda b=before: len(rig.received.readings) > b, 60,
+                wait_for(more_than(rig, before), 60,
                          "the backlog upload to resume")
         rig.power_cut()
         held_at_cut.append(rig.outbox_depth())
@@ -121,7 +128,7 @@ def test_wan_outage_then_everything_arrives_in_order(
     for d in devices:
         if d.kind in ("nonin", "cms50"):
             continue  # a live stream: chunks taken before the outage may be all there was
-        wait_for(lambda d=d: len(readings_of(rig.received, d)) > counts[d.name], 60,
+        wait_for(more_than(rig, counts[d.name], d), 60,
                  f"the reading {d.name} took during the outage")
     for d in numbered(rig):
         assert_in_order(rig.received, d)

@@ -29,8 +29,11 @@ class DeviceRef:
 
 
 class HilRig(Protocol):
-    profile: RigProfile
-    received: Received  # what the provider verified, in arrival order
+    @property
+    def profile(self) -> RigProfile: ...
+    @property
+    def received(self) -> Received:
+        """What the provider verified, in arrival order."""
 
     def devices(self) -> tuple[DeviceRef, ...]: ...
     def start(self) -> None: ...

@@ -3,7 +3,10 @@ never a clinical value (invariant 3: the report may be attached to a ticket)."""
 
 from __future__ import annotations
 
+import itertools
 import time
+
+import pytest
 
 from gateway.model import Measurement
 from hil.base import DeviceRef, HilRig
@@ -52,5 +55,14 @@ def assert_contiguous(received: Received, device: DeviceRef, *, since: int = 1) 
 def assert_in_order(received: Received, device: DeviceRef) -> None:
     """Readings of one device reached the provider in the order the device took them."""
     ids = record_ids(received, device)
-    late = [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]
+    late = [(a, b) for a, b in itertools.pairwise(ids) if b <= a]
     assert not late, f"{device.name}: {len(late)} readings out of order, first {late[:3]}"
+
+
+def device_of(rig: HilRig, name: str, ble_reason: str | None) -> DeviceRef:
+    """The rig's DeviceRef called ``name``; skips a BLE device the daemon cannot take yet."""
+    if ble_reason and any(d.name == name for d in rig.profile.ble_devices):
+        pytest.skip(ble_reason)
+    device = next((d for d in rig.devices() if d.name == name), None)
+    assert device is not None, f"the rig has no device {name!r}"
+    return device

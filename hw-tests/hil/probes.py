@@ -93,7 +93,6 @@ def ble_device_information(profile: RigProfile, workdir: Path) -> list[dict[str,
     bluez: Any = None
     if profile.simulated:
         from drivers.ble.sim.rig import SimulatedBluez  # noqa: PLC0415
-
         from hil.sim import sim_peripherals  # noqa: PLC0415
 
         bluez = SimulatedBluez(sim_peripherals(profile).values()).start()

@@ -142,7 +142,7 @@ class RigProfile:
         return _missing(self, capability)
 
 
-def _missing(p: RigProfile, cap: Capability) -> str | None:  # noqa: PLR0911 - one rule each
+def _missing(p: RigProfile, cap: Capability) -> str | None:
     where = f"rig {p.name!r} ({p.path.name})"
     if cap is Capability.DELIVERY:
         if p.provider.simulated or p.provider.client_cert is not None:
@@ -182,9 +182,8 @@ def range_devices(p: RigProfile) -> tuple[str, ...]:
         ble = [d.name for d in p.patient_ble if d.profile in STORING_BLE_PROFILES]
         ser = [s.name for s in p.medical_serial if s.protocol in STORING_SERIAL_PROTOCOLS]
         return (*ble, *ser)
-    return tuple(
-        d.name for d in (*p.patient_ble, *p.medical_serial) if d.range is not None
-    )
+    attached: list[BleDevice | SerialPort] = [*p.patient_ble, *p.medical_serial]
+    return tuple(d.name for d in attached if d.range is not None)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -317,7 +316,7 @@ def parse(data: Mapping[str, Any], path: Path) -> RigProfile:
     if sims and not simulated:
         raise sim_t.err("devices", "simulated devices belong on a rig with kind = \"sim\"")
 
-    names = [d.name for d in (*ble, *serial, *sims)]
+    names = [d.name for d in ble] + [s.name for s in serial] + [d.name for d in sims]
     for n in names:
         if names.count(n) > 1:
             raise ProfileError(path, "name", f"device name {n!r} is used twice")

@@ -19,7 +19,7 @@ from gateway.provider.service import ProviderSubscriber, SubscriberSettings
 from gateway.provider.verifier import Verifier
 from gateway.sealing import provider_private_key
 from hil.base import DeviceRef
-from hil.profile import STORING_BLE_PROFILES, Command, RigProfile
+from hil.profile import STORING_BLE_PROFILES, BleDevice, Command, RigProfile, SerialPort
 from tests.integration.rig import Received
 
 
@@ -37,8 +37,10 @@ def run_command(cmd: Command, what: str, timeout_s: float = 60) -> str:
 class RealRig:
     def __init__(self, profile: RigProfile) -> None:
         p = profile.provider
-        assert p.client_cert and p.client_key and p.ca_file and p.hpke_private_key
-        assert p.gateway_public_key
+        # parse() guarantees these on a real provider; DELIVERY (client cert) is checked first.
+        if not (p.client_cert and p.client_key and p.ca_file and p.hpke_private_key
+                and p.gateway_public_key):
+            raise ValueError(f"{profile.path}: the provider endpoint lacks client_cert/key")
         self.profile = profile
         self.received = Received()
         mlkem = keys.load_provider_mlkem_private(p.mlkem_private_key) if p.mlkem_private_key \
@@ -53,7 +55,8 @@ class RealRig:
             self.verifier,
             on_batch=self.received.on_batch,
         )
-        self._by_name = {d.name: d for d in (*profile.ble_devices, *profile.serial_ports)}
+        self._by_name: dict[str, BleDevice | SerialPort] = {d.name: d for d in profile.ble_devices}
+        self._by_name.update((s.name, s) for s in profile.serial_ports)
 
     def devices(self) -> tuple[DeviceRef, ...]:
         p = self.profile
@@ -126,7 +129,9 @@ class RealRig:
 
     def broker_fingerprint(self) -> str:
         p = self.profile.provider
-        assert p.ca_file and p.client_cert and p.client_key
+        assert p.ca_file is not None
+        assert p.client_cert is not None
+        assert p.client_key is not None
         ctx = ssl.create_default_context(cafile=str(p.ca_file))
         ctx.load_cert_chain(p.client_cert, p.client_key)
         with socket.create_connection((p.broker_host, p.broker_port), timeout=15) as raw, \

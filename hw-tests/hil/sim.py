@@ -229,9 +229,8 @@ class SimRig:
     def wait_daemon_up(self, timeout_s: float) -> None:
         def answering() -> bool:
             daemon = self.rig.daemon
-            assert daemon is not None and daemon.poll() is None, (
-                f"gatewayd exited: {self.rig.log_text()[-1500:]}"
-            )
+            assert daemon is not None, "gatewayd was never started"
+            assert daemon.poll() is None, f"gatewayd exited: {self.rig.log_text()[-1500:]}"
             return self.rig.control_socket.exists() and self.gatewayctl(
                 "status", "--json").stdout.startswith("{")
 

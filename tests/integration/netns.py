@@ -119,15 +119,15 @@ class VpnRig:
             ),
         )
         for ns, dev, me, peer, my_ip, peer_ip, endpoint in sides:
-            log = (self._workdir / f"wireguard-{me}.log").open("ab")
-            self._wg_procs.append(
-                subprocess.Popen(
-                    [*self.exec_prefix(ns), "wireguard-go", "-f", dev],
-                    stdout=log,
-                    stderr=log,
-                    env=env,
+            with (self._workdir / f"wireguard-{me}.log").open("ab") as log:  # the child keeps it
+                self._wg_procs.append(
+                    subprocess.Popen(
+                        [*self.exec_prefix(ns), "wireguard-go", "-f", dev],
+                        stdout=log,
+                        stderr=log,
+                        env=env,
+                    )
                 )
-            )
             key_file = self._workdir / f"wg-{me}.key"
             key_file.write_text(keys[me] + "\n")
             key_file.chmod(0o600)
