@@ -198,7 +198,9 @@ def _ble_device_information(profile: RigProfile, hil_report: HilReport) -> None:
     from hil.probes import ble_device_information  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="hil-dis-") as tmp:
-        hil_report.add_facts({"devices": ble_device_information(profile, Path(tmp))})
+        hil_report.add_facts({"devices": ble_device_information(profile, Path(tmp)),
+                              "adapter": ("simulated BlueZ " if profile.simulated else "")
+                              + str(profile.ble_adapter)})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
