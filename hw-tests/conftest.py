@@ -36,6 +36,12 @@ DEFAULT_TIMEOUT_S = 120
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*capabilities): rig capabilities a scenario needs")
     config.addinivalue_line("markers", "timeout_s(seconds): the scenario's time limit")
+    # Long tracebacks print every frame's arguments - Measurement reprs with clinical values -
+    # into the terminal and the JUnit XML. Short ones print only code and our messages.
+    if config.option.tbstyle in ("auto", "long"):
+        config.option.tbstyle = "short"
+    if getattr(config.option, "showlocals", False):
+        raise pytest.UsageError("--showlocals would print clinical values into the HIL report")
     rig = os.environ.get("RIG", "sim") or "sim"
     try:
         profile = load(rig)

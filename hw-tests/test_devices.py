@@ -1,4 +1,7 @@
-"""Device side: out of radio range / unplugged and back, and a neighbour's device next door."""
+"""Device side: out of radio range / unplugged and back, and a neighbour's device next door.
+
+PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of readings).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Device -> driver in gatewayd -> sealed into the outbox -> MQTT/mTLS over the VPN -> broker ->
 provider verifier (signature, hash chain, HPKE opened). One scenario per device of the profile.
+
+PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of readings).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def test_first_reading_delivered_and_verified(
              f"id {device.wire_id}) at the provider")
     timing("waited", time.monotonic() - began)  # the rig was already up and reading
     first = readings_of(rig.received, device)[0]
-    assert first.device.value == device.wire_id
+    assert first.device.value == device.wire_id, f"{device.name}: reading under another id"
     assert first.unit, f"{device.name}: reading without a UCUM unit"
     assert first.mdc_code > 0, f"{device.name}: reading without an MDC type code"
     assert first.value is not None or first.components, f"{device.name}: reading without a value"

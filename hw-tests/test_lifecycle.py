@@ -2,6 +2,8 @@
 
 Written against ``hil.base.Lifecycle`` (provisioning is built in parallel); skipped with the reason
 when this build's gatewayctl has no ``return`` command.
+
+PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of readings).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def test_equipment_return_drains_erases_and_reenrols(
     assert lifecycle.episode() is None, "the gateway is still bound after equipment return"
 
     lifecycle.enrol(NEW_EPISODE)
-    assert lifecycle.episode() == NEW_EPISODE
+    episode = lifecycle.episode()
+    assert episode == NEW_EPISODE, f"bound to {episode!r} after enrolling {NEW_EPISODE!r}"
     count = len(rig.received.readings)
     wait_for(lambda: len(rig.received.readings) > count, 90, "readings in the new episode")
     assert_verifier_clean(rig)

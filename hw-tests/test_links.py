@@ -2,6 +2,8 @@
 
 Every scenario ends with the provider proving completeness (no missing sequence number, no
 chain break) and, where the rig can tell, every reading a device was told is safe delivered.
+
+PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of readings).
 """
 
 from __future__ import annotations

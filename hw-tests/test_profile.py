@@ -1,4 +1,7 @@
-"""Rig profiles: the shipped ones load, mistakes name their key, capabilities follow the file."""
+"""Rig profiles: the shipped ones load, mistakes name their key, capabilities follow the file.
+
+PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of readings).
+"""
 
 from __future__ import annotations
 
