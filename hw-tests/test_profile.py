@@ -68,20 +68,20 @@ def test_an_est_only_provider_cannot_verify_delivery_yet(real: Path) -> None:
     assert "EST" in reason
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "key"),
-    [
-        ('address = "00:09:1F:8A:11:02"', 'address = "00:09:1F"', "ble.devices[0].address"),
-        ('profile = "glucose"', 'profile = "ketone"', "ble.devices[2].profile"),
-        ("passkey = 246810", "passkey = 1234567", "ble.devices[1].passkey"),
-        ('protocol = "nonin"', 'protocl = "nonin"', "serial.ports[1].protocl"),
-        ('power_restore = ["usbrelay", "HILPWR_1=0"]', "", "controls.power_restore"),
-        ('back_in_range = ["hil-box", "open"]', "", "ble.devices[2].back_in_range"),
-        ('ca_file = "pki/provider-ca.crt"', 'ca_file = "pki/nope.crt"', "provider.ca_file"),
-        ('gatewayctl = ["ssh"', 'gatewayctl = [] #', "gateway.gatewayctl"),
-        ('kind = "real"', 'kind = "virtual"', "rig.kind"),
-    ],
-)
+MISTAKES = [
+    ('address = "00:09:1F:8A:11:02"', 'address = "00:09:1F"', "ble.devices[0].address"),
+    ('profile = "glucose"', 'profile = "ketone"', "ble.devices[2].profile"),
+    ("passkey = 246810", "passkey = 1234567", "ble.devices[1].passkey"),
+    ('protocol = "nonin"', 'protocl = "nonin"', "serial.ports[1].protocl"),
+    ('power_restore = ["usbrelay", "HILPWR_1=0"]', "", "controls.power_restore"),
+    ('back_in_range = ["hil-box", "open"]', "", "ble.devices[2].back_in_range"),
+    ('ca_file = "pki/provider-ca.crt"', 'ca_file = "pki/nope.crt"', "provider.ca_file"),
+    ('gatewayctl = ["ssh"', 'gatewayctl = [] #', "gateway.gatewayctl"),
+    ('kind = "real"', 'kind = "virtual"', "rig.kind"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [pytest.param(*m, id=m[2]) for m in MISTAKES])
 def test_a_mistake_names_its_key(real: Path, old: str, new: str, key: str) -> None:
     edited(real, old, new)
     with pytest.raises(ProfileError) as err:
