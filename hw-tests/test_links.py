@@ -26,8 +26,10 @@ BACKLOG = 60  # records held in the outbox before an upload is cut (sim rig)
 
 
 def numbered(rig: HilRig) -> list[DeviceRef]:
-    """Devices whose readings carry their own record numbers (stored-records devices)."""
-    return [d for d in rig.devices() if d.keeps_records and d.transport != "serial"]
+    """Devices whose readings carry their own record numbers (stored-records devices): the
+    steady simulated ones always, a meter only if it was used in the scenario."""
+    return [d for d in rig.devices() if d.keeps_records and d.transport != "serial"
+            and (d.transport == "sim" or readings_of(rig.received, d))]
 
 
 def settle(rig: HilRig, timeout_s: float) -> None:

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class SimRig:
         self._serial: dict[str, Any] = {}  # name -> SimProcess
         self._bluez: Any = None  # SimulatedBluez when BLE is in use
         self._peripherals: dict[str, Any] = {}
+        self._away: set[str] = set()  # devices out of range now
         self.config: Path | None = None
         self._crp = Decimal("4.0")
 
@@ -155,6 +157,12 @@ class SimRig:
         elif device.transport == "ble":
             peripheral = self._peripherals[device.name]
             self._bluez.call(lambda: _ble_measure(peripheral))
+            if device.kind in STORING_BLE_PROFILES and device.name not in self._away:
+                # A meter only stores; like a real one it then wakes its radio to be collected
+                # (the simulated meter just stores, so its link is cycled to the same effect).
+                self._bluez.call(peripheral.go_out_of_range)
+                time.sleep(0.5)
+                self._bluez.call(peripheral.come_back)
         # sim devices and oximeters measure on their own (timer / continuous stream)
 
     def power_cut(self) -> None:
@@ -173,12 +181,14 @@ class SimRig:
         self.vpn.restore()
 
     def out_of_range(self, device: DeviceRef) -> None:
+        self._away.add(device.name)
         if device.transport == "serial":
             self._serial[device.name].command("unplug")
         else:
             self._bluez.call(self._peripherals[device.name].go_out_of_range)
 
     def back_in_range(self, device: DeviceRef) -> None:
+        self._away.discard(device.name)
         if device.transport == "serial":
             self._serial[device.name].command("replug")
         else:
@@ -271,13 +281,14 @@ def _ble_measure(peripheral: Any) -> None:
 
 def sim_peripherals(profile: RigProfile) -> dict[str, Any]:
     """One simulated BLE peripheral per BLE device of the profile (the neighbour's too)."""
-    from drivers.ble.sim.peripheral import Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
+    from drivers.ble.sim.peripheral import DeviceInfo, Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
     from drivers.ble.sim.scenario import KINDS  # noqa: PLC0415
 
     return {
         d.name: KINDS[_BLE_SIM_KIND.get(d.profile, d.profile)](
             d.address, name=d.name,
-            pairing=Pairing(PairingMethod.PASSKEY_ENTRY, d.passkey) if d.passkey else None)
+            pairing=Pairing(PairingMethod.PASSKEY_ENTRY, d.passkey) if d.passkey else None,
+            info=DeviceInfo(model=f"SIM-{d.profile}", serial=d.address.replace(":", "")[-6:]))
         for d in profile.ble_devices
     }
 
