@@ -8,6 +8,7 @@ PYTEST_DONT_REWRITE: failure messages are the explicit ones (no reprs of reading
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -27,15 +28,21 @@ def lifecycle_ok(lifecycle_reason: str | None) -> None:
 
 
 @pytest.mark.needs(Capability.DELIVERY)
-@pytest.mark.timeout_s(240)
+@pytest.mark.timeout_s(720)
 def test_equipment_return_drains_erases_and_reenrols(
     lifecycle_ok: None, hil_rig: HilRig, timing: Callable[[str, float], None]
 ) -> None:
     rig = hil_rig
     lifecycle = CliLifecycle(rig)
     wait_for(lambda: len(rig.received.readings) >= 10, 60, "readings before the return")
-    lifecycle.return_equipment()
+    began = time.monotonic()
+    facts = lifecycle.return_equipment()
+    timing("return", time.monotonic() - began)
     # Nothing the devices handed over may be left behind on a router going back to the depot.
+    assert facts.get("state") == "factory", f"return ended in state {facts.get('state')!r}"
+    assert not facts.get("forced"), "the return needed --force"
+    assert facts.get("unsent_records", 0) == 0, f"{facts['unsent_records']} records not delivered"
+    assert facts.get("revoked"), "the gateway certificate was not confirmed revoked"
     assert_verifier_clean(rig)
     for d in rig.devices():
         confirmed = rig.confirmed(d)
@@ -43,11 +50,12 @@ def test_equipment_return_drains_erases_and_reenrols(
         if confirmed is not None:
             assert got >= confirmed, f"{d.name}: {confirmed - got} safe readings not delivered"
     assert rig.outbox_depth() in (0, -1, None), "the outbox still holds records after return"
-    assert lifecycle.episode() is None, "the gateway is still bound after equipment return"
+    phase, episode = lifecycle.state()
+    assert phase == "factory", f"after return the gateway is {phase!r}, bound to {episode!r}"
 
     lifecycle.enrol(NEW_EPISODE)
-    episode = lifecycle.episode()
-    assert episode == NEW_EPISODE, f"bound to {episode!r} after enrolling {NEW_EPISODE!r}"
+    phase, episode = lifecycle.state()
+    assert (phase, episode) == ("bound", NEW_EPISODE), f"after enrol: {phase!r}, {episode!r}"
     count = len(rig.received.readings)
     wait_for(lambda: len(rig.received.readings) > count, 90, "readings in the new episode")
     assert_verifier_clean(rig)

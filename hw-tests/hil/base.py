@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,37 +60,52 @@ class HilRig(Protocol):
 class Lifecycle(Protocol):
     """Equipment return and re-enrolment, as logistics staff do it."""
 
-    def return_equipment(self) -> None:
-        """Drain the outbox to the provider, erase patient data, reset to unbound."""
+    def return_equipment(self) -> dict[str, Any]:
+        """Drain the outbox to the provider, revoke, erase, back to factory; returns the facts
+        (``unsent_records``, ``revoked``, ``erased``, ...)."""
 
     def enrol(self, episode: str) -> None:
-        """Bind the gateway to a new patient episode."""
+        """Bind the gateway to a new patient episode (one-time token from the provider)."""
 
-    def episode(self) -> str | None:
-        """The episode the gateway is bound to now (None: unbound)."""
+    def state(self) -> tuple[str, str | None]:
+        """(phase, episode): phase is factory, enrolled, bound or returning."""
 
 
 NOT_AVAILABLE = "provisioning commands not available in this build"
 
 
+def no_token_issuer(episode: str) -> str:
+    raise AssertionError(
+        f"no enrolment token issuer is connected to the HIL rig for episode {episode!r}: "
+        "wire the test provider's EST token service into CliLifecycle(token_for=...)"
+    )
+
+
 class CliLifecycle:
-    """``Lifecycle`` through gatewayctl (the contract provisioning is building: ``return`` and
-    ``enrol EPISODE``; ``status --json`` reports ``episode``)."""
+    """``Lifecycle`` through gatewayctl, as provisioning builds it: ``return [--force]``
+    (``--json``: state, unsent_records, forced, revoked, erased), ``enrol --token T``,
+    ``lifecycle --json`` (state, episode). ``token_for(episode)`` gets a one-time enrolment
+    token from the provider's test service (connected at merge)."""
 
-    def __init__(self, rig: HilRig) -> None:
+    def __init__(self, rig: HilRig, token_for: Callable[[str], str] = no_token_issuer) -> None:
         self._rig = rig
+        self._token_for = token_for
 
-    def return_equipment(self) -> None:
-        self._check(self._rig.gatewayctl("return", "--yes", timeout_s=180), "return")
+    def return_equipment(self) -> dict[str, Any]:
+        proc = self._rig.gatewayctl("return", "--json", timeout_s=660)
+        self._check(proc, "return")
+        facts: dict[str, Any] = json.loads(proc.stdout)
+        return facts
 
     def enrol(self, episode: str) -> None:
-        self._check(self._rig.gatewayctl("enrol", episode, timeout_s=120), "enrol")
+        token = self._token_for(episode)
+        self._check(self._rig.gatewayctl("enrol", "--token", token, timeout_s=120), "enrol")
 
-    def episode(self) -> str | None:
-        proc = self._rig.gatewayctl("status", "--json")
-        self._check(proc, "status")
-        value = json.loads(proc.stdout).get("episode")
-        return None if value in (None, "unbound") else str(value)
+    def state(self) -> tuple[str, str | None]:
+        proc = self._rig.gatewayctl("lifecycle", "--json")
+        self._check(proc, "lifecycle")
+        data = json.loads(proc.stdout)
+        return str(data["state"]), data.get("episode")
 
     @staticmethod
     def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
