@@ -8,7 +8,7 @@ SYSSTAMP := .sysdeps.ok
 DEMO_SECONDS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit bench sysdeps venv clean
+.PHONY: demo test lint unit hil bench sysdeps venv clean
 
 # System packages: the broker for the simulated provider, openssl for inspecting certificates.
 $(SYSSTAMP): scripts/install-sysdeps.sh
@@ -37,6 +37,18 @@ test: $(SYSSTAMP) $(STAMP) lint
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# Hardware-in-the-loop scenarios (hw-tests/README.md): RIG=sim (default) or RIG=path/to/rig.toml.
+# Prints a summary table and the rig report; writes hw-tests/report/{junit.xml,rig-report.json}.
+# Exit 5 (nothing collected) is a failure here: a HIL run that ran nothing must not look green.
+HIL_ARGS ?=
+hil: $(SYSSTAMP) $(STAMP)
+	@mkdir -p hw-tests/report
+	@rc=0; $(PY) -m pytest hw-tests --junitxml=hw-tests/report/junit.xml $(HIL_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		echo "make hil: no scenario was collected (RIG=$${RIG:-sim}, HIL_ARGS=$(HIL_ARGS))" >&2; \
+		exit 1; \
+	fi; exit $$rc
 
 # Benchmarks: human-readable lines, then one JSON object on the last line (docs/performance.md).
 bench: $(SYSSTAMP) $(STAMP)

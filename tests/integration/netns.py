@@ -65,11 +65,15 @@ def in_netns(name: str) -> Iterator[None]:
 
 
 class VpnRig:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, prefix: str = "hcg") -> None:
+        # ``prefix`` keeps suites apart on one host (hw-tests use "hil"); 3 letters + 4 hex + 4
+        # stays within the kernel's 15-character interface names.
+        if not (prefix.isalpha() and prefix.islower() and len(prefix) == 3):
+            raise ValueError(f"netns prefix must be 3 lowercase letters, got {prefix!r}")
         tag = secrets.token_hex(2)
-        self.home, self.provider = f"hcg{tag}home", f"hcg{tag}prov"
-        self.wg_home, self.wg_provider = f"hcg{tag}wh", f"hcg{tag}wp"
-        self._veth = (f"hcg{tag}vh", f"hcg{tag}vp")
+        self.home, self.provider = f"{prefix}{tag}home", f"{prefix}{tag}prov"
+        self.wg_home, self.wg_provider = f"{prefix}{tag}wh", f"{prefix}{tag}wp"
+        self._veth = (f"{prefix}{tag}vh", f"{prefix}{tag}vp")
         self._workdir = workdir
         self._wg_procs: list[subprocess.Popen[bytes]] = []
 
@@ -120,15 +124,15 @@ class VpnRig:
             ),
         )
         for ns, dev, me, peer, my_ip, peer_ip, endpoint in sides:
-            log = (self._workdir / f"wireguard-{me}.log").open("ab")
-            self._wg_procs.append(
-                subprocess.Popen(
-                    [*self.exec_prefix(ns), "wireguard-go", "-f", dev],
-                    stdout=log,
-                    stderr=log,
-                    env=env,
+            with (self._workdir / f"wireguard-{me}.log").open("ab") as log:  # the child keeps it
+                self._wg_procs.append(
+                    subprocess.Popen(
+                        [*self.exec_prefix(ns), "wireguard-go", "-f", dev],
+                        stdout=log,
+                        stderr=log,
+                        env=env,
+                    )
                 )
-            )
             key_file = self._workdir / f"wg-{me}.key"
             key_file.write_text(keys[me] + "\n")
             key_file.chmod(0o600)
