@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,13 @@ class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
-async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> None:
-    """Move one driver's readings into the outbox; confirm to the driver in order once durable."""
+async def pump(
+    driver: Driver, writer: IngestWriter, lane: Lane | Callable[[Measurement], Lane] = Lane.SPOT
+) -> None:
+    """Move one driver's readings into the outbox; confirm to the driver in order once durable.
+    ``lane`` is the driver's lane, or a function choosing it per reading (a BLE oximeter's
+    spot-checks and its continuous values)."""
+    lane_of: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
     confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
         maxsize=1024
     )
@@ -76,13 +81,13 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
         hook = getattr(driver, "refused", None)
         if hook is not None:
             await hook([m])
-        await writer.wait_for_space(lane)
+        await writer.wait_for_space(lane_of(m))
 
     confirmer = asyncio.create_task(confirm(), name=f"driver.{driver.name}.confirm")
     try:
         async for m in driver.measurements():
             try:
-                fut = await writer.enqueue([m], lane)
+                fut = await writer.enqueue([m], lane_of(m))
             except QuotaExceededError:
                 await refused(m)
                 continue
@@ -94,9 +99,11 @@ async def pump(driver: Driver, writer: IngestWriter, lane: Lane = Lane.SPOT) -> 
             await confirmer
 
 
-def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple[Any, Lane]]:
+def build_drivers(
+    cfg: Config, writer: IngestWriter | None = None
+) -> list[tuple[Any, Lane | Callable[[Measurement], Lane]]]:
     """Every configured driver with its upload lane (continuous oximetry is a stream)."""
-    drivers: list[tuple[Any, Lane]] = [
+    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = [
         (
             SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
             Lane.STREAM if d.stream else Lane.SPOT,
@@ -107,7 +114,7 @@ def build_drivers(cfg: Config, writer: IngestWriter | None = None) -> list[tuple
     for drv in serial_config.build(cfg.serial_devices, report_unusable=unusable):
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
     ble = ble_config.build(cfg.ble_devices, cfg.state_dir)
-    drivers.extend((drv, c.lane) for drv, c in zip(ble, cfg.ble_devices, strict=True))
+    drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)
     return drivers
 
 
