@@ -96,6 +96,10 @@ class Profile:
     racp: bool = False  # stored records behind a Record Access Control Point
     stream: frozenset[int] = frozenset()  # characteristics with continuous readings (lane STREAM)
     backlog: bool = False  # pushes its stored readings on subscription: de-duplicate them
+    # Set the device clock (Current Time) when it is off. Not for CGM: its record times count
+    # from the Session Start Time, which carries its own zone; rewriting the sensor's wall
+    # clock in our zone would only make the two disagree.
+    sets_clock: bool = True
 
 
 PROFILES: dict[str, Profile] = {
@@ -111,7 +115,8 @@ PROFILES: dict[str, Profile] = {
     "heart-rate": Profile(HEART_RATE_MEASUREMENT_UUID,
                           stream=frozenset({HEART_RATE_MEASUREMENT_UUID})),
     # CGM records are keyed by time offset; RACP fetches what was measured while out of reach.
-    "cgm": Profile(CGM_MEASUREMENT_UUID, racp=True, stream=frozenset({CGM_MEASUREMENT_UUID})),
+    "cgm": Profile(CGM_MEASUREMENT_UUID, racp=True, stream=frozenset({CGM_MEASUREMENT_UUID}),
+                   sets_clock=False),
 }
 RACP_PROFILES = frozenset(name for name, p in PROFILES.items() if p.racp)
 BACKLOG_PROFILES = frozenset(name for name, p in PROFILES.items() if p.backlog)
@@ -293,7 +298,7 @@ class BleDeviceDriver:
         self.backoff = backoff or Backoff()
         self.connect_timeout_s = connect_timeout_s
         self.liveness_s = liveness_s
-        self.set_clock = set_clock
+        self.set_clock = set_clock and PROFILES[profile].sets_clock
         self.tally = tally
         self.measurement_uuid = self.spec.measurement
         self.racp = self.spec.racp
