@@ -118,6 +118,14 @@ def build_drivers(
     return drivers
 
 
+def bluetooth_links(drivers: Sequence[object]) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The BLE drivers' shared advertiser tally as a health "link" (none without BLE)."""
+    for d in drivers:
+        if isinstance(d, BleDeviceDriver) and d.tally is not None:
+            return {"bluetooth": d.tally.snapshot}
+    return {}
+
+
 def build_agent(cfg: Config, drivers: Sequence[object]) -> PairingAgent | None:
     """Our org.bluez.Agent1 for the bound BLE devices (none without BLE devices); it also tells
     the BLE drivers when bluetoothd goes away."""
@@ -217,6 +225,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             "vpn": links.vpn_snapshot,
             "wan": links.wan_snapshot,
             **{d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
+            # Neighbours' health devices seen (and ignored) by the BLE drivers' discovery.
+            **bluetooth_links(drivers),
         },
         link_alarms=links.alarms,
     )

@@ -248,6 +248,10 @@ class AdvertiserTally:
             log.info("ble.neighbour_ignored", device=f"btmac:{address}",
                      ignored=len(self.ignored))
 
+    def snapshot(self) -> dict[str, object]:
+        """For the health report's links: how many foreign health devices are in the air."""
+        return {"ignored_advertisers": len(self.ignored)}
+
 
 @dataclass(slots=True)
 class _Link:

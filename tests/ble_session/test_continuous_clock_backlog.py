@@ -40,6 +40,8 @@ async def test_heart_rate_streams_with_rr_intervals_and_resubscribes_after_a_rec
         first = await collector.take(3)
         await rig.out_of_range(sensor)
         await until(lambda: driver.state != "connected")
+        # Our discovery runs its full length now: the neighbour's sensor is seen and counted.
+        await until(lambda: NEIGHBOUR in tally.ignored, timeout_s=6.0)
         await collector.quiet(0.2)
         await rig.back_in_range(sensor)
         await until(lambda: driver.connections == 2, timeout_s=8.0)
@@ -53,7 +55,8 @@ async def test_heart_rate_streams_with_rr_intervals_and_resubscribes_after_a_rec
     [health] = driver.health()
     assert health.rssi_dbm is not None
     assert -62 <= health.rssi_dbm <= -58
-    assert NEIGHBOUR in tally.ignored
+    assert tally.ignored == {NEIGHBOUR}
+    assert await rig.acall(lambda: list(next_door.sent)) == []  # never connected
 
 
 async def test_a_continuous_oximeter_streams_and_still_delivers_spot_checks(
