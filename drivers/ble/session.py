@@ -13,10 +13,25 @@ confirmed as durable (``committed()``); N lives in a small JSON state file, writ
 fsynced only from ``committed()``. Records already handed to the pipeline during this run are not
 handed over twice (``refused()`` re-opens them).
 
-Device time: once per connection the driver reads Current Time (0x2A2B) when the device has it,
-which gives the coincident timestamp (``clock_offset_from``). Without it, a live reading's own
-timestamp against its reception time serves; stored (RACP) records then get no offset and are
-flagged UNSYNCED by ``to_measurements`` - never silently replaced by the reception time.
+Continuous characteristics (PLX Continuous 0x2A5F, Heart Rate 0x2A37, CGM 0x2AA7, Intermediate
+Temperature 0x2A1E) are subscribed like the rest, again after every reconnect; ``streamed(m)``
+tells the daemon which readings go to the stream lane. CGM records are stored records too (RACP
+keyed by time offset); live ones that arrive during a transfer wait for its end, in order.
+
+Device time: once per connection the driver reads Current Time (0x2A2B) when the device has it
+(the coincident timestamp) and, when the clock is off by more than the sync tolerance and the
+characteristic is writable, sets it to the gateway's local time and reads it again.
+``ClockSync`` (drivers/ble/clock_sync.py) then tells per reading which clock stamped it. Without
+Current Time the offset is unknown and device timestamps are kept and flagged UNSYNCED - never
+silently replaced by the reception time.
+
+Devices that replay their backlog on every subscription (no RACP) are de-duplicated by the PHD IG
+identifier against a bounded seen-set in the state directory (drivers/ble/seen.py), written
+only from ``committed()``.
+
+Discovery is ours (``_find``): it notes the device's RSSI for the health report and tallies
+neighbours' health devices (``AdvertiserTally``); each attempt starts a fresh discovery, so there
+is no long-lived scanner to watch.
 
 Logs carry identifiers, characteristic UUIDs and error reasons, never clinical values.
 """
