@@ -7,7 +7,8 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
 
     [[ble_devices]]
     address = "A4:C1:38:10:00:02"
-    profile = "blood-pressure"
+    profile = "blood-pressure"        # or thermometer, pulse-oximeter, pulse-oximeter-continuous,
+                                     # weight-scale, glucose, heart-rate, cgm
     name = "bp"                      # optional, default "<profile>-<last 5 of the address>"
     passkey = 246810                 # optional; the device shows it, the gateway's agent types it
     expected_interval_s = 43200      # optional; "silent" in health reports after 2x this
@@ -17,14 +18,22 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.ble.session import PROFILES, RACP_PROFILES, STREAM_PROFILES, BleDeviceDriver
+from drivers.ble.session import (
+    BACKLOG_PROFILES,
+    PROFILES,
+    RACP_PROFILES,
+    STREAM_PROFILES,
+    AdvertiserTally,
+    BleDeviceDriver,
+)
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
+from gateway.model import Measurement
 
 _KEYS = ("address", "profile", "name", "passkey", "expected_interval_s", "adapter")
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
@@ -91,12 +100,26 @@ class BleDeviceConfig:
 
     @property
     def lane(self) -> Lane:
-        """Continuous profiles upload on the stream lane, spot readings on the spot lane."""
+        """The device's main lane: continuous profiles (heart rate, CGM, continuous oximetry)
+        upload on the stream lane, spot readings on the spot lane."""
         return Lane.STREAM if self.profile in STREAM_PROFILES else Lane.SPOT
 
     def state_file(self, state_dir: Path) -> Path:
         """Where a device with stored records keeps its RACP cursor."""
         return state_dir / "ble" / f"{self.address.replace(':', '')}.json"
+
+    def seen_file(self, state_dir: Path) -> Path:
+        """Where a device that replays its backlog keeps the identifiers already stored."""
+        return state_dir / "ble" / f"{self.address.replace(':', '')}.seen.json"
+
+
+def lanes_of(driver: BleDeviceDriver) -> Callable[[Measurement], Lane]:
+    """Per reading: a thermometer's intermediate temperatures and an oximeter's continuous
+    values are streams even though the device's spot readings are not."""
+    def lane(m: Measurement) -> Lane:
+        return Lane.STREAM if driver.streamed(m) else Lane.SPOT
+
+    return lane
 
 
 def parse(items: object, path: Path) -> tuple[BleDeviceConfig, ...]:
@@ -162,12 +185,18 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
 def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDeviceDriver]:
     """One driver per bound device; stored-record devices get their cursor file."""
     drivers = []
+    tally = AdvertiserTally(c.address for c in configs)  # one for all: neighbours counted once
     for c in configs:
-        state_file = None
+        state_file = seen_file = None
         if c.profile in RACP_PROFILES:
             state_file = c.state_file(state_dir)
-            state_file.parent.mkdir(parents=True, exist_ok=True)
+        if c.profile in BACKLOG_PROFILES:
+            seen_file = c.seen_file(state_dir)
+        for f in (state_file, seen_file):
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
         drivers.append(BleDeviceDriver(
             c.address, c.profile, name=c.name, expected_interval_s=c.expected_interval_s,
-            passkey=c.passkey, adapter=c.adapter, state_file=state_file))
+            passkey=c.passkey, adapter=c.adapter, state_file=state_file, seen_file=seen_file,
+            tally=tally))
     return drivers

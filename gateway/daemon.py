@@ -60,13 +60,16 @@ class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
 async def pump(
     driver: Driver,
     writer: IngestWriter,
-    lane: Lane = Lane.SPOT,
+    lane: Lane | Callable[[Measurement], Lane] = Lane.SPOT,
     on_durable: Callable[[Measurement, int], None] | None = None,
 ) -> None:
     """Move one driver's readings into the outbox; confirm to the driver in order once durable.
 
-    ``on_durable(reading, record seq)`` lets install-check follow a device's reading to the
-    provider's acknowledgement (the record leaves the outbox only on PUBACK)."""
+    ``lane`` is the driver's lane, or a function choosing it per reading (a BLE oximeter's
+    spot-checks and its continuous values). ``on_durable(reading, record seq)`` lets
+    install-check follow a device's reading to the provider's acknowledgement (the record leaves
+    the outbox only on PUBACK)."""
+    lane_of: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
     confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
         maxsize=1024
     )
@@ -88,13 +91,13 @@ async def pump(
         hook = getattr(driver, "refused", None)
         if hook is not None:
             await hook([m])
-        await writer.wait_for_space(lane)
+        await writer.wait_for_space(lane_of(m))
 
     confirmer = asyncio.create_task(confirm(), name=f"driver.{driver.name}.confirm")
     try:
         async for m in driver.measurements():
             try:
-                fut = await writer.enqueue([m], lane)
+                fut = await writer.enqueue([m], lane_of(m))
             except QuotaExceededError:
                 await refused(m)
                 continue
@@ -110,13 +113,13 @@ def build_drivers(
     cfg: Config,
     writer: IngestWriter | None = None,
     bound: provisioning.BoundDevices | None = None,
-) -> list[tuple[Any, Lane]]:
+) -> list[tuple[Any, Lane | Callable[[Measurement], Lane]]]:
     """Every configured driver with its upload lane (continuous oximetry is a stream).
 
     With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
     while the equipment is being returned."""
     bound = bound or provisioning.BoundDevices(intake=True, devices=None)
-    drivers: list[tuple[Any, Lane]] = [
+    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = [
         (
             SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
             Lane.STREAM if d.stream else Lane.SPOT,
@@ -130,7 +133,7 @@ def build_drivers(
         drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
     ble_devices = ble_for(cfg, bound)
     ble = ble_config.build(ble_devices, cfg.state_dir)
-    drivers.extend((drv, c.lane) for drv, c in zip(ble, ble_devices, strict=True))
+    drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)
     return drivers
 
 
@@ -167,6 +170,14 @@ def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.Bl
             # The problem is the message (a device the provider must fix); no traceback.
             log.error("provisioning.binding_unusable", device=address, error=str(exc))  # noqa: TRY400
     return out
+
+
+def bluetooth_links(drivers: Sequence[object]) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The BLE drivers' shared advertiser tally as a health "link" (none without BLE)."""
+    for d in drivers:
+        if isinstance(d, BleDeviceDriver) and d.tally is not None:
+            return {"bluetooth": d.tally.snapshot}
+    return {}
 
 
 def build_agent(
@@ -272,6 +283,8 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             "vpn": links.vpn_snapshot,
             "wan-route": links.wan_snapshot,  # modems appear under their configured names
             **{d.config.name: d.snapshot for d in drivers if isinstance(d, ModemDriver)},
+            # Neighbours' health devices seen (and ignored) by the BLE drivers' discovery.
+            **bluetooth_links(drivers),
         },
         link_alarms=links.alarms,
     )

@@ -16,6 +16,7 @@ from gateway.daemon import build_agent, build_drivers
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
 from tests.factories import VALID_CONFIG as VALID
+from tests.factories import make_measurement
 from tests.factories import write_config as write
 
 
@@ -59,20 +60,36 @@ def test_ble_devices_are_parsed_and_built_into_drivers_with_their_lanes(files: P
     cfg = load(write(files, VALID + (
         '\n[[ble_devices]]\naddress = "a4-c1-38-10-00-02"\nprofile = "blood-pressure"\n'
         'passkey = "012345"\nexpected_interval_s = 43200\nadapter = "hci1"\n'
-        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:03"\nprofile = "glucose"\nname = "glu"\n')))
-    bp, glu = cfg.ble_devices
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:03"\nprofile = "glucose"\nname = "glu"\n'
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:06"\nprofile = "heart-rate"\n'
+        '\n[[ble_devices]]\naddress = "A4:C1:38:10:00:07"\nprofile = "pulse-oximeter-continuous"\n'
+    )))
+    bp, glu, _hr, _plx = cfg.ble_devices
     assert bp == BleDeviceConfig("A4:C1:38:10:00:02", "blood-pressure", "blood-pressure-0002",
                                  12345, 43200.0, "hci1")
     assert (glu.name, glu.passkey, glu.adapter) == ("glu", None, None)
+    assert [c.lane for c in cfg.ble_devices] == [Lane.SPOT, Lane.SPOT, Lane.STREAM, Lane.STREAM]
     built = [(d, lane) for d, lane in build_drivers(cfg) if isinstance(d, BleDeviceDriver)]
-    assert [(d.name, d.address, d.bond, d.adapter, lane) for d, lane in built] == [
-        ("ble.blood-pressure-0002", "A4:C1:38:10:00:02", True, "hci1", Lane.SPOT),
-        ("ble.glu", "A4:C1:38:10:00:03", False, None, Lane.SPOT)]
+    assert [(d.name, d.address, d.bond, d.adapter) for d, _ in built] == [
+        ("ble.blood-pressure-0002", "A4:C1:38:10:00:02", True, "hci1"),
+        ("ble.glu", "A4:C1:38:10:00:03", False, None),
+        ("ble.heart-rate-0006", "A4:C1:38:10:00:06", False, None),
+        ("ble.pulse-oximeter-continuous-0007", "A4:C1:38:10:00:07", False, None)]
     assert built[1][0].racp
     assert (cfg.state_dir / "ble").is_dir()  # the RACP cursor's home
+    # Lanes per reading: a continuous oximeter's 0x2A5F values stream, its spot-checks do not.
+    lane_of = built[3][1]
+    assert callable(lane_of)
+    continuous = make_measurement(source="ble.pulse_oximeter.continuous")
+    spot = make_measurement(source="ble.pulse_oximeter")
+    assert (lane_of(continuous), lane_of(spot)) == (Lane.STREAM, Lane.SPOT)
+    hr_lane = built[2][1]
+    assert callable(hr_lane)
+    assert hr_lane(make_measurement(source="ble.heart_rate")) == Lane.STREAM
     agent = build_agent(cfg.ble_devices, [d for d, _ in built])
     assert agent is not None
-    assert agent.agent.passkeys == {"A4:C1:38:10:00:02": 12345, "A4:C1:38:10:00:03": None}
+    assert agent.agent.passkeys == {"A4:C1:38:10:00:02": 12345, "A4:C1:38:10:00:03": None,
+                                    "A4:C1:38:10:00:06": None, "A4:C1:38:10:00:07": None}
 
 
 def test_no_ble_devices_no_agent(files: Path) -> None:

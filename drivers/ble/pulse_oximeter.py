@@ -239,7 +239,8 @@ class SpotCheckMeasurement:
 class ContinuousMeasurement:
     """A parsed 0x2A5F value; ``flags`` as sent. Each SpO2PR pair is (SpO2 %, pulse rate bpm)."""
 
-    SOURCE: ClassVar[str] = "ble.pulse_oximeter"
+    # Its own source: the gateway routes continuous readings to the stream lane by it.
+    SOURCE: ClassVar[str] = "ble.pulse_oximeter.continuous"
 
     flags: int
     spo2: Numeric

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -39,7 +40,9 @@ DEVICES = (
 
 
 def ble_devices(scenario: Path) -> str:
-    """``[[ble_devices]]`` for the patient's devices of the scenario (not the neighbour's)."""
+    """``[[ble_devices]]`` for the patient's devices of the scenario (not the neighbour's); a
+    device's ``profile`` key (ignored by the simulator) picks the gateway profile when the kind
+    alone does not say it (an oximeter worn continuously)."""
     blocks = []
     for d in json.loads(scenario.read_text())["devices"]:
         if "neighbour" in str(d.get("name", "")):
@@ -47,7 +50,7 @@ def ble_devices(scenario: Path) -> str:
         passkey = d.get("pairing", {}).get("passkey")
         blocks.append(
             f'\n[[ble_devices]]\naddress = "{d["address"]}"\n'
-            f'profile = "{_BLE_PROFILES.get(d["kind"], d["kind"])}"\n'
+            f'profile = "{d.get("profile") or _BLE_PROFILES.get(d["kind"], d["kind"])}"\n'
             + (f"passkey = {passkey}\n" if passkey is not None else "")
         )
     return "".join(blocks)
@@ -186,6 +189,9 @@ def main() -> int:
     # A demo run starts from an empty outbox so its summary speaks of this run only.
     for leftover in state.glob("outbox.db*"):
         leftover.unlink()
+    # The simulated devices are new each run too: a RACP cursor or backlog seen-set left by the
+    # last run would make the gateway skip the fresh glucose meter's records.
+    shutil.rmtree(state / "ble", ignore_errors=True)
 
     print("demo: creating a throwaway PKI and starting mosquitto with mutual TLS ...", flush=True)
     pki = create_rig_pki(work / "pki", gateway_ids=[GATEWAY_ID])

@@ -98,7 +98,11 @@ class Peripheral:
         info: DeviceInfo | None = None,
         clock_settable: bool = True,
         backlog_capacity: int = 100,
+        replay_backlog: bool = False,
     ) -> None:
+        """``replay_backlog``: the device keeps its memory after delivering it and sends all of
+        it again after every subscription (many monitors without RACP do; the collector must
+        de-duplicate)."""
         self.address = address.upper()
         if len(self.address) != 17 or self.address.count(":") != 5:
             raise SimError(f"not a Bluetooth address: {address!r}")
@@ -116,6 +120,7 @@ class Peripheral:
         self.link: Link | None = None
         self.stored: dict[int, deque[bytes]] = {}
         self.backlog_capacity = backlog_capacity
+        self.replay_backlog = replay_backlog
         # the last values delivered, for assertions and the technician's view of a demo
         self.sent: deque[tuple[int, bytes]] = deque(maxlen=10_000)
         self._radio_listeners: list[Callable[[Peripheral], None]] = []
@@ -221,6 +226,10 @@ class Peripheral:
             return
         queue = self.stored.setdefault(uuid16, deque(maxlen=self.backlog_capacity))
         queue.append(payload)
+        if self.replay_backlog:  # kept in memory; sent now only to a subscribed collector
+            if self.link is not None and self.link.up and self.link.subscribed(uuid16):
+                self.spawn(self._send_once(uuid16, payload), link_scoped=True, name="live")
+            return
         self._start_pump(uuid16)
 
     def send_raw(self, uuid16: int, payload: bytes) -> None:
@@ -236,6 +245,12 @@ class Peripheral:
 
     async def _pump(self, uuid16: int) -> None:
         queue = self.stored[uuid16]
+        if self.replay_backlog:  # the whole memory, oldest first, every subscription
+            with contextlib.suppress(LinkLostError):
+                for payload in list(queue):
+                    if not self.connected or not await self.send_record(uuid16, payload):
+                        return
+            return
         with contextlib.suppress(LinkLostError):
             while queue and self.connected and self.link and self.link.subscribed(uuid16):
                 head = queue[0]

@@ -46,6 +46,7 @@ from drivers.ble.thermometer import (
     FLAG_FAHRENHEIT,
     FLAG_TEMPERATURE_TYPE,
     FLAG_TIME_STAMP,
+    INTERMEDIATE_TEMPERATURE_UUID,
     TEMPERATURE_MEASUREMENT_UUID,
     TEMPERATURE_TYPE_UUID,
     TemperatureMeasurement,
@@ -93,13 +94,20 @@ class Thermometer(Peripheral):
         secure = self.requires_bond
         return (Service(HEALTH_THERMOMETER_UUID, (
             Characteristic(TEMPERATURE_MEASUREMENT_UUID, ("indicate",), secure=secure),
+            Characteristic(INTERMEDIATE_TEMPERATURE_UUID, ("notify",), secure=secure),
             Characteristic(TEMPERATURE_TYPE_UUID, ("read",),
                            read=lambda: encode_temperature_type(self.site)),
             Characteristic(MEASUREMENT_INTERVAL_UUID, ("read",), read=lambda: bytes(2)),
         )),)
 
-    def measure(self, temperature: Decimal | str, *, when: datetime | None = None
-                ) -> TemperatureMeasurement:
+    def measure(self, temperature: Decimal | str, *, when: datetime | None = None,
+                intermediate: tuple[Decimal | str, ...] = ()) -> TemperatureMeasurement:
+        """A final reading; ``intermediate`` temperatures are notified first (0x2A1E, while the
+        probe settles; only a subscribed collector gets them, as notifications go)."""
+        unit = FLAG_FAHRENHEIT if self.fahrenheit else 0
+        for settling_c in intermediate:
+            settling = TemperatureMeasurement(unit, _number(settling_c), intermediate=True)
+            self.emit(INTERMEDIATE_TEMPERATURE_UUID, settling.encode(), store=False)
         flags = FLAG_TIME_STAMP | FLAG_TEMPERATURE_TYPE | (FLAG_FAHRENHEIT if self.fahrenheit
                                                              else 0)
         value = TemperatureMeasurement(flags, _number(temperature), when or self.clock.now(),
