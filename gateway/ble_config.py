@@ -21,19 +21,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.ble.session import (
-    BACKLOG_PROFILES,
-    PROFILES,
-    RACP_PROFILES,
-    STREAM_PROFILES,
-    AdvertiserTally,
-    BleDeviceDriver,
-)
+# The profile table only: the session (bleak, D-Bus) is imported when drivers are built, so a
+# configuration check or a gateway without BLE devices never loads the BLE stack.
+from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STREAM_PROFILES
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
 from gateway.model import Measurement
+
+if TYPE_CHECKING:
+    from drivers.ble.session import BleDeviceDriver
 
 _KEYS = ("address", "profile", "name", "passkey", "expected_interval_s", "adapter")
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
@@ -184,6 +182,10 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
 
 def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDeviceDriver]:
     """One driver per bound device; stored-record devices get their cursor file."""
+    if not configs:
+        return []
+    from drivers.ble.session import AdvertiserTally, BleDeviceDriver  # noqa: PLC0415 - see top
+
     drivers = []
     tally = AdvertiserTally(c.address for c in configs)  # one for all: neighbours counted once
     for c in configs:

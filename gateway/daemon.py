@@ -15,15 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
-from drivers.ble.agent import PairingAgent
-from drivers.ble.session import BleDeviceDriver
 from drivers.serial.modem_driver import ModemDriver
 from drivers.serial.oximeter_driver import OximeterDriver
 from drivers.simulated import SimulatedDevice
@@ -43,6 +41,9 @@ from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
 from gateway.watchdog import stalled_loops
+
+if TYPE_CHECKING:
+    from drivers.ble.agent import PairingAgent
 from provisioning import runtime as provisioning
 from provisioning.errors import NotEnrolledError
 
@@ -175,8 +176,9 @@ def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.Bl
 def bluetooth_links(drivers: Sequence[object]) -> dict[str, Callable[[], dict[str, Any]]]:
     """The BLE drivers' shared advertiser tally as a health "link" (none without BLE)."""
     for d in drivers:
-        if isinstance(d, BleDeviceDriver) and d.tally is not None:
-            return {"bluetooth": d.tally.snapshot}
+        tally = getattr(d, "tally", None)  # only BLE drivers count advertisers
+        if tally is not None:
+            return {"bluetooth": tally.snapshot}
     return {}
 
 
@@ -187,6 +189,9 @@ def build_agent(
     drivers when bluetoothd goes away."""
     if not devices:
         return None
+    from drivers.ble.agent import PairingAgent  # noqa: PLC0415 - BLE stack only when used
+    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415
+
     agent = PairingAgent({c.address: c.passkey for c in devices})
     for d in drivers:
         if isinstance(d, BleDeviceDriver):

@@ -79,6 +79,10 @@ from drivers.ble.glucose import (
 from drivers.ble.glucose_context import GLUCOSE_CONTEXT_UUID, GlucoseContext
 from drivers.ble.heart_rate import HEART_RATE_MEASUREMENT_UUID, HeartRateMeasurement
 from drivers.ble.measure import SYNC_TOLERANCE, Readable, clock_offset_from, to_measurements
+from drivers.ble.profiles import (
+    HEALTH_SERVICES,
+    PROFILES,
+)
 from drivers.ble.pulse_oximeter import (
     CONTINUOUS_UUID,
     SPOT_CHECK_UUID,
@@ -102,44 +106,6 @@ log = structlog.get_logger("drivers.ble.session")
 
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """What the driver subscribes to for one kind of device, and how its readings travel."""
-
-    measurement: int  # the characteristic the device must have
-    optional: tuple[int, ...] = ()  # subscribed too when the device has them
-    racp: bool = False  # stored records behind a Record Access Control Point
-    stream: frozenset[int] = frozenset()  # characteristics with continuous readings (lane STREAM)
-    backlog: bool = False  # pushes its stored readings on subscription: de-duplicate them
-    # Set the device clock (Current Time) when it is off. Not for CGM: its record times count
-    # from the Session Start Time, which carries its own zone; rewriting the sensor's wall
-    # clock in our zone would only make the two disagree.
-    sets_clock: bool = True
-
-
-PROFILES: dict[str, Profile] = {
-    "thermometer": Profile(TEMPERATURE_MEASUREMENT_UUID, (INTERMEDIATE_TEMPERATURE_UUID,),
-                           stream=frozenset({INTERMEDIATE_TEMPERATURE_UUID}), backlog=True),
-    "blood-pressure": Profile(BP_MEASUREMENT_UUID, backlog=True),
-    "pulse-oximeter": Profile(SPOT_CHECK_UUID, backlog=True),
-    # An oximeter worn continuously (0x2A5F, 1 Hz); its spot-checks are still taken, as SPOT.
-    "pulse-oximeter-continuous": Profile(CONTINUOUS_UUID, (SPOT_CHECK_UUID,),
-                                         stream=frozenset({CONTINUOUS_UUID}), backlog=True),
-    "weight-scale": Profile(WEIGHT_MEASUREMENT_UUID, backlog=True),
-    "glucose": Profile(GLUCOSE_MEASUREMENT_UUID, (GLUCOSE_CONTEXT_UUID,), racp=True),
-    "heart-rate": Profile(HEART_RATE_MEASUREMENT_UUID,
-                          stream=frozenset({HEART_RATE_MEASUREMENT_UUID})),
-    # CGM records are keyed by time offset; RACP fetches what was measured while out of reach.
-    "cgm": Profile(CGM_MEASUREMENT_UUID, racp=True, stream=frozenset({CGM_MEASUREMENT_UUID}),
-                   sets_clock=False),
-}
-RACP_PROFILES = frozenset(name for name, p in PROFILES.items() if p.racp)
-BACKLOG_PROFILES = frozenset(name for name, p in PROFILES.items() if p.backlog)
-# Profiles whose main characteristic is continuous: the device's lane is STREAM.
-STREAM_PROFILES = frozenset(name for name, p in PROFILES.items() if p.measurement in p.stream)
-# Service UUIDs of the health profiles: an advertiser of one of them that is not ours is a
-# neighbour's device (counted, never connected).
-HEALTH_SERVICES = frozenset({0x1809, 0x1810, 0x1822, 0x181D, 0x1808, 0x180D, 0x181F, 0x1840})
 
 _DECODERS: dict[int, Callable[[bytes], Readable]] = {
     TEMPERATURE_MEASUREMENT_UUID: TemperatureMeasurement.decode,
