@@ -10,7 +10,6 @@ says what happened, and raises an alarm.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from buffer.outbox import Outbox, OutboxCorruptError
+from gateway.atomicfile import atomic_write
 
 log = structlog.get_logger("buffer.recovery")
 
@@ -42,17 +42,7 @@ def _read_marker(marker: Path) -> int:
 
 
 def _write_marker(marker: Path, epoch: int) -> None:
-    tmp = marker.with_name(marker.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(f"{epoch}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(marker)
-    dir_fd = os.open(marker.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(marker, f"{epoch}\n".encode(), mode=0o644)
 
 
 def _move_aside(path: Path) -> tuple[str, ...]:

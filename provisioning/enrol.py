@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
+from gateway.atomicfile import atomic_write
 from gateway.config import Config, ProvisioningConfig
 from provisioning.bundle import EnrolmentBundle, verify_bundle
 from provisioning.errors import (
@@ -31,7 +32,7 @@ from provisioning.errors import (
 from provisioning.est import AuthKind, ClientCert, EstClient, EstServer, build_csr
 from provisioning.keystore import FileKeyStore, KeyStore
 from provisioning.layout import StateLayout
-from provisioning.state import LifecycleStore, Phase, atomic_write, private_dir
+from provisioning.state import LifecycleStore, Phase, private_dir
 
 log = structlog.get_logger("provisioning.enrol")
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from buffer.recovery import epoch_marker
+from gateway.atomicfile import fsync_dir
 from gateway.config import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
@@ -47,7 +48,7 @@ from provisioning.errors import (
 from provisioning.est import ClientCert, EstClient
 from provisioning.keystore import KeyStore
 from provisioning.layout import StateLayout
-from provisioning.state import STATE_FILE, LifecycleStore, Phase, fsync_dir
+from provisioning.state import STATE_FILE, LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.return")
 

@@ -24,8 +24,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.atomicfile import atomic_write, fsync_dir
 from provisioning.errors import KeyStoreError
-from provisioning.state import atomic_write, fsync_dir, private_dir
+from provisioning.state import private_dir
 
 log = structlog.get_logger("provisioning.keystore")
 

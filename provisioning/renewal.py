@@ -15,12 +15,12 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.atomicfile import atomic_write
 from gateway.errors import GatewayError
 from provisioning.enrol import current_certificate
 from provisioning.est import ClientCert, EstClient, build_csr
 from provisioning.keystore import KeyStore
 from provisioning.layout import StateLayout
-from provisioning.state import atomic_write
 
 log = structlog.get_logger("provisioning.renewal")
 

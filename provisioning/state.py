@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from gateway.atomicfile import atomic_write, own_like_directory
 from provisioning.errors import WrongStateError
 
 log = structlog.get_logger("provisioning.state")
@@ -91,32 +92,8 @@ class Lifecycle:
         )
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as out:
-        _own_like_directory(out.fileno(), path.parent)
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
-def _own_like_directory(fd: int, directory: Path) -> None:
-    """gatewayctl runs as root; the daemon as the service user who owns the state directory
-    (systemd StateDirectory=). Files root writes there must stay readable by that user."""
-    if os.geteuid() != 0:
-        return
-    st = directory.stat()
-    if st.st_uid != 0:
-        os.fchown(fd, st.st_uid, st.st_gid)
-
-
 def private_dir(path: Path) -> Path:
-    """mkdir 0700, owned like its parent when root creates it (see _own_like_directory)."""
+    """mkdir 0700, owned like its parent when root creates it (see own_like_directory)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
     if os.geteuid() == 0:
@@ -124,15 +101,6 @@ def private_dir(path: Path) -> Path:
         if st.st_uid != 0:
             os.chown(path, st.st_uid, st.st_gid)
     return path
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable (POSIX: the entry lives in the dir)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LifecycleStore:
@@ -165,7 +133,7 @@ class LifecycleStore:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _own_like_directory(fd, self.state_dir)  # root's gatewayctl and the daemon share it
+            own_like_directory(fd, self.state_dir)  # root's gatewayctl and the daemon share it
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:

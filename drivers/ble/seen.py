@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.atomicfile import atomic_write
 from gateway.errors import ConfigError, StoreError
 
 DEFAULT_CAPACITY = 2048  # a device's memory holds a few hundred readings at most
@@ -73,18 +73,8 @@ class SeenSet:
         return changed
 
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with tmp.open("w") as f:
-                json.dump({"seen": list(self._digests)}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            atomic_write(self.path, json.dumps({"seen": list(self._digests)}).encode(), mode=0o644)
         except OSError as exc:
             raise StoreError(f"cannot write the BLE seen file: {exc.strerror}",
                              path=str(self.path)) from exc

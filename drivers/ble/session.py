@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
@@ -97,6 +96,7 @@ from drivers.ble.thermometer import (
     TemperatureMeasurement,
 )
 from drivers.ble.weight_scale import WEIGHT_MEASUREMENT_UUID, WeightMeasurement
+from gateway.atomicfile import atomic_write
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.fhir import observation_identifier
 from gateway.health import DeviceHealth
@@ -159,18 +159,9 @@ class RacpState:
                               path=str(path)) from exc
 
     def save(self, last_sequence: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with tmp.open("w") as f:
-                json.dump({"last_sequence": last_sequence}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            data = json.dumps({"last_sequence": last_sequence}).encode()
+            atomic_write(self.path, data, mode=0o644)
         except OSError as exc:
             raise StoreError(f"cannot write the BLE state file: {exc.strerror}",
                              path=str(self.path)) from exc

@@ -23,8 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gateway.atomicfile import atomic_write
 from provisioning.bundle import BoundDevice, EnrolmentBundle, sign_bundle
-from provisioning.state import atomic_write
 
 
 def parse_device(text: str) -> BoundDevice:

@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.atomicfile import atomic_write
 from provisioning.devpki import RigPki
 from provisioning.est import SIGNING_KEY_OID, signing_key_of
-from provisioning.state import atomic_write
 
 _BACKDATE = timedelta(minutes=5)
 
