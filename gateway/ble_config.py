@@ -29,6 +29,7 @@ from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STRE
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
 from gateway.model import Measurement
+from gateway.tomltable import Table
 
 if TYPE_CHECKING:
     from drivers.ble.session import BleDeviceDriver
@@ -142,23 +143,8 @@ def parse(items: object, path: Path) -> tuple[BleDeviceConfig, ...]:
 
 
 def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
-    def err(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{where}.{key}", problem, path=str(path))
-
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        raise err(unknown[0], "unknown key (misspelt?)")
-
-    def get(key: str, kind: type, default: Any) -> Any:
-        value = raw.get(key, default)
-        if value is ...:
-            raise err(key, "missing (required)")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise err(key, f"must be {'a number' if kind is float else kind.__name__}, "
-                           f"got {value!r}")
-        return value
+    t = Table(raw, where, path, _KEYS)
+    err, get = t.error, t.get
 
     passkey = raw.get("passkey")
     if isinstance(passkey, str):  # "012345" keeps its leading zero in TOML as a string
@@ -173,7 +159,7 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
             profile=get("profile", str, ...),
             name=get("name", str, ""),
             passkey=passkey,
-            expected_interval_s=get("expected_interval_s", float, None),
+            expected_interval_s=get("expected_interval_s", float, None, what="a number"),
             adapter=get("adapter", str, None),
         )
     except ConfigError as exc:

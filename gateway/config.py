@@ -8,7 +8,6 @@ keys are errors too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from gateway.ble_config import BleDeviceConfig
 from gateway.errors import ConfigError
 from gateway.sealing import SuiteName
 from gateway.serial_config import SerialDeviceConfig
+from gateway.tomltable import Table
 from provisioning.layout import StateLayout
 
 DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
@@ -96,61 +96,6 @@ class Config:
         return f"{self.topic_prefix}/gw/{self.gateway_id}/health"
 
 
-class _Table:
-    """Typed access to one TOML table whose keys were checked against the known ones."""
-
-    def __init__(
-        self, data: Mapping[str, Any], name: str, path: Path, known: tuple[str, ...]
-    ) -> None:
-        self.data, self.name, self.file = data, name, path
-        # Unknown keys first: a misspelt key explains a "missing" one better than "missing" does.
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise self.error(unknown[0], "unknown key (misspelt?)")
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}" if self.name else key
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self._key(key), problem, path=str(self.file))
-
-    def get(self, key: str, kind: type, default: Any = ..., *, what: str = "") -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise self.error(key, "missing (required)")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"must be {what or kind.__name__}, got {value!r}")
-        return value
-
-    def int_in(self, key: str, lo: int, hi: int, default: int) -> int:
-        value: int = self.get(key, int, default, what=f"an integer {lo}..{hi}")
-        if not lo <= value <= hi:
-            raise self.error(key, f"must be an integer {lo}..{hi}, got {value}")
-        return value
-
-    def path(self, key: str, base: Path, default: Any = ..., *, must_exist: bool = False) -> Path:
-        raw = self.get(key, str, default, what="a file path")
-        if raw is None:
-            return None  # type: ignore[return-value]
-        if not raw:
-            raise self.error(key, "must not be empty")
-        p = Path(raw)
-        p = p if p.is_absolute() else (base / p)
-        if must_exist:
-            try:
-                if not stat.S_ISREG(p.stat().st_mode):
-                    raise self.error(key, f"{p} is not a file")
-            except (FileNotFoundError, NotADirectoryError):
-                raise self.error(key, f"file {p} does not exist") from None
-            except PermissionError:
-                pass  # not ours to read (e.g. a technician's gatewayctl): the daemon checks it
-        return p
-
-
 def load(path: Path) -> Config:
     """Read and validate a configuration file; raise ConfigError naming the first problem."""
     try:
@@ -166,7 +111,7 @@ def load(path: Path) -> Config:
     return parse(data, path)
 
 
-def _interface_list(t: _Table, key: str) -> tuple[str, ...]:
+def _interface_list(t: Table, key: str) -> tuple[str, ...]:
     names = t.get(key, list, [], what='a list of interface names such as ["wwan0"]')
     for name in names:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
@@ -174,16 +119,16 @@ def _interface_list(t: _Table, key: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> _Table:
+def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> Table:
     value = data.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(name, "must be a table ([" + name + "])", path=str(path))
-    return _Table(value, name, path, known)
+    return Table(value, name, path, known)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
     base = path.parent
-    _Table(
+    Table(
         data,
         "",
         path,
@@ -317,7 +262,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     for i, raw in enumerate(sims):
         if not isinstance(raw, dict):
             raise ConfigError(f"sim_devices[{i}]", "must be a table", path=str(path))
-        t = _Table(
+        t = Table(
             raw,
             f"sim_devices[{i}]",
             path,

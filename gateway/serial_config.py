@@ -21,6 +21,7 @@ from drivers.serial.reducer import ReducerConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind
+from gateway.tomltable import Table
 
 KINDS = ("astm", "nonin", "cms50", "modem")
 _KEYS = (
@@ -76,22 +77,8 @@ def parse(items: object, path: Path) -> tuple[SerialDeviceConfig, ...]:
 
 
 def _one(raw: Mapping[str, Any], where: str, path: Path) -> SerialDeviceConfig:
-    def err(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{where}.{key}", problem, path=str(path))
-
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        raise err(unknown[0], "unknown key (misspelt?)")
-
-    def get(key: str, kind: type, default: Any) -> Any:
-        value = raw.get(key, default)
-        if value is ...:
-            raise err(key, "missing (required)")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise err(key, f"must be {kind.__name__}, got {value!r}")
-        return value
+    t = Table(raw, where, path, _KEYS)
+    err, get = t.error, t.get
 
     kind = get("kind", str, ...)
     if kind not in KINDS:
