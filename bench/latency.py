@@ -128,6 +128,19 @@ def _subscriber(
     return StampingSubscriber(settings, verifier, sink)
 
 
+def _arrived(
+    sink: Arrivals, t0: float, t1: float, what: str
+) -> tuple[list[tuple[float, float, float]], list[tuple[int, int]]]:
+    """Readings taken in [t0, t1) and every message's (bytes, readings); any rejection fails."""
+    with sink.lock:
+        window = [r for r in sink.readings if t0 <= r[0] < t1]
+        sizes = list(sink.record_messages)
+        failures = sink.failures
+    if failures:
+        raise BenchError(f"{what}: the provider rejected {failures} records")
+    return window, sizes
+
+
 def run_once(
     rig: BenchRig, broker: MosquittoBroker, workdir: Path, run: int, timing: Window
 ) -> LoadRun:
@@ -156,12 +169,7 @@ def run_once(
     finally:
         daemon.kill()
         sub.stop()
-    with sink.lock:
-        window = [r for r in sink.readings if t0 <= r[0] < t1]
-        sizes = list(sink.record_messages)
-        failures = sink.failures
-    if failures:
-        raise BenchError(f"latency: the provider rejected {failures} records")
+    window, sizes = _arrived(sink, t0, t1, "latency")
     expected = window_s * RATE_PER_S
     if len(window) < 0.9 * expected:
         raise BenchError(f"latency: {len(window)} readings in the window, expected ~{expected:.0f}")
@@ -224,12 +232,7 @@ def stream_cpu_once(
     finally:
         daemon.kill()
         sub.stop()
-    with sink.lock:
-        window = [r for r in sink.readings if t0 <= r[0] < t1]
-        sizes = list(sink.record_messages)
-        failures = sink.failures
-    if failures:
-        raise BenchError(f"stream cpu: the provider rejected {failures} records")
+    window, sizes = _arrived(sink, t0, t1, "stream cpu")
     if len(window) < 0.9 * expected:
         raise BenchError(f"stream cpu: {len(window)} readings arrived, expected ~{expected:.0f}")
     return StreamRun(
