@@ -41,11 +41,11 @@ from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
 from gateway.watchdog import stalled_loops
+from provisioning import runtime as provisioning
+from provisioning.errors import NotEnrolledError
 
 if TYPE_CHECKING:
     from drivers.ble.agent import PairingAgent
-from provisioning import runtime as provisioning
-from provisioning.errors import NotEnrolledError
 
 log = structlog.get_logger("gateway.daemon")
 
