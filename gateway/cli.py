@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
@@ -323,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Log lines go to stderr: stdout is the command's answer (``--json`` is parsed by scripts).
+    # Only the sink changes (no logger caching), so tests' capture_logs() still works.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)
