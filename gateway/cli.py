@@ -323,11 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Log lines go to stderr: stdout is the command's answer (``--json`` is parsed by scripts).
-    # Only the sink changes (no logger caching), so tests' capture_logs() still works.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    # Only the sink changes, looked up at each call (never a stale stream of an earlier caller),
+    # and loggers are not cached, so tests' capture_logs() still works.
+    structlog.configure(logger_factory=_stderr_logger)
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)
