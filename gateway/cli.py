@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
@@ -321,8 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Log lines go to stderr: stdout is the command's answer (``--json`` is parsed by scripts).
+    # Only the sink changes, looked up at each call (never a stale stream of an earlier caller),
+    # and loggers are not cached, so tests' capture_logs() still works.
+    structlog.configure(logger_factory=_stderr_logger)
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from drivers.ble.unbond import BluezUnbonder
 from gateway.config import Config, load
 from gateway.control import ask
 from provisioning import runtime
@@ -117,6 +118,8 @@ def cmd_return(args: argparse.Namespace) -> int:
         keystore=FileKeyStore(StateLayout(cfg.state_dir).keys_dir),
         est=est_client(cfg),
         devices=devices,
+        # A [[sim_devices]] entry stands in for a bound BLE address: BlueZ never saw it.
+        unbonder=BluezUnbonder(skip=[d.address for d in cfg.sim_devices]),
         options=ReturnOptions(
             force=args.force,
             drain_timeout_s=args.drain_timeout,
@@ -141,6 +144,7 @@ def cmd_return(args: argparse.Namespace) -> int:
             f"records not delivered: {f.get('unsent_records', 0)}"
             + (" (--force)" if f.get("forced") else ""),
             f"return report uploaded: {'yes' if f.get('report_uploaded') else 'NO'}",
+            f"BLE bonds removed: {', '.join(f.get('bonds_removed', [])) or 'none'}",
             f"certificate revoked: {'yes' if f.get('revoked') else 'NOT CONFIRMED'}",
             f"keys destroyed: {', '.join(erased.get('keys', [])) or 'none left'}",
             f"files deleted: {len(erased.get('files', []))}",

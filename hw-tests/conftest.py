@@ -144,19 +144,20 @@ def _ble_reason(profile: RigProfile) -> str | None:
     return daemon_ble_support()
 
 
-def _make_rig(profile: RigProfile, base: Path, ble_reason: str | None) -> HilRig:
+def _make_rig(profile: RigProfile, base: Path, ble_reason: str | None, *,
+              enrolled: bool = False) -> HilRig:
     if profile.simulated:
         from hil.sim import SimRig  # noqa: PLC0415 - root and netns only on the sim rig
 
-        return SimRig(profile, base, ble_reason=ble_reason)
+        return SimRig(profile, base, ble_reason=ble_reason, enrolled=enrolled)
     from hil.real import RealRig  # noqa: PLC0415
 
     return RealRig(profile)
 
 
 def _rig(profile: RigProfile, base: Path, ble_reason: str | None,
-         report: HilReport) -> Iterator[HilRig]:
-    rig = _make_rig(profile, base, ble_reason)
+         report: HilReport, *, enrolled: bool = False) -> Iterator[HilRig]:
+    rig = _make_rig(profile, base, ble_reason, enrolled=enrolled)
     try:
         rig.start()
         report.add_facts(rig.facts())
@@ -170,6 +171,14 @@ def hil_rig(profile: RigProfile, ble_reason: str | None, hil_report: HilReport,
             tmp_path: Path) -> Iterator[HilRig]:
     """A freshly started rig for a scenario that cuts power, drops links or moves devices."""
     yield from _rig(profile, tmp_path, ble_reason, hil_report)
+
+
+@pytest.fixture
+def enrolled_rig(profile: RigProfile, ble_reason: str | None, hil_report: HilReport,
+                 tmp_path: Path) -> Iterator[HilRig]:
+    """A freshly started rig whose gateway was enrolled through EST with a one-time token and a
+    signed bundle binding the rig's devices (a real rig's router always is)."""
+    yield from _rig(profile, tmp_path, ble_reason, hil_report, enrolled=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gateway import cli
 from gateway.cli import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
@@ -175,3 +176,13 @@ def test_each_documented_exit_code_is_reachable(
     assert main(["devices", "--config", str(config)]) == EXIT_NO_DAEMON
     err = capsys.readouterr().err
     assert err.count("gatewayctl: ") >= 4
+
+
+def test_log_lines_go_to_stderr_so_json_stdout_stays_one_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["version", "--json"]) == EXIT_OK
+    structlog.get_logger("test").info("provisioning.return_step", step="drained")
+    out, err = capsys.readouterr()
+    assert "provisioning.return_step" in err
+    json.loads(out)  # nothing but the answer on stdout

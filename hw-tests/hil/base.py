@@ -56,6 +56,16 @@ class HilRig(Protocol):
         ...
     def facts(self) -> dict[str, Any]: ...
 
+    # Provisioning (Capability.ENROLMENT): the provider's side of enrolling the gateway.
+    def enrolment_token(self, episode: str) -> str:
+        """A one-time token from the provider for a new episode binding the rig's devices."""
+    def after_enrolment(self) -> None:
+        """The provider trusts the newly issued identity; the gateway service runs again."""
+    def capture_identity(self) -> Any | None:
+        """The gateway's TLS identity as a thief would copy it (None: not readable here)."""
+    def broker_accepts(self, identity: Any) -> bool:
+        """Does the provider's broker accept a session with that identity?"""
+
 
 class Lifecycle(Protocol):
     """Equipment return and re-enrolment, as logistics staff do it."""
@@ -87,19 +97,26 @@ class CliLifecycle:
     ``lifecycle --json`` (state, episode). ``token_for(episode)`` gets a one-time enrolment
     token from the provider's test service (connected at merge)."""
 
-    def __init__(self, rig: HilRig, token_for: Callable[[str], str] = no_token_issuer) -> None:
+    def __init__(self, rig: HilRig, token_for: Callable[[str], str] = no_token_issuer,
+                 after_enrol: Callable[[], None] = lambda: None) -> None:
         self._rig = rig
         self._token_for = token_for
+        self._after_enrol = after_enrol  # the product says: restart the service after enrol
 
     def return_equipment(self) -> dict[str, Any]:
         proc = self._rig.gatewayctl("return", "--json", timeout_s=660)
         self._check(proc, "return")
-        facts: dict[str, Any] = json.loads(proc.stdout)
+        try:
+            facts: dict[str, Any] = json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError(f"gatewayctl return --json printed no JSON document: "
+                                 f"{proc.stdout[:300]!r}") from None
         return facts
 
     def enrol(self, episode: str) -> None:
         token = self._token_for(episode)
         self._check(self._rig.gatewayctl("enrol", "--token", token, timeout_s=120), "enrol")
+        self._after_enrol()
 
     def state(self) -> tuple[str, str | None]:
         proc = self._rig.gatewayctl("lifecycle", "--json")

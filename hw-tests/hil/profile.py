@@ -48,6 +48,7 @@ class Capability(enum.StrEnum):
     WAN_DROP = "wan-drop"
     OUT_OF_RANGE = "out-of-range"
     BROKER_ROTATION = "broker-rotation"
+    ENROLMENT = "enrolment"  # the suite can have the provider issue a one-time enrolment token
 
 
 Command = tuple[str, ...]
@@ -173,6 +174,14 @@ def _missing(p: RigProfile, cap: Capability) -> str | None:
         if p.simulated or p.controls.broker_cert_rotate:
             return None
         return f"{where} has no controls.broker_cert_rotate command"
+    if cap is Capability.ENROLMENT:
+        if p.simulated:
+            return None
+        if p.provider.est_url is None:
+            return f"{where} has no provider.est_url (the provider's EST service)"
+        return f"{where}: the suite cannot obtain a one-time enrolment token from the " \
+            f"provider at {p.provider.est_url} (no token-issuing command in the profile format " \
+            "yet), nor the re-enrolled gateway's signing key"
     raise AssertionError(cap)  # pragma: no cover - every member is handled above
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import signal
 import socket
 import ssl
@@ -32,18 +34,22 @@ from typing import Any
 from gateway import __version__
 from hil.base import DeviceRef
 from hil.profile import STORING_BLE_PROFILES, RigProfile
+from provisioning.bundle import BoundDevice
 from provisioning.devpki import create_rig_pki
 from tests.integration import netns
 from tests.integration.rig import Received, Rig, wait_for
+from tests.provisioning.helpers import EstProvider, broker_accepts
 
 # Simulated BlueZ device kinds are named after the device, the daemon's profiles after the GATT
 # profile; only the glucose meter differs.
 _BLE_SIM_KIND = {"glucose": "glucose-meter"}
 _ASTM_SENDER = ("Afinion 2", "1.10")  # what drivers.serial.sim.analyser puts in its H record
+FIRST_EPISODE = "ep-hil-first"  # an enrolled rig's episode before any return
 
 
 class SimRig:
-    def __init__(self, profile: RigProfile, base: Path, *, ble_reason: str | None) -> None:
+    def __init__(self, profile: RigProfile, base: Path, *, ble_reason: str | None,
+                 enrolled: bool = False) -> None:
         reason = netns.available()
         if reason:
             raise RuntimeError(f"the sim rig cannot run here: {reason}")
@@ -59,6 +65,10 @@ class SimRig:
         self._away: set[str] = set()  # devices out of range now
         self.config: Path | None = None
         self._crp = Decimal("4.0")
+        # enrolled: the gateway gets its identity and episode as a router in the field does
+        # (EST from the test CA behind the tunnel, one-time token, signed bundle), not from files.
+        self.enrolled = enrolled
+        self._provider: EstProvider | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -88,8 +98,17 @@ class SimRig:
         self._start_serial()
         if self.profile.ble_devices and self.ble_reason is None:
             self._start_bluez()
+        if self.enrolled:
+            self._provider = EstProvider(self.rig, est_host=netns.PROVIDER_TUNNEL_IP)
+            with self.rig.provider_side():
+                self._provider.start()
         self.rig.start_provider()
         self.config = self._write_config()
+        if self.enrolled:
+            enrol = self.gatewayctl("enrol", "--token", self.enrolment_token(FIRST_EPISODE),
+                                    timeout_s=120)
+            assert enrol.returncode == 0, f"enrolment failed: {enrol.stderr.strip()[-500:]}"
+            self.after_enrolment(start_only=True)
         self.rig.start_daemon(self.config, self._daemon_env())
         # Up means its ports are open: a device that talks before that waits out its own timer.
         self.wait_daemon_up(60)
@@ -104,6 +123,8 @@ class SimRig:
                 sim.stop()
             if self._bluez is not None:
                 self._bluez.stop()
+            if self._provider is not None:
+                self._provider.stop()
             if self._vpn_up:
                 self.vpn.down()
 
@@ -128,7 +149,17 @@ class SimRig:
         return dict(self._bluez.env()) if self._bluez is not None else {}
 
     def _write_config(self) -> Path:
-        config = self.rig.write_config([], batch_max_records=20)
+        if self._provider is not None:
+            r = self.rig
+            config = self.base / "gateway.toml"
+            config.write_text(
+                f'[gateway]\nid = "{r.gateway_id}"\nstate_dir = "{r.state_dir}"\n'
+                f'log_level = "debug"\n\n{self._provider.config_section()}\n'
+                f'[control]\nsocket = "{r.control_socket}"\n\n'
+                "[uplink]\nkeepalive_s = 5\nbatch_max_records = 20\n"
+            )
+        else:
+            config = self.rig.write_config([], batch_max_records=20)
         lines = ["", "[outbox]", "stream_chunk_s = 5", ""]
         for d in self.profile.sim_devices:
             memory = self.base / f"memory-{d.name}.json"
@@ -144,6 +175,51 @@ class SimRig:
             lines.append(ble_config_lines(self.profile))
         config.write_text(config.read_text() + "\n".join(lines))
         return config
+
+    # -- provisioning (enrolled rigs) ------------------------------------------------------------
+
+    def bound_devices(self) -> tuple[BoundDevice, ...]:
+        """What the provider binds to an episode: every patient device of the rig."""
+        out = [BoundDevice("ble", d.address, d.kind, 60.0) for d in self.profile.sim_devices]
+        for s in self.profile.medical_serial:
+            # The analyser is known by its port (by-id path on a router), the oximeter by the
+            # serial number configured for it.
+            ident = str(self.base / s.path) if s.protocol == "astm" else s.device_id
+            out.append(BoundDevice("serial", ident, s.protocol, 60.0))
+        if self._bluez is not None:
+            out += [BoundDevice("ble", d.address, d.profile, 60.0,
+                                passkey=None if d.passkey is None else f"{d.passkey:06d}")
+                    for d in self.profile.patient_ble]
+        return tuple(out)
+
+    def enrolment_token(self, episode: str) -> str:
+        assert self._provider is not None, "this sim rig was not started enrolled"
+        return self._provider.offer(episode, self.bound_devices())
+
+    def after_enrolment(self, *, start_only: bool = False) -> None:
+        """The provider learns the new signing key from the certificate it issued; the service
+        starts again (enrolment happens with it stopped: the return ended it)."""
+        assert self._provider is not None, "this sim rig was not started enrolled"
+        self._provider.trust_enrolled_key()
+        if not start_only:
+            self.power_restore()
+            self.wait_daemon_up(60)
+
+    def capture_identity(self) -> Path | None:
+        """A copy of the gateway's TLS certificate and key, as a thief would take them."""
+        assert self._provider is not None, "this sim rig was not started enrolled"
+        stolen = self.base / "stolen"
+        stolen.mkdir(exist_ok=True)
+        shutil.copy(self.rig.state_dir / "identity" / "client.crt", stolen / "client.crt")
+        shutil.copy(self.rig.state_dir / "keys" / "tls.key", stolen / "tls.key")
+        return stolen
+
+    def broker_accepts(self, identity: Path) -> bool:
+        """Does the broker take this certificate, seen from the home network?"""
+        with netns.in_netns(self.vpn.home):
+            return broker_accepts(self.rig.broker.host, self.rig.broker.port,
+                                  self.rig.pki.ca_cert, identity / "client.crt",
+                                  identity / "tls.key")
 
     # -- what the scenarios drive ---------------------------------------------------------------
 
@@ -230,11 +306,12 @@ class SimRig:
         return None
 
     def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "gateway.cli", *args]
+        # On the router: in the home namespace (EST behind the tunnel) and on its BlueZ.
+        argv = [*self.vpn.exec_prefix(self.vpn.home), sys.executable, "-m", "gateway.cli", *args]
         if self.config is not None and not any(a == "--help" for a in args):
             argv += ["--config", str(self.config)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+                              check=False, env={**os.environ, **self._daemon_env()})
 
     def wait_daemon_up(self, timeout_s: float) -> None:
         def answering() -> bool:

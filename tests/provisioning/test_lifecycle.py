@@ -11,20 +11,24 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import ssl
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.equipment_return import CRASH_ENV, STEPS
 from provisioning.state import LifecycleStore, Phase
 from tests.integration.rig import wait_for
-from tests.provisioning.helpers import BP, GATEWAY, OXI, THERMO, ProvisioningRig
+from tests.provisioning.helpers import (
+    BP,
+    GATEWAY,
+    OXI,
+    THERMO,
+    ProvisioningRig,
+    broker_accepts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,28 +52,6 @@ def _addresses(p: ProvisioningRig, since: int = 0) -> set[str]:
 
 def _events(p: ProvisioningRig, name: str) -> list[dict[str, object]]:
     return [e for e in p.rig.received.events if e.get("event") == name]
-
-
-def _connects(host: str, port: int, ca: Path, cert: Path, key: Path) -> bool:
-    """Can this certificate open an MQTT session with the broker? (True/False, never hangs)"""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="old-cert-probe", protocol=mqtt.MQTTv5
-    )
-    client.tls_set(
-        ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT
-    )
-    try:
-        if client.connect(host, port, keepalive=5) != 0:
-            return False
-        deadline = time.monotonic() + 15  # generous: a loaded CI machine must not fake a refusal
-        while time.monotonic() < deadline and not client.is_connected():
-            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
-                return False  # the broker closed the connection: refused
-    except (OSError, ssl.SSLError):
-        return False
-    ok = client.is_connected()
-    client.disconnect()
-    return ok
 
 
 def _ready_lines(log: str) -> list[dict[str, object]]:
@@ -153,7 +135,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
         stolen / "client.crt",
         stolen / "tls.key",
     )
-    assert _connects(*probe)
+    assert broker_accepts(*probe)
 
     # --- return, killed -9 after each step's effect, resumed by running it again --------------
     for step in STEPS:
@@ -192,7 +174,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
         "outbox.db.epoch",
     ]
     # The old certificate is refused by the broker (CRL), the provider's own still works.
-    assert not _connects(*probe)
+    assert not broker_accepts(*probe)
     assert rig.subscriber is not None
     assert rig.subscriber.wait_subscribed(15)
 
