@@ -189,5 +189,12 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     wait_for(lambda: OXI.address in _addresses(prig, before), 30, "the new episode's device")
     time.sleep(1.0)
     assert _addresses(prig, before) == {OXI.address}  # the previous episode's devices are ignored
-    status = json.loads(prig.ctl("status", "--json").stdout)
+    # The daemon answers status once its control socket is up; under load give it a moment.
+    answers: list[str] = []
+    wait_for(
+        lambda: answers.append(prig.ctl("status", "--json").stdout) or bool(answers[-1].strip()),
+        30,
+        "gatewayctl status --json to answer",
+    )
+    status = json.loads(answers[-1])
     assert status["episode"] == "ep-two"
