@@ -191,10 +191,11 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert _addresses(prig, before) == {OXI.address}  # the previous episode's devices are ignored
     # The daemon answers status once its control socket is up; under load give it a moment.
     answers: list[str] = []
-    wait_for(
-        lambda: answers.append(prig.ctl("status", "--json").stdout) or bool(answers[-1].strip()),
-        30,
-        "gatewayctl status --json to answer",
-    )
+
+    def answered() -> bool:
+        answers.append(prig.ctl("status", "--json").stdout)
+        return bool(answers[-1].strip())
+
+    wait_for(answered, 30, "gatewayctl status --json to answer")
     status = json.loads(answers[-1])
     assert status["episode"] == "ep-two"
