@@ -192,17 +192,25 @@ class MqttUplink:
         if client is None or self.lost.is_set():
             raise ConnectionLostError("not connected")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Never call into paho while holding self._lock: paho's network thread holds its own
+        # message mutex while it runs _on_publish, which takes self._lock (lock-order inversion:
+        # a PUBACK arriving during a publish deadlocked both threads). The PUBACK may come before
+        # the mid is registered below; _on_publish then leaves it in _early.
+        info = client.publish(topic, payload, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionLostError(
+                f"publish not accepted by the client: {mqtt.error_string(info.rc)}"
+            )
         with self._lock:
-            info = client.publish(topic, payload, qos=1)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise ConnectionLostError(
-                    f"publish not accepted by the client: {mqtt.error_string(info.rc)}"
-                )
             early = self._early.pop(info.mid, None)
             if early is None:
                 self._pending[info.mid] = fut
         if early is not None:
             self._resolve(fut, early)
+        elif self.lost.is_set():  # lost between the publish and the registration
+            with self._lock:
+                self._pending.pop(info.mid, None)
+            raise ConnectionLostError("connection lost during publish")
         await fut
 
     @staticmethod

@@ -321,7 +321,11 @@ class SimRig:
             return self.rig.control_socket.exists() and self.gatewayctl(
                 "status", "--json").stdout.startswith("{")
 
-        wait_for(answering, timeout_s, "gatewayd to answer gatewayctl status")
+        try:
+            wait_for(answering, timeout_s, "gatewayd to answer gatewayctl status")
+        except AssertionError as exc:  # the daemon's log says why (it holds no clinical values)
+            tail = self.rig.log_text()[-3000:]
+            raise AssertionError(f"{exc}; gatewayd log ends:\n{tail}") from None
 
     def facts(self) -> dict[str, Any]:
         serial = [{
