@@ -49,7 +49,7 @@ class Binding(Protocol):
     @property
     def profile(self) -> str: ...
     @property
-    def passkey(self) -> int | None: ...
+    def passkey(self) -> int | str | None: ...  # the bundle carries six digits as text
     @property
     def expected_interval_s(self) -> float | None: ...
 
@@ -93,8 +93,13 @@ class BleDeviceConfig:
         """The configuration of a device bound to the episode (ConfigError if it is not BLE)."""
         if bound.transport != "ble":
             raise ConfigError("transport", f"not a BLE device: {bound.transport!r}")
+        passkey = bound.passkey
+        if isinstance(passkey, str):  # "012345": the leading zero is why it travels as text
+            if not re.fullmatch(r"[0-9]{6}", passkey):
+                raise ConfigError("passkey", "must be the device's six-digit passkey")
+            passkey = int(passkey)
         return cls(address=bound.address, profile=bound.profile, name=name,
-                   passkey=bound.passkey, expected_interval_s=bound.expected_interval_s,
+                   passkey=passkey, expected_interval_s=bound.expected_interval_s,
                    adapter=adapter)
 
     @property

@@ -158,18 +158,13 @@ def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.Bl
         known = configured.get(address)
         try:
             out.append(
-                ble_config.BleDeviceConfig(
-                    address=b.address,
-                    profile=b.profile,
-                    name=known.name if known else "",
-                    passkey=None if b.passkey is None else int(b.passkey),  # 6 digits in the bundle
-                    expected_interval_s=b.expected_interval_s,
-                    adapter=known.adapter if known else None,
+                ble_config.BleDeviceConfig.from_binding(
+                    b, name=known.name if known else "", adapter=known.adapter if known else None
                 )
             )
-        except (ConfigError, ValueError) as exc:  # a binding we cannot read: say so, read the rest
+        except ConfigError as exc:  # a binding we cannot read: say so, read the rest
             # The problem is the message (a device the provider must fix); no traceback.
-            log.error("provisioning.binding_unusable", device=address, error=str(exc))  # noqa: TRY400
+            log.error("provisioning.binding_unusable", device=address, error=exc.one_line())  # noqa: TRY400
     return out
 
 

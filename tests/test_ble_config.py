@@ -101,7 +101,7 @@ class BoundDevice:  # the shape of provisioning's episode binding record
     transport: str
     address: str
     profile: str
-    passkey: int | None
+    passkey: int | str | None
     expected_interval_s: float | None
 
 
@@ -115,6 +115,9 @@ def test_an_episode_binding_record_converts_with_the_same_checks() -> None:
     with pytest.raises(ConfigError, match="passkey"):
         BleDeviceConfig.from_binding(BoundDevice("ble", "A4:C1:38:10:00:05", "glucose",
                                                  1_000_000, None))
+    with pytest.raises(ConfigError, match="six-digit passkey"):
+        BleDeviceConfig.from_binding(BoundDevice("ble", "A4:C1:38:10:00:05", "glucose",
+                                                 "12a456", None))
 
 
 def test_an_enrolled_router_reads_the_bound_ble_devices_not_the_configured_ones(
