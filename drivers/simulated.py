@@ -35,6 +35,7 @@ from gateway.model import (
     Measurement,
     TimeQuality,
 )
+from gateway.watchdog import LoopMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,7 @@ class SimulatedDevice:
         expected_reading(kind, address, 1)  # fail early on an unknown kind
         self.kind = kind
         self.name = f"sim.{kind}"
+        self.progress = LoopMark()  # the watchdog's view of this device's loop
         self.device = DeviceId(DeviceIdKind.BTMAC, address)
         self.interval_s = interval_s
         self.count = count
@@ -182,6 +184,7 @@ class SimulatedDevice:
                 yield m
                 if self._rewind_to is not None:
                     n, self._rewind_to = self._rewind_to, None
+            self.progress.turn(within_s=min(self.interval_s, 0.5))
             await asyncio.sleep(min(self.interval_s, 0.5))
 
     def health(self) -> list[DeviceHealth]:

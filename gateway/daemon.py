@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -23,29 +23,26 @@ from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from drivers.serial.modem_driver import ModemDriver
-from drivers.serial.oximeter_driver import OximeterDriver
-from drivers.simulated import SimulatedDevice
-from gateway import __version__, ble_config, fhir, logs, serial_config, wire
+from gateway import __version__, fhir, logs, wire
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
+from gateway.daemon_control import ControlHandlers
 from gateway.dbthread import DatabaseThread
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import GatewayError
 from gateway.health import HealthReporter
-from gateway.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.ingest import IngestWriter, Lane
 from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
 from gateway.linkmon import LinkMonitor, LinkSettings
-from gateway.model import Measurement
 from gateway.notify import SystemdNotifier
+from gateway.pump import driver_mark, pump
 from gateway.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings
-from gateway.watchdog import stalled_loops
+from gateway.watchdog import LoopWatch, PumpMark
+from gateway.wiring import ble_for, bluetooth_links, build_agent, build_drivers
 from provisioning import runtime as provisioning
 from provisioning.errors import NotEnrolledError
-
-if TYPE_CHECKING:
-    from drivers.ble.agent import PairingAgent
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -56,142 +53,6 @@ SHUTDOWN_DRAIN_S = 3.0
 
 class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
-
-
-async def pump(
-    driver: Driver,
-    writer: IngestWriter,
-    lane: Lane | Callable[[Measurement], Lane] = Lane.SPOT,
-    on_durable: Callable[[Measurement, int], None] | None = None,
-) -> None:
-    """Move one driver's readings into the outbox; confirm to the driver in order once durable.
-
-    ``lane`` is the driver's lane, or a function choosing it per reading (a BLE oximeter's
-    spot-checks and its continuous values). ``on_durable(reading, record seq)`` lets
-    install-check follow a device's reading to the provider's acknowledgement (the record leaves
-    the outbox only on PUBACK)."""
-    lane_of: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
-    confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
-        maxsize=1024
-    )
-
-    async def confirm() -> None:
-        while True:
-            fut, m = await confirmations.get()
-            try:
-                seq = await fut
-                if on_durable is not None:
-                    on_durable(m, seq)
-                await driver.committed([m])
-            finally:
-                confirmations.task_done()
-
-    async def refused(m: Measurement) -> None:
-        # Not stored: the device keeps it (no confirmation); a device with stored records is
-        # told to offer it again, and we wait for space rather than refuse reading after reading.
-        hook = getattr(driver, "refused", None)
-        if hook is not None:
-            await hook([m])
-        await writer.wait_for_space(lane_of(m))
-
-    confirmer = asyncio.create_task(confirm(), name=f"driver.{driver.name}.confirm")
-    try:
-        async for m in driver.measurements():
-            try:
-                fut = await writer.enqueue([m], lane_of(m))
-            except QuotaExceededError:
-                await refused(m)
-                continue
-            await confirmations.put((fut, m))
-        await confirmations.join()  # a bounded driver ended: wait for its last confirmations
-    finally:
-        confirmer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await confirmer
-
-
-def build_drivers(
-    cfg: Config,
-    writer: IngestWriter | None = None,
-    bound: provisioning.BoundDevices | None = None,
-) -> list[tuple[Any, Lane | Callable[[Measurement], Lane]]]:
-    """Every configured driver with its upload lane (continuous oximetry is a stream).
-
-    With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
-    while the equipment is being returned."""
-    bound = bound or provisioning.BoundDevices(intake=True, devices=None)
-    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = [
-        (
-            SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
-            Lane.STREAM if d.stream else Lane.SPOT,
-        )
-        for d in cfg.sim_devices
-        if bound.admits_sim(d)
-    ]
-    unusable = writer.report_unusable if writer is not None else None
-    serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
-    for drv in serial_config.build(serial, report_unusable=unusable):
-        drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
-    ble_devices = ble_for(cfg, bound)
-    ble = ble_config.build(ble_devices, cfg.state_dir)
-    drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)
-    return drivers
-
-
-def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.BleDeviceConfig]:
-    """The BLE devices to read: [[ble_devices]] when not provisioned, else the episode's binding.
-
-    A bound device keeps the adapter and name of a matching [[ble_devices]] entry; one that a
-    [[sim_devices]] entry stands in for (same address) is read by the simulator instead.
-    """
-    if not bound.intake:
-        return []
-    if bound.devices is None:
-        return list(cfg.ble_devices)
-    configured = {c.address.upper(): c for c in cfg.ble_devices}
-    simulated = {d.address.upper() for d in cfg.sim_devices}
-    out = []
-    for b in bound.ble():
-        address = b.address.upper()
-        if address in simulated:
-            continue
-        known = configured.get(address)
-        try:
-            out.append(
-                ble_config.BleDeviceConfig.from_binding(
-                    b, name=known.name if known else "", adapter=known.adapter if known else None
-                )
-            )
-        except ConfigError as exc:  # a binding we cannot read: say so, read the rest
-            # The problem is the message (a device the provider must fix); no traceback.
-            log.error("provisioning.binding_unusable", device=address, error=exc.one_line())  # noqa: TRY400
-    return out
-
-
-def bluetooth_links(drivers: Sequence[object]) -> dict[str, Callable[[], dict[str, Any]]]:
-    """The BLE drivers' shared advertiser tally as a health "link" (none without BLE)."""
-    for d in drivers:
-        tally = getattr(d, "tally", None)  # only BLE drivers count advertisers
-        if tally is not None:
-            return {"bluetooth": tally.snapshot}
-    return {}
-
-
-def build_agent(
-    devices: Sequence[ble_config.BleDeviceConfig], drivers: Sequence[object]
-) -> PairingAgent | None:
-    """Our org.bluez.Agent1 for the BLE devices read (none without any); it also tells the BLE
-    drivers when bluetoothd goes away."""
-    if not devices:
-        return None
-    from drivers.ble.agent import PairingAgent  # noqa: PLC0415 - BLE stack only when used
-    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415
-
-    agent = PairingAgent({c.address: c.passkey for c in devices})
-    for d in drivers:
-        if isinstance(d, BleDeviceDriver):
-            agent.on_bluez_lost(d.bluez_lost)
-    return agent
 
 
 async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the one composition root
@@ -258,7 +119,6 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     bound = await asyncio.to_thread(provisioning.devices, cfg)
     lanes = build_drivers(cfg, writer, bound)
     drivers = [d for d, _ in lanes]
-    durable_seq: dict[str, int] = {}  # device id -> record seq of its latest durable reading
     links = LinkMonitor(
         LinkSettings(
             broker_host=cfg.broker_host,
@@ -269,6 +129,12 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         )
     )
     agent = build_agent(ble_for(cfg, bound), drivers)
+    watch = LoopWatch(WATCHDOG_STALL_S)
+    watch.add_last_progress("outbox-writer", lambda: writer.last_progress)
+    watch.add_last_progress("uplink", lambda: upload.last_progress)
+    pump_marks = [PumpMark(driver_mark(d)) for d in drivers]
+    for name, mark in zip(loop_names(drivers), pump_marks, strict=True):
+        watch.add(name, mark.probe(name))
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -287,89 +153,30 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             **bluetooth_links(drivers),
         },
         link_alarms=links.alarms,
+        loops=watch,
     )
-
-    async def status(_: object) -> dict[str, object]:
-        await asyncio.to_thread(links.refresh)  # a technician asking wants the links as of now
-        return await health.snapshot()
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    driver_tasks: list[asyncio.Task[None]] = []
-
-    async def stop_intake(_: object) -> dict[str, object]:
-        """Equipment return: no more readings; what was handed over is committed first."""
-        for t in driver_tasks:
-            t.cancel()
-        await asyncio.gather(*driver_tasks, return_exceptions=True)
-        await writer.drain()
-        log.info("provisioning.intake_stopped", drivers=len(driver_tasks))
-        return {"stopped_drivers": len(driver_tasks)}
-
-    async def submit_event(request: Any) -> dict[str, object]:
-        body = request.get("body")
-        if not isinstance(body, dict):
-            raise GatewayError("provisioning.event needs a JSON object 'body'")
-        seq = await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
-        log.info("provisioning.event_sealed", kind=body.get("event"), seq=seq)
-        return {"seq": seq}
-
-    async def delivered(request: Any) -> dict[str, object]:
-        seqs = [int(s) for s in request.get("seqs", [])]
-        pending = await db.run(outbox.pending, seqs)
-        return {"pending": sorted(pending)}
-
-    async def bound_devices(_: object) -> list[dict[str, object]]:
-        listed = bound.devices or ()
-        seqs = [durable_seq[d.address.upper()] for d in listed if d.address.upper() in durable_seq]
-        pending = await db.run(outbox.pending, seqs)
-        out: list[dict[str, object]] = []
-        for d in listed:
-            seq = durable_seq.get(d.address.upper())
-            out.append(
-                {
-                    "transport": d.transport,
-                    "address": d.address,
-                    "profile": d.profile,
-                    "durable_seq": seq,
-                    "delivered": seq is not None and seq not in pending,
-                }
-            )
-        return out
-
-    async def shutdown(_: object) -> dict[str, object]:
-        loop.call_later(0.2, stop.set)  # answer first, then stop
-        return {"stopping": True}
-
-    handlers: dict[str, Any] = {"status": status}
-    if cfg.provisioning is not None:
-        handlers |= {
-            "provisioning.devices": bound_devices,
-            "provisioning.event": submit_event,
-            "provisioning.pending": delivered,
-            "return.stop_intake": stop_intake,
-            "return.shutdown": shutdown,
-        }
-    control = ControlServer(cfg.control_socket, handlers)
+    answers = ControlHandlers(
+        writer=writer, db=db, outbox=outbox, health=health, links=links, bound=bound, stop=stop
+    )
+    control = ControlServer(cfg.control_socket, answers.handlers(cfg.provisioning is not None))
     try:
         await control.start()
     except OSError as exc:
         # Diagnostics are not worth losing readings over: run on without the control socket.
         log.error("control.unavailable", socket=str(cfg.control_socket), error=str(exc))  # noqa: TRY400
 
-    def note_durable(m: Measurement, seq: int) -> None:
-        durable_seq[str(m.device.value).upper()] = seq
-
     async def seal_lifecycle_event(body: dict[str, Any]) -> int:
         return await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     async def watchdog(interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            progress = {"outbox-writer": writer.last_progress, "uplink": upload.last_progress}
-            stalled = stalled_loops(loop.time(), progress, WATCHDOG_STALL_S)
+            stalled = watch.stalled()
             if stalled:
                 log.error("watchdog.stalled", loops=stalled)
                 continue
@@ -393,9 +200,13 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
             )
             if cfg.provisioning is not None and bound.intake:
                 tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
+            driver_tasks = answers.driver_tasks
             driver_tasks.extend(
-                tg.create_task(pump(d, writer, lane, note_durable), name=f"driver.{d.name}")
-                for d, lane in lanes
+                tg.create_task(
+                    pump(d, writer, lane, answers.note_durable, mark),
+                    name=f"driver.{d.name}",
+                )
+                for (d, lane), mark in zip(lanes, pump_marks, strict=True)
             )
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:
@@ -429,6 +240,16 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
         await db.run(outbox.close)
         db.shutdown()
         log.info("gateway.stopped")
+
+
+def loop_names(drivers: Sequence[Driver]) -> list[str]:
+    """``driver.<name>`` per driver; a second driver of the same name gets ``#2`` and so on."""
+    seen: dict[str, int] = {}
+    out = []
+    for d in drivers:
+        seen[d.name] = seen.get(d.name, 0) + 1
+        out.append(f"driver.{d.name}" + (f"#{seen[d.name]}" if seen[d.name] > 1 else ""))
+    return out
 
 
 async def _report_replacement(writer: IngestWriter, r: Replacement) -> None:

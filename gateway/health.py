@@ -28,6 +28,7 @@ from gateway import __version__, wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.watchdog import LoopWatch
 
 log = structlog.get_logger("gateway.health")
 
@@ -138,7 +139,9 @@ class HealthReporter:
         clock_probe: Callable[[], dict[str, Any]] = clock_sync,
         links: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
         link_alarms: Callable[[], list[str]] | None = None,
+        loops: LoopWatch | None = None,
     ) -> None:
+        self._loops = loops
         self._links = dict(links or {})
         self._link_alarms = link_alarms
         self._gateway_id = gateway_id
@@ -184,6 +187,8 @@ class HealthReporter:
             alarms.append("vpn-down")
         if self._link_alarms is not None:
             alarms += self._link_alarms()
+        loops = self._loops.snapshot() if self._loops is not None else {}
+        alarms += [f"loop-stalled:{name}" for name, state in loops.items() if state["stalled"]]
         if cert_days is not None and cert_days < 14:
             alarms.append("certificate-expires-soon")
         return {
@@ -220,6 +225,7 @@ class HealthReporter:
                 "not_after": self._cert_not_after.isoformat() if self._cert_not_after else None,
                 "days_left": cert_days,
             },
+            "loops": loops,
             "alarms": alarms,
         }
 

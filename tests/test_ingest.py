@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox
 from gateway import fhir, wire
-from gateway.daemon import pump
 from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
@@ -24,6 +23,7 @@ from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
 from gateway.provider import fhir_read
 from gateway.provider.verifier import Verifier
+from gateway.pump import pump
 from gateway.sealing import RecordSealer
 from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
 

@@ -20,7 +20,6 @@ import pytest
 
 from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.daemon import WATCHDOG_STALL_S
-from gateway.watchdog import stalled_loops
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
@@ -357,14 +356,3 @@ def test_udev_rules_parse_and_apply_the_documented_policy() -> None:
     assert example, "the per-episode binding example is documented in the rules file"
     keys = {key for key, _, _ in _udev_rule_pairs(example[0])}
     assert {"ATTRS{idVendor}", "ATTRS{idProduct}", "ATTRS{serial}"} <= keys
-
-
-def test_watchdog_policy_names_exactly_the_loops_without_recent_progress() -> None:
-    """A loop is stalled once its last turn is older than the threshold, not at the threshold."""
-    progress = {"outbox-writer": 100.0, "uplink": 10.0}
-    assert stalled_loops(100.0 + WATCHDOG_STALL_S, progress, WATCHDOG_STALL_S) == ["uplink"]
-    assert stalled_loops(10.0 + WATCHDOG_STALL_S, progress, WATCHDOG_STALL_S) == []
-    assert stalled_loops(101.0 + WATCHDOG_STALL_S, progress, WATCHDOG_STALL_S) == [
-        "outbox-writer",
-        "uplink",
-    ]

@@ -106,6 +106,7 @@ class AstmDriver:
         self._conn = PortConnection(
             config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
         )
+        self.progress = self._conn.progress  # the watchdog's view of this driver's loop
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._port: SerialPort | None = None
@@ -179,6 +180,7 @@ class AstmDriver:
         self._link = link
         context = _MessageContext()
         while True:
+            self.progress.turn(within_s=self.config.poll_s)
             data = await port.read(self.config.poll_s)
             now = self._monotonic()
             if data:

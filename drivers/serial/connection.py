@@ -23,6 +23,7 @@ import tenacity
 
 from drivers.serial.port import PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
+from gateway.watchdog import LoopMark
 
 log = structlog.get_logger("drivers.serial.connection")
 
@@ -63,6 +64,7 @@ class PortConnection:
         backoff: Backoff | None = None,
         opener: Opener = SerialPort.open,
         monotonic: Callable[[], float] = time.monotonic,
+        progress: LoopMark | None = None,
     ) -> None:
         self.spec = spec
         self.name = name
@@ -74,6 +76,7 @@ class PortConnection:
         self._monotonic = monotonic
         self._opened_at: float | None = None
         self._flaps = 0
+        self.progress = progress or LoopMark()  # the driver's loop, shared for the watchdog
         self._log = log.bind(driver=name, path=spec.path)
         if not spec.stable:
             self._log.warning(
@@ -81,6 +84,7 @@ class PortConnection:
             )
 
     async def open(self) -> SerialPort:
+        self.progress.turn()
         await self._flap_pause()
         retrying = tenacity.AsyncRetrying(
             wait=_ClassifiedWait(self.backoff),
@@ -118,6 +122,7 @@ class PortConnection:
     async def _flap_pause(self) -> None:
         if self._flaps:
             cap = min(self.backoff.max_s, self.backoff.initial_s * 2 ** min(self._flaps, 16))
+            self.progress.turn(within_s=cap)
             await asyncio.sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not cryptography
 
     def _failed(self, retry_state: tenacity.RetryCallState) -> None:
@@ -126,6 +131,7 @@ class PortConnection:
         if not isinstance(exc, SerialPortError):
             return
         next_s = retry_state.next_action.sleep if retry_state.next_action else None
+        self.progress.turn(within_s=next_s or 0.0)
         changed = exc.state != self.state
         self.state, self.last_error = exc.state, exc
         emit = self._log.warning if changed else self._log.debug  # one line per new condition

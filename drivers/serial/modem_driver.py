@@ -76,6 +76,7 @@ class ModemDriver:
         self._conn = PortConnection(
             config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
         )
+        self.progress = self._conn.progress  # the watchdog's view of this driver's loop
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._tracker = ModemStatusTracker()
@@ -164,7 +165,9 @@ class ModemDriver:
                 todo = list(self._commands)
                 next_round = now + self.config.poll_interval_s
                 session.submit(todo[0], now)
-            data = await port.read(max(0.01, min(0.25, next_round - now)))
+            wait_s = max(0.01, min(0.25, next_round - now))
+            self.progress.turn(within_s=wait_s)
+            data = await port.read(wait_s)
             now = self._monotonic()
             if data:
                 session.receive_data(data, now)

@@ -81,6 +81,7 @@ class OximeterDriver:
         self._conn = PortConnection(
             config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
         )
+        self.progress = self._conn.progress  # the watchdog's view of this driver's loop
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._last_sample: OximetrySample | None = None
@@ -149,6 +150,7 @@ class OximeterDriver:
             NoninDecoder() if self.config.protocol is OximeterProtocol.NONIN else Cms50Decoder()
         )
         while True:
+            self.progress.turn(within_s=self.config.poll_s)
             data = await port.read(self.config.poll_s)
             now = self._monotonic()
             due: list[tuple[OximetryReading, bytes]] = []

@@ -1,0 +1,111 @@
+"""What the daemon reads: drivers built from the configuration or the episode's binding.
+
+Part of the composition root (gateway/daemon.py): the configured simulated, serial and BLE
+devices become drivers with their upload lanes; an enrolled router reads only the devices bound
+to its episode. The BLE stack is imported only when a BLE device is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from drivers.serial.oximeter_driver import OximeterDriver
+from drivers.simulated import SimulatedDevice
+from gateway import ble_config, serial_config
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.ingest import IngestWriter, Lane
+from gateway.model import Measurement
+from provisioning import runtime as provisioning
+
+if TYPE_CHECKING:
+    from drivers.ble.agent import PairingAgent
+
+log = structlog.get_logger("gateway.daemon")
+
+
+def build_drivers(
+    cfg: Config,
+    writer: IngestWriter | None = None,
+    bound: provisioning.BoundDevices | None = None,
+) -> list[tuple[Any, Lane | Callable[[Measurement], Lane]]]:
+    """Every configured driver with its upload lane (continuous oximetry is a stream).
+
+    With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
+    while the equipment is being returned."""
+    bound = bound or provisioning.BoundDevices(intake=True, devices=None)
+    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = [
+        (
+            SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
+            Lane.STREAM if d.stream else Lane.SPOT,
+        )
+        for d in cfg.sim_devices
+        if bound.admits_sim(d)
+    ]
+    unusable = writer.report_unusable if writer is not None else None
+    serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
+    for drv in serial_config.build(serial, report_unusable=unusable):
+        drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
+    ble_devices = ble_for(cfg, bound)
+    ble = ble_config.build(ble_devices, cfg.state_dir)
+    drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)
+    return drivers
+
+
+def ble_for(cfg: Config, bound: provisioning.BoundDevices) -> list[ble_config.BleDeviceConfig]:
+    """The BLE devices to read: [[ble_devices]] when not provisioned, else the episode's binding.
+
+    A bound device keeps the adapter and name of a matching [[ble_devices]] entry; one that a
+    [[sim_devices]] entry stands in for (same address) is read by the simulator instead.
+    """
+    if not bound.intake:
+        return []
+    if bound.devices is None:
+        return list(cfg.ble_devices)
+    configured = {c.address.upper(): c for c in cfg.ble_devices}
+    simulated = {d.address.upper() for d in cfg.sim_devices}
+    out = []
+    for b in bound.ble():
+        address = b.address.upper()
+        if address in simulated:
+            continue
+        known = configured.get(address)
+        try:
+            out.append(
+                ble_config.BleDeviceConfig.from_binding(
+                    b, name=known.name if known else "", adapter=known.adapter if known else None
+                )
+            )
+        except ConfigError as exc:  # a binding we cannot read: say so, read the rest
+            # The problem is the message (a device the provider must fix); no traceback.
+            log.error("provisioning.binding_unusable", device=address, error=exc.one_line())  # noqa: TRY400
+    return out
+
+
+def bluetooth_links(drivers: Sequence[object]) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The BLE drivers' shared advertiser tally as a health "link" (none without BLE)."""
+    for d in drivers:
+        tally = getattr(d, "tally", None)  # only BLE drivers count advertisers
+        if tally is not None:
+            return {"bluetooth": tally.snapshot}
+    return {}
+
+
+def build_agent(
+    devices: Sequence[ble_config.BleDeviceConfig], drivers: Sequence[object]
+) -> PairingAgent | None:
+    """Our org.bluez.Agent1 for the BLE devices read (none without any); it also tells the BLE
+    drivers when bluetoothd goes away."""
+    if not devices:
+        return None
+    from drivers.ble.agent import PairingAgent  # noqa: PLC0415 - BLE stack only when used
+    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415
+
+    agent = PairingAgent({c.address: c.passkey for c in devices})
+    for d in drivers:
+        if isinstance(d, BleDeviceDriver):
+            agent.on_bluez_lost(d.bluez_lost)
+    return agent
