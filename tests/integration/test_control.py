@@ -43,6 +43,10 @@ def test_status_shows_a_healthy_gateway_and_exits_0(rig: Rig) -> None:
     as_json = json.loads(gatewayctl("status", "--config", str(config), "--json").stdout)
     assert as_json["uplink"]["state"] == "connected"
     assert as_json["devices"][0]["silent"] is False
+    # Every critical loop is watched (the watchdog's view), each driver by name, none stalled.
+    loops = as_json["loops"]
+    assert {"outbox-writer", "uplink", "driver.sim.thermometer"} <= set(loops)
+    assert not any(state["stalled"] for state in loops.values()), loops
     mode = stat.S_IMODE(os.stat(rig.control_socket).st_mode)
     assert mode == 0o660
 

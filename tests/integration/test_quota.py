@@ -56,6 +56,11 @@ def test_quota_refuses_accounts_and_recovers(rig: Rig, tmp_path: Path) -> None:
     assert rig.daemon.poll() is None, "the daemon must stay up when the disk quota is reached"
     held = rig.outbox_bytes()
     assert held <= QUOTA * 1.1, f"outbox holds {held} bytes for a quota of {QUOTA}"
+    # The pumps stopped pulling on purpose: the watchdog sees paused loops, not stalled ones.
+    loops = rig.status(config)["loops"]
+    paused = {name for name, state in loops.items() if state["paused"] == "outbox quota reached"}
+    assert paused, loops
+    assert not any(state["stalled"] for state in loops.values()), loops
 
     rig.start_provider()  # space comes back as the provider acknowledges
     wait_for(lambda: "outbox.quota_recovered" in rig.log_text(), 60, "recovery")
