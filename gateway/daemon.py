@@ -282,6 +282,24 @@ def _status_line(writer: IngestWriter, upload: UploadLoop) -> str:
     )
 
 
+EXIT_CONDITION_SKIP, EXIT_CONDITION_FAIL = 1, 255
+
+
+def check_enrolled(config: Path) -> int:
+    """ExecCondition: should the service start? A factory-state or returned router is skipped
+    quietly (``systemctl status`` shows the condition and this line); a broken configuration
+    fails the unit, with the message, so it is seen."""
+    try:
+        provisioning.effective_config(load(config))
+    except NotEnrolledError as exc:
+        print(f"gatewayd: not starting: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONDITION_SKIP
+    except GatewayError as exc:
+        print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONDITION_FAIL
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gatewayd",
@@ -295,8 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
+    parser.add_argument(
+        "--check-enrolled",
+        action="store_true",
+        help="exit 0 if the daemon should run, 1 if the router is not enrolled for an episode "
+        "(systemd's ExecCondition: the unit is skipped, not failed), 255 if the configuration "
+        "is unusable",
+    )
     parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
     args = parser.parse_args(argv)
+    if args.check_enrolled:
+        return check_enrolled(args.config)
     try:
         cfg = provisioning.effective_config(load(args.config))
     except NotEnrolledError as exc:

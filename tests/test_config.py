@@ -129,3 +129,27 @@ def test_serial_devices_are_parsed(files: Path) -> None:
         "/dev/homecare/crp",
         "Europe/Berlin",
     )
+
+
+def check_enrolled(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.daemon", "--config", str(config), "--check-enrolled"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_enrolled_lets_a_router_without_provisioning_start(files: Path) -> None:
+    """ExecCondition: a configuration that does not ask for provisioning always runs."""
+    proc = check_enrolled(write(files, VALID))
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_check_enrolled_fails_the_unit_for_a_broken_configuration(files: Path) -> None:
+    """Exit 255 is ExecCondition's "failed" (1-254 would skip quietly): a broken file is seen."""
+    proc = check_enrolled(write(files, VALID.replace("[uplink]", "[uplink\n")))
+    assert proc.returncode == 255
+    assert proc.stderr.startswith("gatewayd: ")
+    assert "Traceback" not in proc.stderr

@@ -144,7 +144,8 @@ def test_verify_is_clean(tmp_path: Path) -> None:
 
 
 def test_verify_without_the_package_only_misses_the_binary(tmp_path: Path) -> None:
-    """The one environmental finding without the stand-in is the not-yet-installed ExecStart."""
+    """The one environmental finding without the stand-in is the not-yet-installed binary (once
+    for ExecCondition, once for ExecStart)."""
     analyze = _analyze()
     root, target = _verify_root(tmp_path, with_binary=False)
     result = _run(analyze, "verify", f"--root={root}", str(target))
@@ -152,7 +153,7 @@ def test_verify_without_the_package_only_misses_the_binary(tmp_path: Path) -> No
     findings = [line for line in result.stderr.splitlines() if line.strip()]
     assert findings == [
         f"gatewayd.service: Command {EXEC_START} is not executable: No such file or directory"
-    ]
+    ] * 2
 
 
 def test_security_exposure_at_most_2() -> None:
@@ -221,6 +222,9 @@ def test_command_line_and_condition_use_the_daemon_default_config(
 ) -> None:
     assert one(unit["Service"], "ExecStart") == f"{EXEC_START} --config {DEFAULT_CONFIG_PATH}"
     assert one(unit["Unit"], "ConditionPathExists") == str(DEFAULT_CONFIG_PATH)
+    # A provisioned router that is not enrolled is skipped by the daemon's own check, not failed.
+    condition = f"{EXEC_START} --config {DEFAULT_CONFIG_PATH} --check-enrolled"
+    assert one(unit["Service"], "ExecCondition") == condition
     assert DEFAULT_CONFIG_PATH.parent == Path("/etc") / NAME  # ConfigurationDirectory=
 
 

@@ -12,6 +12,8 @@ import json
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,18 @@ def _ready_lines(log: str) -> list[dict[str, object]]:
     return [x for x in lines if x.get("event") == "gateway.ready"]
 
 
+def check_enrolled(config: Path) -> tuple[int, str]:
+    """``gatewayd --check-enrolled`` (the unit's ExecCondition): exit code, "not enrolled" or ""."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.daemon", "--config", str(config), "--check-enrolled"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, "not enrolled" if "not enrolled" in proc.stderr else proc.stderr
+
+
 def _scan_for_secrets(state_dir: Path) -> list[str]:
     found = []
     for path in state_dir.rglob("*"):
@@ -80,7 +94,9 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     config = prig.write_config(SIMS)
     state = LifecycleStore(rig.state_dir)
 
-    # The daemon refuses to run on a router that is not enrolled (exit 2: systemd won't loop).
+    # systemd's ExecCondition skips the unit on a router that is not enrolled (exit 1) ...
+    assert check_enrolled(config) == (1, "not enrolled")
+    # ... and the daemon itself refuses to run there (exit 2: systemd won't loop).
     rig.start_daemon(config)
     assert rig.daemon is not None
     assert rig.daemon.wait(20) == 2
@@ -95,6 +111,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert "episode ep-one, 2 device(s) bound" in done.stdout
     assert token not in done.stdout + done.stderr
     assert state.load().phase is Phase.BOUND
+    assert check_enrolled(config) == (0, "")
     keys = rig.state_dir / "keys"
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys.iterdir()} == {
@@ -154,6 +171,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert "records not delivered: 0" in final.stdout
     assert "certificate revoked: yes" in final.stdout
     assert state.load().phase is Phase.FACTORY
+    assert check_enrolled(config) == (1, "not enrolled")  # a returned router stays quiet
     assert rig.daemon is not None  # the return stopped it
     assert rig.daemon.poll() is not None
     again = prig.ctl("return")
