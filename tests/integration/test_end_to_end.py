@@ -145,18 +145,23 @@ def test_post_quantum_suite_is_switched_on_by_configuration(tmp_path: Path) -> N
         rig.close()
 
 
-def test_daemon_tells_systemd_ready_and_stopping(rig: Rig, tmp_path: Path) -> None:
-    """sd_notify: READY=1 once up (even before the broker answers), STOPPING=1 on SIGTERM."""
+def test_daemon_tells_systemd_ready_watchdog_and_stopping(rig: Rig, tmp_path: Path) -> None:
+    """sd_notify: READY=1 once up (even before the broker answers), WATCHDOG=1 every
+    WatchdogSec/2 while every loop turns (a broker outage is no stall), STOPPING=1 on SIGTERM."""
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
         sock.settimeout(30)
         rig.broker.start()
         rig.broker.stop()  # no broker: READY must not wait for the uplink
-        rig.start_daemon(rig.write_config([(*THERMO, 1.0, 3)]), {"NOTIFY_SOCKET": str(sock_path)})
+        env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}  # pings every 0.5 s
+        rig.start_daemon(rig.write_config([(*THERMO, 1.0, 3)]), env)
         first = sock.recv(4096).decode()
         assert "READY=1" in first.splitlines()
         assert any(line.startswith("STATUS=uplink") for line in first.splitlines())
+        pings = 0
+        while pings < 3:  # each within the socket's 30 s timeout, or recv raises
+            pings += "WATCHDOG=1" in sock.recv(4096).decode().splitlines()
         rig.stop_daemon()
         rest = []
         sock.settimeout(2)
