@@ -45,6 +45,7 @@ class DeviceHealth:
     readings: int
     battery_pct: int | None = None
     rssi_dbm: int | None = None
+    port: str | None = None  # a serial device's port path (its stable udev name)
 
     def silent(self, now: datetime) -> bool:
         if self.expected_interval_s is None:
@@ -64,6 +65,7 @@ class DeviceHealth:
             "readings": self.readings,
             "battery_pct": self.battery_pct,
             "rssi_dbm": self.rssi_dbm,
+            "port": self.port,
         }
 
 

@@ -170,6 +170,7 @@ class AstmDriver:
                 last_seen=self._last_seen,
                 expected_interval_s=None,
                 readings=self.readings,
+                port=self.config.port.path,
             )
         ]
 

@@ -127,6 +127,7 @@ class ModemDriver:
                 expected_interval_s=None,
                 readings=0,
                 rssi_dbm=self.status().rssi_dbm,
+                port=self.config.port.path,
             )
         ]
 

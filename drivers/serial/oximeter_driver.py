@@ -123,6 +123,7 @@ class OximeterDriver:
                 last_seen=self._last_seen,
                 expected_interval_s=self.config.reducer.interval_s,
                 readings=self.readings,
+                port=self.config.port.path,
             )
         ]
 

@@ -69,6 +69,13 @@ def test_crp_result_oximetry_and_modem_status_through_the_daemon(rig: Rig, tmp_p
         wan = status["links"]["wan"]
         assert wan["state"] == "answering", wan
         assert wan["registered"] is True
+        # Each serial device names its port, so a technician can tell which cable is which.
+        ports = {d["driver"]: d["port"] for d in status["devices"]}
+        assert ports == {
+            "serial.astm.crp": str(dev / "crp"),
+            "serial.nonin.spo2": str(dev / "spo2"),
+            "serial.modem.wan": str(dev / "modem"),
+        }
         summary = rig.verifier.summary()
         assert summary["missing"] == 0
         assert summary["failures"] == {}
