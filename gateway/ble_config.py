@@ -175,7 +175,8 @@ def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDevice
     """One driver per bound device; stored-record devices get their cursor file."""
     if not configs:
         return []
-    from drivers.ble.session import AdvertiserTally, BleDeviceDriver  # noqa: PLC0415 - see top
+    from drivers.ble.discovery import AdvertiserTally  # noqa: PLC0415 - see top
+    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415 - see top
 
     drivers = []
     tally = AdvertiserTally(c.address for c in configs)  # one for all: neighbours counted once

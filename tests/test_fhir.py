@@ -20,7 +20,7 @@ from fhir.resources.R4B.observation import Observation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import cjson, codes, fhir
+from gateway import cjson, codes, fhir, fhir_device, fhir_vocab
 from gateway.errors import ModelError, VerifyError
 from gateway.model import (
     AbsentReason,
@@ -194,7 +194,7 @@ def _wire(resource: dict[str, Any]) -> Any:
 
 
 def _round_trip(m: Measurement, gw: fhir.GatewayInfo = GW) -> Measurement:
-    obs, dev = _wire(fhir.observation(m, gw)), _wire(fhir.device_resource(m.device))
+    obs, dev = _wire(fhir.observation(m, gw)), _wire(fhir_device.device_resource(m.device))
     return fhir_read.measurement_from_observation(obs, dev)
 
 
@@ -244,23 +244,23 @@ def test_blood_pressure_observation_matches_golden() -> None:
 
 
 def test_device_resources_follow_the_phd_ig() -> None:
-    dev = fhir.device_resource(make_measurement().device)
+    dev = fhir_device.device_resource(make_measurement().device)
     found = [(i["system"], i["value"], i["type"]["coding"][0]["code"]) for i in dev["identifier"]]
     assert found == [
         ("http://hl7.org/fhir/sid/eui-48/bluetooth", "A4-C1-38-00-12-34", "BTMAC"),
         ("urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680", "00-00-00-00-00-00-00-00", "SYSID"),
     ]
     assert dev["type"]["coding"][0]["code"] == "65573"  # MDC_MOC_VMS_MDS_SIMP
-    serial = fhir.device_resource(DeviceId(DeviceIdKind.SERIAL, "AB123"))
+    serial = fhir_device.device_resource(DeviceId(DeviceIdKind.SERIAL, "AB123"))
     assert serial["serialNumber"] == "AB123"
     assert serial["identifier"][0]["type"]["coding"][0]["code"] == "SNO"
 
 
 def test_gateway_device_is_a_phg_with_time_sync_property() -> None:
-    phg = fhir.gateway_device(make_gateway_info(eui64="fe:ed:ab:ee:de:ad:77:c3"))
+    phg = fhir_device.gateway_device(make_gateway_info(eui64="fe:ed:ab:ee:de:ad:77:c3"))
     assert phg["type"]["coding"][0]["code"] == "531981"  # MDC_MOC_VMS_MDS_AHD
     assert phg["identifier"][1] == {
-        "type": {"coding": [{"system": fhir.CS_DEVICE_ID_TYPE, "code": "SYSID"}]},
+        "type": {"coding": [{"system": fhir_vocab.CS_DEVICE_ID_TYPE, "code": "SYSID"}]},
         "system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
         "value": "FE-ED-AB-EE-DE-AD-77-C3",
     }
@@ -277,14 +277,14 @@ def test_gateway_device_is_a_phg_with_time_sync_property() -> None:
 def test_observation_and_device_validate_as_fhir(name: str) -> None:
     m = EXAMPLES[name]
     obs = Observation.model_validate(_wire(fhir.observation(m, GW)))
-    Device.model_validate(_wire(fhir.device_resource(m.device)))
+    Device.model_validate(_wire(fhir_device.device_resource(m.device)))
     assert obs.status in {"final", "preliminary", "cancelled"}
     # obs-6, which fhir.resources does not enforce: dataAbsentReason only without a value.
     assert not (obs.valueQuantity is not None and obs.dataAbsentReason is not None)
 
 
 def test_bundle_and_gateway_device_validate_as_fhir() -> None:
-    Device.model_validate(_wire(fhir.gateway_device(make_gateway_info(eui64="0011223344556677"))))
+    Device.model_validate(_wire(fhir_device.gateway_device(make_gateway_info(eui64="0011223344556677"))))
     parsed = Bundle.model_validate(_wire(fhir.bundle(list(EXAMPLES.values()), GW)))
     assert parsed.type == "transaction"
 
@@ -383,8 +383,9 @@ def test_precision_is_kept_in_the_canonical_bytes() -> None:
 def test_float_values_are_refused_on_the_provider_side() -> None:
     obs = _wire(fhir.observation(make_measurement(), GW))
     obs["valueQuantity"]["value"] = 36.6
-    with pytest.raises(fhir.FhirMappingError, match="exact decimal"):
-        fhir_read.measurement_from_observation(obs, fhir.device_resource(make_measurement().device))
+    dev = fhir_device.device_resource(make_measurement().device)
+    with pytest.raises(fhir_vocab.FhirMappingError, match="exact decimal"):
+        fhir_read.measurement_from_observation(obs, dev)
 
 
 # --- identifier and time --------------------------------------------------------------------------
@@ -469,14 +470,14 @@ def test_status_bits_become_interpretations_with_the_ig_codes() -> None:
     assert fhir.observation(m, GW)["interpretation"] == [
         {
             "coding": [
-                {"system": fhir.CS_STATUS, "code": "questionable"},
-                {"system": fhir.CS_POCD_STATUS, "code": "questionable"},
+                {"system": fhir_vocab.CS_STATUS, "code": "questionable"},
+                {"system": fhir_vocab.CS_POCD_STATUS, "code": "questionable"},
             ]
         },
         {
             "coding": [
-                {"system": fhir.CS_STATUS, "code": "msmt-value-exceed-boundaries"},
-                {"system": fhir.CS_POCD_STATUS, "code": "in-alarm"},
+                {"system": fhir_vocab.CS_STATUS, "code": "msmt-value-exceed-boundaries"},
+                {"system": fhir_vocab.CS_POCD_STATUS, "code": "in-alarm"},
             ]
         },
     ]
@@ -512,7 +513,7 @@ def test_test_and_demo_data_are_marked_htest(status: MeasurementStatus) -> None:
 def test_simulated_devices_readings_are_marked_test_data() -> None:
     m = EXAMPLES["simulated-spo2"]
     assert fhir.observation(m, GW)["meta"]["security"][0]["code"] == "HTEST"
-    assert fhir.device_resource(m.device)["meta"]["security"][0]["code"] == "HTEST"
+    assert fhir_device.device_resource(m.device)["meta"]["security"][0]["code"] == "HTEST"
 
 
 # --- bundle ---------------------------------------------------------------------------------------
@@ -561,7 +562,7 @@ def test_if_none_exist_escapes_search_and_url_characters() -> None:
 
 def _good() -> tuple[Any, Any]:
     m = EXAMPLES["blood-pressure"]
-    return _wire(fhir.observation(m, GW)), _wire(fhir.device_resource(m.device))
+    return _wire(fhir.observation(m, GW)), _wire(fhir_device.device_resource(m.device))
 
 
 @pytest.mark.parametrize(
@@ -577,12 +578,12 @@ def _good() -> tuple[Any, Any]:
         (
             lambda o, d: o.update(
                 status="final",
-                interpretation=[{"coding": [{"system": fhir.CS_STATUS, "code": "invalid"}]}],
+                interpretation=[{"coding": [{"system": fhir_vocab.CS_STATUS, "code": "invalid"}]}],
             ),
             "Observation.status",
         ),
         (lambda o, d: o["meta"].update(tag=[]), "Observation.meta.tag"),
-        (lambda o, d: o["meta"].update(security=[fhir._HTEST]), "Observation.meta"),
+        (lambda o, d: o["meta"].update(security=[fhir_vocab.HTEST]), "Observation.meta"),
         (lambda o, d: o["identifier"][0].update(value="x"), "Observation.identifier"),
         (
             lambda o, d: o["component"][1]["valueQuantity"].update(value=Decimal(81)),
@@ -600,7 +601,7 @@ def _good() -> tuple[Any, Any]:
 def test_bad_observation_raises_fhir_mapping_error(mutate: Any, where: str) -> None:
     obs, dev = _good()
     mutate(obs, dev)
-    with pytest.raises(fhir.FhirMappingError) as info:
+    with pytest.raises(fhir_vocab.FhirMappingError) as info:
         fhir_read.measurement_from_observation(obs, dev)
     assert where in info.value.where
     assert isinstance(info.value, VerifyError)
@@ -653,14 +654,14 @@ def test_any_corruption_raises_only_fhir_mapping_error(data: st.DataObject) -> N
         del parent[path[-1]]
     else:
         parent[path[-1]] = data.draw(st.sampled_from(JUNK))
-    with contextlib.suppress(fhir.FhirMappingError):
+    with contextlib.suppress(fhir_vocab.FhirMappingError):
         fhir_read.measurements_from_bundle(copy.deepcopy(b))
 
 
 def test_bundle_with_dangling_device_reference_is_refused() -> None:
     b = _wire(fhir.bundle([make_measurement()], GW))
     del b["entry"][1]
-    with pytest.raises(fhir.FhirMappingError, match="does not resolve"):
+    with pytest.raises(fhir_vocab.FhirMappingError, match="does not resolve"):
         fhir_read.measurements_from_bundle(b)
 
 
@@ -672,8 +673,8 @@ def test_gateway_info_rejects_blank_fields_and_normalises_eui64() -> None:
 
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
 def test_urns_are_rfc_9562_version_5_uuids(parts: list[str]) -> None:
-    expected = uuid.uuid5(fhir._NAMESPACE, "|".join(parts))
-    assert fhir._urn(*parts) == f"urn:uuid:{expected}"
+    expected = uuid.uuid5(fhir_vocab.NAMESPACE, "|".join(parts))
+    assert fhir_vocab.urn(*parts) == f"urn:uuid:{expected}"
 
 
 @given(st.lists(measurements(), min_size=1, max_size=3))

@@ -17,9 +17,9 @@ from typing import Any
 
 from gateway import codes
 from gateway.errors import ModelError
-from gateway.fhir import (  # the shared vocabulary of both directions
-    _HTEST,
-    _STATUS_BITS,
+from gateway.fhir import observation_identifier
+from gateway.fhir_device import device_ref
+from gateway.fhir_vocab import (  # the shared vocabulary of both directions
     CS_ABSENT,
     CS_STATUS,
     CS_TIME_QUALITY,
@@ -30,16 +30,16 @@ from gateway.fhir import (  # the shared vocabulary of both directions
     EXT_SOURCE,
     EXT_SUPPLEMENTAL,
     EXT_UNIT,
+    HTEST,
     SID_BTMAC,
     SID_OBSERVATION,
     SID_SERIAL,
     SID_SIM,
     SID_SYSID,
+    STATUS_BITS,
     FhirMappingError,
-    _device_ref,
-    _fhir_status,
-    _is_test,
-    observation_identifier,
+    fhir_status,
+    is_test,
 )
 from gateway.model import (
     AbsentReason,
@@ -156,7 +156,7 @@ def _status_of(obs: Mapping[str, Any]) -> MeasurementStatus:
     for i, concept in enumerate(_list(obs.get("interpretation", []), "Observation.interpretation")):
         for code in _codes_in(concept, CS_STATUS, f"Observation.interpretation[{i}]"):
             match = re.fullmatch(r"bit-([0-9]{1,3})", code)
-            bit = _STATUS_BITS.get(code, int(match.group(1)) if match else None)
+            bit = STATUS_BITS.get(code, int(match.group(1)) if match else None)
             if bit is None:
                 raise FhirMappingError(
                     f"unknown status code {code!r}", where=f"Observation.interpretation[{i}]"
@@ -198,7 +198,7 @@ def measurement_from_observation(obs: object, device: object) -> Measurement:
         raise FhirMappingError("not an Observation", where="Observation.resourceType")
     device_id = device_id_from_resource(device)
     ref = _obj(_need(o, "device", "Observation"), "Observation.device")
-    if ref.get("identifier") != _device_ref(device_id)["identifier"]:
+    if ref.get("identifier") != device_ref(device_id)["identifier"]:
         raise FhirMappingError("does not identify the Device given", where="Observation.device")
     exts = _extensions(o, "Observation")
     tags = _codes_in(
@@ -282,10 +282,10 @@ def _check_consistent(o: Mapping[str, Any], m: Measurement, episode: str) -> Non
     expected = observation_identifier(m, episode)
     if [(i.get("system"), i.get("value")) for i in ids] != [(SID_OBSERVATION, expected)]:
         raise FhirMappingError("does not match the reading", where="Observation.identifier")
-    if o.get("status") != _fhir_status(m.status):
+    if o.get("status") != fhir_status(m.status):
         raise FhirMappingError("does not match the measurement status", where="Observation.status")
     security = _obj(o.get("meta"), "Observation.meta").get("security", [])
-    if (_HTEST in _list(security, "Observation.meta.security")) != _is_test(m.status, m.device):
+    if (HTEST in _list(security, "Observation.meta.security")) != is_test(m.status, m.device):
         raise FhirMappingError("test-data marking does not match", where="Observation.meta")
 
 

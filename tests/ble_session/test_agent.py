@@ -17,7 +17,8 @@ from structlog.testing import capture_logs
 
 from drivers.ble.agent import PairingAgent
 from drivers.ble.errors import PairingError
-from drivers.ble.session import Backoff, BleDeviceDriver
+from drivers.ble.reconnect import Backoff
+from drivers.ble.session import BleDeviceDriver
 from drivers.ble.sim.peripheral import Pairing, PairingMethod
 from drivers.ble.sim.profiles import BloodPressureMonitor, Thermometer
 from tests.ble_session.conftest import running

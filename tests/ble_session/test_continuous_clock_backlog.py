@@ -11,7 +11,8 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from drivers.ble.session import AdvertiserTally, BleDeviceDriver
+from drivers.ble.discovery import AdvertiserTally
+from drivers.ble.session import BleDeviceDriver
 from drivers.ble.sim.clock import DeviceClock
 from drivers.ble.sim.profiles import HeartRateSensor, PulseOximeter, Thermometer
 from drivers.ble.sim.stored import CgmSensor

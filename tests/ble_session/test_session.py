@@ -12,7 +12,8 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from drivers.ble.glucose import GLUCOSE_MEASUREMENT_UUID, GlucoseMeasurement
-from drivers.ble.session import Backoff, BleDeviceDriver
+from drivers.ble.reconnect import Backoff
+from drivers.ble.session import BleDeviceDriver
 from drivers.ble.sim.profiles import Thermometer
 from drivers.ble.sim.stored import GlucoseMeter
 from drivers.ble.thermometer import TemperatureType, mdc_for_site

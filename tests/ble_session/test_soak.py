@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from drivers.ble.session import Backoff, BleDeviceDriver
+from drivers.ble.reconnect import Backoff
+from drivers.ble.session import BleDeviceDriver
 from drivers.ble.sim.profiles import Thermometer
 from tests.ble_session.conftest import Collector, running
 from tests.ble_session.test_session import until
