@@ -207,3 +207,33 @@ async def test_a_confirmation_that_hangs_in_the_driver_is_a_stall() -> None:
     assert watch.stalled() == ["driver.marked"]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def test_every_real_driver_keeps_a_loop_mark() -> None:
+    """A driver without a mark could hang unseen: the daemon would keep pinging systemd."""
+    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415 - BLE stack only here
+    from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig  # noqa: PLC0415
+    from drivers.serial.modem_driver import ModemDriver, ModemDriverConfig  # noqa: PLC0415
+    from drivers.serial.oximeter_driver import (  # noqa: PLC0415
+        OximeterDriver,
+        OximeterDriverConfig,
+        OximeterProtocol,
+    )
+    from drivers.serial.port import PortSpec  # noqa: PLC0415
+    from drivers.simulated import SimulatedDevice  # noqa: PLC0415
+    from gateway.model import DeviceId, DeviceIdKind  # noqa: PLC0415
+    from gateway.pump import driver_mark  # noqa: PLC0415
+
+    port = PortSpec("/dev/homecare/x")
+    drivers: list[object] = [
+        SimulatedDevice("thermometer", "C0:FF:EE:00:00:01", 1.0),
+        AstmDriver(AstmDriverConfig(name="crp", port=port)),
+        OximeterDriver(
+            OximeterDriverConfig(
+                "spo2", OximeterProtocol.NONIN, port, DeviceId(DeviceIdKind.SERIAL, "5012")
+            )
+        ),
+        ModemDriver(ModemDriverConfig(port=port)),
+        BleDeviceDriver("C0:FF:EE:00:00:02", "thermometer"),
+    ]
+    assert all(driver_mark(d) is not None for d in drivers)

@@ -52,6 +52,7 @@ from drivers.ble.uuids import uuid16_of, uuid128
 from gateway.errors import ConfigError, GatewayError
 from gateway.health import DeviceHealth
 from gateway.model import DeviceId, DeviceIdKind, Measurement
+from gateway.watchdog import LoopMark
 
 log = structlog.get_logger("drivers.ble.session")
 
@@ -114,6 +115,7 @@ class BleDeviceDriver:
             state=RacpState(state_file, initial) if state_file is not None else None,
             seen=SeenSet(seen_file) if seen_file is not None else None)
         self.state = "waiting"
+        self.progress = LoopMark()  # the watchdog's view of this device's loop
         self.last_seen: datetime | None = None
         self.last_error: str | None = None
         self.pairing_error: PairingError | None = None  # the last failed bonding, until one works
@@ -163,6 +165,8 @@ class BleDeviceDriver:
     async def measurements(self) -> AsyncIterator[Measurement]:  # noqa: PLR0915 - one loop
         attempt = 0
         while True:
+            # Discovery and connect() each time out after connect_timeout_s; set-up reads too.
+            self.progress.turn(within_s=3 * self.connect_timeout_s)
             self.state = "connecting"
             queue: asyncio.Queue[_Item] = asyncio.Queue()
             self._queue = queue
@@ -197,6 +201,7 @@ class BleDeviceDriver:
                              dbus_error=exc.dbus_error if isinstance(exc, BleakDBusError)
                              else None)
                 attempt += 1
+                self.progress.turn(within_s=delay)
                 await asyncio.sleep(delay)
                 continue
             self.pairing_error = None
@@ -229,6 +234,7 @@ class BleDeviceDriver:
                 attempt = 0
             delay = self.backoff.delay(attempt)
             attempt += 1
+            self.progress.turn(within_s=delay)
             await asyncio.sleep(delay)
 
     async def committed(self, measurements: Sequence[Measurement]) -> None:
@@ -277,6 +283,8 @@ class BleDeviceDriver:
             await client.write_gatt_char(uuid128(RACP_UUID),
                                          RacpRequest.report_from(start).encode(), response=True)
         while True:
+            # A quiet link waits liveness_s, then a probe read bounded by connect_timeout_s.
+            self.progress.turn(within_s=self.liveness_s + self.connect_timeout_s)
             try:
                 async with asyncio.timeout(self.liveness_s):
                     item = await queue.get()

@@ -134,6 +134,10 @@ def test_every_profile_arrives_verified_once_the_neighbour_is_ignored_and_racp_r
     # effort: deterministic in tests/ble_session); our own devices are never counted.
     assert status["links"]["bluetooth"]["ignored_advertisers"] in {0, 1}
     assert all(isinstance(devices[f"btmac:{a}"]["rssi_dbm"], int) for a in (TH, BP, OX, SC, GLU))
+    # Each BLE driver's loop is watched by name (two of one profile get distinct names).
+    ble_loops = {n: v for n, v in status["loops"].items() if n.startswith("driver.ble.")}
+    assert len(ble_loops) == 5, status["loops"]
+    assert not any(v["stalled"] for v in ble_loops.values()), ble_loops
     # The monitor's measurement characteristic needs a bond: the daemon's agent typed the key.
     assert '"ble.agent_asked"' in rig.log_text()
     assert "ble.pairing_failed" not in rig.log_text()
