@@ -91,7 +91,10 @@ def use_terminal(stream: TextIO, env: Mapping[str, str]) -> bool:
 class Screen(Protocol):
     """What a command shows on stdout."""
 
-    def table(self, table: tables.Table) -> None: ...
+    def table(self, table: tables.Table, *, plain: str | None = None) -> None:
+        """``plain``: what a pipe gets instead of the aligned table, when that differs (the
+        journal's lines keep their grep-able one-line shape)."""
+        ...
 
     def checks(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """(verdict, name, detail) rows: PASS / FAIL / SKIP per check."""
@@ -116,8 +119,8 @@ class PlainScreen:
     def _print(self, text: str) -> None:
         print(text, file=self._stream or sys.stdout)
 
-    def table(self, table: tables.Table) -> None:
-        self._print(table.text())
+    def table(self, table: tables.Table, *, plain: str | None = None) -> None:
+        self._print(table.text() if plain is None else plain)
 
     def checks(self, rows: Sequence[tuple[str, str, str]]) -> None:
         self._print(tables.table(["result", "check", "detail"], rows, header=False))

@@ -80,7 +80,7 @@ class RichScreen:
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def table(self, table: tables.Table) -> None:
+    def table(self, table: tables.Table, *, plain: str | None = None) -> None:
         self.console.print(_grid(table.headers, table.rows))
 
     def checks(self, rows: Sequence[tuple[str, str, str]]) -> None:
