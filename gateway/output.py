@@ -48,7 +48,7 @@ _PROBLEM_TEXT = re.compile(
     r"|\b(?:FAIL|FAILED|SILENT|MISSING|NO)\b"
     r"|\b(?:pairing-failed|failing|unplugged|no-permission|bad-settings)\b"
     r"|last error: [^;\n]*"
-    r"|(?m:^alarms +(?P<alarms>(?!none$).+)$)"
+    r"|(?m:^alarms +(?!none$)(?P<alarms>\S.*)$)"
 )
 # A label column: one or two words at the start of a line, then two spaces or more.
 _LABEL = re.compile(r"(?m)^[a-z][\w-]*(?: [\w-]+)?(?= {2,}\S)")

@@ -66,11 +66,17 @@ def prose(text: str) -> Text:
 
 
 def _grid(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    """On a narrow terminal cells fold onto a second line: an identifier is never cut short
+    with an ellipsis, and no column is dropped."""
     drawn = Table(
-        box=box.SIMPLE_HEAD, header_style=STYLES["header"], pad_edge=False, show_edge=False
+        box=box.SIMPLE_HEAD,
+        header_style=STYLES["header"],
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
     )
     for h in headers:
-        drawn.add_column(Text(h.upper()))
+        drawn.add_column(Text(h.upper()), overflow="fold")
     for row in rows:
         drawn.add_row(*(cell(v) for v in row))
     return drawn
