@@ -14,6 +14,7 @@ import json
 import platform
 import tarfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from gateway import diagnostics, journal
 from gateway.config import Config
 from gateway.control import ControlError, ask
+from gateway.progress import NO_PROGRESS, Progress
 
 LOG_LINES = 2000
 
@@ -42,6 +44,7 @@ def _versions() -> dict[str, str]:
         "sqlite-utils",
         "structlog",
         "tenacity",
+        "rich",
     )
     found = {}
     for name in names:
@@ -69,18 +72,29 @@ def _fields(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def build(cfg: Config, destination: Path) -> Path:
-    """Write the bundle (a .tar.gz) and return its path."""
-    parts: dict[str, Any] = {
-        "versions.json": _versions(),
-        "config.json": _config_summary(cfg),
-        "selftest.json": diagnostics.as_json(diagnostics.selftest(cfg)),
-        "journal.json": _journal(),
-    }
+def _status(cfg: Config) -> dict[str, Any]:
     try:
-        parts["status.json"] = ask(cfg.control_socket, "status")
+        status: dict[str, Any] = ask(cfg.control_socket, "status")
     except ControlError as exc:
-        parts["status.json"] = {"error": exc.one_line()}
+        return {"error": exc.one_line()}
+    return status
+
+
+def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> Path:
+    """Write the bundle (a .tar.gz) and return its path; ``progress`` sees each part."""
+    collect: dict[str, tuple[str, Callable[[], Any]]] = {
+        "versions.json": ("software versions", _versions),
+        "config.json": ("configuration (paths and settings)", lambda: _config_summary(cfg)),
+        "selftest.json": ("self-test", lambda: diagnostics.as_json(diagnostics.selftest(cfg))),
+        "journal.json": (f"last {LOG_LINES} journal lines (redacted)", _journal),
+        "status.json": ("daemon status", lambda: _status(cfg)),
+    }
+    task = progress.begin("support bundle", total=len(collect) + 1, unit="steps")
+    parts: dict[str, Any] = {}
+    for done, (name, (label, fn)) in enumerate(collect.items()):
+        progress.update(task, done, label=f"support bundle: {label}")
+        parts[name] = fn()
+    progress.update(task, len(collect), label="support bundle: writing the archive")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = destination / f"homecare-gateway-support-{cfg.gateway_id}-{stamp}.tar.gz"
     with tarfile.open(path, "w:gz") as archive:
@@ -90,4 +104,6 @@ def build(cfg: Config, destination: Path) -> Path:
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             archive.addfile(info, io.BytesIO(data))
     path.chmod(0o640)
+    progress.update(task, len(collect) + 1, label="support bundle")
+    progress.end(task)
     return path

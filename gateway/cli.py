@@ -30,6 +30,7 @@ from gateway import (
     cli_provisioning,
     cli_scan,
     diagnostics,
+    output,
     tables,
 )
 from gateway.config import DEFAULT_CONFIG_PATH, load
@@ -53,7 +54,7 @@ def _render_table(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, sort_keys=True))
         return
-    print(tables.key_values([(k.replace("_", " "), v) for k, v in data.items()]))
+    output.screen().key_values([(k.replace("_", " "), v) for k, v in data.items()])
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -147,6 +148,10 @@ def render_status(s: dict[str, Any]) -> str:
 
 
 def devices_table(devices: list[dict[str, Any]]) -> str:
+    return devices_grid(devices).text()
+
+
+def devices_grid(devices: list[dict[str, Any]]) -> tables.Table:
     rows = [
         [
             d["device"],
@@ -159,7 +164,7 @@ def devices_table(devices: list[dict[str, Any]]) -> str:
         ]
         for d in devices
     ]
-    return tables.table(
+    return tables.Table.of(
         ["device", "driver", "state", "last seen", "battery", "rssi dBm", "alive"], rows
     )
 
@@ -170,7 +175,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, sort_keys=True, default=str))
     else:
-        print(render_status(status))
+        # render_status is the plain screen; a terminal draws its devices block as a table.
+        output.screen().text(
+            render_status(status),
+            embedded=[devices_grid(status["devices"])] if status["devices"] else [],
+            heading=True,
+        )
     healthy = not status["alarms"] and status["uplink"]["state"] == "connected"
     return EXIT_OK if healthy else EXIT_PROBLEM
 
@@ -208,13 +218,15 @@ def _render_checks(checks: list[diagnostics.Check], as_json: bool) -> int:
     if as_json:
         print(json.dumps(diagnostics.as_json(checks)))
     else:
-        for c in checks:
-            print(f"{'PASS' if c.ok else 'FAIL'}  {c.name:<13} {c.detail}")
+        output.screen().checks([("PASS" if c.ok else "FAIL", c.name, c.detail) for c in checks])
     return EXIT_OK if all(c.ok for c in checks) else EXIT_PROBLEM
 
 
 def cmd_uplink_test(args: argparse.Namespace) -> int:
-    return _render_checks(diagnostics.uplink_test(load(args.config)), args.json)
+    cfg = load(args.config)
+    with output.progress(args.json) as progress:
+        checks = diagnostics.uplink_test(cfg, progress=progress)
+    return _render_checks(checks, args.json)
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -227,14 +239,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devices, sort_keys=True))
     elif devices:
-        print(devices_table(devices))
+        output.screen().table(devices_grid(devices))
     else:
         print("no devices bound")
     return EXIT_PROBLEM if any(d["silent"] for d in devices) else EXIT_OK
 
 
 def cmd_support_bundle(args: argparse.Namespace) -> int:
-    path = bundle.build(load(args.config), Path(args.output))
+    cfg = load(args.config)
+    with output.progress(args.json) as progress:
+        path = bundle.build(cfg, Path(args.output), progress=progress)
     if args.json:
         print(json.dumps({"bundle": str(path)}))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gateway import journal
+from gateway import journal, output, tables
 
 HELP = "the daemon's recent log lines from the journal (redacted: no values, no keys)"
 EXAMPLE = "gatewayctl logs --since '30 min ago' --lines 50"
@@ -40,6 +40,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
     elif not events:
         print(f"no log lines from {args.unit}" + (f" since {args.since}" if args.since else ""))
     else:
-        for event in events:
-            print(journal.render(event))
+        # A terminal gets a table; a pipe gets journal.render's lines (grep-able, unchanged).
+        output.screen().table(
+            tables.Table.of(
+                ["time", "level", "event", "fields"], [journal.columns(e) for e in events]
+            ),
+            plain="\n".join(journal.render(e) for e in events),
+        )
     return 0

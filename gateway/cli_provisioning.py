@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ble.unbond import BluezUnbonder
+from gateway import output
 from gateway.config import Config, load
 from gateway.control import ask
+from gateway.progress import Progress
 from provisioning import runtime
+from provisioning.bundle import BoundDevice
 from provisioning.enrol import enrol, est_client, token_from_text
-from provisioning.equipment_return import EquipmentReturn, ReturnOptions
+from provisioning.equipment_return import EquipmentReturn, ReturnOptions, ReturnResult
 from provisioning.errors import InstallCheckFailedError, TokenRejectedError
 from provisioning.install_check import install_check
 from provisioning.keystore import FileKeyStore
@@ -33,7 +36,7 @@ def _out(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
         print(json.dumps(data, sort_keys=True, default=str))
     else:
-        print("\n".join(lines))
+        output.screen().text("\n".join(lines))
 
 
 def _token(args: argparse.Namespace, cfg: Config) -> str | None:
@@ -79,31 +82,22 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 def cmd_install_check(args: argparse.Namespace) -> int:
     cfg = runtime.effective_config(load(args.config))
     daemon = partial(ask, cfg.control_socket)
-    rows = install_check(cfg, daemon, est_client(cfg), device_timeout_s=args.timeout)
+    with output.progress(args.json) as progress:
+        rows = install_check(
+            cfg, daemon, est_client(cfg), device_timeout_s=args.timeout, progress=progress
+        )
     passed = all(r.verdict != "FAIL" for r in rows)
-    width = max(len(r.name) for r in rows)
-    _out(
-        {"passed": passed, "rows": [r.to_json() for r in rows]},
-        args.json,
-        [f"{r.verdict}  {r.name:<{width}}  {r.detail}" for r in rows]
-        + ["installation check PASSED" if passed else "installation check FAILED"],
-    )
+    if args.json:
+        print(json.dumps({"passed": passed, "rows": [r.to_json() for r in rows]}, sort_keys=True))
+    else:
+        screen = output.screen()
+        screen.checks([(r.verdict, r.name, r.detail) for r in rows])
+        screen.text("installation check PASSED" if passed else "installation check FAILED")
     if not passed:
         print(
             f"gatewayctl: {InstallCheckFailedError('a check failed').one_line()}", file=sys.stderr
         )
     return EXIT_OK if passed else EXIT_PROBLEM
-
-
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width if total == 0 else width * done // total
-    sys.stderr.write(
-        f"\rdraining  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} records acknowledged"
-    )
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def cmd_return(args: argparse.Namespace) -> int:
@@ -112,7 +106,15 @@ def cmd_return(args: argparse.Namespace) -> int:
     bound = phase in (Phase.BOUND, Phase.RETURNING) and StateLayout(raw.state_dir).bundle.exists()
     cfg = runtime.effective_config(raw) if bound else raw
     devices = runtime.load_bundle(cfg).devices if bound else ()
-    flow = EquipmentReturn(
+    with output.progress(args.json) as progress:
+        result = _return_flow(args, cfg, devices, progress).run()
+    return _after_return(args, result)
+
+
+def _return_flow(
+    args: argparse.Namespace, cfg: Config, devices: tuple[BoundDevice, ...], progress: Progress
+) -> EquipmentReturn:
+    return EquipmentReturn(
         cfg,
         daemon=partial(ask, cfg.control_socket),
         keystore=FileKeyStore(StateLayout(cfg.state_dir).keys_dir),
@@ -125,9 +127,11 @@ def cmd_return(args: argparse.Namespace) -> int:
             drain_timeout_s=args.drain_timeout,
             report_timeout_s=min(60.0, args.drain_timeout),
         ),
-        progress=None if args.json else _progress_bar,
+        progress=progress,
     )
-    result = flow.run()
+
+
+def _after_return(args: argparse.Namespace, result: ReturnResult) -> int:
     if result.already_factory:
         _out(
             {"state": "factory", "already": True},
@@ -157,25 +161,23 @@ def cmd_return(args: argparse.Namespace) -> int:
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     lc = LifecycleStore(cfg.state_dir).load()
-    _out(
-        {
+    if args.json:
+        data = {
             "state": lc.phase.value,
             "episode": lc.episode_id,
             "since": lc.since,
             "return_done": list(lc.return_done),
-        },
-        args.json,
-        [
-            f"state    {lc.phase.value}",
-            f"episode  {lc.episode_id or '-'}",
-            f"since    {lc.since or '-'}",
-        ]
-        + (
-            [f"return   steps done: {', '.join(lc.return_done) or 'none'}"]
-            if lc.phase is Phase.RETURNING
-            else []
-        ),
-    )
+        }
+        print(json.dumps(data, sort_keys=True, default=str))
+        return EXIT_OK
+    pairs: list[tuple[str, object]] = [
+        ("state", lc.phase.value),
+        ("episode", lc.episode_id or None),
+        ("since", lc.since or None),
+    ]
+    if lc.phase is Phase.RETURNING:
+        pairs.append(("return", f"steps done: {', '.join(lc.return_done) or 'none'}"))
+    output.screen().key_values(pairs)
     return EXIT_OK
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any
 
-from gateway import scan, tables
+from gateway import output, scan, tables
 from gateway.config import Config, load
 
 HELP = "BLE devices in radio range (bound or neighbour) and serial ports present; no readings"
@@ -46,17 +45,17 @@ def scan_all(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     )
     ble: list[scan.Advertiser] | None = None
     if not args.no_ble:
-        if sys.stderr.isatty():
-            print(f"listening for BLE advertisements for {args.seconds:g} s ...", file=sys.stderr)
-        ble = asyncio.run(scan.scan_ble(args.seconds, bound_addresses(cfg)))
+        with output.progress(args.json) as progress:
+            ble = asyncio.run(scan.scan_ble(args.seconds, bound_addresses(cfg), progress))
     return {
         "ble": None if ble is None else [a.as_json() for a in ble],
         "serial": [p.as_json() for p in ports],
     }
 
 
-def render(found: dict[str, Any]) -> str:
-    parts = []
+def render(found: dict[str, Any]) -> list[tables.Table | str]:
+    """The BLE table (or a sentence when nothing was heard), then the serial ports table."""
+    parts: list[tables.Table | str] = []
     if found["ble"] is not None:
         rows = [
             [
@@ -69,7 +68,7 @@ def render(found: dict[str, Any]) -> str:
             for a in found["ble"]
         ]
         parts.append(
-            tables.table(["", "address", "name", "rssi dBm", "services"], rows)
+            tables.Table.of(["", "address", "name", "rssi dBm", "services"], rows)
             if rows
             else "no BLE advertisements heard"
         )
@@ -78,11 +77,22 @@ def render(found: dict[str, Any]) -> str:
         for p in found["serial"]
     ]
     parts.append(
-        tables.table(["serial port", "device", "configured as"], rows)
+        tables.Table.of(["serial port", "device", "configured as"], rows)
         if rows
         else "no serial ports"
     )
-    return "\n\n".join(parts)
+    return parts
+
+
+def show(parts: list[tables.Table | str]) -> None:
+    screen = output.screen()
+    for i, part in enumerate(parts):
+        if i:
+            screen.text("")  # a blank line between the two answers
+        if isinstance(part, str):
+            screen.text(part)
+        else:
+            screen.table(part)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -90,7 +100,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     (2 bad configuration; a Bluetooth stack that cannot be asked is 1, with a hint)."""
     cfg = load(args.config)
     found = scan_all(cfg, args)
-    print(json.dumps(found, sort_keys=True) if args.json else render(found))
+    if args.json:
+        print(json.dumps(found, sort_keys=True))
+    else:
+        show(render(found))
     heard = {a["address"] for a in found["ble"] or () if a["bound"]}
     missing_ble = found["ble"] is not None and not expected_in_range(cfg) <= heard
     missing_port = any(p["configured_as"] and not p["present"] for p in found["serial"])

@@ -19,6 +19,7 @@ from gateway.control import ask
 from gateway.errors import GatewayError
 from gateway.health import clock_sync
 from gateway.link import check_route
+from gateway.progress import NO_PROGRESS, Progress
 from gateway.uplink import MqttUplink, UplinkSettings
 
 
@@ -39,8 +40,13 @@ def _check(name: str, fn: object) -> Check:
     return Check(name, True, str(detail))
 
 
-def uplink_test(cfg: Config, timeout_s: float = 15.0) -> list[Check]:
-    """Route through the VPN, TLS with the client certificate, MQTT CONNECT / CONNACK."""
+def uplink_test(
+    cfg: Config, timeout_s: float = 15.0, progress: Progress = NO_PROGRESS
+) -> list[Check]:
+    """Route through the VPN, TLS with the client certificate, MQTT CONNECT / CONNACK.
+
+    The broker check can take up to ``timeout_s``: ``progress`` shows which check runs.
+    """
 
     def route() -> str:
         found = check_route(cfg.broker_host, cfg.broker_port, cfg.vpn_interface)
@@ -48,6 +54,7 @@ def uplink_test(cfg: Config, timeout_s: float = 15.0) -> list[Check]:
             return "no VPN interface configured: not checked"
         return f"via {found.interface} to {found.address}"
 
+    task = progress.begin("uplink test: route to the broker", total=2, unit="checks")
     checks = [_check("route", route)]
     settings = UplinkSettings(
         host=cfg.broker_host,
@@ -75,7 +82,10 @@ def uplink_test(cfg: Config, timeout_s: float = 15.0) -> list[Check]:
             f"{(time.monotonic() - began) * 1000:.0f} ms"
         )
 
+    progress.update(task, 1, label=f"uplink test: TLS + MQTT to {cfg.broker_host}")
     checks.append(_check("broker", lambda: asyncio.run(connect())))
+    progress.update(task, 2, label="uplink test")
+    progress.end(task, "done" if all(c.ok for c in checks) else "a check failed")
     return checks
 
 

@@ -87,14 +87,23 @@ def recent(query: JournalQuery, *, timeout_s: float = 20.0) -> list[dict[str, An
     return [redact_line(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def render(event: dict[str, Any]) -> str:
-    """One readable line: time, level, event name, then the other fields as key=value."""
+def columns(event: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Time, level, event name, and the other fields as key=value (a table row of ``render``)."""
     if "unparsed_line_chars" in event:
-        return f"[a line that is not a gatewayd log event, {event['unparsed_line_chars']} chars]"
-    head = [str(event.get(k, "-")) for k in ("timestamp", "level", "event")]
+        note = f"[a line that is not a gatewayd log event, {event['unparsed_line_chars']} chars]"
+        return "-", "-", "-", note
+    time_, level, name = (str(event.get(k, "-")) for k in ("timestamp", "level", "event"))
     rest = [
         f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
         for k, v in event.items()
         if k not in ("timestamp", "level", "event")
     ]
-    return "  ".join(head) + ("  " + " ".join(rest) if rest else "")
+    return time_, level, name, " ".join(rest)
+
+
+def render(event: dict[str, Any]) -> str:
+    """One readable line: time, level, event name, then the other fields as key=value."""
+    if "unparsed_line_chars" in event:
+        return columns(event)[3]
+    *head, rest = columns(event)
+    return "  ".join(head) + ("  " + rest if rest else "")

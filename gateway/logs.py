@@ -30,7 +30,12 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # With rich installed structlog's console default is a rich traceback, which prints
+        # each frame's local variables (a local may hold a reading). format_exc_info below
+        # renders exceptions plainly first; pinning the formatter keeps it so if that changes.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

@@ -12,12 +12,15 @@ every configured serial device path, each marked configured or not, present or m
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.progress import NO_PROGRESS, Progress
 
 SERIAL_BY_ID = Path("/dev/serial/by-id")
 
@@ -103,17 +106,36 @@ def advertisers(
     return sorted(found, key=lambda a: (not a.bound, -(a.rssi_dbm or -999), a.address))
 
 
-async def scan_ble(duration_s: float, bound: Collection[str]) -> list[Advertiser]:
-    """Listen to advertisements for ``duration_s`` seconds (bleak, BlueZ over D-Bus)."""
+async def scan_ble(
+    duration_s: float,
+    bound: Collection[str],
+    progress: Progress = NO_PROGRESS,
+    tick_s: float = 0.25,
+) -> list[Advertiser]:
+    """Listen to advertisements for ``duration_s`` seconds (bleak, BlueZ over D-Bus); the
+    window's elapsed seconds go to ``progress`` every ``tick_s``."""
     # Imported here: the other commands should not pay for bleak + dbus-fast at start-up.
     from bleak import BleakScanner  # noqa: PLC0415
     from bleak.exc import BleakError  # noqa: PLC0415
     from dbus_fast.errors import DBusError  # noqa: PLC0415
 
+    task = progress.begin("listening for BLE advertisements", total=duration_s, unit="s")
+    began = time.monotonic()
+    listening = asyncio.ensure_future(
+        BleakScanner.discover(timeout=duration_s, return_adv=True)
+    )
     try:
-        found = await BleakScanner.discover(timeout=duration_s, return_adv=True)
+        # Ends with the scan: bleak stops listening after duration_s (plus its start-up).
+        while not listening.done():
+            await asyncio.wait({listening}, timeout=tick_s)
+            progress.update(task, min(time.monotonic() - began, duration_s))
+        found = listening.result()
     except (BleakError, DBusError, OSError) as exc:
+        progress.end(task, "failed")
         raise ScanError(f"Bluetooth scan failed: {str(exc)[:200]}") from None
+    finally:
+        listening.cancel()  # a no-op once it is done; stops it if we were cancelled
+    progress.end(task, f"{len(found)} heard")
     return advertisers(
         (
             (device.address, adv.local_name, adv.rssi, tuple(adv.service_uuids))

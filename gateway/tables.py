@@ -2,12 +2,14 @@
 
 No colours, no box drawing: what a technician reads to support over the phone, or pastes into a
 ticket, must look the same everywhere. Columns are left-aligned, separated by two spaces, a
-missing value is ``-``; the header row names each column in upper case.
+missing value is ``-``; the header row names each column in upper case. This is the form for
+pipes, files and tests; on a terminal gateway/output.py draws the same cells with rich.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def cell(value: object) -> str:
@@ -18,12 +20,32 @@ def cell(value: object) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    texts = [[h.upper() for h in headers], *([cell(v) for v in row] for row in rows)]
-    widths = [max(len(r[i]) for r in texts) for i in range(len(headers))]
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, header: bool = True
+) -> str:
+    """``header=False`` leaves out the header row (the PASS / FAIL lines of the checks)."""
+    texts = [[h.upper() for h in headers]] if header else []
+    texts += [[cell(v) for v in row] for row in rows]
+    widths = [max((len(r[i]) for r in texts), default=0) for i in range(len(headers))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in texts
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table's content, for a renderer to draw (gateway/output.py); ``text()`` is its plain
+    form, exactly what ``table`` prints."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[object, ...], ...]
+
+    @classmethod
+    def of(cls, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+        return cls(tuple(headers), tuple(tuple(r) for r in rows))
+
+    def text(self) -> str:
+        return table(self.headers, self.rows)
 
 
 def key_values(pairs: Sequence[tuple[str, object]]) -> str:

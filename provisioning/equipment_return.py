@@ -39,6 +39,7 @@ from gateway.atomicfile import fsync_dir
 from gateway.config import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
+from gateway.progress import NO_PROGRESS, Progress
 from provisioning.bundle import BoundDevice
 from provisioning.errors import (
     DaemonStillRunningError,
@@ -102,7 +103,20 @@ class ReturnResult:
     facts: dict[str, Any]
 
 
-Progress = Callable[[int, int], None]  # (acknowledged so far, total at the start)
+# What the technician sees while a step runs (gatewayctl return shows them with a progress bar).
+STEP_LABELS = {
+    "intake-stopped": "stopping device intake",
+    "drained": "delivering stored records to the provider",
+    "unbonded": "removing BLE bonds",
+    "reported": "uploading the return report",
+    "service-stopped": "stopping the gateway service",
+    "revoked": "revoking the certificate",
+    "erased": "erasing keys and data",
+}
+
+
+def _left(depth: int) -> str:
+    return f"delivering to the provider: {depth} records left"
 
 
 def _crash_point(step: str) -> None:
@@ -121,7 +135,7 @@ class EquipmentReturn:
         devices: tuple[BoundDevice, ...],
         unbonder: Unbonder | None = None,
         options: ReturnOptions | None = None,
-        progress: Progress | None = None,
+        progress: Progress = NO_PROGRESS,
     ) -> None:
         self.cfg = cfg
         self.layout = StateLayout(cfg.state_dir)
@@ -132,7 +146,7 @@ class EquipmentReturn:
         self.devices = devices
         self.unbonder = unbonder or NoUnbonder()
         self.opt = options or ReturnOptions()
-        self.progress = progress or (lambda _done, _total: None)
+        self.progress = progress
 
     def run(self) -> ReturnResult:
         lc = self.lifecycle.load()
@@ -150,21 +164,30 @@ class EquipmentReturn:
             "erased": self._erase,
         }
         facts: dict[str, Any] = {}
-        for step in STEPS:
-            lc = self.lifecycle.load()
-            facts = dict(lc.return_facts)
-            if step in lc.return_done:
-                continue
-            new_facts = steps[step]()
-            _crash_point(step)
-            if step == "erased":
-                facts |= new_facts
-                self.lifecycle.transition(Phase.FACTORY)
-                log.info(
-                    "provisioning.returned", **{k: v for k, v in facts.items() if k != "erased"}
-                )
-                return ReturnResult(already_factory=False, facts=facts)
-            self.lifecycle.step_done(step, **new_facts)
+        task = self.progress.begin("equipment return", total=len(STEPS), unit="steps")
+        outcome = "stopped"  # by an error, which propagates to say why
+        try:
+            for number, step in enumerate(STEPS):
+                self.progress.update(task, number, label=f"return: {STEP_LABELS[step]}")
+                lc = self.lifecycle.load()
+                facts = dict(lc.return_facts)
+                if step in lc.return_done:
+                    continue
+                new_facts = steps[step]()
+                _crash_point(step)
+                if step == "erased":
+                    facts |= new_facts
+                    self.lifecycle.transition(Phase.FACTORY)
+                    log.info(
+                        "provisioning.returned",
+                        **{k: v for k, v in facts.items() if k != "erased"},
+                    )
+                    self.progress.update(task, len(STEPS), label="equipment return")
+                    outcome = "done"
+                    return ReturnResult(already_factory=False, facts=facts)
+                self.lifecycle.step_done(step, **new_facts)
+        finally:
+            self.progress.end(task, outcome)
         raise AssertionError("unreachable: the erase step ends the return")  # pragma: no cover
 
     # -- the daemon ---------------------------------------------------------------------------
@@ -205,22 +228,29 @@ class EquipmentReturn:
             return {"unsent_records": left, "forced": True}
         total = depth
         deadline = time.monotonic() + self.opt.drain_timeout_s
-        while depth:
-            self.progress(max(total - depth, 0), total)
-            if time.monotonic() > deadline:
-                if not self.opt.force:
-                    raise DrainIncompleteError(
-                        f"{depth} of {total} records are not yet acknowledged by the provider",
-                        unsent=depth,
-                    )
-                log.warning("provisioning.drain_forced", unsent=depth)
-                return {"unsent_records": depth, "forced": True}
-            time.sleep(self.opt.poll_s)
-            depth = self._depth()
-            if depth is None:
-                raise DrainIncompleteError("the gateway service stopped while draining")
-            total = max(total, depth)
-        self.progress(total, total)
+        task = self.progress.begin(_left(depth), total=total, unit="records acknowledged")
+        outcome = "not finished"
+        try:
+            while depth:
+                self.progress.update(task, max(total - depth, 0), total=total, label=_left(depth))
+                if time.monotonic() > deadline:
+                    if not self.opt.force:
+                        raise DrainIncompleteError(
+                            f"{depth} of {total} records are not yet acknowledged by the provider",
+                            unsent=depth,
+                        )
+                    log.warning("provisioning.drain_forced", unsent=depth)
+                    outcome = f"{depth} records left undelivered (--force)"
+                    return {"unsent_records": depth, "forced": True}
+                time.sleep(self.opt.poll_s)
+                depth = self._depth()
+                if depth is None:
+                    raise DrainIncompleteError("the gateway service stopped while draining")
+                total = max(total, depth)
+            self.progress.update(task, total, total=total, label=_left(0))
+            outcome = "all delivered"
+        finally:
+            self.progress.end(task, outcome)
         return {"unsent_records": 0, "drained_records": total}
 
     def _offline_depth(self) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.link import check_route
+from gateway.progress import NO_PROGRESS, Progress
 from provisioning.equipment_return import DaemonLink
 from provisioning.est import EstClient
 
@@ -49,16 +50,46 @@ def _row(name: str, fn: Callable[[], tuple[Verdict, str]]) -> Row:
     return Row(name, verdict, detail)
 
 
-def _wait_devices(daemon: DaemonLink, timeout_s: float, poll_s: float) -> list[Row]:
+def _name(device: dict[str, Any]) -> str:
+    return f"{device['profile']} {device['address']}"
+
+
+def _waiting(device: dict[str, Any]) -> str:
+    if device["durable_seq"] is None:
+        return f"{_name(device)}: waiting for a measurement"
+    return f"{_name(device)}: stored, waiting for the provider's acknowledgement"
+
+
+def _wait_devices(
+    daemon: DaemonLink, timeout_s: float, poll_s: float, progress: Progress
+) -> list[Row]:
+    """Poll until every bound device has a delivered reading or ``timeout_s`` has passed;
+    each device is a task on ``progress`` (one step: its first acknowledged reading)."""
     deadline = time.monotonic() + timeout_s
+    tasks: dict[str, int] = {}
+    over: set[str] = set()  # devices whose task has ended
     while True:
         devices: list[dict[str, Any]] = daemon("provisioning.devices")
+        for d in devices:
+            name = _name(d)
+            if name not in tasks:
+                tasks[name] = progress.begin(_waiting(d), total=1)
+            if name in over:
+                continue
+            if d["delivered"]:
+                progress.update(tasks[name], 1)
+                progress.end(tasks[name], "reading delivered")
+                over.add(name)
+            else:
+                progress.update(tasks[name], 0, label=_waiting(d))
         if all(d["delivered"] for d in devices) or time.monotonic() > deadline:
             break
         time.sleep(poll_s)
+    for name in tasks.keys() - over:
+        progress.end(tasks[name], f"nothing delivered within {timeout_s:.0f} s")
     rows = []
     for d in devices:
-        name = f"{d['profile']} {d['address']}"
+        name = _name(d)
         if d["delivered"]:
             rows.append(
                 Row(name, "PASS", f"reading delivered to the provider (record {d['durable_seq']})")
@@ -82,8 +113,9 @@ def install_check(
     device_timeout_s: float = 300.0,
     record_timeout_s: float = 60.0,
     poll_s: float = 0.5,
+    progress: Progress = NO_PROGRESS,
 ) -> list[Row]:
-    rows = _wait_devices(daemon, device_timeout_s, poll_s)
+    rows = _wait_devices(daemon, device_timeout_s, poll_s, progress)
     status: dict[str, Any] = daemon("status")
 
     def uplink() -> tuple[Verdict, str]:
@@ -155,5 +187,7 @@ def install_check(
             time.sleep(poll_s)
         return "PASS", f"signed installation record delivered (record {seq})"
 
+    task = progress.begin("installation record: waiting for the provider's acknowledgement")
     rows.append(_row("record", record))
+    progress.end(task, "delivered" if rows[-1].verdict == "PASS" else "not delivered")
     return rows

@@ -23,7 +23,9 @@ def test_scan_marks_the_bound_thermometer_and_its_neighbours_without_their_data(
     config = write(files, VALID.replace("C0:FF:EE:00:00:01", BOUND.lower()))
     args = ["scan", "--seconds", "0.6", "--serial-dir", str(files / "none"), "--config"]
     assert main([*args, str(config), "--json"]) == EXIT_OK
-    found = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    found = json.loads(out)
+    assert "listening" not in err  # --json: no progress
     assert [(a["address"], a["bound"], a["services"][:1]) for a in found["ble"]] == [
         (BOUND, True, ["thermometer"]),
         (OTHER, False, ["weight-scale"]),
@@ -34,7 +36,11 @@ def test_scan_marks_the_bound_thermometer_and_its_neighbours_without_their_data(
     assert set(found["ble"][0]) == {"address", "name", "rssi_dbm", "services", "bound"}
     assert found["serial"] == []
     assert main([*args, str(config)]) == EXIT_OK
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # Not a terminal: the scan window as plain lines on stderr, how it began and how it ended.
+    assert err.splitlines()[0] == "listening for BLE advertisements ..."
+    assert err.splitlines()[-1].startswith("listening for BLE advertisements: 3 heard (")
     assert lines[0].split()[:2] == ["ADDRESS", "NAME"]
     assert lines[1].split()[:2] == ["bound", BOUND]
     assert lines[3].split()[:2] == ["neighbour", NEIGHBOUR]
