@@ -55,7 +55,12 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakDBusError, BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
 
 from drivers.ble import racp
 from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, BloodPressureMeasurement
@@ -184,8 +189,21 @@ def pairing_failure(exc: BaseException, device: str) -> PairingError | None:
     return None
 
 
+# D-Bus errors that mean nobody owns org.bluez (bluetoothd stopped) or the adapter is not usable.
+_BLUEZ_GONE = frozenset({
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.bluez.Error.NotReady",
+})
+
+
 def classify(exc: BaseException) -> str:
     """The health state a failed connection attempt leaves the device in."""
+    if isinstance(exc, BleakBluetoothNotAvailableError) or (
+        isinstance(exc, BleakDBusError) and exc.dbus_error in _BLUEZ_GONE
+    ):
+        return "bluez-unavailable"  # bluetoothd is not running, or no adapter / powered off
     if isinstance(exc, BleakDeviceNotFoundError | TimeoutError):
         return "out-of-range"
     if isinstance(exc, BleakError) and "not found" in str(exc).lower():

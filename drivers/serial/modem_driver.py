@@ -38,7 +38,7 @@ from drivers.serial.modem_at import (
     StrayLine,
     UnsolicitedResult,
 )
-from drivers.serial.modem_status import ModemStatus, ModemStatusTracker
+from drivers.serial.modem_status import ModemStatus, ModemStatusTracker, sim_problem
 from drivers.serial.port import LineSettings, PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
 from gateway.health import DeviceHealth
@@ -81,6 +81,7 @@ class ModemDriver:
         self._tracker = ModemStatusTracker()
         self._answering: bool | None = None  # None: not asked yet on this connection
         self._updated_at: datetime | None = None  # last answer of any kind
+        self._sim: str | None = None  # a SIM problem a command reported, until it registers
         self._commands = {self._timed(c): c for c in config.commands}
         self._log = log.bind(driver=self.name)
 
@@ -114,6 +115,8 @@ class ModemDriver:
             if status.access_technology
             else None,
             "pdp_addresses": [a for pdp in status.pdp_addresses for a in pdp.addresses],
+            "registration": status.registration,
+            "sim": self._sim,
         }
 
     def health(self) -> list[DeviceHealth]:
@@ -203,6 +206,7 @@ class ModemDriver:
             self._updated_at = self._wallclock()
         if isinstance(event, CommandFailed):
             self.failed_commands += 1
+            self._sim = sim_problem(event.error) or self._sim
             self._log.debug(
                 "serial.modem.command_failed", command=event.command.text, final=event.final
             )
@@ -212,7 +216,8 @@ class ModemDriver:
                     self._commands.get(event.command, event.command), event.lines
                 )
             try:
-                self._tracker.apply(event)
+                if self._tracker.apply(event).registered:
+                    self._sim = None  # registered: whatever the SIM said before is solved
             except AtResponseError as exc:
                 self._log.warning("serial.modem.bad_response", error=exc.message, **exc.fields)
         elif isinstance(event, StrayLine):
