@@ -332,7 +332,7 @@ def render_findings(findings: list[Finding], width: int = 100) -> str:
     for f in findings:
         label = "PROBLEM" if f.severity is Severity.PROBLEM else "warning"
         lines += textwrap.wrap(f"{f.subject}: {f.what}", width, initial_indent=f"  {label:<8} ",
-                               subsequent_indent=" " * 11)
+                               subsequent_indent=" " * 11, break_on_hyphens=False)
         lines += textwrap.wrap(f"-> {f.action}", width, initial_indent=" " * 11,
-                               subsequent_indent=" " * 14)
+                               subsequent_indent=" " * 14, break_on_hyphens=False)
     return "\n".join(lines)

@@ -81,7 +81,8 @@ class ModemDriver:
         self._tracker = ModemStatusTracker()
         self._answering: bool | None = None  # None: not asked yet on this connection
         self._updated_at: datetime | None = None  # last answer of any kind
-        self._sim: str | None = None  # a SIM problem a command reported, until it registers
+        self._sim: str | None = None  # a SIM problem a command reported (+CME ERROR: 10...)
+        self._sim_from: AtCommand | None = None  # ... until that command succeeds or it registers
         self._commands = {self._timed(c): c for c in config.commands}
         self._log = log.bind(driver=self.name)
 
@@ -188,6 +189,16 @@ class ModemDriver:
                         self.rounds += 1
                 self._on_event(event)
 
+    def _note_sim(self, event: CommandFailed | CommandCompleted | UnsolicitedResult) -> None:
+        """A SIM error is shown until the command that reported it succeeds (or it registers)."""
+        if isinstance(event, CommandFailed):
+            if (problem := sim_problem(event.error)) is not None:
+                # By its configured value, as completed commands are compared below.
+                self._sim = problem
+                self._sim_from = self._commands.get(event.command, event.command)
+        elif isinstance(event, CommandCompleted) and event.command == self._sim_from:
+            self._sim = self._sim_from = None
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, CommandTimedOut):
             if self._answering is not False:
@@ -206,7 +217,7 @@ class ModemDriver:
             self._updated_at = self._wallclock()
         if isinstance(event, CommandFailed):
             self.failed_commands += 1
-            self._sim = sim_problem(event.error) or self._sim
+            self._note_sim(event)
             self._log.debug(
                 "serial.modem.command_failed", command=event.command.text, final=event.final
             )
@@ -216,8 +227,9 @@ class ModemDriver:
                     self._commands.get(event.command, event.command), event.lines
                 )
             try:
+                self._note_sim(event)
                 if self._tracker.apply(event).registered:
-                    self._sim = None  # registered: whatever the SIM said before is solved
+                    self._sim = self._sim_from = None  # on the network: the SIM works
             except AtResponseError as exc:
                 self._log.warning("serial.modem.bad_response", error=exc.message, **exc.fields)
         elif isinstance(event, StrayLine):
