@@ -29,6 +29,7 @@ from gateway import (
     cli_logs,
     cli_provisioning,
     cli_scan,
+    diagnosis,
     diagnostics,
     output,
     tables,
@@ -123,6 +124,7 @@ def render_status(s: dict[str, Any]) -> str:
     lines = [
         f"homecare-gateway {s['software_version']}  gateway {s['gateway_id']}  "
         f"episode {s['episode']}  up {float(s['uptime_s']):.0f} s",
+        diagnosis.render_findings(diagnosis.diagnose(s)),
         f"uplink       {up['state']}, {up['delivered_records']} records delivered"
         + (f"; last error: {up['last_error']}" if up["last_error"] else ""),
         f"outbox       {ob['depth']} records waiting ({_size(int(ob['bytes']))}), oldest {oldest}, "
@@ -172,7 +174,9 @@ def devices_grid(devices: list[dict[str, Any]]) -> tables.Table:
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     status = ask(cfg.control_socket, "status")
+    findings = diagnosis.diagnose(status)
     if args.json:
+        status["findings"] = [f.as_json() for f in findings]
         print(json.dumps(status, sort_keys=True, default=str))
     else:
         # render_status is the plain screen; a terminal draws its devices block as a table.
@@ -181,8 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             embedded=[devices_grid(status["devices"])] if status["devices"] else [],
             heading=True,
         )
-    healthy = not status["alarms"] and status["uplink"]["state"] == "connected"
-    return EXIT_OK if healthy else EXIT_PROBLEM
+    return EXIT_PROBLEM if diagnosis.has_problem(findings) else EXIT_OK
 
 
 def _captured_bytes(args: argparse.Namespace) -> bytes:
@@ -286,7 +289,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "status": (
         cmd_status,
-        "one screen: uplink, outbox, devices, clock, certificate, alarms (exit 1 if unhealthy)",
+        "one screen: what is wrong and what to do, then uplink, outbox, devices, clock, "
+        "certificate, alarms (exit 1 if a problem is found)",
         "gatewayctl status",
     ),
     "config-check": (

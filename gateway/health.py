@@ -25,6 +25,7 @@ from cryptography import x509
 
 from buffer.outbox import Outbox, OutboxStats
 from gateway import __version__, wire
+from gateway import alarms as alarms_
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
@@ -176,23 +177,27 @@ class HealthReporter:
             else None
         )
         alarms = sorted(self.alarms)
-        alarms += [f"device-silent:{d['device']}" for d in devices if d["silent"]]
+        alarms += [
+            alarms_.about(alarms_.DEVICE_SILENT, d["device"]) for d in devices if d["silent"]
+        ]
         if self._writer.last_error:
-            alarms.append("outbox-commit-failing")
+            alarms.append(alarms_.OUTBOX_COMMIT_FAILING)
         if self._writer.refusing:
-            alarms.append("outbox-quota-reached")
+            alarms.append(alarms_.OUTBOX_QUOTA_REACHED)
         if getattr(self._writer, "lost_stream_chunks", 0):
-            alarms.append("stream-chunk-lost")
+            alarms.append(alarms_.STREAM_CHUNK_LOST)
         if getattr(self._uplink, "refused", False):
-            alarms.append("uplink-refused")
+            alarms.append(alarms_.UPLINK_REFUSED)
         if getattr(self._uplink, "outside_vpn", False):
-            alarms.append("vpn-down")
+            alarms.append(alarms_.VPN_DOWN)
         if self._link_alarms is not None:
             alarms += self._link_alarms()
         loops = self._loops.snapshot() if self._loops is not None else {}
-        alarms += [f"loop-stalled:{name}" for name, state in loops.items() if state["stalled"]]
+        alarms += [
+            alarms_.about(alarms_.LOOP_STALLED, name) for name, s in loops.items() if s["stalled"]
+        ]
         if cert_days is not None and cert_days < 14:
-            alarms.append("certificate-expires-soon")
+            alarms.append(alarms_.CERTIFICATE_EXPIRES_SOON)
         return {
             "type": "health",
             "version": 1,

@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from gateway import alarms
 from gateway.link import route_to
 
 log = structlog.get_logger("gateway.linkmon")
@@ -162,9 +163,9 @@ class LinkMonitor:
     def alarms(self) -> list[str]:
         out = []
         if self._vpn.get("state") in ("stale", "no-handshake"):
-            out.append("vpn-handshake-stale")
+            out.append(alarms.VPN_HANDSHAKE_STALE)
         if self._wan.get("kind") == "unexpected":
-            out.append("wan-unexpected-interface")
+            out.append(alarms.WAN_UNEXPECTED_INTERFACE)
         return out
 
     async def run(self, interval_s: float = 30.0) -> None:

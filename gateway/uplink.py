@@ -81,6 +81,7 @@ class MqttUplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Future[None] | None = None
         self.lost = asyncio.Event()
+        self._socket_error: str | None = None  # paho's last socket error on this connection
 
     @property
     def is_connected(self) -> bool:
@@ -106,6 +107,8 @@ class MqttUplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_log = self._on_log
+        self._socket_error = None
         return client
 
     async def connect(self) -> None:
@@ -245,10 +248,20 @@ class MqttUplink:
 
         self._call(done)
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho reports why the socket failed only here: under TLS 1.3 the broker's refusal of
+        # our certificate (an alert such as "certificate revoked") arrives on the first read
+        # after the handshake, and the disconnect callback says just "Unspecified error".
+        if level == mqtt.MQTT_LOG_ERR and "socket" in buf:
+            self._socket_error = buf
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
-        self._signal_lost(f"disconnected: {rc}")
+        why = f"disconnected: {rc}"
+        if self._socket_error:
+            why += f"; {self._socket_error}"
+        self._signal_lost(why)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any

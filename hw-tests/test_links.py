@@ -16,7 +16,13 @@ from collections.abc import Callable
 import pytest
 
 from hil.base import DeviceRef, HilRig
-from hil.checks import assert_contiguous, assert_in_order, assert_verifier_clean, readings_of
+from hil.checks import (
+    assert_contiguous,
+    assert_in_order,
+    assert_verifier_clean,
+    diagnosed,
+    readings_of,
+)
 from hil.profile import Capability
 from tests.integration.rig import wait_for
 
@@ -106,7 +112,7 @@ def test_power_cut_in_the_middle_of_an_upload_loses_nothing(
 
 
 @pytest.mark.needs(Capability.DELIVERY, Capability.WAN_DROP)
-@pytest.mark.timeout_s(int(WAN_OUTAGE_S) + 150)
+@pytest.mark.timeout_s(int(WAN_OUTAGE_S) + 210)
 def test_wan_outage_then_everything_arrives_in_order(
     hil_rig: HilRig, ble_reason: str | None, timing: Callable[[str, float], None]
 ) -> None:
@@ -118,7 +124,10 @@ def test_wan_outage_then_everything_arrives_in_order(
     began = time.monotonic()
     for d in devices:
         rig.measure(d)  # taken during the outage: must arrive afterwards
-    time.sleep(WAN_OUTAGE_S)
+    # The technician's view during the outage (kept up until it shows): the uplink is named.
+    diagnosed(rig, lambda f: f["subject"] in ("uplink", "vpn", "wan-route")
+              and f["severity"] == "problem", 60, "the WAN outage")
+    time.sleep(max(0.0, WAN_OUTAGE_S - (time.monotonic() - began)))
     during = len(rig.received.readings)
     held = rig.outbox_depth()
     rig.wan_restore()

@@ -6,8 +6,8 @@ these are the pure decisions it takes on the way, kept apart from the connection
 
 - ``Backoff``: full-jitter exponential waits, capped; a connection that lasted ``stable_s`` was
   not a flap and resets the count;
-- ``classify``: the health state a failed attempt leaves the device in ("out-of-range" or
-  "failing");
+- ``classify``: the health state a failed attempt leaves the device in ("out-of-range",
+  "bluez-unavailable" or "failing");
 - ``pairing_failure``: a failed bonding as a typed ``PairingError`` with a hint for the
   technician (a wrong passkey does not get better by hammering).
 """
@@ -17,7 +17,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from bleak.exc import BleakDBusError, BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
 
 from drivers.ble.errors import PairingError
 
@@ -51,8 +56,21 @@ def pairing_failure(exc: BaseException, device: str) -> PairingError | None:
     return None
 
 
+# D-Bus errors that mean nobody owns org.bluez (bluetoothd stopped) or the adapter is not usable.
+_BLUEZ_GONE = frozenset({
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.bluez.Error.NotReady",
+})
+
+
 def classify(exc: BaseException) -> str:
     """The health state a failed connection attempt leaves the device in."""
+    if isinstance(exc, BleakBluetoothNotAvailableError) or (
+        isinstance(exc, BleakDBusError) and exc.dbus_error in _BLUEZ_GONE
+    ):
+        return "bluez-unavailable"  # bluetoothd is not running, or no adapter / powered off
     if isinstance(exc, BleakDeviceNotFoundError | TimeoutError):
         return "out-of-range"
     if isinstance(exc, BleakError) and "not found" in str(exc).lower():

@@ -38,7 +38,7 @@ from drivers.serial.modem_at import (
     StrayLine,
     UnsolicitedResult,
 )
-from drivers.serial.modem_status import ModemStatus, ModemStatusTracker
+from drivers.serial.modem_status import ModemStatus, ModemStatusTracker, sim_problem
 from drivers.serial.port import LineSettings, PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
 from gateway.health import DeviceHealth
@@ -82,6 +82,8 @@ class ModemDriver:
         self._tracker = ModemStatusTracker()
         self._answering: bool | None = None  # None: not asked yet on this connection
         self._updated_at: datetime | None = None  # last answer of any kind
+        self._sim: str | None = None  # a SIM problem a command reported (+CME ERROR: 10...)
+        self._sim_from: AtCommand | None = None  # ... until that command succeeds or it registers
         self._commands = {self._timed(c): c for c in config.commands}
         self._log = log.bind(driver=self.name)
 
@@ -115,6 +117,8 @@ class ModemDriver:
             if status.access_technology
             else None,
             "pdp_addresses": [a for pdp in status.pdp_addresses for a in pdp.addresses],
+            "registration": status.registration,
+            "sim": self._sim,
         }
 
     def health(self) -> list[DeviceHealth]:
@@ -189,6 +193,16 @@ class ModemDriver:
                         self.rounds += 1
                 self._on_event(event)
 
+    def _note_sim(self, event: CommandFailed | CommandCompleted | UnsolicitedResult) -> None:
+        """A SIM error is shown until the command that reported it succeeds (or it registers)."""
+        if isinstance(event, CommandFailed):
+            if (problem := sim_problem(event.error)) is not None:
+                # By its configured value, as completed commands are compared below.
+                self._sim = problem
+                self._sim_from = self._commands.get(event.command, event.command)
+        elif isinstance(event, CommandCompleted) and event.command == self._sim_from:
+            self._sim = self._sim_from = None
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, CommandTimedOut):
             if self._answering is not False:
@@ -207,6 +221,7 @@ class ModemDriver:
             self._updated_at = self._wallclock()
         if isinstance(event, CommandFailed):
             self.failed_commands += 1
+            self._note_sim(event)
             self._log.debug(
                 "serial.modem.command_failed", command=event.command.text, final=event.final
             )
@@ -216,7 +231,9 @@ class ModemDriver:
                     self._commands.get(event.command, event.command), event.lines
                 )
             try:
-                self._tracker.apply(event)
+                self._note_sim(event)
+                if self._tracker.apply(event).registered:
+                    self._sim = self._sim_from = None  # on the network: the SIM works
             except AtResponseError as exc:
                 self._log.warning("serial.modem.bad_response", error=exc.message, **exc.fields)
         elif isinstance(event, StrayLine):

@@ -113,6 +113,47 @@ class ModemStatus:
     def registered(self) -> bool:
         return any(r is not None and r.state.registered for r in (self.cs, self.eps, self.fivegs))
 
+    @property
+    def registration(self) -> str | None:
+        """The state worth showing: a registered domain's, else the most telling (denied first,
+        then searching); e.g. "registered-home", "denied". None before any answer."""
+        states = [r.state for r in (self.fivegs, self.eps, self.cs) if r is not None]
+        if not states:
+            return None
+        telling = (RegistrationState.DENIED, RegistrationState.SEARCHING)
+        best = next(
+            (s for s in states if s.registered),
+            next((s for t in telling for s in states if s is t), states[0]),
+        )
+        return best.name.lower().replace("_", "-")
+
+
+# 3GPP TS 27.007 9.2.1: the +CME ERROR codes that are about the SIM card, by number and by the
+# verbose text (AT+CMEE=2) modems send instead.
+SIM_ERRORS = {
+    10: "not-inserted",
+    11: "pin-required",
+    12: "puk-required",
+    13: "failure",
+    14: "busy",
+    15: "wrong",
+}
+_SIM_TEXTS = {
+    "sim not inserted": "not-inserted",
+    "sim pin required": "pin-required",
+    "sim puk required": "puk-required",
+    "sim failure": "failure",
+    "sim busy": "busy",
+    "sim wrong": "wrong",
+}
+
+
+def sim_problem(error: int | str | None) -> str | None:
+    """What a +CME ERROR says about the SIM ("not-inserted", "pin-required", ...), or None."""
+    if isinstance(error, int):
+        return SIM_ERRORS.get(error)
+    return _SIM_TEXTS.get((error or "").strip().lower())
+
 
 def _int(text: str, what: str) -> int:
     if not text.isdigit():

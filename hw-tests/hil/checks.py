@@ -4,7 +4,9 @@ never a clinical value (invariant 3: the report may be attached to a ticket)."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -66,3 +68,33 @@ def device_of(rig: HilRig, name: str, ble_reason: str | None) -> DeviceRef:
     device = next((d for d in rig.devices() if d.name == name), None)
     assert device is not None, f"the rig has no device {name!r}"
     return device
+
+
+Finding = dict[str, str]
+
+
+def findings(rig: HilRig) -> list[Finding]:
+    """What ``gatewayctl status --json`` diagnoses right now ([] if the gateway does not answer)."""
+    proc = rig.gatewayctl("status", "--json", timeout_s=15)
+    try:
+        return list(json.loads(proc.stdout).get("findings", []))
+    except (json.JSONDecodeError, AttributeError):
+        return []
+
+
+def diagnosed(
+    rig: HilRig, match: Callable[[Finding], bool], timeout_s: float, what: str
+) -> Finding:
+    """Wait until a finding of ``gatewayctl status`` matches (the technician's view of a fault);
+    the failure message lists what it said instead."""
+    deadline = time.monotonic() + timeout_s
+    said: list[Finding] = []
+    while time.monotonic() < deadline:
+        said = findings(rig)
+        hit = next((f for f in said if match(f)), None)
+        if hit is not None:
+            return hit
+        time.sleep(1.0)
+    shown = "; ".join(f"{f.get('code')} ({f.get('subject')})" for f in said) or "nothing"
+    pytest.fail(f"gatewayctl status did not diagnose {what} within {timeout_s:.0f}s; it said: "
+                f"{shown}")

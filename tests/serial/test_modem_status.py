@@ -26,6 +26,7 @@ from drivers.serial.modem_status import (
     parse_cops,
     parse_csq,
     parse_registration,
+    sim_problem,
 )
 
 
@@ -130,3 +131,23 @@ def test_a_status_round_folds_into_one_frozen_value_and_urcs_update_it() -> None
     assert status.eps == Registration(RegistrationState.SEARCHING)
     assert not status.registered
     assert tracker.apply(UnsolicitedResult("RING")) == status
+
+
+def test_registration_names_a_registered_domain_else_the_most_telling_state() -> None:
+    def reg(state: int) -> Registration:
+        return Registration(RegistrationState(state))
+
+    assert ModemStatus().registration is None
+    assert ModemStatus(cs=reg(0), eps=reg(1)).registration == "registered-home"
+    assert ModemStatus(cs=reg(0), eps=reg(2), fivegs=reg(3)).registration == "denied"
+    assert ModemStatus(cs=reg(0), eps=reg(2)).registration == "searching"
+    assert ModemStatus(eps=reg(0)).registration == "not-registered"
+
+
+@pytest.mark.parametrize(
+    ("error", "sim"),
+    [(10, "not-inserted"), (11, "pin-required"), ("SIM PUK required", "puk-required"),
+     (30, None), ("no network service", None), (None, None)],
+)
+def test_sim_problems_are_read_from_cme_errors(error: int | str | None, sim: str | None) -> None:
+    assert sim_problem(error) == sim

@@ -90,3 +90,23 @@ async def test_a_silent_modem_is_not_answering_and_blocks_nothing(tmp_path: Path
         with contextlib.suppress(asyncio.CancelledError):
             await tick
         assert max(lags) < 0.4  # a wait for the silent modem on the loop would show as >= 0.6
+
+
+async def test_a_missing_sim_and_a_denied_registration_show_in_the_snapshot(tmp_path: Path) -> None:
+    """+CME ERROR: 10 marks the SIM as not inserted until the modem registers again; a denied
+    registration is named as such (what gatewayctl status explains to the technician)."""
+    link = by_id(tmp_path, "Modem")
+    with ModemSim(link, state=ModemSimState(sim="absent")) as sim:
+        driver = driver_for(link)
+        async with Consumer(driver):
+            await eventually(lambda: driver.snapshot()["sim"] == "not-inserted", what="no SIM")
+            assert driver.snapshot()["registered"] is False
+            assert driver.snapshot()["registration"] == "not-registered"
+            sim.set(sim="ready")
+            await eventually(lambda: driver.snapshot()["registered"], what="registration")
+            assert driver.snapshot()["sim"] is None
+            assert driver.snapshot()["registration"] == "registered-home"
+            sim.set(cereg=3, c5greg=3)
+            await eventually(
+                lambda: driver.snapshot()["registration"] == "denied", what="the denial"
+            )

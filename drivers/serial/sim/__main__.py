@@ -9,8 +9,8 @@
 It prints JSON lines on stdout - ``{"event": "ready", "link": ..., "tty": ...}`` first, then what
 happens (``delivered``, ``reply`` for the analyser) - and reads commands on stdin, one a line:
 ``unplug``, ``replug``, ``quit``, and per kind ``crp VALUE [UNIT]`` / ``corrupt N`` (astm),
-``set spo2_pct=85 sensor_off=1 streaming=0`` (oximeters), ``urc TEXT`` / ``silent on|off``
-(modem).
+``set spo2_pct=85 sensor_off=1 streaming=0`` (oximeters), ``urc TEXT`` / ``silent on|off`` /
+``set rssi=99 cereg=3 c5greg=3 sim=absent`` (modem).
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def _command(device: PtyDevice, line: str) -> bool:
         device.urc(rest.strip())
     elif word == "silent" and isinstance(device, ModemSim):
         device.set(silent=rest.strip() == "on")
+    elif word == "set" and isinstance(device, ModemSim):
+        changes = dict(item.split("=", 1) for item in rest.split())
+        device.set(**{k: v if k == "sim" else int(v) for k, v in changes.items()})
     else:
         _emit(event="unknown-command", line=line.strip()[:80])
     return True

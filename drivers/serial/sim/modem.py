@@ -4,7 +4,9 @@ Echo is on by default (ATE1, as modems start); ``ATE0`` turns it off. The status
 :class:`ModemSimState` that tests change with :meth:`ModemSim.set`. Faults: ``urc()`` sends an
 unsolicited result code now, ``urc_inside`` puts one in the middle of the next response,
 ``errors`` answers named commands with ``ERROR`` or ``+CME ERROR: <n>``, ``silent`` stops all
-answers (a hung modem firmware), and ``unplug()`` drops off the USB bus.
+answers (a hung modem firmware), ``sim`` takes the SIM card out or locks it (27.007 9.2.1: the
+network commands answer ``+CME ERROR: 10`` / ``11``, and nothing registers), and ``unplug()``
+drops off the USB bus.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ModemSimState:
     urc_inside: str | None = None
     silent: bool = False
     echo: bool = True
+    sim: str = "ready"  # "ready", "absent" (CME 10) or "pin" (CME 11: locked with a PIN)
 
 
 @dataclass(slots=True)
@@ -92,6 +95,8 @@ class ModemSim(PtyDevice):
         for name, final in state.errors:
             if name.upper() == command:
                 return [], final
+        if state.sim != "ready":
+            return self._answer_without_sim(command, 10 if state.sim == "absent" else 11)
         registration = f'"{state.tac}","{state.cell_id}",{state.act}'
         answers: dict[str, list[str]] = {
             "AT": [],
@@ -109,3 +114,17 @@ class ModemSim(PtyDevice):
         if command in answers:
             return answers[command], "OK"
         return [], "ERROR"
+
+    def _answer_without_sim(self, command: str, cme: int) -> tuple[list[str], str]:
+        """No usable SIM: signal is still measured, nothing registers, the operator and the
+        data contexts are refused with the SIM's error."""
+        if command in ("AT+COPS?", "AT+CGPADDR"):
+            return [], f"+CME ERROR: {cme}"
+        for head in ("CREG", "CEREG", "C5GREG"):
+            if command == f"AT+{head}?":
+                return [f"+{head}: 0,0"], "OK"
+        if command == "AT+CSQ":
+            return [f"+CSQ: {self.state.rssi},{self.state.ber}"], "OK"
+        if command in ("ATE0", "ATE1"):
+            self.state = dataclasses.replace(self.state, echo=command == "ATE1")
+        return [], "OK" if command in ("AT", "ATE0", "ATE1") else "ERROR"
