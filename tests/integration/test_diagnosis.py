@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -61,8 +62,6 @@ EXCLUDED = {
     "tests/test_diagnosis.py, and the live daemon's loops in tests/integration/test_quota.py",
     "vpn-handshake-stale": "needs a WireGuard peer that stops answering: network namespaces and "
     "CAP_NET_ADMIN (tests/integration/netns.py); the alarm is pinned in tests/test_linkmon.py",
-    "outbox-commit-failing": "needs a failing disk; the tests run as root, which ignores file "
-    "permissions, and there is no fault-injecting filesystem here",
     "device-port-no-permission": "root ignores device-node permissions; the classifier is "
     "pinned in tests/serial_io/test_port.py",
     "device-port-failing": "an I/O error on an open tty cannot be provoked on a pty; the "
@@ -273,6 +272,30 @@ def test_healthy_rig_then_clock_crash_damaged_outbox_broker_down_and_revocation(
     restart(rig, config, env)  # not to wait out the backoff the outage built up
     diagnosed(rig, config, "uplink-certificate-revoked")
     assert rig.stop_daemon() == 0, rig.log_text()[-2000:]
+
+
+@covers("outbox-commit-failing")
+def test_outbox_locked_by_another_program_then_released_loses_nothing(rig: Rig) -> None:
+    """Another program holding a write lock on the outbox (say ``sqlite3`` left open in a
+    transaction): commits fail, status says so, and once the lock goes every reading arrives."""
+    rig.start_provider()
+    config = rig.write_config([("thermometer", "C0:FF:EE:00:00:57", 0.2, 100000)])
+    rig.start_daemon(config)
+    wait_for(lambda: len(rig.received.readings) >= 2, 30, "readings")
+    lock = sqlite3.connect(str(rig.state_dir / "outbox.db"), timeout=5.0, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        diagnosed(rig, config, "outbox-commit-failing")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: "outbox-commit-failing" not in codes_now(rig), 60, "commits to succeed again")
+    arrived = len(rig.received.readings)
+    wait_for(lambda: len(rig.received.readings) > arrived + 2, 30, "readings after the lock")
+    assert rig.stop_daemon() == 0, rig.log_text()[-2000:]
+    summary = rig.verifier.summary()
+    assert summary["missing"] == 0, summary
+    assert summary["failures"] == {}
 
 
 @covers("certificate-expires-soon", "certificate-expired", "uplink-certificate-rejected",
