@@ -13,6 +13,7 @@ import structlog
 
 from gateway import cli
 from gateway.cli import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
+from gateway.scan import advertisers, with_connected
 from gateway.tables import table
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write
@@ -134,6 +135,21 @@ def test_scan_lists_serial_ports_by_stable_path_and_flags_a_missing_configured_o
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_scan_lists_a_bound_device_the_daemon_holds_as_connected_not_as_missing() -> None:
+    """A connected BLE peripheral stops advertising: what the daemon reports fills the gap."""
+    heard = advertisers(
+        [("a4:00:00:00:00:09", "TH next door", -80, ()), ("A4:00:00:00:00:02", None, -50, ())],
+        bound={"A4:00:00:00:00:01", "A4:00:00:00:00:02"},
+    )
+    found = with_connected(heard, {"a4:00:00:00:00:01": -61, "A4:00:00:00:00:02": -50})
+    assert [(a.address, a.bound, a.connected, a.rssi_dbm) for a in found] == [
+        ("A4:00:00:00:00:02", True, True, -50),  # heard anyway: only marked connected
+        ("A4:00:00:00:00:01", True, True, -61),  # silent on the air, held by the daemon
+        ("A4:00:00:00:00:09", False, False, -80),
+    ]
+    assert with_connected(heard, {}) == heard  # no daemon to ask: only what was heard
 
 
 def test_tables_align_columns_and_show_missing_values_as_a_dash() -> None:
