@@ -2,9 +2,9 @@
 
 It holds what explains a fault and nothing that must not leave the router: the daemon's status
 and self-test (counts, states, alarms), the configuration with every file path but no file
-contents, software versions, and recent log lines from the journal with any field named like a
-value or a key blanked. Key files, certificates' private parts, the outbox and its sealed
-records are never read into it.
+contents, software versions, and recent log lines (from the journal, or where there is none from
+the running daemon's memory) with any field named like a value or a key blanked. Key files,
+certificates' private parts, the outbox and its sealed records are never read into it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import platform
 import tarfile
 import time
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,16 @@ from gateway.control import ControlError, ask
 LOG_LINES = 2000
 
 
-def _journal() -> list[dict[str, Any]]:
+def _journal(cfg: Config) -> list[dict[str, Any]]:
+    query = journal.JournalQuery(lines=LOG_LINES)
     try:
-        return journal.recent(journal.JournalQuery(lines=LOG_LINES))
+        found = journal.read(query, lambda: cfg.control_socket, datetime.now(UTC))
     except journal.JournalUnavailableError as exc:
         return [{"note": exc.message}]
+    if found.source == journal.DAEMON_MEMORY:
+        note = "no journal here: the running daemon's events from memory, since it started"
+        return [{"note": note}, *found.events]
+    return found.events
 
 
 def _versions() -> dict[str, str]:
@@ -75,7 +81,7 @@ def build(cfg: Config, destination: Path) -> Path:
         "versions.json": _versions(),
         "config.json": _config_summary(cfg),
         "selftest.json": diagnostics.as_json(diagnostics.selftest(cfg)),
-        "journal.json": _journal(),
+        "journal.json": _journal(cfg),
     }
     try:
         parts["status.json"] = ask(cfg.control_socket, "status")
