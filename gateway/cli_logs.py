@@ -53,8 +53,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     if found.source == journal.DAEMON_MEMORY:
         print(
-            "(no journal has gatewayd's lines here: these are the events the running daemon "
-            "keeps in memory, since it started)"
+            "(no journal has gatewayd's lines here: these are the running daemon's latest "
+            "events, kept in its memory since it started)"
         )
     if not events:
         print(f"no log lines from {args.unit}" + (f" since {args.since}" if args.since else ""))
