@@ -223,11 +223,12 @@ def test_outbox_counts_sealed_records_of_the_running_daemon(live: Live) -> None:
     assert human.returncode == 0, human.stderr
     assert str(live.rig.state_dir / "outbox.db") in human.stdout
     assert "undelivered" in human.stdout
+    # Every record the provider holds was sealed before the command reads the outbox's head
+    # (taken first: the daemon goes on sealing and delivering meanwhile).
+    top = max(seq for seq, _ in live.rig.received.readings)
     found = live.json("outbox")
     assert isinstance(found, dict)
     assert found["outbox"] == str(live.rig.state_dir / "outbox.db")
-    # The daemon seals while the command reads: the head only moves forward.
-    top = max(seq for seq, _ in live.rig.received.readings)
     assert found["last_sequence_number"] >= top
     assert found["undelivered_records"] >= 0
     assert leaks(human.stdout + json.dumps(found), live.rig) == []
