@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,7 +62,8 @@ class BleDeviceConfig:
     address: str
     profile: str
     name: str = ""
-    passkey: int | None = None
+    # The bonding secret: out of repr, so no log line or support bundle can carry it.
+    passkey: int | None = field(default=None, repr=False)
     expected_interval_s: float | None = None
     adapter: str | None = None
 

@@ -2,9 +2,9 @@
 
 It holds what explains a fault and nothing that must not leave the router: the daemon's status
 and self-test (counts, states, alarms), the configuration with every file path but no file
-contents, software versions, and recent log lines from the journal with any field named like a
-value or a key blanked. Key files, certificates' private parts, the outbox and its sealed
-records are never read into it.
+contents, software versions, and recent log lines (from the journal, or where there is none from
+the running daemon's memory) with any field named like a value or a key blanked. Key files,
+certificates' private parts, the outbox and its sealed records are never read into it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import platform
 import tarfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,16 @@ from gateway.progress import NO_PROGRESS, Progress
 LOG_LINES = 2000
 
 
-def _journal() -> list[dict[str, Any]]:
+def _journal(cfg: Config) -> list[dict[str, Any]]:
+    query = journal.JournalQuery(lines=LOG_LINES)
     try:
-        return journal.recent(journal.JournalQuery(lines=LOG_LINES))
+        found = journal.read(query, lambda: cfg.control_socket, datetime.now(UTC))
     except journal.JournalUnavailableError as exc:
         return [{"note": exc.message}]
+    if found.source == journal.DAEMON_MEMORY:
+        note = "no journal here: the running daemon's events from memory, since it started"
+        return [{"note": note}, *found.events]
+    return found.events
 
 
 def _versions() -> dict[str, str]:
@@ -86,7 +92,7 @@ def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> P
         "versions.json": ("software versions", _versions),
         "config.json": ("configuration (paths and settings)", lambda: _config_summary(cfg)),
         "selftest.json": ("self-test", lambda: diagnostics.as_json(diagnostics.selftest(cfg))),
-        "journal.json": (f"last {LOG_LINES} journal lines (redacted)", _journal),
+        "journal.json": (f"last {LOG_LINES} log lines (redacted)", lambda: _journal(cfg)),
         "status.json": ("daemon status", lambda: _status(cfg)),
     }
     task = progress.begin("support bundle", total=len(collect) + 1, unit="steps")

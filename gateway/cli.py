@@ -22,7 +22,6 @@ import structlog
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
-from drivers.serial.errors import SerialUsageError as UsageError
 from gateway import (
     __version__,
     bundle,
@@ -36,7 +35,7 @@ from gateway import (
 )
 from gateway.config import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
-from gateway.errors import ConfigError, DecodeError, GatewayError
+from gateway.errors import ConfigError, DecodeError, GatewayError, UsageError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 
@@ -198,17 +197,22 @@ def _captured_bytes(args: argparse.Namespace) -> bytes:
     return sys.stdin.buffer.read()
 
 
+DECODE_HINT = "`gatewayctl decode --help` shows both forms with an example"
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     """Decode captured device bytes; the output is JSON (this command exists to show values)."""
     if (args.uuid is None) == (args.protocol is None):
-        raise UsageError("give either --uuid (a BLE characteristic) or --protocol (serial)")
+        raise UsageError(
+            "give either --uuid (a BLE characteristic) or --protocol (serial)", hint=DECODE_HINT
+        )
     data = _captured_bytes(args)
     if args.uuid is not None:
         try:
             uuid16 = int(args.uuid.lower().removeprefix("0x"), 16)
         except ValueError:
             raise UsageError(
-                f"--uuid wants a 16-bit hex UUID such as 2a35, got {args.uuid!r}"
+                f"--uuid wants a 16-bit hex UUID such as 2a35, got {args.uuid!r}", hint=DECODE_HINT
             ) from None
         print(json.dumps(decode_characteristic(uuid16, data)))
         return EXIT_OK

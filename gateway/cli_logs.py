@@ -1,13 +1,22 @@
-"""``gatewayctl logs``: the daemon's recent journal lines, redacted."""
+"""``gatewayctl logs``: the daemon's recent journal lines, redacted.
+
+Without a journal (no journald; a daemon started by hand) the running daemon is asked for the
+events it keeps in memory instead (gateway/journal.py explains).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 
 from gateway import journal, output, tables
+from gateway.config import load
 
-HELP = "the daemon's recent log lines from the journal (redacted: no values, no keys)"
+HELP = (
+    "the daemon's recent log lines from the journal, or from the running daemon where there is "
+    "no journal (redacted: no values, no keys)"
+)
 EXAMPLE = "gatewayctl logs --since '30 min ago' --lines 50"
 
 
@@ -33,11 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """0 with the lines (maybe none); a missing journal raises (exit 1, with a hint)."""
-    events = journal.recent(journal.JournalQuery(args.unit, args.lines, args.since))
+    """0 with the lines (maybe none); neither a journal nor a daemon to ask raises (exit 1,
+    with a hint)."""
+    query = journal.JournalQuery(args.unit, args.lines, args.since)
+    # The configuration is read only if the daemon must be asked (for its control socket).
+    found = journal.read(query, lambda: load(args.config).control_socket, datetime.now(UTC))
+    events = found.events
     if args.json:
         print(json.dumps(events, sort_keys=True, default=str))
-    elif not events:
+        return 0
+    if found.source == journal.DAEMON_MEMORY:
+        print(
+            "(no journal has gatewayd's lines here: these are the running daemon's latest "
+            "events, kept in its memory since it started)"
+        )
+    if not events:
         print(f"no log lines from {args.unit}" + (f" since {args.since}" if args.since else ""))
     else:
         # A terminal gets a table; a pipe gets journal.render's lines (grep-able, unchanged).

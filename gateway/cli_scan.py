@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway import output, scan, tables
 from gateway.config import Config, load
+from gateway.control import ControlError, ask
 
 HELP = "BLE devices in radio range (bound or neighbour) and serial ports present; no readings"
 EXAMPLE = "gatewayctl scan --seconds 10"
@@ -37,6 +38,22 @@ def bound_addresses(cfg: Config) -> set[str]:
     return expected_in_range(cfg) | {d.address.upper() for d in cfg.sim_devices}
 
 
+def connected_to_daemon(cfg: Config) -> dict[str, int | None]:
+    """Bound BLE devices the running daemon is connected to now (address -> RSSI); none when
+    the daemon cannot be asked (then a bound device must be heard advertising)."""
+    try:
+        status = ask(cfg.control_socket, "status")
+    except ControlError:
+        return {}
+    bound = expected_in_range(cfg)  # real BLE devices (a [[sim_devices]] one is not on the air)
+    found = {}
+    for d in status.get("devices", ()):
+        address = str(d.get("device", "")).removeprefix("btmac:").upper()
+        if address in bound and d.get("state") == "connected":
+            found[address] = d.get("rssi_dbm")
+    return found
+
+
 def scan_all(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path  # noqa: PLC0415 - only this command needs it
 
@@ -46,7 +63,8 @@ def scan_all(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     ble: list[scan.Advertiser] | None = None
     if not args.no_ble:
         with output.progress(args.json) as progress:
-            ble = asyncio.run(scan.scan_ble(args.seconds, bound_addresses(cfg), progress))
+            heard = asyncio.run(scan.scan_ble(args.seconds, bound_addresses(cfg), progress))
+        ble = scan.with_connected(heard, connected_to_daemon(cfg))
     return {
         "ble": None if ble is None else [a.as_json() for a in ble],
         "serial": [p.as_json() for p in ports],
@@ -59,7 +77,7 @@ def render(found: dict[str, Any]) -> list[tables.Table | str]:
     if found["ble"] is not None:
         rows = [
             [
-                "bound" if a["bound"] else "neighbour",
+                ("bound, connected" if a["connected"] else "bound") if a["bound"] else "neighbour",
                 a["address"],
                 a["name"],
                 a["rssi_dbm"],

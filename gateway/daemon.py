@@ -55,7 +55,9 @@ class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
-async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the one composition root
+async def serve(  # noqa: PLR0915 - the one composition root
+    cfg: Config, notifier: Notifier, recent: logs.RecentEvents | None = None
+) -> None:
     signing_key = load_signing_key(cfg.signing_key)
     provider_key = provider_public_key(
         load_provider_x25519_public(cfg.provider_hpke_public_key),
@@ -160,7 +162,10 @@ async def serve(cfg: Config, notifier: Notifier) -> None:  # noqa: PLR0915 - the
     answers = ControlHandlers(
         writer=writer, db=db, outbox=outbox, health=health, links=links, bound=bound, stop=stop
     )
-    control = ControlServer(cfg.control_socket, answers.handlers(cfg.provisioning is not None))
+    handlers = answers.handlers(cfg.provisioning is not None)
+    if recent is not None:  # gatewayctl logs where no journal keeps our lines
+        handlers["logs"] = recent.answer
+    control = ControlServer(cfg.control_socket, handlers)
     try:
         await control.start()
     except OSError as exc:
@@ -336,9 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         print(f"gatewayd: configuration {args.config} is valid")
         return 0
-    logs.configure(cfg.log_level)
+    recent = logs.RecentEvents()
+    logs.configure(cfg.log_level, recent=recent)
     try:
-        asyncio.run(serve(cfg, SystemdNotifier()))
+        asyncio.run(serve(cfg, SystemdNotifier(), recent))
     except GatewayError as exc:
         log.error("gateway.fatal", error=exc.message, hint=exc.hint)  # noqa: TRY400 - no traceback
         print(f"gatewayd: {exc.one_line()}", file=sys.stderr)

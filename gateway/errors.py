@@ -40,6 +40,12 @@ class ConfigError(GatewayError):
         self.problem = problem
 
 
+class UsageError(GatewayError):
+    """A command line asks for something the command cannot do. Blame: the person typing it."""
+
+    hint = "see `gatewayctl COMMAND --help` for the options and an example"
+
+
 class ModelError(GatewayError):
     """A measurement value was constructed with inconsistent fields (a bug in a driver)."""
 

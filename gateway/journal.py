@@ -1,20 +1,29 @@
-"""The daemon's recent journal lines, redacted (``gatewayctl logs`` and the support bundle).
+"""The daemon's recent log lines, redacted (``gatewayctl logs`` and the support bundle).
 
 Our log lines are JSON (structlog under systemd) and never carry a clinical value; redaction is a
 second line of defence: any field named like a value or a key is blanked, and a line that is not
 our JSON (a traceback, a line from another program) is replaced by its length, unread.
+
+Under systemd the journal has them. Where it does not (no journald, as in a container or on the
+simulated rig, or a daemon started by hand), the running daemon is asked over its control socket
+for the events it keeps in memory (gateway.logs.RecentEvents): the same redacted events, though
+only since it started.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.control import ControlError, ask
+from gateway.errors import ConfigError, GatewayError, UsageError
 from gateway.logs import FORBIDDEN_KEYS
 
 UNIT = "gatewayd.service"
@@ -22,9 +31,11 @@ UNIT = "gatewayd.service"
 # journalctl just prints nothing, which must not look like "the daemon logged nothing".
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
 NO_JOURNAL_HINT = (
-    "the daemon logs to the systemd journal; on a system without it, read the daemon's stderr "
-    "(or run it under systemd to get `gatewayctl logs`)"
+    "the daemon logs to the systemd journal; on a system without it, `gatewayctl logs` asks the "
+    "running daemon for its recent events, so start gatewayd (or read its stderr)"
 )
+JOURNAL = "journal"
+DAEMON_MEMORY = "gatewayd"
 
 
 class JournalUnavailableError(GatewayError):
@@ -50,6 +61,16 @@ class JournalQuery:
         return argv
 
 
+@dataclass(frozen=True, slots=True)
+class LogLines:
+    source: str  # JOURNAL or DAEMON_MEMORY
+    events: list[dict[str, Any]]
+
+
+def redact_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ("[redacted]" if k in FORBIDDEN_KEYS else v) for k, v in event.items()}
+
+
 def redact_line(line: str) -> dict[str, Any]:
     """Our log lines are JSON; anything else is kept only as a length, unread."""
     try:
@@ -58,7 +79,16 @@ def redact_line(line: str) -> dict[str, Any]:
         return {"unparsed_line_chars": len(line)}
     if not isinstance(event, dict):
         return {"unparsed_line_chars": len(line)}
-    return {k: ("[redacted]" if k in FORBIDDEN_KEYS else v) for k, v in event.items()}
+    return redact_event(event)
+
+
+def _keeps_journal_files() -> bool:
+    """Does journald keep any file here? (An empty /var/log/journal is what systemd's package
+    leaves on a system where journald never ran.) Unreadable counts as yes: journalctl decides."""
+    try:
+        return any(any(d.rglob("*.journal")) for d in JOURNAL_DIRS if d.is_dir())
+    except OSError:
+        return True
 
 
 def recent(query: JournalQuery, *, timeout_s: float = 20.0) -> list[dict[str, Any]]:
@@ -82,9 +112,71 @@ def recent(query: JournalQuery, *, timeout_s: float = 20.0) -> list[dict[str, An
             "journalctl failed: " + (problem[0][:200] if problem else f"exit {proc.returncode}")
         )
     no_files = bool(problem) and "no journal files were found" in problem[0].lower()
-    if no_files or (not proc.stdout.strip() and not any(d.is_dir() for d in JOURNAL_DIRS)):
+    if no_files or (not proc.stdout.strip() and not _keeps_journal_files()):
         raise JournalUnavailableError("this system keeps no journal (no journal files found)")
     return [redact_line(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+_AGO = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)\s+ago\s*$"
+)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """The forms of journalctl's --since that the daemon's memory is asked with: '30 min ago',
+    'today', 'yesterday', an ISO 8601 date or time (local time unless it names a zone)."""
+    word = text.strip().lower()
+    if match := _AGO.match(word):
+        unit = "m" if match[2].startswith("min") else match[2][0]
+        return now - timedelta(seconds=float(match[1]) * _UNIT_S[unit])
+    local = now.astimezone()
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if word in ("today", "yesterday"):
+        return midnight - timedelta(days=word == "yesterday")
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: without a journal only '30 min ago', 'today', 'yesterday' or an "
+            "ISO 8601 date or time are understood"
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+SocketPath = Callable[[], Path]  # the control socket, from the configuration (ConfigError if bad)
+
+
+def from_daemon(
+    query: JournalQuery, control_socket: SocketPath, now: datetime
+) -> list[dict[str, Any]]:
+    """The running daemon's recent events from memory, redacted here too (second line)."""
+    since = None if query.since is None else parse_since(query.since, now).isoformat()
+    answer = ask(control_socket(), "logs", lines=query.lines, since=since)
+    if not isinstance(answer, list):
+        raise ControlError("gatewayd answered `logs` with something that is not a list")
+    return [redact_event(e) if isinstance(e, dict) else {"unparsed_line_chars": 0} for e in answer]
+
+
+def read(query: JournalQuery, control_socket: SocketPath, now: datetime) -> LogLines:
+    """The journal's lines for the unit; where it has none, the running daemon's memory."""
+    try:
+        events = recent(query)
+    except JournalUnavailableError as no_journal:
+        try:
+            return LogLines(DAEMON_MEMORY, from_daemon(query, control_socket, now))
+        except (ControlError, ConfigError) as exc:
+            raise JournalUnavailableError(
+                f"{no_journal.message}; nor could gatewayd be asked: {exc.message}"
+            ) from None
+    if events:
+        return LogLines(JOURNAL, events)
+    # Nothing in the journal for the unit: a daemon started by hand logs to its own stderr.
+    try:
+        events = from_daemon(query, control_socket, now)
+    except (ControlError, ConfigError, UsageError):  # the journal's (empty) answer holds
+        return LogLines(JOURNAL, [])
+    return LogLines(DAEMON_MEMORY if events else JOURNAL, events)
 
 
 def columns(event: dict[str, Any]) -> tuple[str, str, str, str]:

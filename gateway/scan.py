@@ -4,7 +4,9 @@ BLE: a passive look at advertisements for a few seconds with bleak's BleakScanne
 address, the advertised name, the RSSI and the advertised service UUIDs are kept; manufacturer
 and service data are dropped at this edge, because some devices (thermometers, scales) broadcast
 their last reading in them. Each address is marked bound (configured for this episode) or a
-neighbour; the gateway never connects to a neighbour (DESIGN invariant 4).
+neighbour; the gateway never connects to a neighbour (DESIGN invariant 4). A bound device the
+running daemon is connected to does not advertise (BLE peripherals stop once connected): it is
+listed as connected, from what the daemon reports, instead of as not heard.
 
 Serial: the stable names under /dev/serial/by-id (what udev gives every USB serial adapter) and
 every configured serial device path, each marked configured or not, present or missing.
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class Advertiser:
     rssi_dbm: int | None
     services: tuple[str, ...]  # advertised health profiles by name, other UUIDs as given
     bound: bool
+    connected: bool = False  # to gatewayd now (so not advertising; RSSI as the daemon saw it)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class Advertiser:
             "rssi_dbm": self.rssi_dbm,
             "services": list(self.services),
             "bound": self.bound,
+            "connected": self.connected,
         }
 
 
@@ -103,7 +107,27 @@ def advertisers(
         )
         for address, name, rssi, services in seen
     ]
+    return _ordered(found)
+
+
+def _ordered(found: Iterable[Advertiser]) -> list[Advertiser]:
     return sorted(found, key=lambda a: (not a.bound, -(a.rssi_dbm or -999), a.address))
+
+
+def with_connected(
+    heard: Sequence[Advertiser], connected: Mapping[str, int | None]
+) -> list[Advertiser]:
+    """``heard`` plus each bound device the daemon is connected to (address -> RSSI), which
+    does not advertise while connected; one heard anyway is only marked connected."""
+    held = {a.upper(): rssi for a, rssi in connected.items()}
+    found = [replace(a, connected=a.address in held) for a in heard]
+    seen = {a.address for a in heard}
+    found += [
+        Advertiser(address, None, rssi, (), bound=True, connected=True)
+        for address, rssi in held.items()
+        if address not in seen
+    ]
+    return _ordered(found)
 
 
 async def scan_ble(
@@ -145,9 +169,9 @@ async def scan_ble(
     )
 
 
-def serial_ports(configured: Sequence[tuple[str, str]], by_id: Path = SERIAL_BY_ID) -> list[
-    SerialPortSeen
-]:
+def serial_ports(
+    configured: Sequence[tuple[str, str]], by_id: Path = SERIAL_BY_ID
+) -> list[SerialPortSeen]:
     """Stable serial names present now, plus every configured ``(name, path)`` (maybe missing)."""
     names = {path: name for name, path in configured}
     paths = sorted(str(p) for p in by_id.iterdir()) if by_id.is_dir() else []

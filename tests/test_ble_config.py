@@ -146,3 +146,11 @@ def test_an_enrolled_router_reads_the_bound_ble_devices_not_the_configured_ones(
     ]
     assert ble_for(cfg, BoundDevices(intake=False, devices=bound.devices)) == []  # returning
     assert ble_for(cfg, BoundDevices(intake=True, devices=None)) == list(cfg.ble_devices)
+
+
+def test_the_passkey_never_shows_in_a_repr() -> None:
+    """The support bundle lists the configuration with repr(): the bonding secret stays out."""
+    device = BleDeviceConfig("A4:C1:38:00:00:01", "blood-pressure", passkey=731946)
+    assert device.passkey == 731946
+    assert "731946" not in repr(device)
+    assert "A4:C1:38:00:00:01" in repr(device)

@@ -105,7 +105,13 @@ def test_decode_needs_exactly_one_of_uuid_and_protocol(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["decode", "--hex", "00"]) == 2
-    assert "either --uuid" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "either --uuid" in err
+    # The hint is for the person typing, not "a bug in the gateway" (a driver-bug error's hint).
+    assert "gatewayctl decode --help" in err
+    assert "bug" not in err
+    assert main(["decode", "--protocol", "hl7", "--hex", "00"]) == 2
+    assert "use one of: astm" in capsys.readouterr().err
 
 
 def test_journal_lines_are_redacted_field_by_field() -> None:

@@ -1,18 +1,25 @@
-"""gatewayctl logs / scan (serial side), tables, and help and exit codes for every command."""
+"""gatewayctl logs (journal, or the daemon's memory) / scan, tables, help and exit codes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import structlog
 
-from gateway import cli
+from gateway import cli, journal, logs
 from gateway.cli import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
+from gateway.control import ControlError, ControlServer, ask
+from gateway.errors import UsageError
+from gateway.journal import JournalQuery, parse_since
+from gateway.logs import RecentEvents
+from gateway.scan import advertisers, with_connected
 from gateway.tables import table
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write
@@ -136,6 +143,21 @@ def test_scan_lists_serial_ports_by_stable_path_and_flags_a_missing_configured_o
         os.close(slave)
 
 
+def test_scan_lists_a_bound_device_the_daemon_holds_as_connected_not_as_missing() -> None:
+    """A connected BLE peripheral stops advertising: what the daemon reports fills the gap."""
+    heard = advertisers(
+        [("a4:00:00:00:00:09", "TH next door", -80, ()), ("A4:00:00:00:00:02", None, -50, ())],
+        bound={"A4:00:00:00:00:01", "A4:00:00:00:00:02"},
+    )
+    found = with_connected(heard, {"a4:00:00:00:00:01": -61, "A4:00:00:00:00:02": -50})
+    assert [(a.address, a.bound, a.connected, a.rssi_dbm) for a in found] == [
+        ("A4:00:00:00:00:02", True, True, -50),  # heard anyway: only marked connected
+        ("A4:00:00:00:00:01", True, True, -61),  # silent on the air, held by the daemon
+        ("A4:00:00:00:00:09", False, False, -80),
+    ]
+    assert with_connected(heard, {}) == heard  # no daemon to ask: only what was heard
+
+
 def test_tables_align_columns_and_show_missing_values_as_a_dash() -> None:
     assert table(["device", "battery"], [["serial:AS1", None], ["ble:A4", "87%"]]) == (
         "DEVICE      BATTERY\nserial:AS1  -\nble:A4      87%"
@@ -186,3 +208,73 @@ def test_log_lines_go_to_stderr_so_json_stdout_stays_one_document(
     out, err = capsys.readouterr()
     assert "provisioning.return_step" in err
     json.loads(out)  # nothing but the answer on stdout
+
+
+def test_the_daemon_keeps_its_last_events_redacted_in_memory() -> None:
+    recent = RecentEvents(capacity=3)
+    log = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=logs.processors(json=True, recent=recent)
+    )
+    for n in range(5):
+        log.info("t.reading", n=n, value="38.9", key="c2VjcmV0")
+    events = recent.last(10)
+    assert [e["n"] for e in events] == [2, 3, 4]  # the newest, oldest first
+    assert {(e["value"], e["key"], e["level"]) for e in events} == {
+        ("[redacted]", "[redacted]", "info")
+    }
+    assert [e["n"] for e in recent.last(2)] == [3, 4]
+    stamp = datetime.fromisoformat(events[1]["timestamp"])
+    assert [e["n"] for e in recent.last(10, since=stamp)] == [3, 4]
+
+
+async def test_the_control_socket_serves_them_and_refuses_bad_requests(tmp_path: Path) -> None:
+    recent = RecentEvents()
+    recent(None, "info", {"event": "a", "timestamp": "2026-11-23T10:00:00Z"})
+    recent(None, "info", {"event": "b", "timestamp": "2026-11-23T10:05:00Z"})
+    server = ControlServer(tmp_path / "c.sock", {"logs": recent.answer})
+    await server.start()
+    try:
+        since = "2026-11-23T10:01:00+00:00"
+        got = await asyncio.to_thread(ask, tmp_path / "c.sock", "logs", lines=5, since=since)
+        assert [e["event"] for e in got] == ["b"]
+        for bad in ({"lines": 0}, {"lines": "5"}, {"since": "later"}, {"since": "2026-11-23"}):
+            with pytest.raises(ControlError, match=r"(lines|since) must"):
+                await asyncio.to_thread(ask, tmp_path / "c.sock", "logs", **bad)
+    finally:
+        await server.close()
+
+
+def test_since_takes_journalctl_forms_when_the_daemon_is_asked() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_since("30 min ago", now) == now - timedelta(minutes=30)
+    assert parse_since("2 h ago", now) == now - timedelta(hours=2)
+    assert parse_since("1.5 days ago", now) == now - timedelta(hours=36)
+    assert parse_since("2026-11-23T10:00:00Z", now) == datetime(2026, 11, 23, 10, tzinfo=UTC)
+    midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert parse_since("today", now) == midnight
+    assert parse_since("yesterday", now) == midnight - timedelta(days=1)
+    with pytest.raises(UsageError, match="30 min ago"):
+        parse_since("last tuesday", now)
+
+
+async def test_logs_without_a_journal_asks_the_running_daemon(
+    on_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No journal files (journald never ran here): the daemon's memory, marked as such."""
+    fake_journalctl(on_path, stdout=[])
+    monkeypatch.setattr("gateway.journal.JOURNAL_DIRS", (on_path / "no-journal",))
+    recent = RecentEvents()
+    recent(None, "info", {"event": "gateway.ready", "value": "37.1", "timestamp": "x"})
+    sock = tmp_path / "c.sock"
+    server = ControlServer(sock, {"logs": recent.answer})
+    await server.start()
+    try:
+        query = JournalQuery(lines=10, since="1 h ago")
+        found = await asyncio.to_thread(journal.read, query, lambda: sock, datetime.now(UTC))
+    finally:
+        await server.close()
+    assert found.source == journal.DAEMON_MEMORY
+    # Redacted again on this side, and an unstamped event is kept rather than hidden.
+    assert found.events == [{"event": "gateway.ready", "value": "[redacted]", "timestamp": "x"}]
+    with pytest.raises(journal.JournalUnavailableError, match="nor could gatewayd be asked"):
+        journal.read(query, lambda: sock, datetime.now(UTC))  # the daemon is gone too

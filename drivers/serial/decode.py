@@ -20,11 +20,11 @@ from drivers.serial.astm_frames import STX, Frame, scan_frames
 from drivers.serial.astm_records import parse_messages
 from drivers.serial.astm_results import lab_results
 from drivers.serial.cms50 import Cms50Decoder
-from drivers.serial.errors import AstmLinkError, SerialUsageError
+from drivers.serial.errors import AstmLinkError
 from drivers.serial.nonin import NoninDecoder
 from drivers.serial.oximetry import OximetrySample, to_measurements
 from gateway.codes import PRIVATE_MDC_CODES
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UsageError
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
 
 PROTOCOLS = ("astm", "nonin", "cms50")
@@ -100,7 +100,7 @@ def decode_capture(protocol: str, data: bytes) -> dict[str, Any]:
     """Decode ``data`` as ``protocol`` (astm, nonin or cms50); never raises for bad bytes."""
     name = protocol.strip().lower()
     if name not in PROTOCOLS:
-        raise SerialUsageError(
+        raise UsageError(
             f"unknown protocol {protocol!r}", hint=f"use one of: {', '.join(PROTOCOLS)}"
         )
     errors: list[GatewayError] = []

@@ -33,7 +33,8 @@ def test_scan_marks_the_bound_thermometer_and_its_neighbours_without_their_data(
     ]
     assert found["ble"][0]["name"] == "TH-patient"
     assert found["ble"][0]["rssi_dbm"] in (-55, -56)
-    assert set(found["ble"][0]) == {"address", "name", "rssi_dbm", "services", "bound"}
+    assert set(found["ble"][0]) == {"address", "name", "rssi_dbm", "services", "bound", "connected"}
+    assert found["ble"][0]["connected"] is False  # no daemon here to be connected to
     assert found["serial"] == []
     assert main([*args, str(config)]) == EXIT_OK
     out, err = capsys.readouterr()

@@ -139,6 +139,11 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert any(line.startswith("PASS  record") for line in lines)
     wait_for(lambda: bool(_events(prig, "installation-check")), 15, "installation record")
     assert _events(prig, "installation-check")[0]["passed"] is True
+    shown = prig.ctl("lifecycle")
+    assert shown.returncode == 0, shown.stderr
+    assert {"state    bound", "episode  ep-one"} <= set(shown.stdout.splitlines())
+    phase = json.loads(prig.ctl("lifecycle", "--json").stdout)
+    assert (phase["state"], phase["episode"], phase["return_done"]) == ("bound", "ep-one", [])
 
     # An attacker's copy of the identity, taken now: it works until the return revokes it.
     stolen = tmp_path / "stolen"
@@ -165,6 +170,11 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
             rig.start_daemon(config)
             wait_for(lambda: len(_ready_lines(rig.log_text())) > starts, 20, "restart")  # noqa: B023 - called at once
             assert _ready_lines(rig.log_text())[-1]["drivers"] == 0
+            # The technician can see where the interrupted return stands (the rerun recorded
+            # the step killed before its record; this one is done but not yet recorded).
+            phase = json.loads(prig.ctl("lifecycle", "--json").stdout)
+            assert (phase["state"], phase["return_done"]) == ("returning", ["intake-stopped"])
+            assert "steps done: intake-stopped" in prig.ctl("lifecycle").stdout
     final = prig.ctl("return", timeout_s=120)
     assert final.returncode == 0, final.stdout + final.stderr
     assert "the router is in the factory state" in final.stdout

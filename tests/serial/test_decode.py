@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from drivers.serial.astm_frames import frames_for_records
 from drivers.serial.decode import decode_capture
-from drivers.serial.errors import SerialUsageError
 from drivers.serial.nonin import encode_packet
+from gateway.errors import UsageError
 
 RECORDS = [
     "H|\\^&|||Afinion 2^1.10^AS0012345|||||||P|LIS2-A2|20240301102000",
@@ -106,7 +106,7 @@ def test_a_cms50_capture_with_noise_gives_rows_and_one_error_line() -> None:
 
 
 def test_an_unknown_protocol_is_a_usage_error() -> None:
-    with pytest.raises(SerialUsageError, match="unknown protocol"):
+    with pytest.raises(UsageError, match="unknown protocol"):
         decode_capture("hl7", b"")
 
 
