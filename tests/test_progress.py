@@ -179,7 +179,7 @@ def test_support_bundle_reports_each_part_then_the_archive(files: Path) -> None:
         "support bundle: software versions",
         "support bundle: configuration (paths and settings)",
         "support bundle: self-test",
-        f"support bundle: last {bundle.LOG_LINES} journal lines (redacted)",
+        f"support bundle: last {bundle.LOG_LINES} log lines (redacted)",
         "support bundle: daemon status",
         "support bundle: writing the archive",
     ]
