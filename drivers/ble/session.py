@@ -56,6 +56,18 @@ from gateway.watchdog import LoopMark
 
 log = structlog.get_logger("drivers.ble.session")
 
+
+def _raise_if_cancelled() -> None:
+    """Stop if this task was cancelled, even where the cancellation got swallowed on the way.
+
+    A cancel that lands while bleak is inside a D-Bus call can come back as a BleakDBusError
+    (seen: org.bluez.Error.Failed right after a bluetoothd restart); the loop then took it for
+    a failed attempt and went on, and the daemon's shutdown waited for this task for ever.
+    ``Task.cancelling()`` still counts the request, so the loop honours it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 _Item = tuple[int, bytes, datetime] | None  # None: the link is gone
 
 
@@ -165,9 +177,14 @@ class BleDeviceDriver:
     async def measurements(self) -> AsyncIterator[Measurement]:  # noqa: PLR0915 - one loop
         attempt = 0
         while True:
+            _raise_if_cancelled()
             # Discovery and connect() each time out after connect_timeout_s; set-up reads too.
             self.progress.turn(within_s=3 * self.connect_timeout_s)
-            self.state = "connecting"
+            if self.state in ("waiting", "connected"):
+                # A retry keeps the last failure ("out-of-range", "pairing-failed", ...) on show:
+                # a device that is away spends most of each attempt in discovery, and status
+                # would otherwise say "connecting" instead of what is wrong.
+                self.state = "connecting"
             queue: asyncio.Queue[_Item] = asyncio.Queue()
             self._queue = queue
             client: BleakClient | None = None
@@ -202,6 +219,7 @@ class BleDeviceDriver:
                              else None)
                 attempt += 1
                 self.progress.turn(within_s=delay)
+                _raise_if_cancelled()
                 await asyncio.sleep(delay)
                 continue
             self.pairing_error = None
@@ -235,6 +253,7 @@ class BleDeviceDriver:
             delay = self.backoff.delay(attempt)
             attempt += 1
             self.progress.turn(within_s=delay)
+            _raise_if_cancelled()
             await asyncio.sleep(delay)
 
     async def committed(self, measurements: Sequence[Measurement]) -> None:

@@ -147,6 +147,7 @@ class Rig:
     def start_daemon(self, config: Path, env_extra: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
+        env["PYTHONFAULTHANDLER"] = "1"  # as under systemd: SIGABRT prints every thread's stack
         env.update(env_extra or {})
         with self.log_path.open("ab") as log:
             prefix = self.vpn.exec_prefix(self.vpn.home) if self.vpn else []
@@ -161,7 +162,16 @@ class Rig:
         assert self.daemon is not None
         if self.daemon.poll() is None:
             self.daemon.send_signal(sig)
-        return self.daemon.wait(timeout_s)
+        try:
+            return self.daemon.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            # What systemd's watchdog / stop timeout would do: abort, leaving the stacks behind.
+            self.daemon.send_signal(signal.SIGABRT)
+            self.daemon.wait(10)
+            raise AssertionError(
+                f"gatewayd did not stop within {timeout_s} s; its stacks:\n"
+                f"{self.log_text()[-6000:]}"
+            ) from None
 
     def status(self, config: Path) -> dict[str, Any]:
         """What ``gatewayctl status --json`` says about the running daemon."""
