@@ -57,6 +57,10 @@ def covers(*codes: str) -> Callable[[F], F]:
 # Codes no test here induces, and why (each is produced from a synthetic snapshot in
 # tests/test_diagnosis.py).
 EXCLUDED = {
+    "uplink-certificate-rejected": "depends on paho passing the broker's TLS alert on: under "
+    "TLS 1.3 an expired client certificate often shows only as an EOF (flaky on a loaded "
+    "machine); the alert texts are classified in tests/test_diagnosis.py, and the expired "
+    "certificate itself is diagnosed steadily (certificate-expired, covered here)",
     "loop-stalled": "a loop must stay stuck for WATCHDOG_STALL_S (120 s); the marks, the pump's "
     "paused/stalled decision and the alarm are pinned in tests/test_watchdog.py and "
     "tests/test_diagnosis.py, and the live daemon's loops in tests/integration/test_quota.py",
@@ -298,7 +302,7 @@ def test_outbox_locked_by_another_program_then_released_loses_nothing(rig: Rig) 
     assert summary["failures"] == {}
 
 
-@covers("certificate-expires-soon", "certificate-expired", "uplink-certificate-rejected",
+@covers("certificate-expires-soon", "certificate-expired",
         "certificate-unreadable", "uplink-tls-files", "uplink-broker-untrusted", "uplink-refused")
 def test_certificate_and_broker_refusals(rig: Rig) -> None:
     rig.start_provider()
@@ -320,7 +324,9 @@ def test_certificate_and_broker_refusals(rig: Rig) -> None:
     diagnosed(rig, config, "certificate-expires-soon")
 
     run_with(tls(*issue_client_cert(rig, "expired", days=(-30, -1))))
-    diagnosed(rig, config, "certificate-expired", "uplink-certificate-rejected")
+    # Our own certificate is read, so this finding is steady; what the broker's refusal looks
+    # like is not (under TLS 1.3 paho often reports a bare EOF instead of the alert).
+    diagnosed(rig, config, "certificate-expired")
 
     garbage = rig.base / "certs" / "garbage.crt"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
