@@ -92,19 +92,7 @@ async def serve(  # noqa: PLR0915 - the one composition root
         policy=CapacityPolicy(cfg.outbox_quota_bytes),
         stream_chunk_s=cfg.stream_chunk_s,
     )
-    uplink = MqttUplink(
-        UplinkSettings(
-            host=cfg.broker_host,
-            port=cfg.broker_port,
-            ca_file=cfg.ca_file,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-            client_id=cfg.gateway_id,
-            keepalive_s=cfg.keepalive_s,
-            session_expiry_s=cfg.session_expiry_s,
-            vpn_interface=cfg.vpn_interface,
-        )
-    )
+    uplink = MqttUplink(UplinkSettings.from_config(cfg))
     upload = UploadLoop(
         outbox,
         db,

@@ -56,18 +56,12 @@ def uplink_test(
 
     task = progress.begin("uplink test: route to the broker", total=2, unit="checks")
     checks = [_check("route", route)]
-    settings = UplinkSettings(
-        host=cfg.broker_host,
-        port=cfg.broker_port,
-        ca_file=cfg.ca_file,
-        cert_file=cfg.cert_file,
-        key_file=cfg.key_file,
+    settings = dataclasses.replace(
+        UplinkSettings.from_config(cfg),
         # Its own client id: reusing the gateway's would push the running daemon off the broker.
         client_id=f"{cfg.gateway_id}-uplink-test",
-        keepalive_s=cfg.keepalive_s,
         connect_timeout_s=timeout_s,
         session_expiry_s=0,
-        vpn_interface=cfg.vpn_interface,
     )
 
     async def connect() -> str:

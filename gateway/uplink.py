@@ -17,7 +17,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -28,6 +28,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import UploadError
 from gateway.link import check_route
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 log = structlog.get_logger("gateway.uplink")
 
@@ -67,6 +70,21 @@ class UplinkSettings:
     max_inflight: int = 8
     session_expiry_s: int = 3600
     vpn_interface: str | None = None  # when set, connect only if the route goes through it
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> UplinkSettings:
+        """The daemon's connection as configured (uplink-test varies a few fields of it)."""
+        return cls(
+            host=cfg.broker_host,
+            port=cfg.broker_port,
+            ca_file=cfg.ca_file,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            client_id=cfg.gateway_id,
+            keepalive_s=cfg.keepalive_s,
+            session_expiry_s=cfg.session_expiry_s,
+            vpn_interface=cfg.vpn_interface,
+        )
 
 
 class MqttUplink:

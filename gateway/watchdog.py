@@ -78,9 +78,6 @@ class LoopWatch:
             raise ValueError(f"loop {name!r} is watched already")
         self._probes[name] = probe
 
-    def add_mark(self, name: str, mark: LoopMark) -> None:
-        self.add(name, lambda now: LoopState(name, now - mark.last_turn, now - mark.due, None))
-
     def add_last_progress(self, name: str, last_progress: Callable[[], float]) -> None:
         """A loop that only records the time of its last turn (the writer, the uplink)."""
 

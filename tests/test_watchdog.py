@@ -92,16 +92,18 @@ def watch_of(mark: PumpMark, clock: Clock) -> LoopWatch:
 def test_a_mark_is_stalled_only_past_its_announced_wait_plus_the_margin() -> None:
     clock = Clock()
     mark = LoopMark(clock)
+    pumping = PumpMark(mark, clock)
     watch = LoopWatch(STALL_S, clock)
-    watch.add_mark("sim", mark)
-    mark.turn(within_s=300.0)  # a back-off sleep of five minutes is announced
-    clock.now += 300.0 + STALL_S
-    assert watch.stalled() == []  # exactly at the limit: not yet
-    clock.now += 1.0
-    assert watch.stalled() == ["sim"]
-    assert watch.snapshot()["sim"] == {"age_s": 421.0, "stalled": True, "paused": None}
-    mark.turn()
-    assert watch.stalled() == []
+    watch.add("sim", pumping.probe("sim"))
+    with pumping.pulling():  # the pump waits for the driver's next reading
+        mark.turn(within_s=300.0)  # a back-off sleep of five minutes is announced
+        clock.now += 300.0 + STALL_S
+        assert watch.stalled() == []  # exactly at the limit: not yet
+        clock.now += 1.0
+        assert watch.stalled() == ["sim"]
+        assert watch.snapshot()["sim"] == {"age_s": 421.0, "stalled": True, "paused": None}
+        mark.turn()
+        assert watch.stalled() == []
 
 
 def test_writer_and_uplink_are_judged_on_their_last_progress() -> None:
@@ -121,9 +123,9 @@ def test_writer_and_uplink_are_judged_on_their_last_progress() -> None:
 
 def test_the_same_loop_cannot_be_watched_twice() -> None:
     watch = LoopWatch(STALL_S)
-    watch.add_mark("a", LoopMark())
+    watch.add_last_progress("a", lambda: 0.0)
     with pytest.raises(ValueError, match="watched already"):
-        watch.add_mark("a", LoopMark())
+        watch.add_last_progress("a", lambda: 0.0)
 
 
 def test_loop_names_are_unique_per_driver() -> None:

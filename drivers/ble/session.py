@@ -180,10 +180,10 @@ class BleDeviceDriver:
             _raise_if_cancelled()
             # Discovery and connect() each time out after connect_timeout_s; set-up reads too.
             self.progress.turn(within_s=3 * self.connect_timeout_s)
-            if self.state in ("waiting", "connected"):
-                # A retry keeps the last failure ("out-of-range", "pairing-failed", ...) on show:
-                # a device that is away spends most of each attempt in discovery, and status
-                # would otherwise say "connecting" instead of what is wrong.
+            if self.state == "waiting":
+                # Only the first attempt says "connecting": a retry keeps the last failure or
+                # end ("out-of-range", "pairing-failed", ...) on show, since a device that is away
+                # spends most of each attempt in discovery and status would hide what is wrong.
                 self.state = "connecting"
             queue: asyncio.Queue[_Item] = asyncio.Queue()
             self._queue = queue
