@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(SYSSTAMP) $(STAMP)
-	$(PY) -m gateway.provider.demo --seconds $(DEMO_SECONDS)
+	$(PY) -m provider.demo --seconds $(DEMO_SECONDS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

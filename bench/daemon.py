@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import SIM_KINDS, Window, address, median, say
 from bench.rig import BenchRig, Daemon, SimDevice
-from gateway.provider.broker import MosquittoBroker
+from provider.broker import MosquittoBroker
 
 RSS_DEVICES = tuple(
     SimDevice(SIM_KINDS[i % len(SIM_KINDS)], address(0x10 + i), 1.0) for i in range(8)

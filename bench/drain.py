@@ -35,9 +35,9 @@ from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
 from gateway import cjson, fhir, wire
 from gateway.dbthread import DatabaseThread
 from gateway.ingest import Lane
-from gateway.provider.broker import MosquittoBroker
 from gateway.uplink import MqttUplink
 from gateway.upload import UploadLoop, UploadSettings
+from provider.broker import MosquittoBroker
 
 DRAIN_TIMEOUT_S = 180.0
 PREFILL_RECORDS_PER_TXN = 500

@@ -42,9 +42,9 @@ from bench.rig import BenchRig, Daemon, SimDevice, thread_cpu_s
 from gateway import keys, wire
 from gateway.config import DEFAULT_STREAM_CHUNK_S
 from gateway.ingest import MAX_OBSERVATIONS_PER_RECORD
-from gateway.provider.broker import MosquittoBroker
-from gateway.provider.service import ProviderSubscriber, SubscriberSettings
-from gateway.provider.verifier import Verifier
+from provider.broker import MosquittoBroker
+from provider.service import ProviderSubscriber, SubscriberSettings
+from provider.verifier import Verifier
 
 RATE_PER_S = 10
 DEVICES = (SimDevice("pulse-oximeter", "00:1b:dc:be:01:01", 1 / RATE_PER_S),)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import EPISODE_ID, GATEWAY_ID, BenchError
-from gateway.provider.broker import MosquittoBroker
 from gateway.uplink import UplinkSettings
+from provider.broker import MosquittoBroker
 from provisioning.devpki import RigPki, create_rig_pki
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -30,7 +30,7 @@ from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo
 from gateway import cjson, fhir, wire
 from gateway.config import DEFAULT_STREAM_CHUNK_S
 from gateway.ingest import Lane
-from gateway.provider.verifier import Verifier
+from provider.verifier import Verifier
 
 TOPIC = f"homecare/v1/gw/{gateway_info().gateway_id}/records"
 TLS13_RECORD_OVERHEAD = 5 + 1 + 16  # record header, inner content type, AES-GCM tag (RFC 8446 5.2)

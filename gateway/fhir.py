@@ -1,7 +1,7 @@
 """HL7 FHIR R4 mapping of measurements, after the Personal Health Device IG (PHD IG, STU2).
 
 Pure functions, no I/O. ``observation`` / ``bundle`` run on the gateway; the inverse
-(``measurement_from_observation`` / ``measurements_from_bundle``, gateway/provider/fhir_read.py)
+(``measurement_from_observation`` / ``measurements_from_bundle``, provider/fhir_read.py)
 runs at the provider and gives back the very ``Measurement`` the driver produced: every field the
 IG has no element for travels in an extension under ``https://homecare-gateway.invalid/fhir``, so
 nothing is altered on the way. This module builds the Observations, their conditional-create

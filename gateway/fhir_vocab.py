@@ -2,7 +2,7 @@
 
 The gateway writes with it (gateway/fhir.py: Observations and the Bundle; gateway/fhir_device.py:
 Device resources, identifiers and references) and the provider reads back with it
-(gateway/provider/fhir_read.py). Here: our own extension, code-system and identifier-system URLs
+(provider/fhir_read.py). Here: our own extension, code-system and identifier-system URLs
 under ``https://homecare-gateway.invalid/fhir``, the HL7 / PHD IG systems we use, the tables from
 11073 measurement status bits and ``AbsentReason`` to FHIR codes, the status and test-data
 rules, name-based urn:uuids, ``GatewayInfo`` and ``FhirMappingError``. Pure, no I/O.

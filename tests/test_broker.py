@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.provider import broker as broker_module
-from gateway.provider.broker import BrokerError, MosquittoBroker, find_mosquitto
+from provider import broker as broker_module
+from provider.broker import BrokerError, MosquittoBroker, find_mosquitto
 from provisioning.devpki import RigPki, create_rig_pki
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ from gateway.model import (
     MeasurementStatus,
     TimeQuality,
 )
-from gateway.provider import fhir_read
+from provider import fhir_read
 from tests.factories import make_bp_measurement, make_gateway_info, make_measurement
 
 GW = make_gateway_info()

@@ -13,8 +13,8 @@ from gateway import cjson, wire
 from gateway.dbthread import DatabaseThread
 from gateway.health import DeviceHealth, HealthReporter
 from gateway.ingest import IngestWriter
-from gateway.provider.verifier import Verifier
 from gateway.sealing import RecordSealer
+from provider.verifier import Verifier
 from provisioning.devpki import create_rig_pki
 from tests.factories import make_gateway_info
 

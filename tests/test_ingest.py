@@ -21,10 +21,10 @@ from gateway.fakes import FakeDriver
 from gateway.gaps import UnusableReading
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
-from gateway.provider import fhir_read
-from gateway.provider.verifier import Verifier
 from gateway.pump import pump
 from gateway.sealing import RecordSealer
+from provider import fhir_read
+from provider.verifier import Verifier
 from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
 
 SIGNING = ed25519.Ed25519PrivateKey.generate()

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from gateway import wire
 from gateway.errors import VerifyError
-from gateway.provider.chain import ChainTracker
 from gateway.sealing import (
     RecordSealer,
     SuiteName,
@@ -17,6 +16,7 @@ from gateway.sealing import (
     provider_private_key,
     provider_public_key,
 )
+from provider.chain import ChainTracker
 
 SIGNING = ed25519.Ed25519PrivateKey.generate()
 PROVIDER = x25519.X25519PrivateKey.generate()

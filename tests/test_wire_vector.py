@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway import cjson, wire
 from gateway.errors import VerifyError
-from gateway.provider import fhir_read
-from gateway.provider.verifier import Verifier
 from gateway.sealing import open_record
+from provider import fhir_read
+from provider.verifier import Verifier
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DOC = (DOCS / "wire-format.md").read_text()

@@ -15,8 +15,6 @@ import time
 from typing import Any
 
 from gateway import __version__, keys
-from gateway.provider.service import ProviderSubscriber, SubscriberSettings
-from gateway.provider.verifier import Verifier
 from gateway.sealing import provider_private_key
 from hil.base import DeviceRef
 from hil.profile import (
@@ -27,6 +25,8 @@ from hil.profile import (
     RigProfile,
     SerialPort,
 )
+from provider.service import ProviderSubscriber, SubscriberSettings
+from provider.verifier import Verifier
 from tests.integration.rig import Received
 
 

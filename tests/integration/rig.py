@@ -17,10 +17,10 @@ from typing import Any
 
 from gateway import keys, wire
 from gateway.model import Measurement
-from gateway.provider.broker import MosquittoBroker
-from gateway.provider.service import ProviderSubscriber, SubscriberSettings
-from gateway.provider.verifier import BatchResult, Verifier
 from gateway.sealing import provider_private_key
+from provider.broker import MosquittoBroker
+from provider.service import ProviderSubscriber, SubscriberSettings
+from provider.verifier import BatchResult, Verifier
 from provisioning.devpki import RigPki, create_rig_pki
 from tests.integration.netns import PROVIDER_TUNNEL_IP, VpnRig, in_netns
 

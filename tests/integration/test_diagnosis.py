@@ -35,7 +35,7 @@ from drivers.serial.sim.process import SimProcess
 from gateway import diagnosis
 from gateway.control import ControlError, ask
 from gateway.diagnosis_catalogue import CATALOGUE
-from gateway.provider.broker import MosquittoBroker
+from provider.broker import MosquittoBroker
 from tests.integration.rig import Rig, rig_fixture, wait_for
 from tests.integration.test_ble_devices import ble_block
 

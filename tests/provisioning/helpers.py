@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.provider.broker import MosquittoBroker
-from gateway.provider.est import EstAuthority, EstService
+from provider.broker import MosquittoBroker
+from provider.est import EstAuthority, EstService
 from provisioning.bundle import BoundDevice, EnrolmentBundle, sign_bundle
 from tests.integration.rig import Rig
 

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.provider.bundle_tool import main
+from provider.bundle_tool import main
 from provisioning.bundle import verify_bundle
 from provisioning.devpki import create_rig_pki
 from provisioning.errors import BundleSignatureError

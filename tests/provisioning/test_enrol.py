@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.provider.est import EstAuthority, EstService
+from provider.est import EstAuthority, EstService
 from provisioning.bundle import EnrolmentBundle, sign_bundle
 from provisioning.devpki import create_rig_pki
 from provisioning.state import LifecycleStore, Phase

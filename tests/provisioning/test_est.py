@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.provider.est import EstAuthority, EstService
+from provider.est import EstAuthority, EstService
 from provisioning.devpki import create_rig_pki
 from provisioning.errors import ProviderIdentityError, ProviderUnreachableError, TokenRejectedError
 from provisioning.est import ClientCert, EstClient, EstServer, build_csr, signing_key_of

@@ -29,8 +29,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway import codes, keys, wire
 from gateway.errors import GatewayError
 from gateway.model import Measurement
-from gateway.provider.verifier import BatchResult, VerifiedRecord, Verifier
 from gateway.sealing import provider_private_key
+from provider.verifier import BatchResult, VerifiedRecord, Verifier
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of provider downtime
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from drivers.ble.sim.bus import PrivateBus
 from drivers.ble.sim.stub import rig_environment, stub_dir
 from drivers.serial.sim.process import SimProcess
-from gateway.provider.broker import MosquittoBroker
+from provider.broker import MosquittoBroker
 from provisioning.devpki import RigPki, create_rig_pki
 
 GATEWAY_ID = "gw-demo-0001"
@@ -213,7 +213,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "gateway.provider.service",
+            "provider.service",
             "--host",
             broker.host,
             "--port",

@@ -2,7 +2,7 @@
 
 Writes a signed enrolment bundle (provisioning/bundle.py) for one gateway and episode::
 
-    python -m gateway.provider.bundle_tool --key signing.key --new-key \\
+    python -m provider.bundle_tool --key signing.key --new-key \\
         --gateway gw-0421 --episode ep-7f3a --broker 127.0.0.1:8883 --broker-ca ca.crt \\
         --hpke-pub hpke.pub --device ble,AA:BB:CC:00:00:01,thermometer,3600 \\
         --device serial,/dev/ttyUSB0,astm,86400 --valid-days 7 --out bundle.json

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gateway import cjson, wire
 from gateway.errors import VerifyError
 from gateway.model import Measurement
-from gateway.provider import fhir_read
-from gateway.provider.chain import ChainTracker
 from gateway.sealing import ProviderPrivateKey, open_record
+from provider import fhir_read
+from provider.chain import ChainTracker
 
 
 @dataclass(frozen=True, slots=True)

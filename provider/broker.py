@@ -202,7 +202,7 @@ class MosquittoBroker:
         if any("\n" in str(p) for p in paths):
             raise BrokerError("a broker file path contains a newline; mosquitto.conf can't hold it")
         lines = [
-            "# Written by gateway.provider.broker for the simulated rig; rewritten on every start.",
+            "# Written by provider.broker for the simulated rig; rewritten on every start.",
             # When started as root mosquitto drops to user 'mosquitto', which could not read our
             # 0600 keys; naming the current user keeps it as is (and is ignored when not root).
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
