@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
-from drivers.simulated import expected_reading
 from gateway import __version__, fhir, logs
 from gateway.dbthread import DatabaseThread
 from gateway.ingest import IngestWriter
 from gateway.model import DeviceId, DeviceIdKind, Measurement, TimeQuality
 from gateway.sealing import RecordSealer
+from rig.devices import expected_reading
 
 GATEWAY_ID = "gw-bench-0001"
 EPISODE_ID = "ep-bench"
@@ -81,7 +81,7 @@ def address(i: int) -> str:
 
 
 def reading(kind: str, addr: str, n: int, received_at: datetime) -> Measurement:
-    """Reading ``n`` of a simulated device, built as :class:`drivers.simulated.SimulatedDevice`
+    """Reading ``n`` of a simulated device, built as :class:`rig.devices.SimulatedDevice`
     builds it (same values, precision, units, raw bytes and record id)."""
     exp = expected_reading(kind, addr, n)
     return Measurement(

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import EPISODE_ID, GATEWAY_ID, BenchError
 from gateway.uplink import UplinkSettings
 from provider.broker import MosquittoBroker
-from provisioning.devpki import RigPki, create_rig_pki
+from rig.pki import RigPki, create_rig_pki
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 30.0

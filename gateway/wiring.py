@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from drivers.serial.oximeter_driver import OximeterDriver
-from drivers.simulated import SimulatedDevice
 from gateway import ble_config, serial_config
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
 from provisioning import runtime as provisioning
+from rig.devices import SimulatedDevice
 
 if TYPE_CHECKING:
     from drivers.ble.agent import PairingAgent

@@ -1,6 +1,6 @@
 """A real mosquitto broker for the simulated rig, the demo and the integration tests.
 
-The broker runs with the rig PKI (:mod:`provisioning.devpki`): TLS only, a client certificate is
+The broker runs with the rig PKI (:mod:`rig.pki`): TLS only, a client certificate is
 required and its CN becomes the MQTT username, so the ACL can confine each gateway to its own topic
 tree. This is test infrastructure, not a production broker deployment.
 """
@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from gateway.errors import GatewayError
-from provisioning.devpki import PROVIDER_CN, RigPki
+from rig.pki import PROVIDER_CN, RigPki
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0

@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from drivers.ble.sim.bus import PrivateBus
-from drivers.ble.sim.stub import rig_environment, stub_dir
-from drivers.serial.sim.process import SimProcess
 from provider.broker import MosquittoBroker
-from provisioning.devpki import RigPki, create_rig_pki
+from rig.ble.bus import PrivateBus
+from rig.ble.stub import rig_environment, stub_dir
+from rig.pki import RigPki, create_rig_pki
+from rig.serial.process import SimProcess
 
 GATEWAY_ID = "gw-demo-0001"
 # The simulated BlueZ plays this scenario: the patient's BLE devices (bound in the gateway's
@@ -132,7 +132,7 @@ def start_bluez_sim(bus_address: str, log_path: Path) -> subprocess.Popen[bytes]
     """The simulated bluetoothd playing the demo scenario, once it says it is ready."""
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and paths
-            [sys.executable, "-m", "drivers.ble.sim", str(BLE_SCENARIO),
+            [sys.executable, "-m", "rig.ble", str(BLE_SCENARIO),
              "--bus-address", bus_address],
             stdout=subprocess.PIPE,
             stderr=log_file,

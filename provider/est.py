@@ -1,6 +1,6 @@
 """The provider's EST enrolment service for the simulated rig (RFC 7030, test CA, tokens, CRL).
 
-NOT a production CA: it signs with the rig CA key from :mod:`provisioning.devpki`. It is a real
+NOT a production CA: it signs with the rig CA key from :mod:`rig.pki`. It is a real
 HTTPS server on loopback with real certificates, so the gateway's EST client, TLS checks and the
 broker's CRL check are exercised for real:
 
@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.atomicfile import atomic_write
-from provisioning.devpki import RigPki
 from provisioning.est import SIGNING_KEY_OID, signing_key_of
+from rig.pki import RigPki
 
 _BACKDATE = timedelta(minutes=5)
 

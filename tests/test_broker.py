@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from provider import broker as broker_module
 from provider.broker import BrokerError, MosquittoBroker, find_mosquitto
-from provisioning.devpki import RigPki, create_rig_pki
+from rig.pki import RigPki, create_rig_pki
 
 pytestmark = pytest.mark.integration
 

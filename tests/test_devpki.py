@@ -22,7 +22,7 @@ from gateway.keys import (
     load_provider_x25519_public,
     load_signing_key,
 )
-from provisioning.devpki import PROVIDER_CN, RigPki, create_rig_pki
+from rig.pki import PROVIDER_CN, RigPki, create_rig_pki
 
 GATEWAYS = ("gw-alpha", "gw-beta")
 

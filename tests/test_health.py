@@ -15,7 +15,7 @@ from gateway.health import DeviceHealth, HealthReporter
 from gateway.ingest import IngestWriter
 from gateway.sealing import RecordSealer
 from provider.verifier import Verifier
-from provisioning.devpki import create_rig_pki
+from rig.pki import create_rig_pki
 from tests.factories import make_gateway_info
 
 GW = make_gateway_info()

@@ -222,9 +222,9 @@ def test_every_real_driver_keeps_a_loop_mark() -> None:
         OximeterProtocol,
     )
     from drivers.serial.port import PortSpec  # noqa: PLC0415
-    from drivers.simulated import SimulatedDevice  # noqa: PLC0415
     from gateway.model import DeviceId, DeviceIdKind  # noqa: PLC0415
     from gateway.pump import driver_mark  # noqa: PLC0415
+    from rig.devices import SimulatedDevice  # noqa: PLC0415
 
     port = PortSpec("/dev/homecare/x")
     drivers: list[object] = [

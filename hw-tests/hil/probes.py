@@ -92,8 +92,8 @@ def ble_device_information(profile: RigProfile, workdir: Path) -> list[dict[str,
 
     bluez: Any = None
     if profile.simulated:
-        from drivers.ble.sim.rig import SimulatedBluez  # noqa: PLC0415
         from hil.sim import sim_peripherals  # noqa: PLC0415
+        from rig.ble.rig import SimulatedBluez  # noqa: PLC0415
 
         bluez = SimulatedBluez(sim_peripherals(profile).values()).start()
     out: list[dict[str, Any]] = []

@@ -4,8 +4,8 @@
   in a "provider" network namespace joined to the gateway's "home" namespace only by a real
   WireGuard tunnel (tests.integration.netns, names prefixed ``hil``);
 - gatewayd: the real daemon as a process in the home namespace;
-- serial devices: pty simulators in their own processes (drivers.serial.sim), real pyserial;
-- BLE devices: the simulated BlueZ on a private D-Bus (drivers.ble.sim), real bleak, once the
+- serial devices: pty simulators in their own processes (rig.serial), real pyserial;
+- BLE devices: the simulated BlueZ on a private D-Bus (rig.ble), real bleak, once the
   daemon accepts ``[[ble_devices]]``; in-daemon simulated devices (``[[sim_devices]]``) in
   stored-records mode.
 
@@ -35,7 +35,7 @@ from gateway import __version__
 from hil.base import DeviceRef
 from hil.profile import STORING_BLE_PROFILES, RigProfile
 from provisioning.bundle import BoundDevice
-from provisioning.devpki import create_rig_pki
+from rig.pki import create_rig_pki
 from tests.integration import netns
 from tests.integration.rig import Received, Rig, wait_for
 from tests.provisioning.helpers import EstProvider, broker_accepts
@@ -43,7 +43,7 @@ from tests.provisioning.helpers import EstProvider, broker_accepts
 # Simulated BlueZ device kinds are named after the device, the daemon's profiles after the GATT
 # profile; only the glucose meter differs.
 _BLE_SIM_KIND = {"glucose": "glucose-meter"}
-_ASTM_SENDER = ("Afinion 2", "1.10")  # what drivers.serial.sim.analyser puts in its H record
+_ASTM_SENDER = ("Afinion 2", "1.10")  # what rig.serial.analyser puts in its H record
 FIRST_EPISODE = "ep-hil-first"  # an enrolled rig's episode before any return
 
 
@@ -129,7 +129,7 @@ class SimRig:
                 self.vpn.down()
 
     def _start_serial(self) -> None:
-        from drivers.serial.sim.process import SimProcess  # noqa: PLC0415 - sim rig only
+        from rig.serial.process import SimProcess  # noqa: PLC0415 - sim rig only
 
         (self.base / "dev").mkdir(exist_ok=True)
         for port in self.profile.medical_serial:
@@ -138,7 +138,7 @@ class SimRig:
             self._serial[port.name] = SimProcess(port.protocol, link, args).start()
 
     def _start_bluez(self) -> None:
-        from drivers.ble.sim.rig import SimulatedBluez  # noqa: PLC0415 - only with BLE devices
+        from rig.ble.rig import SimulatedBluez  # noqa: PLC0415 - only with BLE devices
 
         self._peripherals = sim_peripherals(self.profile)
         bonded = [d.address for d in self.profile.patient_ble]
@@ -332,7 +332,7 @@ class SimRig:
             "name": s.name, "transport": "serial", "protocol": s.protocol,
             "port": "pty simulator", "serial_number": s.device_id,
             **({"model": _ASTM_SENDER[0], "firmware": _ASTM_SENDER[1],
-                "source": "ASTM H record sender field (drivers.serial.sim.analyser)"}
+                "source": "ASTM H record sender field (rig.serial.analyser)"}
                if s.protocol == "astm" else
                {"model": f"simulated {s.protocol} oximeter", "firmware": __version__,
                 "source": "simulator"}),
@@ -362,8 +362,8 @@ def _ble_measure(peripheral: Any) -> None:
 
 def sim_peripherals(profile: RigProfile) -> dict[str, Any]:
     """One simulated BLE peripheral per BLE device of the profile (the neighbour's too)."""
-    from drivers.ble.sim.peripheral import DeviceInfo, Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
-    from drivers.ble.sim.scenario import KINDS  # noqa: PLC0415
+    from rig.ble.peripheral import DeviceInfo, Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
+    from rig.ble.scenario import KINDS  # noqa: PLC0415
 
     return {
         d.name: KINDS[_BLE_SIM_KIND.get(d.profile, d.profile)](

@@ -19,8 +19,8 @@ from drivers.ble.agent import PairingAgent
 from drivers.ble.errors import PairingError
 from drivers.ble.reconnect import Backoff
 from drivers.ble.session import BleDeviceDriver
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import BloodPressureMonitor, Thermometer
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import BloodPressureMonitor, Thermometer
 from tests.ble_session.conftest import running
 from tests.ble_session.test_session import until
 from tests.ble_sim.conftest import StartRig

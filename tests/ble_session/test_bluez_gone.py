@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.ble.sim.profiles import Thermometer
+from rig.ble.profiles import Thermometer
 from tests.ble_session.conftest import running
 from tests.ble_session.test_session import thermometer_driver, until
 from tests.ble_sim.conftest import StartRig

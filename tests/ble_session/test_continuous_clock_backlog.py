@@ -13,11 +13,11 @@ from structlog.testing import capture_logs
 
 from drivers.ble.discovery import AdvertiserTally
 from drivers.ble.session import BleDeviceDriver
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.profiles import HeartRateSensor, PulseOximeter, Thermometer
-from drivers.ble.sim.stored import CgmSensor
 from gateway.codes import MDC_CONC_GLU_ISF
 from gateway.model import TimeQuality
+from rig.ble.clock import DeviceClock
+from rig.ble.profiles import HeartRateSensor, PulseOximeter, Thermometer
+from rig.ble.stored import CgmSensor
 from tests.ble_session.conftest import running
 from tests.ble_session.test_session import FAST, until
 from tests.ble_sim.conftest import StartRig

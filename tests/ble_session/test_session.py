@@ -14,10 +14,10 @@ from structlog.testing import capture_logs
 from drivers.ble.glucose import GLUCOSE_MEASUREMENT_UUID, GlucoseMeasurement
 from drivers.ble.reconnect import Backoff
 from drivers.ble.session import BleDeviceDriver
-from drivers.ble.sim.profiles import Thermometer
-from drivers.ble.sim.stored import GlucoseMeter
 from drivers.ble.thermometer import TemperatureType, mdc_for_site
 from gateway.model import DeviceId, DeviceIdKind, TimeQuality
+from rig.ble.profiles import Thermometer
+from rig.ble.stored import GlucoseMeter
 from tests.ble_session.conftest import running
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from drivers.ble.reconnect import Backoff
 from drivers.ble.session import BleDeviceDriver
-from drivers.ble.sim.profiles import Thermometer
+from rig.ble.profiles import Thermometer
 from tests.ble_session.conftest import Collector, running
 from tests.ble_session.test_session import until
 from tests.ble_sim.conftest import StartRig

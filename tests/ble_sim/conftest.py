@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from drivers.ble.sim.peripheral import Peripheral
-from drivers.ble.sim.rig import SimulatedBluez
-from drivers.ble.sim.timing import Timing
+from rig.ble.peripheral import Peripheral
+from rig.ble.rig import SimulatedBluez
+from rig.ble.timing import Timing
 
 StartRig = Callable[..., SimulatedBluez]
 

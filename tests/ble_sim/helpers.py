@@ -14,7 +14,7 @@ from bleak.backends.device import BLEDevice
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from drivers.ble.sim.gatt import uuid128
+from rig.ble.gatt import uuid128
 
 BOUND = "A4:C1:38:00:00:01"
 NEIGHBOUR = "A4:C1:38:00:00:99"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.ble.sim.profiles import Thermometer, WeightScale, neighbour
 from gateway.cli import EXIT_OK, EXIT_PROBLEM, main
+from rig.ble.profiles import Thermometer, WeightScale, neighbour
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, OTHER
 from tests.factories import VALID_CONFIG as VALID

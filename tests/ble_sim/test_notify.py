@@ -11,11 +11,11 @@ import pytest
 from bleak import BleakClient
 
 from drivers.ble.device_info import BATTERY_LEVEL_UUID, BatteryLevel
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.gatt import uuid128
-from drivers.ble.sim.profiles import Thermometer
 from drivers.ble.thermometer import TEMPERATURE_MEASUREMENT_UUID, TemperatureMeasurement
 from gateway.errors import DecodeError
+from rig.ble.clock import DeviceClock
+from rig.ble.gatt import uuid128
+from rig.ble.profiles import Thermometer
 from tests.ble.helpers import wall
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, Inbox, RawClient, device_path, find, uuid

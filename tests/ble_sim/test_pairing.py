@@ -16,9 +16,9 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method
 
 from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, BloodPressureMeasurement
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import BloodPressureMonitor
-from drivers.ble.sim.timing import Timing
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import BloodPressureMonitor
+from rig.ble.timing import Timing
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, Inbox, RawClient, device_path, find, uuid
 

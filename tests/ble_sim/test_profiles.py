@@ -25,10 +25,10 @@ from drivers.ble.pulse_oximeter import (
     SpotCheckMeasurement,
 )
 from drivers.ble.racp import RACP_UUID, RacpRequest
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.profiles import HeartRateSensor, PulseOximeter, Thermometer, WeightScale
-from drivers.ble.sim.stored import CgmSensor
 from drivers.ble.weight_scale import WEIGHT_MEASUREMENT_UUID, WeightMeasurement
+from rig.ble.clock import DeviceClock
+from rig.ble.profiles import HeartRateSensor, PulseOximeter, Thermometer, WeightScale
+from rig.ble.stored import CgmSensor
 from tests.ble.helpers import wall
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, Inbox, find, uuid

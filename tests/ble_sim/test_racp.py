@@ -21,7 +21,7 @@ from drivers.ble.racp import (
     ResponseCode,
     ResponseCodeResponse,
 )
-from drivers.ble.sim.stored import GlucoseMeter
+from rig.ble.stored import GlucoseMeter
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, Inbox, find, uuid
 

@@ -14,7 +14,7 @@ from drivers.ble.racp import (
     ResponseCode,
     ResponseCodeResponse,
 )
-from drivers.ble.sim.racp_server import RecordStore, StoredRecord
+from rig.ble.racp_server import RecordStore, StoredRecord
 
 
 def store_of(keys: list[int]) -> RecordStore:

@@ -8,8 +8,8 @@ import pytest
 from bleak import BleakClient
 from bleak.exc import BleakDBusError
 
-from drivers.ble.sim.profiles import Thermometer
 from drivers.ble.thermometer import TEMPERATURE_MEASUREMENT_UUID, TemperatureMeasurement
+from rig.ble.profiles import Thermometer
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, Inbox, RawClient, connected, device_path, find, uuid
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from drivers.ble.sim.bus import PrivateBus
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import Thermometer
-from drivers.ble.sim.rig import SimulatedBluez
-from drivers.ble.sim.scenario import load, parse
-from drivers.ble.sim.stored import GlucoseMeter
-from drivers.ble.sim.stub import stub_dir
-from drivers.ble.sim.timing import Timing
+from rig.ble.bus import PrivateBus
+from rig.ble.clock import DeviceClock
+from rig.ble.errors import SimError
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import Thermometer
+from rig.ble.rig import SimulatedBluez
+from rig.ble.scenario import load, parse
+from rig.ble.stored import GlucoseMeter
+from rig.ble.stub import stub_dir
+from rig.ble.timing import Timing
 from tests.ble.helpers import wall
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, RawClient
 
@@ -82,7 +82,7 @@ def test_scenario_parsing_and_its_errors() -> None:
 
 
 def test_shipped_scenarios_parse() -> None:
-    for path in sorted((ROOT / "drivers/ble/sim/scenarios").glob("*.json")):
+    for path in sorted((ROOT / "rig/ble/scenarios").glob("*.json")):
         scenario = load(path)
         assert scenario.devices, path
 
@@ -102,14 +102,14 @@ def test_device_clock_drifts_and_is_set_by_a_collector() -> None:
 
 async def test_cli_serves_a_scenario_until_terminated(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """``python -m drivers.ble.sim`` prints the environment, owns org.bluez with the scenario's
+    """``python -m rig.ble`` prints the environment, owns org.bluez with the scenario's
     devices (bonded ones exported at once), and exits 0 on SIGTERM."""
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps({"devices": [
         {"kind": "thermometer", "address": BOUND, "bonded": True}]}))
     env_file = tmp_path / "sim.env"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "drivers.ble.sim", str(scenario), "--env-file", str(env_file),
+        sys.executable, "-m", "rig.ble", str(scenario), "--env-file", str(env_file),
         "--seconds", "20", cwd=ROOT, stdout=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None

@@ -12,10 +12,10 @@ from bleak.exc import BleakError
 from dbus_fast import MessageType
 
 from drivers.ble.device_info import SYSTEM_ID_UUID, decode_string, decode_system_id
-from drivers.ble.sim.peripheral import DeviceInfo
-from drivers.ble.sim.profiles import Thermometer, WeightScale, neighbour
-from drivers.ble.sim.standard import MANUFACTURER_NAME_UUID, SERIAL_NUMBER_UUID
-from drivers.ble.sim.timing import Timing
+from rig.ble.peripheral import DeviceInfo
+from rig.ble.profiles import Thermometer, WeightScale, neighbour
+from rig.ble.standard import MANUFACTURER_NAME_UUID, SERIAL_NUMBER_UUID
+from rig.ble.timing import Timing
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, OTHER, RawClient, device_path, find, uuid
 

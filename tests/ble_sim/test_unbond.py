@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.ble.sim.scenario import KINDS
 from drivers.ble.unbond import BluezUnbonder, UnbondError
 from provisioning.bundle import BoundDevice
+from rig.ble.scenario import KINDS
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, OTHER
 

@@ -21,7 +21,7 @@ from gateway.sealing import provider_private_key
 from provider.broker import MosquittoBroker
 from provider.service import ProviderSubscriber, SubscriberSettings
 from provider.verifier import BatchResult, Verifier
-from provisioning.devpki import RigPki, create_rig_pki
+from rig.pki import RigPki, create_rig_pki
 from tests.integration.netns import PROVIDER_TUNNEL_IP, VpnRig, in_netns
 
 

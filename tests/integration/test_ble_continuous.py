@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from drivers.ble.heart_rate import rr_seconds
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.profiles import HeartRateSensor, PulseOximeter, Thermometer, WeightScale
-from drivers.ble.sim.rig import SimulatedBluez
-from drivers.ble.sim.stored import CgmSensor
 from gateway.codes import MDC_CONC_GLU_ISF
 from gateway.fhir import observation_identifier
 from gateway.ingest import Lane
 from gateway.model import Measurement, TimeQuality
+from rig.ble.clock import DeviceClock
+from rig.ble.profiles import HeartRateSensor, PulseOximeter, Thermometer, WeightScale
+from rig.ble.rig import SimulatedBluez
+from rig.ble.stored import CgmSensor
 from tests.integration.rig import Rig, rig_fixture, wait_for
 from tests.integration.test_ble_devices import ble_block, readings_of
 from tests.integration.test_end_to_end import assert_no_clinical_values_logged

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import BloodPressureMonitor, PulseOximeter, Thermometer, WeightScale
-from drivers.ble.sim.rig import SimulatedBluez
-from drivers.ble.sim.stored import GlucoseMeter
 from gateway.fhir import observation_identifier
 from gateway.model import Measurement
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import BloodPressureMonitor, PulseOximeter, Thermometer, WeightScale
+from rig.ble.rig import SimulatedBluez
+from rig.ble.stored import GlucoseMeter
 from tests.integration.rig import Rig, rig_fixture, wait_for
 from tests.integration.test_end_to_end import assert_no_clinical_values_logged
 

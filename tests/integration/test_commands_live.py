@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import Thermometer, neighbour
-from drivers.ble.sim.rig import SimulatedBluez
 from gateway import __version__
 from gateway.keys import load_signing_key
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import Thermometer, neighbour
+from rig.ble.rig import SimulatedBluez
 from tests.integration.rig import Rig, wait_for
 
 pytestmark = pytest.mark.integration

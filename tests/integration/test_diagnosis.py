@@ -28,14 +28,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
-from drivers.ble.sim.profiles import BloodPressureMonitor, Thermometer, WeightScale
-from drivers.ble.sim.rig import SimulatedBluez
-from drivers.serial.sim.process import SimProcess
 from gateway import diagnosis
 from gateway.control import ControlError, ask
 from gateway.diagnosis_catalogue import CATALOGUE
 from provider.broker import MosquittoBroker
+from rig.ble.peripheral import Pairing, PairingMethod
+from rig.ble.profiles import BloodPressureMonitor, Thermometer, WeightScale
+from rig.ble.rig import SimulatedBluez
+from rig.serial.process import SimProcess
 from tests.integration.rig import Rig, rig_fixture, wait_for
 from tests.integration.test_ble_devices import ble_block
 

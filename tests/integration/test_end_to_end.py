@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.simulated import expected_reading
+from rig.devices import expected_reading
 from tests.integration.rig import Rig, rig_fixture, wait_for
 
 pytestmark = pytest.mark.integration

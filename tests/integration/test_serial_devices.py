@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.serial.sim.process import SimProcess
 from gateway import fhir
 from gateway.model import Measurement
+from rig.serial.process import SimProcess
 from tests.integration.rig import Rig, rig_fixture, wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 from gateway.errors import UploadError
 from gateway.retry import FailureKind, classify
 from gateway.uplink import ConnectionLostError, MqttUplink, PublishRefusedError, UplinkSettings
-from provisioning.devpki import create_rig_pki
+from rig.pki import create_rig_pki
 from tests.integration.rig import Rig, rig_fixture
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provider.bundle_tool import main
 from provisioning.bundle import verify_bundle
-from provisioning.devpki import create_rig_pki
 from provisioning.errors import BundleSignatureError
+from rig.pki import create_rig_pki
 
 
 def test_signed_bundle_verifies_with_the_published_key_only(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provider.est import EstAuthority, EstService
 from provisioning.bundle import EnrolmentBundle, sign_bundle
-from provisioning.devpki import create_rig_pki
 from provisioning.state import LifecycleStore, Phase
+from rig.pki import create_rig_pki
 from tests.provisioning.helpers import GATEWAY, THERMO, bundle_key
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from provider.est import EstAuthority, EstService
-from provisioning.devpki import create_rig_pki
 from provisioning.errors import ProviderIdentityError, ProviderUnreachableError, TokenRejectedError
 from provisioning.est import ClientCert, EstClient, EstServer, build_csr, signing_key_of
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
 from provisioning.renewal import renew_if_due, renewal_due
+from rig.pki import create_rig_pki
 
 GW = "gw-est-1"
 

@@ -13,10 +13,10 @@ from structlog.testing import capture_logs
 from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig
 from drivers.serial.astm_link import LinkTimers
 from drivers.serial.port import PortSpec
-from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
 from gateway.codes import MDC_PRIVATE_CRP
 from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind, TimeQuality
+from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, connected, eventually
 
 COMPLETED = datetime(2024, 3, 1, 10, 15, tzinfo=UTC)

@@ -15,7 +15,7 @@ from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig
 from drivers.serial.astm_frames import ACK, ENQ, EOT, LF
 from drivers.serial.astm_link import LinkTimers
 from drivers.serial.port import PortSpec
-from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
+from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, connected, eventually
 from tests.serial_io.test_astm_driver import driver_for
 

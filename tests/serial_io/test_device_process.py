@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.serial.sim.process import SimProcess
+from rig.serial.process import SimProcess
 from tests.serial_io.helpers import Consumer, by_id, eventually
 from tests.serial_io.test_astm_driver import driver_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from drivers.serial.modem_driver import MODEM_LINE, ModemDriver, ModemDriverConfig
 from drivers.serial.modem_status import AccessTechnology, RegistrationState
 from drivers.serial.port import PortSpec
-from drivers.serial.sim.modem import ModemSim, ModemSimState
+from rig.serial.modem import ModemSim, ModemSimState
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, eventually
 
 

@@ -23,8 +23,8 @@ from drivers.serial.port_errors import (
     PortWriteTimeoutError,
     classify,
 )
-from drivers.serial.sim.pty_device import PtyDevice
 from gateway.errors import ConfigError
+from rig.serial.pty_device import PtyDevice
 from tests.serial_io.helpers import FAST_BACKOFF, by_id, eventually
 
 

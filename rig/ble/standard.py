@@ -13,19 +13,19 @@ from drivers.ble.device_info import (
     encode_system_id,
 )
 from drivers.ble.gatt_time import CURRENT_TIME_UUID, AdjustReason, CurrentTime, DayOfWeek
-from drivers.ble.sim.errors import AttError
-from drivers.ble.sim.gatt import (
+from gateway.errors import GatewayError
+from gateway.model import DeviceId, DeviceIdKind
+from rig.ble.errors import AttError
+from rig.ble.gatt import (
     ATT_OUT_OF_RANGE,
     ATT_WRITE_NOT_PERMITTED,
     Characteristic,
     Service,
     gatt_profile_service,
 )
-from gateway.errors import GatewayError
-from gateway.model import DeviceId, DeviceIdKind
 
 if TYPE_CHECKING:
-    from drivers.ble.sim.peripheral import Peripheral
+    from rig.ble.peripheral import Peripheral
 
 DEVICE_INFORMATION_UUID = 0x180A
 BATTERY_SERVICE_UUID = 0x180F

@@ -22,13 +22,13 @@ from typing import Any
 from dbus_fast import BusType, Message, Variant
 from dbus_fast.aio import MessageBus
 
-from drivers.ble.sim.agent import AgentManager
-from drivers.ble.sim.device import SimDevice
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.gatt import uuid128
-from drivers.ble.sim.objects import NO_REPLY, DBusObject, ObjectTree, Props, Reply, bluez_error
-from drivers.ble.sim.peripheral import Peripheral
-from drivers.ble.sim.timing import Timing
+from rig.ble.agent import AgentManager
+from rig.ble.device import SimDevice
+from rig.ble.errors import SimError
+from rig.ble.gatt import uuid128
+from rig.ble.objects import NO_REPLY, DBusObject, ObjectTree, Props, Reply, bluez_error
+from rig.ble.peripheral import Peripheral
+from rig.ble.timing import Timing
 
 BLUEZ = "org.bluez"
 ADAPTER_IFACE = "org.bluez.Adapter1"

@@ -40,8 +40,6 @@ from drivers.ble.pulse_oximeter import (
     PlxFeatures,
     SpotCheckMeasurement,
 )
-from drivers.ble.sim.gatt import Characteristic, Service
-from drivers.ble.sim.peripheral import Peripheral
 from drivers.ble.thermometer import (
     FLAG_FAHRENHEIT,
     FLAG_TEMPERATURE_TYPE,
@@ -56,6 +54,8 @@ from drivers.ble.thermometer import (
 from drivers.ble.weight_scale import FLAG_BMI_HEIGHT, WEIGHT_MEASUREMENT_UUID, WeightMeasurement
 from drivers.ble.weight_scale import FLAG_TIME_STAMP as WEIGHT_TIME
 from gateway.model import AbsentReason
+from rig.ble.gatt import Characteristic, Service
+from rig.ble.peripheral import Peripheral
 
 HEALTH_THERMOMETER_UUID = 0x1809
 MEASUREMENT_INTERVAL_UUID = 0x2A21

@@ -1,10 +1,10 @@
 """Run one simulated serial device as a process (``kill -9`` it to pull the plug for real).
 
-    python -m drivers.serial.sim astm  --link /tmp/rig/dev/serial/by-id/usb-Sim_CRP-if00-port0 \\
+    python -m rig.serial astm  --link /tmp/rig/dev/serial/by-id/usb-Sim_CRP-if00-port0 \\
         --crp 5.0 --reply-timeout 15 --retry-after 2
-    python -m drivers.serial.sim nonin --link /tmp/rig/dev/homecare/spo2 --scenario
-    python -m drivers.serial.sim cms50 --link /tmp/rig/dev/homecare/spo2
-    python -m drivers.serial.sim modem --link /tmp/rig/dev/homecare/modem-at
+    python -m rig.serial nonin --link /tmp/rig/dev/homecare/spo2 --scenario
+    python -m rig.serial cms50 --link /tmp/rig/dev/homecare/spo2
+    python -m rig.serial modem --link /tmp/rig/dev/homecare/modem-at
 
 It prints JSON lines on stdout - ``{"event": "ready", "link": ..., "tty": ...}`` first, then what
 happens (``delivered``, ``reply`` for the analyser) - and reads commands on stdin, one a line:
@@ -26,10 +26,10 @@ from typing import Any
 
 from drivers.serial.astm_link import LinkTimers
 from drivers.serial.astm_records import parse_ts
-from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim
-from drivers.serial.sim.modem import ModemSim
-from drivers.serial.sim.oximeter import DESATURATION_SCENARIO, Cms50Sim, NoninSim, OximeterSim
-from drivers.serial.sim.pty_device import PtyDevice
+from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim
+from rig.serial.modem import ModemSim
+from rig.serial.oximeter import DESATURATION_SCENARIO, Cms50Sim, NoninSim, OximeterSim
+from rig.serial.pty_device import PtyDevice
 
 KINDS = ("astm", "nonin", "cms50", "modem")
 
@@ -115,7 +115,7 @@ def _report(device: PtyDevice, stop: threading.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m drivers.serial.sim", description="simulated serial device on a pty"
+        prog="python -m rig.serial", description="simulated serial device on a pty"
     )
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--link", required=True, help="symlink to create for the device")

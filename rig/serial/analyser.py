@@ -38,7 +38,7 @@ from drivers.serial.astm_records import (
     terminator,
 )
 from drivers.serial.events import NeedData, SendBytes
-from drivers.serial.sim.pty_device import PtyDevice
+from rig.serial.pty_device import PtyDevice
 
 _REPLY_NAMES = {ACK: "ACK", NAK: "NAK", EOT: "EOT"}
 

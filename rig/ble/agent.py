@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from dbus_fast import Message, MessageType
 from dbus_fast.errors import DBusError
 
-from drivers.ble.sim.objects import NO_REPLY, DBusObject, ObjectTree, Reply, bluez_error
-from drivers.ble.sim.peripheral import Pairing, PairingMethod
+from rig.ble.objects import NO_REPLY, DBusObject, ObjectTree, Reply, bluez_error
+from rig.ble.peripheral import Pairing, PairingMethod
 
 AGENT_MANAGER_IFACE = "org.bluez.AgentManager1"
 AGENT_IFACE = "org.bluez.Agent1"

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from dbus_fast import Message, Variant
 
-from drivers.ble.sim.errors import AttError
-from drivers.ble.sim.gatt import (
+from rig.ble.errors import AttError
+from rig.ble.gatt import (
     ATT_INSUFFICIENT_AUTHENTICATION,
     ATT_READ_NOT_PERMITTED,
     ATT_WRITE_NOT_PERMITTED,
@@ -26,8 +26,8 @@ from drivers.ble.sim.gatt import (
     layout,
     uuid128,
 )
-from drivers.ble.sim.objects import NO_REPLY, DBusObject, ObjectTree, Reply, bluez_error
-from drivers.ble.sim.peripheral import Peripheral
+from rig.ble.objects import NO_REPLY, DBusObject, ObjectTree, Reply, bluez_error
+from rig.ble.peripheral import Peripheral
 
 SERVICE_IFACE = "org.bluez.GattService1"
 CHAR_IFACE = "org.bluez.GattCharacteristic1"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from drivers.serial.cms50 import SPO2_INVALID, Cms50Packet
 from drivers.serial.nonin import SNSD, STATUS_ALWAYS, encode_packet
-from drivers.serial.sim.pty_device import PtyDevice
+from rig.serial.pty_device import PtyDevice
 
 
 @dataclass(frozen=True, slots=True)

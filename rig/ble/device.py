@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 from dbus_fast import Message, Variant
 
-from drivers.ble.sim.agent import AgentManager
-from drivers.ble.sim.errors import LinkLostError
-from drivers.ble.sim.gatt import uuid128
-from drivers.ble.sim.objects import NO_REPLY, DBusObject, ObjectTree, Props, Reply, bluez_error
-from drivers.ble.sim.peripheral import Peripheral
-from drivers.ble.sim.remote_gatt import RemoteGatt
-from drivers.ble.sim.timing import Timing
+from rig.ble.agent import AgentManager
+from rig.ble.errors import LinkLostError
+from rig.ble.gatt import uuid128
+from rig.ble.objects import NO_REPLY, DBusObject, ObjectTree, Props, Reply, bluez_error
+from rig.ble.peripheral import Peripheral
+from rig.ble.remote_gatt import RemoteGatt
+from rig.ble.timing import Timing
 
 DEVICE_IFACE = "org.bluez.Device1"
 

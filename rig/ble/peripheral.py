@@ -21,9 +21,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.errors import LinkLostError, SimError
-from drivers.ble.sim.gatt import Service
+from rig.ble.clock import DeviceClock
+from rig.ble.errors import LinkLostError, SimError
+from rig.ble.gatt import Service
 
 
 class PairingMethod(enum.Enum):
@@ -139,7 +139,7 @@ class Peripheral:
         return ()
 
     def services(self) -> tuple[Service, ...]:
-        from drivers.ble.sim.standard import standard_services  # noqa: PLC0415 cycle
+        from rig.ble.standard import standard_services  # noqa: PLC0415 cycle
 
         return (*self.profile_services(), *standard_services(self))
 

@@ -16,10 +16,10 @@ _ROOT = Path(__file__).resolve().parents[3]  # the checkout that holds the drive
 
 
 class SimProcess:
-    """``python -m drivers.serial.sim KIND --link LINK ARGS``; events are its JSON lines."""
+    """``python -m rig.serial KIND --link LINK ARGS``; events are its JSON lines."""
 
     def __init__(self, kind: str, link: Path, args: Sequence[str] = ()) -> None:
-        self.argv = [sys.executable, "-m", "drivers.serial.sim", kind, "--link", str(link), *args]
+        self.argv = [sys.executable, "-m", "rig.serial", kind, "--link", str(link), *args]
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None

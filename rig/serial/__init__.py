@@ -2,13 +2,13 @@
 
 Thread API (tests, demos): :class:`AstmAnalyserSim`, :class:`NoninSim`, :class:`Cms50Sim`,
 :class:`ModemSim`; process API (``kill -9`` the device): :class:`SimProcess` around
-``python -m drivers.serial.sim``.
+``python -m rig.serial``.
 """
 
-from drivers.serial.sim.analyser import AnalyserFaults, AstmAnalyserSim, crp_message
-from drivers.serial.sim.modem import ModemSim, ModemSimState
-from drivers.serial.sim.oximeter import Cms50Sim, NoninSim, OximeterState, Phase
-from drivers.serial.sim.process import SimProcess
+from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim, crp_message
+from rig.serial.modem import ModemSim, ModemSimState
+from rig.serial.oximeter import Cms50Sim, NoninSim, OximeterState, Phase
+from rig.serial.process import SimProcess
 
 __all__ = [
     "AnalyserFaults",

@@ -1,4 +1,4 @@
-"""``python -m drivers.ble.sim SCENARIO.json``: a simulated BlueZ in the foreground.
+"""``python -m rig.ble SCENARIO.json``: a simulated BlueZ in the foreground.
 
 Starts a private bus (or serves on ``--bus-address``), the simulated bluetoothd with the
 scenario's devices, prints ``DBUS_SYSTEM_BUS_ADDRESS=...`` and ``PATH=...`` lines (also written
@@ -6,7 +6,7 @@ to ``--env-file`` for a shell to source) then ``bluez-sim: ready``, plays the sc
 and runs until SIGINT / SIGTERM or ``--seconds``. Exit codes: 0 done, 2 bad scenario or
 start-up failure. Example::
 
-    python -m drivers.ble.sim demo.json --env-file /tmp/bluez-sim.env &
+    python -m rig.ble demo.json --env-file /tmp/bluez-sim.env &
     . /tmp/bluez-sim.env && gatewayd ...
 """
 
@@ -21,11 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from drivers.ble.sim.bluez import BluezService
-from drivers.ble.sim.bus import PrivateBus
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.scenario import Scenario, load, play
-from drivers.ble.sim.stub import stub_dir
+from rig.ble.bluez import BluezService
+from rig.ble.bus import PrivateBus
+from rig.ble.errors import SimError
+from rig.ble.scenario import Scenario, load, play
+from rig.ble.stub import stub_dir
 
 
 async def serve(scenario: Scenario, address: str, seconds: float) -> None:
@@ -62,9 +62,9 @@ def environment_lines(address: str, bin_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drivers.ble.sim",
+    parser = argparse.ArgumentParser(prog="python -m rig.ble",
                                      description="Run a simulated BlueZ from a scenario file.")
-    parser.add_argument("scenario", type=Path, help="scenario JSON (drivers/ble/sim/scenario.py)")
+    parser.add_argument("scenario", type=Path, help="scenario JSON (rig/ble/scenario.py)")
     parser.add_argument("--bus-address", help="serve on this bus instead of a private one")
     parser.add_argument("--env-file", type=Path, help="write export lines for a shell here")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")

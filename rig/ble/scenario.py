@@ -31,18 +31,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from drivers.ble.sim.clock import DeviceClock
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.peripheral import Pairing, PairingMethod, Peripheral
-from drivers.ble.sim.profiles import (
+from rig.ble.clock import DeviceClock
+from rig.ble.errors import SimError
+from rig.ble.peripheral import Pairing, PairingMethod, Peripheral
+from rig.ble.profiles import (
     BloodPressureMonitor,
     HeartRateSensor,
     PulseOximeter,
     Thermometer,
     WeightScale,
 )
-from drivers.ble.sim.stored import CgmSensor, GlucoseMeter
-from drivers.ble.sim.timing import Timing
+from rig.ble.stored import CgmSensor, GlucoseMeter
+from rig.ble.timing import Timing
 
 KINDS: dict[str, type[Peripheral]] = {cls.kind: cls for cls in (
     Thermometer, BloodPressureMonitor, WeightScale, PulseOximeter, HeartRateSensor,

@@ -6,7 +6,7 @@
 - ``peripheral`` / ``profiles`` / ``stored`` / ``standard``: virtual health devices, one class per
   GATT profile, built from the project's own encoders, with scriptable misbehaviour.
 - ``rig``: ``SimulatedBluez``, what tests, ``make demo`` and ``make hil`` start;
-  ``scenario`` + ``python -m drivers.ble.sim``: the same from a JSON scenario file.
+  ``scenario`` + ``python -m rig.ble``: the same from a JSON scenario file.
 
 Facts this follows are in /work/shared/reference/bluez-dbus.md and BlueZ's public D-Bus API
 documentation (org.bluez.Adapter, Device, GattService/Characteristic/Descriptor, AgentManager,

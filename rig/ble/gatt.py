@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from dbus_fast.errors import DBusError
 
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.objects import bluez_error
+from rig.ble.errors import SimError
+from rig.ble.objects import bluez_error
 
 BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 CCCD_UUID = 0x2902

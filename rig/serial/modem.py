@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.serial.sim.pty_device import PtyDevice
+from rig.serial.pty_device import PtyDevice
 
 
 @dataclass(frozen=True, slots=True)

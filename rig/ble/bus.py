@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from drivers.ble.sim.errors import SimError
+from rig.ble.errors import SimError
 
 DBUS_DAEMON = "/usr/bin/dbus-daemon"
 

@@ -29,12 +29,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TypeVar
 
-from drivers.ble.sim.bluez import BluezService
-from drivers.ble.sim.bus import PrivateBus
-from drivers.ble.sim.errors import SimError
-from drivers.ble.sim.peripheral import Peripheral
-from drivers.ble.sim.stub import rig_environment, stub_dir
-from drivers.ble.sim.timing import Timing
+from rig.ble.bluez import BluezService
+from rig.ble.bus import PrivateBus
+from rig.ble.errors import SimError
+from rig.ble.peripheral import Peripheral
+from rig.ble.stub import rig_environment, stub_dir
+from rig.ble.timing import Timing
 
 T = TypeVar("T")
 _ENV_KEYS = ("DBUS_SYSTEM_BUS_ADDRESS", "PATH")

@@ -42,16 +42,16 @@ from drivers.ble.glucose import (
 )
 from drivers.ble.glucose_context import GLUCOSE_CONTEXT_UUID, GlucoseContext
 from drivers.ble.racp import RACP_UUID, OpCode, Operator, RacpRequest, ResponseCode
-from drivers.ble.sim.errors import AttError, LinkLostError
-from drivers.ble.sim.gatt import (
+from gateway.errors import GatewayError
+from rig.ble.errors import AttError, LinkLostError
+from rig.ble.gatt import (
     ATT_CCCD_IMPROPERLY_CONFIGURED,
     ATT_PROCEDURE_IN_PROGRESS,
     Characteristic,
     Service,
 )
-from drivers.ble.sim.peripheral import Peripheral
-from drivers.ble.sim.racp_server import Outcome, RecordStore, StoredRecord, respond
-from gateway.errors import GatewayError
+from rig.ble.peripheral import Peripheral
+from rig.ble.racp_server import Outcome, RecordStore, StoredRecord, respond
 
 GLUCOSE_SERVICE_UUID = 0x1808
 GLUCOSE_FEATURE_UUID = 0x2A51
