@@ -29,11 +29,12 @@ from pathlib import Path
 
 from bench.common import Keys, gateway_info, mixed_readings, quiet_logs, say, spo2_stream
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway import cjson, fhir, wire
+from gateway import fhir
 from gateway.dbthread import DatabaseThread
 from gateway.ingest import IngestWriter, Lane, _Item
 from gateway.model import Measurement
-from gateway.sealing import AEAD_AES_256_GCM, KDF_HKDF_SHA256, KEM_IDS, SuiteName, hpke_suite
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import AEAD_AES_256_GCM, KDF_HKDF_SHA256, KEM_IDS, SuiteName, hpke_suite
 
 UPLOAD_BATCH = 500  # UploadSettings.batch_max_records
 

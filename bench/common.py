@@ -29,7 +29,7 @@ from gateway import __version__, fhir, logs
 from gateway.dbthread import DatabaseThread
 from gateway.ingest import IngestWriter
 from gateway.model import DeviceId, DeviceIdKind, Measurement, TimeQuality
-from gateway.sealing import RecordSealer
+from gateway.seal.sealing import RecordSealer
 from rig.devices import expected_reading
 
 GATEWAY_ID = "gw-bench-0001"

@@ -5,7 +5,7 @@ A continuous stream travels in lane STREAM, which the writer seals in chunks: on
 (woken by that commit) sends it as a batch of one. This benchmark does exactly that with the real
 parts, in-process: 300 readings one second apart (reception times), handed to the
 :class:`IngestWriter` in lane STREAM with the default chunk time, sealed and durably committed,
-then each record is leased on its own and framed with :func:`gateway.wire.encode_batch` as
+then each record is leased on its own and framed with :func:`gateway.seal.wire.encode_batch` as
 :class:`UploadLoop` frames it. The readings are handed over faster than real time; the chunks
 close on their reception-time span exactly as they would at 1 Hz.
 
@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo2_stream
-from gateway import cjson, fhir, wire
+from gateway import fhir
 from gateway.config import DEFAULT_STREAM_CHUNK_S
 from gateway.ingest import Lane
+from gateway.seal import cjson, wire
 from provider.verifier import Verifier
 
 TOPIC = f"homecare/v1/gw/{gateway_info().gateway_id}/records"

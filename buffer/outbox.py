@@ -22,8 +22,8 @@ from pathlib import Path
 import sqlite_utils
 
 from buffer.schema import migrate
-from gateway import wire
 from gateway.errors import StoreError
+from gateway.seal import wire
 
 
 @dataclass(frozen=True, slots=True)

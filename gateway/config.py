@@ -17,7 +17,7 @@ from typing import Any
 from gateway import ble_config, serial_config
 from gateway.ble_config import BleDeviceConfig
 from gateway.errors import ConfigError
-from gateway.sealing import SuiteName
+from gateway.seal.sealing import SuiteName
 from gateway.serial_config import SerialDeviceConfig
 from gateway.tomltable import Table
 from provisioning.layout import StateLayout

@@ -23,7 +23,7 @@ from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from drivers.serial.modem_driver import ModemDriver
-from gateway import __version__, fhir, logs, wire
+from gateway import __version__, fhir, logs
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.daemon_control import ControlHandlers
@@ -31,11 +31,16 @@ from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
-from gateway.keys import load_provider_mlkem_public, load_provider_x25519_public, load_signing_key
 from gateway.linkmon import LinkMonitor, LinkSettings
 from gateway.notify import SystemdNotifier
 from gateway.pump import driver_mark, pump
-from gateway.sealing import RecordSealer, provider_public_key
+from gateway.seal import wire
+from gateway.seal.keys import (
+    load_provider_mlkem_public,
+    load_provider_x25519_public,
+    load_signing_key,
+)
+from gateway.seal.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
 from gateway.uplink import MqttUplink, UplinkSettings
 from gateway.upload import UploadLoop, UploadSettings

@@ -14,13 +14,13 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox
-from gateway import wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
 from gateway.linkmon import LinkMonitor
 from gateway.model import Measurement
+from gateway.seal import wire
 from provisioning import runtime as provisioning
 
 log = structlog.get_logger("gateway.daemon")

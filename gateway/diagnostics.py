@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import keys
 from gateway.config import Config
 from gateway.control import ask
 from gateway.errors import GatewayError
 from gateway.health import clock_sync
 from gateway.link import check_route
 from gateway.progress import NO_PROGRESS, Progress
+from gateway.seal import keys
 from gateway.uplink import MqttUplink, UplinkSettings
 
 

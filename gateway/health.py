@@ -24,11 +24,12 @@ import structlog
 from cryptography import x509
 
 from buffer.outbox import Outbox, OutboxStats
-from gateway import __version__, wire
+from gateway import __version__
 from gateway import alarms as alarms_
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.seal import wire
 from gateway.watchdog import LoopWatch
 
 log = structlog.get_logger("gateway.health")

@@ -31,12 +31,13 @@ import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
-from gateway import cjson, fhir, wire
+from gateway import fhir
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, StoreError
 from gateway.gaps import GapLedger, UnusableReading, unusable_gap_body
 from gateway.model import Measurement
-from gateway.sealing import RecordSealer
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import RecordSealer
 
 log = structlog.get_logger("gateway.ingest")
 

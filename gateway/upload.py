@@ -16,11 +16,11 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox, StoredRecord
-from gateway import wire
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, UploadError
 from gateway.ingest import Lane
 from gateway.retry import FailureKind, classify, connect_retrying
+from gateway.seal import wire
 from gateway.uplink import ConnectionLostError, MqttUplink
 
 log = structlog.get_logger("gateway.upload")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway import wire
+from gateway.seal import wire
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import codes, keys, wire
+from gateway import codes
 from gateway.errors import GatewayError
 from gateway.model import Measurement
-from gateway.sealing import provider_private_key
+from gateway.seal import keys, wire
+from gateway.seal.sealing import provider_private_key
 from provider.verifier import BatchResult, VerifiedRecord, Verifier
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue for a week of provider downtime

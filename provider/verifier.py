@@ -16,10 +16,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway import cjson, wire
 from gateway.errors import VerifyError
 from gateway.model import Measurement
-from gateway.sealing import ProviderPrivateKey, open_record
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import ProviderPrivateKey, open_record
 from provider import fhir_read
 from provider.chain import ChainTracker
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway import cjson, fhir, wire
-from gateway.sealing import RecordSealer
+from gateway import fhir
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import RecordSealer
 from tests.factories import make_gateway_info, make_measurement
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

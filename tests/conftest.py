@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway.keys import private_pem, public_pem
+from gateway.seal.keys import private_pem, public_pem
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from gateway.errors import ProvisioningError, SealError
-from gateway.keys import (
+from gateway.seal.keys import (
     load_gateway_public_key,
     load_provider_mlkem_private,
     load_provider_mlkem_public,

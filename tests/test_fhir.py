@@ -20,7 +20,7 @@ from fhir.resources.R4B.observation import Observation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import cjson, codes, fhir, fhir_device, fhir_vocab
+from gateway import codes, fhir, fhir_device, fhir_vocab
 from gateway.errors import ModelError, VerifyError
 from gateway.model import (
     AbsentReason,
@@ -31,6 +31,7 @@ from gateway.model import (
     MeasurementStatus,
     TimeQuality,
 )
+from gateway.seal import cjson
 from provider import fhir_read
 from tests.factories import make_bp_measurement, make_gateway_info, make_measurement
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.outbox import Outbox
-from gateway import cjson, wire
 from gateway.dbthread import DatabaseThread
 from gateway.health import DeviceHealth, HealthReporter
 from gateway.ingest import IngestWriter
-from gateway.sealing import RecordSealer
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import RecordSealer
 from provider.verifier import Verifier
 from rig.pki import create_rig_pki
 from tests.factories import make_gateway_info

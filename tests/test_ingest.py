@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway import fhir, wire
+from gateway import fhir
 from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
@@ -22,7 +22,8 @@ from gateway.gaps import UnusableReading
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
 from gateway.pump import pump
-from gateway.sealing import RecordSealer
+from gateway.seal import wire
+from gateway.seal.sealing import RecordSealer
 from provider import fhir_read
 from provider.verifier import Verifier
 from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement

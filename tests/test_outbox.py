@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway import wire
 from gateway.errors import StoreError
+from gateway.seal import wire
 
 
 def append_n(box: Outbox, n: int, lane: int = 1, size: int = 10) -> list[int]:

@@ -7,9 +7,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import wire
 from gateway.errors import VerifyError
-from gateway.sealing import (
+from gateway.seal import wire
+from gateway.seal.sealing import (
     RecordSealer,
     SuiteName,
     open_record,

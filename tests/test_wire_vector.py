@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway import cjson, wire
 from gateway.errors import VerifyError
-from gateway.sealing import open_record
+from gateway.seal import cjson, wire
+from gateway.seal.sealing import open_record
 from provider import fhir_read
 from provider.verifier import Verifier
 

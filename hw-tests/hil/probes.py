@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway.keys import private_pem, public_pem
+from gateway.seal.keys import private_pem, public_pem
 from hil.profile import RigProfile
 
 _PROBE_ADDRESS = "A4:C1:38:7E:57:01"

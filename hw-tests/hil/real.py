@@ -14,8 +14,9 @@ import subprocess
 import time
 from typing import Any
 
-from gateway import __version__, keys
-from gateway.sealing import provider_private_key
+from gateway import __version__
+from gateway.seal import keys
+from gateway.seal.sealing import provider_private_key
 from hil.base import DeviceRef
 from hil.profile import (
     STORING_BLE_PROFILES,

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import keys, wire
 from gateway.model import Measurement
-from gateway.sealing import provider_private_key
+from gateway.seal import keys, wire
+from gateway.seal.sealing import provider_private_key
 from provider.broker import MosquittoBroker
 from provider.service import ProviderSubscriber, SubscriberSettings
 from provider.verifier import BatchResult, Verifier

@@ -33,7 +33,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway import __version__
-from gateway.keys import load_signing_key
+from gateway.seal.keys import load_signing_key
 from rig.ble.peripheral import Pairing, PairingMethod
 from rig.ble.profiles import Thermometer, neighbour
 from rig.ble.rig import SimulatedBluez

@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
-from gateway import wire
 from gateway.errors import SealError, VerifyError
+from gateway.seal import wire
 
 KDF_HKDF_SHA256 = 0x0001  # RFC 9180 section 7.2
 AEAD_AES_256_GCM = 0x0002  # RFC 9180 section 7.3
