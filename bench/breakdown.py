@@ -29,8 +29,8 @@ from pathlib import Path
 
 from bench.common import Keys, gateway_info, mixed_readings, quiet_logs, say, spo2_stream
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway import fhir
 from gateway.dbthread import DatabaseThread
+from gateway.fhir import observation as fhir
 from gateway.ingest import IngestWriter, Lane, _Item
 from gateway.model import Measurement
 from gateway.seal import cjson, wire

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
-from gateway import __version__, fhir, logs
+from gateway import __version__, logs
 from gateway.dbthread import DatabaseThread
+from gateway.fhir import observation as fhir
 from gateway.ingest import IngestWriter
 from gateway.model import DeviceId, DeviceIdKind, Measurement, TimeQuality
 from gateway.seal.sealing import RecordSealer

@@ -32,8 +32,8 @@ from pathlib import Path
 from bench.common import BenchError, Keys, gateway_info, median, say, spo2_stream
 from bench.rig import BenchRig, proc_sample
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
-from gateway import fhir
 from gateway.dbthread import DatabaseThread
+from gateway.fhir import observation as fhir
 from gateway.ingest import Lane
 from gateway.seal import cjson, wire
 from gateway.uplink import MqttUplink

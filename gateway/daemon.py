@@ -23,12 +23,13 @@ from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from drivers.serial.modem_driver import ModemDriver
-from gateway import __version__, fhir, logs
+from gateway import __version__, logs
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.daemon_control import ControlHandlers
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
+from gateway.fhir import observation as fhir
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
 from gateway.linkmon import LinkMonitor, LinkSettings

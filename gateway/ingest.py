@@ -31,9 +31,9 @@ import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
-from gateway import fhir
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, StoreError
+from gateway.fhir import observation as fhir
 from gateway.gaps import GapLedger, UnusableReading, unusable_gap_body
 from gateway.model import Measurement
 from gateway.seal import cjson, wire

@@ -1,6 +1,7 @@
 """Provider side of the FHIR mapping: Observations back into the exact Measurements sent.
 
-The inverse of :mod:`gateway.fhir`. It checks what it reads (identifier, status, test marking must
+The inverse of :mod:`gateway.fhir.observation`. It checks what it reads (identifier, status, test
+marking must
 agree with the reading) and raises ``FhirMappingError`` (a ``VerifyError``) on anything else, so a
 receiver never turns a malformed Bundle into a plausible-looking but wrong reading.
 """
@@ -15,11 +16,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway import codes
 from gateway.errors import ModelError
-from gateway.fhir import observation_identifier
-from gateway.fhir_device import device_ref
-from gateway.fhir_vocab import (  # the shared vocabulary of both directions
+from gateway.fhir import codes
+from gateway.fhir.device import device_ref
+from gateway.fhir.observation import observation_identifier
+from gateway.fhir.vocab import (  # the shared vocabulary of both directions
     CS_ABSENT,
     CS_STATUS,
     CS_TIME_QUALITY,

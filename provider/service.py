@@ -26,8 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import codes
 from gateway.errors import GatewayError
+from gateway.fhir import codes
 from gateway.model import Measurement
 from gateway.seal import keys, wire
 from gateway.seal.sealing import provider_private_key

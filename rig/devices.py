@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from gateway.codes import (
+from gateway.fhir.codes import (
     MDC_PRESS_BLD_NONINV,
     MDC_PRESS_BLD_NONINV_DIA,
     MDC_PRESS_BLD_NONINV_MEAN,

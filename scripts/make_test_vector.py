@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway import fhir
+from gateway.fhir import observation as fhir
 from gateway.seal import cjson, wire
 from gateway.seal.sealing import RecordSealer
 from tests.factories import make_gateway_info, make_measurement

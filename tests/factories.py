@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway import codes
-from gateway.fhir import GatewayInfo
+from gateway.fhir import codes
+from gateway.fhir.observation import GatewayInfo
 from gateway.model import Component, DeviceId, DeviceIdKind, Measurement, TimeQuality
 
 THERMOMETER = DeviceId(DeviceIdKind.BTMAC, "a4:c1:38:00:12:34")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import fhir
+from gateway.fhir import observation as fhir
 from gateway.seal import cjson
 from tests.factories import make_bp_measurement, make_gateway_info, make_measurement
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import codes
+from gateway.fhir import codes
 
 # (MDC code, reference id, default UCUM unit, LOINC codes for that unit)
 PINNED = [

@@ -20,8 +20,11 @@ from fhir.resources.R4B.observation import Observation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import codes, fhir, fhir_device, fhir_vocab
 from gateway.errors import ModelError, VerifyError
+from gateway.fhir import codes
+from gateway.fhir import device as fhir_device
+from gateway.fhir import observation as fhir
+from gateway.fhir import vocab as fhir_vocab
 from gateway.model import (
     AbsentReason,
     Component,

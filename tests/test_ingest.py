@@ -14,10 +14,10 @@ from structlog.testing import capture_logs
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway import fhir
 from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
 from gateway.fakes import FakeDriver
+from gateway.fhir import observation as fhir
 from gateway.gaps import UnusableReading
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement

@@ -18,21 +18,21 @@ from drivers.ble.gatt_time import read_date_time, write_date_time
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading, component
 from drivers.ble.wire import OpenIntEnum, Reader, Writer, bit_names, check_presence
-from gateway.codes import (
+from gateway.errors import ModelError
+from gateway.fhir.codes import (
     MDC_PRESS_BLD_NONINV,
     MDC_PRESS_BLD_NONINV_DIA,
     MDC_PRESS_BLD_NONINV_MEAN,
     MDC_PRESS_BLD_NONINV_SYS,
     MDC_PULS_RATE_NON_INV,
 )
-from gateway.errors import ModelError
 from gateway.model import MeasurementStatus
 
 BP_MEASUREMENT_UUID = 0x2A35
 INTERMEDIATE_CUFF_PRESSURE_UUID = 0x2A36
 BP_FEATURE_UUID = 0x2A49
 
-# Not in gateway.codes: the cuff pressure of an inflating / deflating cuff (IEEE 11073-10101,
+# Not in gateway.fhir.codes: the cuff pressure of an inflating / deflating cuff (IEEE 11073-10101,
 # 2::19228), what Intermediate Cuff Pressure reports.
 MDC_PRESS_CUFF = 150300
 

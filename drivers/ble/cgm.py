@@ -24,8 +24,8 @@ from drivers.ble.gatt_time import read_date_time, write_date_time
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading
 from drivers.ble.wire import OpenIntEnum, Reader, Writer, bit_names, crc16_mcrf4xx
-from gateway.codes import MDC_CONC_GLU_ISF
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_CONC_GLU_ISF
 from gateway.model import MeasurementStatus
 
 CGM_MEASUREMENT_UUID = 0x2AA7

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 from drivers.ble.measure import Reading
 from drivers.ble.wire import Reader, Writer, decode_error
-from gateway.codes import MDC_ATTR_VAL_BATT_CHARGE
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_ATTR_VAL_BATT_CHARGE
 from gateway.model import DeviceId, DeviceIdKind
 
 BATTERY_LEVEL_UUID = 0x2A19

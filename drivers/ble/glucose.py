@@ -8,7 +8,8 @@ number, Date Time base time, [sint16 time offset, minutes], [SFLOAT concentratio
 nibble) / sample location (high nibble)], [uint16 sensor status annunciation].
 
 Units (UCUM): kg/L is reported as mg/dL (1 kg/L = 10^5 mg/dL) and mol/L as mmol/L (10^3), the
-units clinicians, LOINC (41653-7 / 14743-9) and gateway.codes use. Both are powers of ten, so the
+units clinicians, LOINC (41653-7 / 14743-9) and gateway.fhir.codes use. Both are powers of ten,
+so the
 conversion only moves the decimal point: 0.00120 kg/L (SFLOAT mantissa 120, exponent -5) is
 120 mg/dL with the same three significant digits, no rounding.
 """
@@ -24,13 +25,14 @@ from drivers.ble.glucose_context import GlucoseContext
 from drivers.ble.ieee11073 import Numeric, shift
 from drivers.ble.measure import Reading
 from drivers.ble.wire import OpenIntEnum, Reader, Writer, bit_names, check_presence
-from gateway import codes
 from gateway.errors import ModelError
+from gateway.fhir import codes
 from gateway.model import AbsentReason, MeasurementStatus
 
 GLUCOSE_MEASUREMENT_UUID = 0x2A18
 
-# Glucose codes not in gateway.codes (IEEE 11073-10101 / -10417, partition 2, 2 * 65536 + term).
+# Glucose codes not in gateway.fhir.codes
+# (IEEE 11073-10101 / -10417, partition 2, 2 * 65536 + term).
 MDC_CONC_GLU_GEN = 160020  # 2::28948 glucose, sample type not stated
 MDC_CONC_GLU_VENOUS_WHOLEBLOOD = 160192  # 2::29120
 MDC_CONC_GLU_VENOUS_PLASMA = 160196  # 2::29124

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 from drivers.ble.measure import Reading
 from drivers.ble.wire import Reader, Writer, check_presence
-from gateway.codes import MDC_ECG_HEART_RATE, MDC_ECG_TIME_PD_RR_GL
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_ECG_HEART_RATE, MDC_ECG_TIME_PD_RR_GL
 from gateway.model import AbsentReason
 
 HEART_RATE_MEASUREMENT_UUID = 0x2A37

@@ -67,7 +67,7 @@ from drivers.ble.thermometer import (
 from drivers.ble.weight_scale import WEIGHT_MEASUREMENT_UUID, WeightMeasurement
 from gateway.atomicfile import atomic_write
 from gateway.errors import ConfigError, GatewayError, StoreError
-from gateway.fhir import observation_identifier
+from gateway.fhir.observation import observation_identifier
 from gateway.model import DeviceId, Measurement
 
 log = structlog.get_logger("drivers.ble.intake")

@@ -20,15 +20,16 @@ from drivers.ble.gatt_time import read_date_time, write_date_time
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading
 from drivers.ble.wire import Reader, Writer, bit_names, check_presence
-from gateway.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.model import MeasurementStatus
 
 SPOT_CHECK_UUID = 0x2A5E
 CONTINUOUS_UUID = 0x2A5F
 FEATURES_UUID = 0x2A60
 
-# Not in gateway.codes: pulse amplitude index / relative perfusion (IEEE 11073-10101, 2::19376).
+# Not in gateway.fhir.codes: pulse amplitude index / relative perfusion
+# (IEEE 11073-10101, 2::19376).
 MDC_PULS_OXIM_PERF_REL = 150448
 
 SPOT_TIMESTAMP = 1 << 0

@@ -3,7 +3,8 @@
 Thermometers, blood-pressure monitors, scales and spot-check oximeters without RACP push their
 stored backlog as a burst of indications after every subscription; many send their whole memory
 each time. The health-devices reference: de-duplicate by the PHD IG identifier. The identifier is
-``gateway.fhir.observation_identifier`` (device, type, value, unit, the *device's* timestamp,
+``gateway.fhir.observation.observation_identifier`` (device, type, value, unit, the *device's*
+timestamp,
 supplemental info), so only readings with a device timestamp can be recognised again; readings
 without one carry their reception time and are never dropped here.
 

@@ -16,15 +16,15 @@ from drivers.ble.gatt_time import read_date_time, write_date_time
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading
 from drivers.ble.wire import OpenIntEnum, Reader, Writer, check_presence
-from gateway.codes import MDC_TEMP_BODY
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_TEMP_BODY
 from gateway.model import MeasurementStatus
 
 TEMPERATURE_MEASUREMENT_UUID = 0x2A1C
 TEMPERATURE_TYPE_UUID = 0x2A1D
 INTERMEDIATE_TEMPERATURE_UUID = 0x2A1E
 
-# Site-specific body temperature codes, not (yet) in gateway.codes: IEEE 11073-10101 as used by
+# Site-specific body temperature codes, not (yet) in gateway.fhir.codes: IEEE 11073-10101 as used by
 # 11073-10408 (thermometer), partition 2 (SCADA), code = 2 * 65536 + term code.
 MDC_TEMP_RECT = 188420  # 2::57348 rectal
 MDC_TEMP_ORAL = 188424  # 2::57352 oral

@@ -20,8 +20,8 @@ from drivers.ble.gatt_time import read_date_time, write_date_time
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading
 from drivers.ble.wire import Reader, Writer, check_presence
-from gateway.codes import MDC_LEN_BODY_ACTUAL, MDC_MASS_BODY_ACTUAL, MDC_RATIO_MASS_BODY_LEN_SQ
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_LEN_BODY_ACTUAL, MDC_MASS_BODY_ACTUAL, MDC_RATIO_MASS_BODY_LEN_SQ
 from gateway.model import AbsentReason
 
 WEIGHT_MEASUREMENT_UUID = 0x2A9D

@@ -29,8 +29,8 @@ from types import MappingProxyType
 
 from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
 from drivers.serial.errors import AstmRecordError, SerialUsageError
-from gateway import codes
-from gateway.codes import Loinc
+from gateway.fhir import codes
+from gateway.fhir.codes import Loinc
 from gateway.model import (
     AbsentReason,
     DeviceId,
@@ -40,7 +40,7 @@ from gateway.model import (
     TimeQuality,
 )
 
-# The lab analytes' MDC codes and LOINC terms live in gateway.codes (the FHIR mapping reads
+# The lab analytes' MDC codes and LOINC terms live in gateway.fhir.codes (the FHIR mapping reads
 # them there); private MDC codes are reported as "type": null by the decode CLI.
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
@@ -64,8 +64,8 @@ class Analyte:
 
 def _analyte(mdc_code: int, unitless: str | None = None) -> Analyte:
     info = codes.info(mdc_code)
-    if info is None:  # pragma: no cover - the table in gateway.codes is static
-        raise SerialUsageError(f"MDC code {mdc_code} is missing from gateway.codes")
+    if info is None:  # pragma: no cover - the table in gateway.fhir.codes is static
+        raise SerialUsageError(f"MDC code {mdc_code} is missing from gateway.fhir.codes")
     return Analyte(info.display, mdc_code, info.loinc, unitless)
 
 

@@ -23,8 +23,8 @@ from drivers.serial.cms50 import Cms50Decoder
 from drivers.serial.errors import AstmLinkError
 from drivers.serial.nonin import NoninDecoder
 from drivers.serial.oximetry import OximetrySample, to_measurements
-from gateway.codes import PRIVATE_MDC_CODES
 from gateway.errors import GatewayError, UsageError
+from gateway.fhir.codes import PRIVATE_MDC_CODES
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
 
 PROTOCOLS = ("astm", "nonin", "cms50")

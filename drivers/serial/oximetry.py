@@ -14,8 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from gateway.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.errors import ModelError
+from gateway.fhir.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.model import AbsentReason, DeviceId, Measurement, MeasurementStatus
 
 

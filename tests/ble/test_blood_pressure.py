@@ -15,8 +15,8 @@ from drivers.ble.blood_pressure import (
     PulseRateRange,
 )
 from drivers.ble.measure import Reading
-from gateway import codes
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir import codes
 from gateway.model import AbsentReason, Component, MeasurementStatus
 from tests.ble.helpers import (
     DATE_TIME_BYTES,

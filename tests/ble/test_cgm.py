@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from drivers.ble.cgm import CgmMeasurement, CgmRecord, CgmSessionStartTime, DstOffset
 from drivers.ble.measure import Reading
 from drivers.ble.wire import crc16_mcrf4xx
-from gateway.codes import MDC_CONC_GLU_ISF
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir.codes import MDC_CONC_GLU_ISF
 from gateway.model import MeasurementStatus, TimeQuality
 from tests.ble.helpers import DATE_TIME_BYTES, decode_or_reject, fixed, measurements_of, same, wall
 

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.ble.decode import SUPPORTED_UUIDS, decode_characteristic
-from gateway import codes
 from gateway.errors import DecodeError
+from gateway.fhir import codes
 from tests.ble.helpers import decode_or_reject
 
 # BP Measurement, flags 0x06 (mmHg, time stamp, pulse); SFLOAT 120 / 80 / 93; Date Time

@@ -15,8 +15,8 @@ from drivers.ble.device_info import (
     encode_system_id,
 )
 from drivers.ble.measure import Reading
-from gateway.codes import MDC_ATTR_VAL_BATT_CHARGE
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir.codes import MDC_ATTR_VAL_BATT_CHARGE
 from gateway.model import DeviceId, DeviceIdKind
 from tests.ble.helpers import decode_or_reject, measurements_of, same
 

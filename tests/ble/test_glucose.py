@@ -26,8 +26,8 @@ from drivers.ble.glucose_context import (
     SampleTester,
 )
 from drivers.ble.measure import Reading
-from gateway import codes
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir import codes
 from gateway.model import AbsentReason, MeasurementStatus, TimeQuality
 from tests.ble.helpers import (
     DATE_TIME_BYTES,

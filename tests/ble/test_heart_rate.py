@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from drivers.ble.heart_rate import HeartRateMeasurement, rr_seconds
 from drivers.ble.measure import Reading
-from gateway.codes import MDC_ECG_HEART_RATE, MDC_ECG_TIME_PD_RR_GL
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir.codes import MDC_ECG_HEART_RATE, MDC_ECG_TIME_PD_RR_GL
 from gateway.model import AbsentReason, TimeQuality
 from tests.ble.helpers import decode_or_reject, is_exactly, measurements_of, same
 

@@ -14,8 +14,8 @@ from drivers.ble.measure import (
     place_device_time,
     to_measurements,
 )
-from gateway import codes
 from gateway.errors import ModelError
+from gateway.fhir import codes
 from gateway.model import AbsentReason, Component, Measurement, MeasurementStatus, TimeQuality
 from tests.ble.helpers import DEVICE, RECEIVED_AT, wall
 

@@ -15,8 +15,8 @@ from drivers.ble.pulse_oximeter import (
     PlxFeatures,
     SpotCheckMeasurement,
 )
-from gateway.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.errors import DecodeError
+from gateway.fhir.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.model import AbsentReason, MeasurementStatus, TimeQuality
 from tests.ble.helpers import (
     DATE_TIME_BYTES,

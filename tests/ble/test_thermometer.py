@@ -18,8 +18,8 @@ from drivers.ble.thermometer import (
     decode_temperature_type,
     encode_temperature_type,
 )
-from gateway.codes import MDC_TEMP_BODY
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir.codes import MDC_TEMP_BODY
 from gateway.model import AbsentReason, TimeQuality
 from tests.ble.helpers import (
     DATE_TIME_BYTES,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from drivers.ble.measure import Reading
 from drivers.ble.weight_scale import WeightMeasurement
-from gateway import codes
 from gateway.errors import DecodeError, ModelError
+from gateway.fhir import codes
 from gateway.model import AbsentReason
 from tests.ble.helpers import (
     DATE_TIME_BYTES,

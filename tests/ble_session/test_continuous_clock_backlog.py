@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from drivers.ble.discovery import AdvertiserTally
 from drivers.ble.session import BleDeviceDriver
-from gateway.codes import MDC_CONC_GLU_ISF
+from gateway.fhir.codes import MDC_CONC_GLU_ISF
 from gateway.model import TimeQuality
 from rig.ble.clock import DeviceClock
 from rig.ble.profiles import HeartRateSensor, PulseOximeter, Thermometer

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from drivers.ble.heart_rate import rr_seconds
-from gateway.codes import MDC_CONC_GLU_ISF
-from gateway.fhir import observation_identifier
+from gateway.fhir.codes import MDC_CONC_GLU_ISF
+from gateway.fhir.observation import observation_identifier
 from gateway.ingest import Lane
 from gateway.model import Measurement, TimeQuality
 from rig.ble.clock import DeviceClock

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fhir import observation_identifier
+from gateway.fhir.observation import observation_identifier
 from gateway.model import Measurement
 from rig.ble.peripheral import Pairing, PairingMethod
 from rig.ble.profiles import BloodPressureMonitor, PulseOximeter, Thermometer, WeightScale

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import fhir
+from gateway.fhir import observation as fhir
 from gateway.model import Measurement
 from rig.serial.process import SimProcess
 from tests.integration.rig import Rig, rig_fixture, wait_for

@@ -15,7 +15,7 @@ from drivers.serial.astm_results import (
     LabResults,
     lab_results,
 )
-from gateway.codes import (
+from gateway.fhir.codes import (
     MDC_CONC_GLU_UNDETERMINED_PLASMA,
     MDC_CONC_HBA1C,
     MDC_PRIVATE_CRP,

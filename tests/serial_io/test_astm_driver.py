@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from drivers.serial.astm_driver import AstmDriver, AstmDriverConfig
 from drivers.serial.astm_link import LinkTimers
 from drivers.serial.port import PortSpec
-from gateway.codes import MDC_PRIVATE_CRP
+from gateway.fhir.codes import MDC_PRIVATE_CRP
 from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind, TimeQuality
 from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim

@@ -11,7 +11,7 @@ import pytest
 from drivers.serial.oximeter_driver import OximeterDriver, OximeterDriverConfig, OximeterProtocol
 from drivers.serial.port import PortSpec
 from drivers.serial.reducer import ReducerConfig
-from gateway.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
+from gateway.fhir.codes import MDC_PULS_OXIM_PULS_RATE, MDC_PULS_OXIM_SAT_O2
 from gateway.model import AbsentReason, DeviceId, DeviceIdKind, Measurement, MeasurementStatus
 from rig.serial.oximeter import Cms50Sim, NoninSim, OximeterSim
 from tests.serial_io.helpers import FAST_BACKOFF, Consumer, by_id, eventually

@@ -1,6 +1,7 @@
 """The FHIR vocabulary both directions of the mapping share: URLs, code tables, small types.
 
-The gateway writes with it (gateway/fhir.py: Observations and the Bundle; gateway/fhir_device.py:
+The gateway writes with it (gateway/fhir/observation.py: Observations and the Bundle;
+gateway/fhir/device.py:
 Device resources, identifiers and references) and the provider reads back with it
 (provider/fhir_read.py). Here: our own extension, code-system and identifier-system URLs
 under ``https://homecare-gateway.invalid/fhir``, the HL7 / PHD IG systems we use, the tables from
@@ -140,7 +141,7 @@ def urn(*parts: str) -> str:
 
 
 def fhir_status(status: MeasurementStatus) -> str:
-    """Observation.status (see gateway/fhir.py's docstring for the choice)."""
+    """Observation.status (see gateway/fhir/observation.py's docstring for the choice)."""
     if status & MeasurementStatus.INVALID:
         return "cancelled"
     return "preliminary" if status & _PRELIMINARY_BITS else "final"

@@ -1,6 +1,7 @@
 """Who measured and who relayed: the PHD and PHG Device resources, their identifiers, references.
 
-Part of the FHIR mapping (gateway/fhir.py builds the Observations and the Bundle that carry
+Part of the FHIR mapping (gateway/fhir/observation.py builds the Observations and the Bundle that
+carry
 these). Identifiers follow the PHD IG: a BLE device by its EUI-48 (plus the all-zero system id
 the IG asks for when it has none), an 11073 device by its EUI-64 system id, a serial device by
 serial number; the gateway by our gateway id and, when it has one, its EUI-64. A reference
@@ -13,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway import codes
-from gateway.fhir_vocab import (
+from gateway.fhir import codes
+from gateway.fhir.vocab import (
     CS_DEVICE_ID_TYPE,
     CS_V2_0203,
     HTEST,

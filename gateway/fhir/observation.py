@@ -6,7 +6,7 @@ runs at the provider and gives back the very ``Measurement`` the driver produced
 IG has no element for travels in an extension under ``https://homecare-gateway.invalid/fhir``, so
 nothing is altered on the way. This module builds the Observations, their conditional-create
 identifier and the transaction Bundle; the Device resources, identifiers and references are in
-gateway/fhir_device.py, the URLs and code tables both directions share in gateway/fhir_vocab.py.
+gateway/fhir/device.py, the URLs and code tables both directions share in gateway/fhir/vocab.py.
 
 Choices the IG leaves open, made here:
 - References: a transaction Bundle with urn:uuid fullUrls (as the IG's bundle example does); each
@@ -32,10 +32,10 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from gateway import codes
 from gateway.errors import ModelError
-from gateway.fhir_device import device_ref, device_resource, gateway_device, gateway_ref
-from gateway.fhir_vocab import (
+from gateway.fhir import codes
+from gateway.fhir.device import device_ref, device_resource, gateway_device, gateway_ref
+from gateway.fhir.vocab import (
     ABSENT_TO_DAR,
     CS_ABSENT,
     CS_CATEGORY,
