@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo2_stream
-from gateway.config import DEFAULT_STREAM_CHUNK_S
+from gateway.config.settings import DEFAULT_STREAM_CHUNK_S
 from gateway.fhir import observation as fhir
 from gateway.ingest import Lane
 from gateway.seal import cjson, wire

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import diagnostics, journal
-from gateway.config import Config
+from gateway.config.settings import Config
 from gateway.control import ControlError, ask
 from gateway.progress import NO_PROGRESS, Progress
 

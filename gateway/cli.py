@@ -33,7 +33,7 @@ from gateway import (
     output,
     tables,
 )
-from gateway.config import DEFAULT_CONFIG_PATH, load
+from gateway.config.settings import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError, UsageError
 

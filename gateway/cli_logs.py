@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 
 from gateway import journal, output, tables
-from gateway.config import load
+from gateway.config.settings import load
 
 HELP = (
     "the daemon's recent log lines from the journal, or from the running daemon where there is "

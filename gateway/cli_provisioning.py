@@ -16,7 +16,7 @@ from typing import Any
 
 from drivers.ble.unbond import BluezUnbonder
 from gateway import output
-from gateway.config import Config, load
+from gateway.config.settings import Config, load
 from gateway.control import ask
 from gateway.progress import Progress
 from provisioning import runtime

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from gateway import output, scan, tables
-from gateway.config import Config, load
+from gateway.config.settings import Config, load
 from gateway.control import ControlError, ask
 
 HELP = "BLE devices in radio range (bound or neighbour) and serial ports present; no readings"

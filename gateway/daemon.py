@@ -24,7 +24,7 @@ from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from drivers.serial.modem_driver import ModemDriver
 from gateway import __version__, logs
-from gateway.config import DEFAULT_CONFIG_PATH, Config, load
+from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.daemon_control import ControlHandlers
 from gateway.dbthread import DatabaseThread

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import Config
+from gateway.config.settings import Config
 from gateway.control import ask
 from gateway.errors import GatewayError
 from gateway.health import clock_sync

@@ -30,7 +30,7 @@ from gateway.errors import UploadError
 from gateway.link import check_route
 
 if TYPE_CHECKING:
-    from gateway.config import Config
+    from gateway.config.settings import Config
 
 log = structlog.get_logger("gateway.uplink")
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from drivers.serial.oximeter_driver import OximeterDriver
-from gateway import ble_config, serial_config
-from gateway.config import Config
+from gateway.config import ble as ble_config
+from gateway.config import serial as serial_config
+from gateway.config.settings import Config
 from gateway.errors import ConfigError
 from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway.atomicfile import atomic_write
-from gateway.config import Config, ProvisioningConfig
+from gateway.config.settings import Config, ProvisioningConfig
 from provisioning.bundle import EnrolmentBundle, verify_bundle
 from provisioning.errors import (
     BundleInvalidError,

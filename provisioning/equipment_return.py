@@ -36,7 +36,7 @@ import structlog
 
 from buffer.recovery import epoch_marker
 from gateway.atomicfile import fsync_dir
-from gateway.config import Config
+from gateway.config.settings import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
 from gateway.progress import NO_PROGRESS, Progress

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from gateway.config import Config
+from gateway.config.settings import Config
 from gateway.errors import GatewayError
 from gateway.link import check_route
 from gateway.progress import NO_PROGRESS, Progress

@@ -5,7 +5,7 @@
 <state_dir>/identity/client.crt  the EST-issued TLS client certificate
 <state_dir>/episode/             bundle.json (as signed by the provider), broker-ca.crt,
                                  provider-hpke.pub, devices.json (the bound devices)
-<state_dir>/outbox.db(-wal,-shm) the sealed records (gateway/config.py [outbox] path)
+<state_dir>/outbox.db(-wal,-shm) the sealed records (gateway/config/settings.py [outbox] path)
 """
 
 from __future__ import annotations

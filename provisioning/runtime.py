@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from gateway.config import Config, SimDeviceConfig
-from gateway.serial_config import SerialDeviceConfig
+from gateway.config.serial import SerialDeviceConfig
+from gateway.config.settings import Config, SimDeviceConfig
 from provisioning.bundle import BoundDevice, EnrolmentBundle, verify_bundle
 from provisioning.enrol import bundle_signer, est_client
 from provisioning.errors import NotEnrolledError

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from drivers.ble.session import BleDeviceDriver
-from gateway.ble_config import BleDeviceConfig
-from gateway.config import load
+from gateway.config.ble import BleDeviceConfig
+from gateway.config.settings import load
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
 from gateway.wiring import build_agent, build_drivers

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load
+from gateway.config.settings import load
 from gateway.errors import ConfigError
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write

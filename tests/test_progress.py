@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from gateway import bundle
-from gateway.config import load
+from gateway.config.settings import load
 from gateway.control import ControlError
 from gateway.progress import FakeProgress, LineProgress
 from provisioning.equipment_return import EquipmentReturn, ReturnOptions

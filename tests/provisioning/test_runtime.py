@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import SimDeviceConfig
-from gateway.serial_config import SerialDeviceConfig
+from gateway.config.serial import SerialDeviceConfig
+from gateway.config.settings import SimDeviceConfig
 from provisioning.bundle import BoundDevice
 from provisioning.runtime import BoundDevices
 

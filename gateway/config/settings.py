@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import ble_config, serial_config
-from gateway.ble_config import BleDeviceConfig
+from gateway.config import ble as ble_config
+from gateway.config import serial as serial_config
+from gateway.config.ble import BleDeviceConfig
+from gateway.config.serial import SerialDeviceConfig
+from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
 from gateway.seal.sealing import SuiteName
-from gateway.serial_config import SerialDeviceConfig
-from gateway.tomltable import Table
 from provisioning.layout import StateLayout
 
 DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")

@@ -1,6 +1,7 @@
 """The ``[[ble_devices]]`` part of the configuration, and the drivers built from it.
 
-Kept apart from gateway/config.py (the core settings) because it knows the BLE driver. Every
+Kept apart from gateway/config/settings.py (the core settings) because it knows the BLE driver.
+Every
 mistake is a ConfigError naming ``ble_devices[i].key``. ``BleDeviceConfig`` validates itself on
 construction, so the episode binding (provisioning's ``BoundDevice`` records) converts with
 ``BleDeviceConfig.from_binding(bound)`` and gets the same checks as the TOML file.
@@ -26,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 # The profile table only: the session (bleak, D-Bus) is imported when drivers are built, so a
 # configuration check or a gateway without BLE devices never loads the BLE stack.
 from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STREAM_PROFILES
+from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
 from gateway.ingest import Lane
 from gateway.model import Measurement
-from gateway.tomltable import Table
 
 if TYPE_CHECKING:
     from drivers.ble.session import BleDeviceDriver

@@ -1,6 +1,6 @@
 """The ``[[serial_devices]]`` part of the configuration, and the drivers built from it.
 
-Kept apart from gateway/config.py (the core settings) because it knows the serial drivers.
+Kept apart from gateway/config/settings.py (the core settings) because it knows the serial drivers.
 Every mistake is a ConfigError naming ``serial_devices[i].key``.
 """
 
@@ -18,10 +18,10 @@ from drivers.serial.modem_driver import MODEM_LINE, ModemDriver, ModemDriverConf
 from drivers.serial.oximeter_driver import OximeterDriver, OximeterDriverConfig, OximeterProtocol
 from drivers.serial.port import FlowControl, LineSettings, PortSpec
 from drivers.serial.reducer import ReducerConfig
+from gateway.config.tomltable import Table
 from gateway.errors import ConfigError, GatewayError
 from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind
-from gateway.tomltable import Table
 
 KINDS = ("astm", "nonin", "cms50", "modem")
 _KEYS = (
