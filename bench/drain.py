@@ -36,8 +36,8 @@ from gateway.dbthread import DatabaseThread
 from gateway.fhir import observation as fhir
 from gateway.ingest import Lane
 from gateway.seal import cjson, wire
-from gateway.uplink import MqttUplink
-from gateway.upload import UploadLoop, UploadSettings
+from gateway.uplink.mqtt import MqttUplink
+from gateway.uplink.upload import UploadLoop, UploadSettings
 from provider.broker import MosquittoBroker
 
 DRAIN_TIMEOUT_S = 180.0

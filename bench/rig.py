@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import EPISODE_ID, GATEWAY_ID, BenchError
-from gateway.uplink import UplinkSettings
+from gateway.uplink.mqtt import UplinkSettings
 from provider.broker import MosquittoBroker
 from rig.pki import RigPki, create_rig_pki
 

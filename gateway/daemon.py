@@ -32,7 +32,6 @@ from gateway.errors import GatewayError
 from gateway.fhir import observation as fhir
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
-from gateway.linkmon import LinkMonitor, LinkSettings
 from gateway.notify import SystemdNotifier
 from gateway.pump import driver_mark, pump
 from gateway.seal import wire
@@ -43,8 +42,9 @@ from gateway.seal.keys import (
 )
 from gateway.seal.sealing import RecordSealer, provider_public_key
 from gateway.seams import Driver, Notifier
-from gateway.uplink import MqttUplink, UplinkSettings
-from gateway.upload import UploadLoop, UploadSettings
+from gateway.uplink.linkmon import LinkMonitor, LinkSettings
+from gateway.uplink.mqtt import MqttUplink, UplinkSettings
+from gateway.uplink.upload import UploadLoop, UploadSettings
 from gateway.watchdog import LoopWatch, PumpMark
 from gateway.wiring import ble_for, bluetooth_links, build_agent, build_drivers
 from provisioning import runtime as provisioning

@@ -18,9 +18,9 @@ from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.health import HealthReporter
 from gateway.ingest import IngestWriter, Lane
-from gateway.linkmon import LinkMonitor
 from gateway.model import Measurement
 from gateway.seal import wire
+from gateway.uplink.linkmon import LinkMonitor
 from provisioning import runtime as provisioning
 
 log = structlog.get_logger("gateway.daemon")

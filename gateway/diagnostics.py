@@ -17,10 +17,10 @@ from gateway.config.settings import Config
 from gateway.control import ask
 from gateway.errors import GatewayError
 from gateway.health import clock_sync
-from gateway.link import check_route
 from gateway.progress import NO_PROGRESS, Progress
 from gateway.seal import keys
-from gateway.uplink import MqttUplink, UplinkSettings
+from gateway.uplink.link import check_route
+from gateway.uplink.mqtt import MqttUplink, UplinkSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The seams between layers (``typing.Protocol``), wired together at one composition root.
 
-The outbox (buffer.outbox.Outbox) and the uplink (gateway.uplink.MqttUplink) are concrete
+The outbox (buffer.outbox.Outbox) and the uplink (gateway.uplink.mqtt.MqttUplink) are concrete
 classes tested against a real SQLite file and a real broker; tests fake the driver side with
 :mod:`gateway.fakes`.
 """

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from gateway.config.settings import Config
 from gateway.errors import GatewayError
-from gateway.link import check_route
 from gateway.progress import NO_PROGRESS, Progress
+from gateway.uplink.link import check_route
 from provisioning.equipment_return import DaemonLink
 from provisioning.est import EstClient
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from gateway.link import OutsideVpnError, check_route, route_to
-from gateway.retry import FailureKind, classify
+from gateway.uplink.link import OutsideVpnError, check_route, route_to
+from gateway.uplink.retry import FailureKind, classify
 
 pytestmark = pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed")
 

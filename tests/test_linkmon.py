@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway import linkmon
-from gateway.link import RouteInfo
-from gateway.linkmon import LinkMonitor, LinkProbeError, LinkSettings
+from gateway.uplink import linkmon
+from gateway.uplink.link import RouteInfo
+from gateway.uplink.linkmon import LinkMonitor, LinkProbeError, LinkSettings
 
 PEER = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 

@@ -18,7 +18,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.uplink import MqttUplink, UplinkSettings
+from gateway.uplink.mqtt import MqttUplink, UplinkSettings
 
 
 class RacingClient:

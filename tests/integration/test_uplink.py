@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import UploadError
-from gateway.retry import FailureKind, classify
-from gateway.uplink import ConnectionLostError, MqttUplink, PublishRefusedError, UplinkSettings
+from gateway.uplink.mqtt import ConnectionLostError, MqttUplink, PublishRefusedError, UplinkSettings
+from gateway.uplink.retry import FailureKind, classify
 from rig.pki import create_rig_pki
 from tests.integration.rig import Rig, rig_fixture
 

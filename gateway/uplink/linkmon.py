@@ -30,9 +30,9 @@ from typing import Any
 import structlog
 
 from gateway import alarms
-from gateway.link import route_to
+from gateway.uplink.link import route_to
 
-log = structlog.get_logger("gateway.linkmon")
+log = structlog.get_logger("gateway.uplink.linkmon")
 
 WG_REJECT_AFTER_S = 180.0  # WireGuard's Reject-After-Time: an older session carries nothing
 CommandRunner = Callable[[Sequence[str]], str]

@@ -5,7 +5,8 @@ connection gets a fresh paho client whose own network thread (``loop_start``) do
 read and write - publishing from the event loop only queues a packet and wakes that thread. (A
 second thread writing to the same TLS socket corrupts records: the broker sees "bad record mac".)
 paho's auto-reconnect is off, so its thread ends with the connection, nothing is retransmitted
-behind our back, and every reconnect decision is made (with backoff) by :mod:`gateway.upload`.
+behind our back, and every reconnect decision is made (with backoff) by
+:mod:`gateway.uplink.upload`.
 Keepalive pings detect a half-open connection: no PINGRESP within 1.5 x keepalive closes it.
 """
 
@@ -27,12 +28,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import UploadError
-from gateway.link import check_route
+from gateway.uplink.link import check_route
 
 if TYPE_CHECKING:
     from gateway.config.settings import Config
 
-log = structlog.get_logger("gateway.uplink")
+log = structlog.get_logger("gateway.uplink.mqtt")
 
 
 class ConnectRefusedError(UploadError):

@@ -1,7 +1,8 @@
 """Retry policy as a pure classifier; tenacity is the engine that sleeps.
 
 ``classify`` says, for a real exception, whether trying again can help and the least time to wait
-before it does. Reconnecting is a long-lived task (:mod:`gateway.upload`); each connect attempt goes
+before it does. Reconnecting is a long-lived task (:mod:`gateway.uplink.upload`); each connect
+attempt goes
 through :func:`connect_retrying`, full-jitter exponential backoff with a cap.
 """
 
@@ -16,7 +17,7 @@ import tenacity
 
 from gateway.errors import ConfigError, UploadError
 
-log = structlog.get_logger("gateway.retry")
+log = structlog.get_logger("gateway.uplink.retry")
 
 
 class FailureKind(enum.StrEnum):
@@ -33,8 +34,8 @@ class Decision:
 
 
 def classify(exc: BaseException) -> Decision:
-    from gateway.link import OutsideVpnError  # noqa: PLC0415 - avoid cycle
-    from gateway.uplink import ConnectRefusedError, PublishRefusedError  # noqa: PLC0415
+    from gateway.uplink.link import OutsideVpnError  # noqa: PLC0415 - avoid cycle
+    from gateway.uplink.mqtt import ConnectRefusedError, PublishRefusedError  # noqa: PLC0415
 
     if isinstance(exc, OutsideVpnError):
         return Decision(FailureKind.OUTSIDE_VPN, 5.0)  # the tunnel may come back any second

@@ -19,11 +19,11 @@ from buffer.outbox import Outbox, StoredRecord
 from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, UploadError
 from gateway.ingest import Lane
-from gateway.retry import FailureKind, classify, connect_retrying
 from gateway.seal import wire
-from gateway.uplink import ConnectionLostError, MqttUplink
+from gateway.uplink.mqtt import ConnectionLostError, MqttUplink
+from gateway.uplink.retry import FailureKind, classify, connect_retrying
 
-log = structlog.get_logger("gateway.upload")
+log = structlog.get_logger("gateway.uplink.upload")
 
 
 @dataclass(frozen=True, slots=True)
