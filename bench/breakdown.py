@@ -29,10 +29,10 @@ from pathlib import Path
 
 from bench.common import Keys, gateway_info, mixed_readings, quiet_logs, say, spo2_stream
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway.dbthread import DatabaseThread
 from gateway.fhir import observation as fhir
-from gateway.ingest import IngestWriter, Lane, _Item
 from gateway.model import Measurement
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import IngestWriter, Lane, _Item
 from gateway.seal import cjson, wire
 from gateway.seal.sealing import AEAD_AES_256_GCM, KDF_HKDF_SHA256, KEM_IDS, SuiteName, hpke_suite
 

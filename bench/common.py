@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from gateway import __version__, logs
-from gateway.dbthread import DatabaseThread
 from gateway.fhir import observation as fhir
-from gateway.ingest import IngestWriter
 from gateway.model import DeviceId, DeviceIdKind, Measurement, TimeQuality
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import IngestWriter
 from gateway.seal.sealing import RecordSealer
 from rig.devices import expected_reading
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from bench.common import BenchError, Keys, gateway_info, median, say, spo2_stream
 from bench.rig import BenchRig, proc_sample
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
-from gateway.dbthread import DatabaseThread
 from gateway.fhir import observation as fhir
-from gateway.ingest import Lane
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import Lane
 from gateway.seal import cjson, wire
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.upload import UploadLoop, UploadSettings

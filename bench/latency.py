@@ -40,7 +40,7 @@ import paho.mqtt.client as mqtt
 from bench.common import GATEWAY_ID, BenchError, Window, median, percentile, say
 from bench.rig import BenchRig, Daemon, SimDevice, thread_cpu_s
 from gateway.config.settings import DEFAULT_STREAM_CHUNK_S
-from gateway.ingest import MAX_OBSERVATIONS_PER_RECORD
+from gateway.pipeline.ingest import MAX_OBSERVATIONS_PER_RECORD
 from gateway.seal import keys, wire
 from provider.broker import MosquittoBroker
 from provider.service import ProviderSubscriber, SubscriberSettings

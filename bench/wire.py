@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.common import BenchError, Keys, gateway_info, open_pipeline, say, spo2_stream
 from gateway.config.settings import DEFAULT_STREAM_CHUNK_S
 from gateway.fhir import observation as fhir
-from gateway.ingest import Lane
+from gateway.pipeline.ingest import Lane
 from gateway.seal import cjson, wire
 from provider.verifier import Verifier
 

@@ -1,7 +1,7 @@
 """SQLite outbox: sealed records, durable before any device is told "stored".
 
 Synchronous by design: every method runs on the one database thread owned by
-:class:`gateway.ingest.DatabaseThread`, so nothing here ever blocks the event loop.
+:class:`gateway.pipeline.ingest.DatabaseThread`, so nothing here ever blocks the event loop.
 
 Durability: WAL journal with ``synchronous=FULL`` - a transaction that returned from COMMIT has
 been fsynced and survives a power cut. Records are appended in group commits (many per

@@ -27,13 +27,15 @@ from gateway import __version__, logs
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.daemon_control import ControlHandlers
-from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
 from gateway.fhir import observation as fhir
-from gateway.health import HealthReporter
-from gateway.ingest import IngestWriter, Lane
 from gateway.notify import SystemdNotifier
-from gateway.pump import driver_mark, pump
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.health import HealthReporter
+from gateway.pipeline.ingest import IngestWriter, Lane
+from gateway.pipeline.pump import driver_mark, pump
+from gateway.pipeline.seams import Driver, Notifier
+from gateway.pipeline.watchdog import LoopWatch, PumpMark
 from gateway.seal import wire
 from gateway.seal.keys import (
     load_provider_mlkem_public,
@@ -41,11 +43,9 @@ from gateway.seal.keys import (
     load_signing_key,
 )
 from gateway.seal.sealing import RecordSealer, provider_public_key
-from gateway.seams import Driver, Notifier
 from gateway.uplink.linkmon import LinkMonitor, LinkSettings
 from gateway.uplink.mqtt import MqttUplink, UplinkSettings
 from gateway.uplink.upload import UploadLoop, UploadSettings
-from gateway.watchdog import LoopWatch, PumpMark
 from gateway.wiring import ble_for, bluetooth_links, build_agent, build_drivers
 from provisioning import runtime as provisioning
 from provisioning.errors import NotEnrolledError

@@ -14,11 +14,11 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox
-from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
-from gateway.health import HealthReporter
-from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.health import HealthReporter
+from gateway.pipeline.ingest import IngestWriter, Lane
 from gateway.seal import wire
 from gateway.uplink.linkmon import LinkMonitor
 from provisioning import runtime as provisioning

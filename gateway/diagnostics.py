@@ -16,7 +16,7 @@ from pathlib import Path
 from gateway.config.settings import Config
 from gateway.control import ask
 from gateway.errors import GatewayError
-from gateway.health import clock_sync
+from gateway.pipeline.health import clock_sync
 from gateway.progress import NO_PROGRESS, Progress
 from gateway.seal import keys
 from gateway.uplink.link import check_route

@@ -17,8 +17,8 @@ from gateway.config import ble as ble_config
 from gateway.config import serial as serial_config
 from gateway.config.settings import Config
 from gateway.errors import ConfigError
-from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
+from gateway.pipeline.ingest import IngestWriter, Lane
 from provisioning import runtime as provisioning
 from rig.devices import SimulatedDevice
 

@@ -27,7 +27,6 @@ from gateway.fhir.codes import (
     MDC_PULS_OXIM_SAT_O2,
     MDC_TEMP_BODY,
 )
-from gateway.health import DeviceHealth
 from gateway.model import (
     Component,
     DeviceId,
@@ -35,7 +34,8 @@ from gateway.model import (
     Measurement,
     TimeQuality,
 )
-from gateway.watchdog import LoopMark
+from gateway.pipeline.health import DeviceHealth
+from gateway.pipeline.watchdog import LoopMark
 
 
 @dataclass(frozen=True, slots=True)

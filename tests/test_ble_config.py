@@ -13,7 +13,7 @@ from drivers.ble.session import BleDeviceDriver
 from gateway.config.ble import BleDeviceConfig
 from gateway.config.settings import load
 from gateway.errors import ConfigError
-from gateway.ingest import Lane
+from gateway.pipeline.ingest import Lane
 from gateway.wiring import build_agent, build_drivers
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import make_measurement

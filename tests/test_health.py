@@ -9,9 +9,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.outbox import Outbox
-from gateway.dbthread import DatabaseThread
-from gateway.health import DeviceHealth, HealthReporter
-from gateway.ingest import IngestWriter
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.health import DeviceHealth, HealthReporter
+from gateway.pipeline.ingest import IngestWriter
 from gateway.seal import cjson, wire
 from gateway.seal.sealing import RecordSealer
 from provider.verifier import Verifier

@@ -14,14 +14,14 @@ from structlog.testing import capture_logs
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway.dbthread import DatabaseThread
 from gateway.errors import StoreError
-from gateway.fakes import FakeDriver
 from gateway.fhir import observation as fhir
 from gateway.gaps import UnusableReading
-from gateway.ingest import IngestWriter, Lane
 from gateway.model import Measurement
-from gateway.pump import pump
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.fakes import FakeDriver
+from gateway.pipeline.ingest import IngestWriter, Lane
+from gateway.pipeline.pump import pump
 from gateway.seal import wire
 from gateway.seal.sealing import RecordSealer
 from provider import fhir_read

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from gateway.daemon import WATCHDOG_STALL_S, loop_names
-from gateway.fakes import FakeDriver
-from gateway.ingest import Lane, QuotaExceededError
 from gateway.model import Measurement
-from gateway.pump import pump
-from gateway.watchdog import LoopMark, LoopWatch, PumpMark
+from gateway.pipeline.fakes import FakeDriver
+from gateway.pipeline.ingest import Lane, QuotaExceededError
+from gateway.pipeline.pump import pump
+from gateway.pipeline.watchdog import LoopMark, LoopWatch, PumpMark
 from tests.factories import make_measurement
 
 STALL_S = 120.0
@@ -223,7 +223,7 @@ def test_every_real_driver_keeps_a_loop_mark() -> None:
     )
     from drivers.serial.port import PortSpec  # noqa: PLC0415
     from gateway.model import DeviceId, DeviceIdKind  # noqa: PLC0415
-    from gateway.pump import driver_mark  # noqa: PLC0415
+    from gateway.pipeline.pump import driver_mark  # noqa: PLC0415
     from rig.devices import SimulatedDevice  # noqa: PLC0415
 
     port = PortSpec("/dev/homecare/x")

@@ -50,9 +50,9 @@ from drivers.ble.reconnect import Backoff, classify, pairing_failure
 from drivers.ble.seen import SeenSet
 from drivers.ble.uuids import uuid16_of, uuid128
 from gateway.errors import ConfigError, GatewayError
-from gateway.health import DeviceHealth
 from gateway.model import DeviceId, DeviceIdKind, Measurement
-from gateway.watchdog import LoopMark
+from gateway.pipeline.health import DeviceHealth
+from gateway.pipeline.watchdog import LoopMark
 
 log = structlog.get_logger("drivers.ble.session")
 

@@ -55,8 +55,8 @@ from drivers.serial.events import NeedData, SendBytes
 from drivers.serial.port import PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
 from gateway.gaps import UnusableReading
-from gateway.health import DeviceHealth
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
+from gateway.pipeline.health import DeviceHealth
 
 log = structlog.get_logger("drivers.serial.astm")
 

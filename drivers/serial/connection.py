@@ -23,7 +23,7 @@ import tenacity
 
 from drivers.serial.port import PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
-from gateway.watchdog import LoopMark
+from gateway.pipeline.watchdog import LoopMark
 
 log = structlog.get_logger("drivers.serial.connection")
 

@@ -41,8 +41,8 @@ from drivers.serial.modem_at import (
 from drivers.serial.modem_status import ModemStatus, ModemStatusTracker, sim_problem
 from drivers.serial.port import LineSettings, PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
-from gateway.health import DeviceHealth
 from gateway.model import DeviceId, DeviceIdKind, Measurement, utcnow
+from gateway.pipeline.health import DeviceHealth
 
 log = structlog.get_logger("drivers.serial.modem")
 

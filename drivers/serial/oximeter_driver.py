@@ -32,8 +32,8 @@ from drivers.serial.oximetry import NO_SIGNAL, OximetrySample, to_measurements
 from drivers.serial.port import LineSettings, Parity, PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
 from drivers.serial.reducer import OximetryReading, OximetryReducer, Reason, ReducerConfig
-from gateway.health import DeviceHealth
 from gateway.model import DeviceId, Measurement, utcnow
+from gateway.pipeline.health import DeviceHealth
 
 log = structlog.get_logger("drivers.serial.oximeter")
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STREAM_PROFILES
 from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
-from gateway.ingest import Lane
 from gateway.model import Measurement
+from gateway.pipeline.ingest import Lane
 
 if TYPE_CHECKING:
     from drivers.ble.session import BleDeviceDriver

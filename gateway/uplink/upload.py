@@ -16,9 +16,9 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox, StoredRecord
-from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, UploadError
-from gateway.ingest import Lane
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import Lane
 from gateway.seal import wire
 from gateway.uplink.mqtt import ConnectionLostError, MqttUplink
 from gateway.uplink.retry import FailureKind, classify, connect_retrying

@@ -16,8 +16,8 @@ import pytest
 from drivers.ble.heart_rate import rr_seconds
 from gateway.fhir.codes import MDC_CONC_GLU_ISF
 from gateway.fhir.observation import observation_identifier
-from gateway.ingest import Lane
 from gateway.model import Measurement, TimeQuality
+from gateway.pipeline.ingest import Lane
 from rig.ble.clock import DeviceClock
 from rig.ble.profiles import HeartRateSensor, PulseOximeter, Thermometer, WeightScale
 from rig.ble.rig import SimulatedBluez

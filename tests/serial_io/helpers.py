@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Protocol
 
 from drivers.serial.connection import Backoff
-from gateway.health import DeviceHealth
 from gateway.model import Measurement
+from gateway.pipeline.health import DeviceHealth
 
 FAST_BACKOFF = Backoff(initial_s=0.05, max_s=0.3, stable_s=0.5)
 

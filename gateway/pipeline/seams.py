@@ -2,7 +2,7 @@
 
 The outbox (buffer.outbox.Outbox) and the uplink (gateway.uplink.mqtt.MqttUplink) are concrete
 classes tested against a real SQLite file and a real broker; tests fake the driver side with
-:mod:`gateway.fakes`.
+:mod:`gateway.pipeline.fakes`.
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from cryptography import x509
 from buffer.outbox import Outbox, OutboxStats
 from gateway import __version__
 from gateway import alarms as alarms_
-from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError
-from gateway.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.pipeline.watchdog import LoopWatch
 from gateway.seal import wire
-from gateway.watchdog import LoopWatch
 
-log = structlog.get_logger("gateway.health")
+log = structlog.get_logger("gateway.pipeline.health")
 
 SILENT_FACTOR = 3.0  # a device is "silent" after this many of its expected intervals
 

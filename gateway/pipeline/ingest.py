@@ -31,15 +31,15 @@ import structlog
 
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import ChainHead, NewRecord, Outbox, now_ms
-from gateway.dbthread import DatabaseThread
 from gateway.errors import GatewayError, StoreError
 from gateway.fhir import observation as fhir
 from gateway.gaps import GapLedger, UnusableReading, unusable_gap_body
 from gateway.model import Measurement
+from gateway.pipeline.dbthread import DatabaseThread
 from gateway.seal import cjson, wire
 from gateway.seal.sealing import RecordSealer
 
-log = structlog.get_logger("gateway.ingest")
+log = structlog.get_logger("gateway.pipeline.ingest")
 
 MAX_OBSERVATIONS_PER_RECORD = 256
 

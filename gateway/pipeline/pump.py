@@ -2,7 +2,7 @@
 
 One pump task per driver (named ``driver.<name>``). The pump is also where the watchdog learns
 whether a driver loop is turning, handing a reading over, or paused on purpose by us
-(:class:`gateway.watchdog.PumpMark`).
+(:class:`gateway.pipeline.watchdog.PumpMark`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from gateway.ingest import IngestWriter, Lane, QuotaExceededError
 from gateway.model import Measurement
-from gateway.seams import Driver
-from gateway.watchdog import LoopMark, PumpMark
+from gateway.pipeline.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.pipeline.seams import Driver
+from gateway.pipeline.watchdog import LoopMark, PumpMark
 
 
 def driver_mark(driver: object) -> LoopMark | None:
