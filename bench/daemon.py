@@ -1,6 +1,6 @@
 """The daemon as a process: start-up time to READY=1, and steady-state RSS with 8 devices.
 
-* ``startup_s``: from ``Popen`` of ``python -m gateway.daemon`` to the READY=1 datagram on a
+* ``startup_s``: from ``Popen`` of ``python -m gateway.daemon.main`` to the READY=1 datagram on a
   notify socket we bind (the daemon's sd_notify), with a fresh state directory each run; the
   broker is up (READY does not wait for it anyway). Also measured, not part of the JSON: the
   same with a backlog of one-reading records in the outbox (start-up runs ``PRAGMA quick_check``
@@ -110,7 +110,7 @@ def _python_s(code: str) -> float:
 OWN_PACKAGES = ("gateway", "buffer", "drivers", "provisioning")
 # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across exec.
 _IMPORT_PROBE = (
-    "import pathlib, gateway.daemon; print([l.split()[1] for l in "
+    "import pathlib, gateway.daemon.main; print([l.split()[1] for l in "
     "pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')][0])"
 )
 
@@ -118,14 +118,15 @@ _IMPORT_PROBE = (
 @dataclass(frozen=True, slots=True)
 class ImportProfile:
     bare_rss_mb: float
-    imports_rss_mb: float  # peak RSS of an interpreter that only imported gateway.daemon
+    imports_rss_mb: float  # peak RSS of an interpreter that only imported gateway.daemon.main
     largest_s: list[tuple[str, float]]  # third-party packages by cumulative import time
 
 
 def import_profile() -> ImportProfile:
-    """``python -X importtime -c 'import gateway.daemon'``: what start-up and memory spend on."""
+    """``python -X importtime -c 'import gateway.daemon.main'``: what start-up and memory spend
+    on."""
     bare = subprocess.run(  # noqa: S603 - our interpreter, a fixed snippet
-        [sys.executable, "-c", _IMPORT_PROBE.replace("gateway.daemon", "sys")],
+        [sys.executable, "-c", _IMPORT_PROBE.replace("gateway.daemon.main", "sys")],
         check=True,
         capture_output=True,
         text=True,
@@ -158,10 +159,10 @@ def measure_startup(
         results.append(s)
         say(f"startup  run {i + 1}/{runs}: {s:.3f} s from spawn to READY=1 (fresh state dir)")
     bare = median([_python_s("pass") for _ in range(3)])
-    imports = median([_python_s("import gateway.daemon") for _ in range(3)])
+    imports = median([_python_s("import gateway.daemon.main") for _ in range(3)])
     say(
         f"startup  of which: bare interpreter {bare:.3f} s, interpreter + imports of "
-        f"gateway.daemon {imports:.3f} s (median of 3 each)"
+        f"gateway.daemon.main {imports:.3f} s (median of 3 each)"
     )
     prof = import_profile()
     say(
@@ -169,7 +170,7 @@ def measure_startup(
         + ", ".join(f"{name} {sec:.3f}" for name, sec in prof.largest_s)
     )
     say(
-        f"rss      an interpreter that only imports gateway.daemon peaks at "
+        f"rss      an interpreter that only imports gateway.daemon.main peaks at "
         f"{prof.imports_rss_mb:.1f} MB (a bare one at {prof.bare_rss_mb:.1f} MB)"
     )
     if backlog is not None:

@@ -1,6 +1,7 @@
 """Latency (device event -> PUBACK) and CPU at 10 readings/s, on the daemon as a process.
 
-gatewayd runs as it does in production (``python -m gateway.daemon``, log level info, JSON logs to
+gatewayd runs as it does in production (``python -m gateway.daemon.main``, log level info, JSON
+logs to
 a file, health reports every 60 s) with one simulated pulse oximeter at 10 readings/s, against a
 local mosquitto. The provider's subscriber runs in this process and stamps every MQTT message on
 arrival, *before* verifying it. A reading's latency is that arrival time minus its

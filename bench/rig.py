@@ -124,7 +124,8 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
 
 
 class Daemon:
-    """``python -m gateway.daemon --config ...`` as a child, READY=1 seen on our notify socket."""
+    """``python -m gateway.daemon.main --config ...`` as a child, READY=1 seen on our notify
+    socket."""
 
     def __init__(self, config: Path, workdir: Path, name: str) -> None:
         self.config = config
@@ -148,7 +149,7 @@ class Daemon:
             with self.log_path.open("ab") as log:
                 t0 = time.monotonic()
                 self.proc = subprocess.Popen(  # noqa: S603 - our interpreter, arguments we built
-                    [sys.executable, "-m", "gateway.daemon", "--config", str(self.config)],
+                    [sys.executable, "-m", "gateway.daemon.main", "--config", str(self.config)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,

@@ -239,7 +239,7 @@ def main() -> int:
     )
     with log_path.open("ab") as log_file:
         daemon = subprocess.Popen(  # noqa: S603 - our own interpreter and paths
-            [sys.executable, "-m", "gateway.daemon", "--config", str(conf)],
+            [sys.executable, "-m", "gateway.daemon.main", "--config", str(conf)],
             stdout=log_file,
             stderr=log_file,
             env=ble_env,

@@ -1,6 +1,6 @@
 """What the daemon takes from provisioning: the effective configuration and the bound devices.
 
-How the daemon consumes it (gateway/daemon.py):
+How the daemon consumes it (gateway/daemon/main.py):
 
 1. ``effective_config(cfg)`` right after loading the TOML. Without ``[provisioning]`` the config
    is returned unchanged (rig and demo setups with static keys). With it, the router must be

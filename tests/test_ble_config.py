@@ -12,9 +12,9 @@ import pytest
 from drivers.ble.session import BleDeviceDriver
 from gateway.config.ble import BleDeviceConfig
 from gateway.config.settings import load
+from gateway.daemon.wiring import build_agent, build_drivers
 from gateway.errors import ConfigError
 from gateway.pipeline.ingest import Lane
-from gateway.wiring import build_agent, build_drivers
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import make_measurement
 from tests.factories import write_config as write
@@ -123,7 +123,7 @@ def test_an_episode_binding_record_converts_with_the_same_checks() -> None:
 def test_an_enrolled_router_reads_the_bound_ble_devices_not_the_configured_ones(
     files: Path,
 ) -> None:
-    from gateway.wiring import ble_for  # noqa: PLC0415 - next to the test that needs it
+    from gateway.daemon.wiring import ble_for  # noqa: PLC0415 - next to the test that needs it
     from provisioning.bundle import BoundDevice  # noqa: PLC0415
     from provisioning.runtime import BoundDevices  # noqa: PLC0415
 

@@ -67,7 +67,7 @@ def test_broken_toml_and_missing_file(files: Path) -> None:
 def test_daemon_refuses_to_start_with_one_line_naming_the_problem(files: Path) -> None:
     path = write(files, VALID.replace("port = 8883", "port = -1"))
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(path)],
+        [sys.executable, "-m", "gateway.daemon.main", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -85,7 +85,7 @@ def test_check_config_accepts_a_valid_file(files: Path) -> None:
         [
             sys.executable,
             "-m",
-            "gateway.daemon",
+            "gateway.daemon.main",
             "--config",
             str(write(files, VALID)),
             "--check-config",
@@ -133,7 +133,7 @@ def test_serial_devices_are_parsed(files: Path) -> None:
 
 def check_enrolled(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(config), "--check-enrolled"],
+        [sys.executable, "-m", "gateway.daemon.main", "--config", str(config), "--check-enrolled"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -223,11 +223,11 @@ def test_shipped_daemon_runs_and_accepts_the_example_config(
     venv = python.parent.parent
     before = sorted(p.name for p in venv.rglob("*"))
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
-    version = _run([str(python), "-I", "-m", "gateway.daemon", "--version"], env=env)
+    version = _run([str(python), "-I", "-m", "gateway.daemon.main", "--version"], env=env)
     assert (version.returncode, version.stdout.strip()) == (0, f"gatewayd {_version()}")
     config = _concrete_example(package, tmp_path)
     check = _run(
-        [str(python), "-I", "-m", "gateway.daemon", "--config", str(config), "--check-config"],
+        [str(python), "-I", "-m", "gateway.daemon.main", "--config", str(config), "--check-config"],
         env=env,
     )
     assert check.returncode == 0, check.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.settings import DEFAULT_CONFIG_PATH
-from gateway.daemon import WATCHDOG_STALL_S
+from gateway.daemon.main import WATCHDOG_STALL_S
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from gateway.daemon import WATCHDOG_STALL_S, loop_names
+from gateway.daemon.main import WATCHDOG_STALL_S, loop_names
 from gateway.model import Measurement
 from gateway.pipeline.fakes import FakeDriver
 from gateway.pipeline.ingest import Lane, QuotaExceededError

@@ -152,7 +152,7 @@ class Rig:
         with self.log_path.open("ab") as log:
             prefix = self.vpn.exec_prefix(self.vpn.home) if self.vpn else []
             self.daemon = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "gateway.daemon", "--config", str(config)],
+                [*prefix, sys.executable, "-m", "gateway.daemon.main", "--config", str(config)],
                 stdout=log,
                 stderr=log,
                 env=env,

@@ -64,7 +64,7 @@ def _ready_lines(log: str) -> list[dict[str, object]]:
 def check_enrolled(config: Path) -> tuple[int, str]:
     """``gatewayd --check-enrolled`` (the unit's ExecCondition): exit code, "not enrolled" or ""."""
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(config), "--check-enrolled"],
+        [sys.executable, "-m", "gateway.daemon.main", "--config", str(config), "--check-enrolled"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -30,7 +30,8 @@ class _Driver(Protocol):
 
 
 class Consumer:
-    """Like gateway.daemon.pump, but the test decides when (and whether) a commit is durable."""
+    """Like gateway.daemon.main.pump, but the test decides when (and whether) a commit is
+    durable."""
 
     def __init__(
         self, driver: _Driver, *, auto_commit: bool = True, commit_delay_s: float = 0.0

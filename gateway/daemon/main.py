@@ -26,10 +26,11 @@ from drivers.serial.modem_driver import ModemDriver
 from gateway import __version__, logs
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
-from gateway.daemon_control import ControlHandlers
+from gateway.daemon.answers import ControlHandlers
+from gateway.daemon.notify import SystemdNotifier
+from gateway.daemon.wiring import ble_for, bluetooth_links, build_agent, build_drivers
 from gateway.errors import GatewayError
 from gateway.fhir import observation as fhir
-from gateway.notify import SystemdNotifier
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.health import HealthReporter
 from gateway.pipeline.ingest import IngestWriter, Lane
@@ -46,11 +47,10 @@ from gateway.seal.sealing import RecordSealer, provider_public_key
 from gateway.uplink.linkmon import LinkMonitor, LinkSettings
 from gateway.uplink.mqtt import MqttUplink, UplinkSettings
 from gateway.uplink.upload import UploadLoop, UploadSettings
-from gateway.wiring import ble_for, bluetooth_links, build_agent, build_drivers
 from provisioning import runtime as provisioning
 from provisioning.errors import NotEnrolledError
 
-log = structlog.get_logger("gateway.daemon")
+log = structlog.get_logger("gateway.daemon.main")
 
 WATCHDOG_STALL_S = 120.0  # a critical loop silent this long stops the watchdog pings
 SHUTDOWN_FLUSH_S = 10.0

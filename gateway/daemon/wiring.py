@@ -1,6 +1,6 @@
 """What the daemon reads: drivers built from the configuration or the episode's binding.
 
-Part of the composition root (gateway/daemon.py): the configured simulated, serial and BLE
+Part of the composition root (gateway/daemon/main.py): the configured simulated, serial and BLE
 devices become drivers with their upload lanes; an enrolled router reads only the devices bound
 to its episode. The BLE stack is imported only when a BLE device is read.
 """
@@ -25,7 +25,7 @@ from rig.devices import SimulatedDevice
 if TYPE_CHECKING:
     from drivers.ble.agent import PairingAgent
 
-log = structlog.get_logger("gateway.daemon")
+log = structlog.get_logger("gateway.daemon.main")
 
 
 def build_drivers(
