@@ -3,7 +3,7 @@
 An alarm is a short stable code (``outbox-quota-reached``) in the health report's ``alarms``
 list; a code about one thing carries it after a colon (``device-silent:btmac:C0:FF:EE:00:00:31``,
 ``loop-stalled:uplink``). The command centre matches on these codes and ``gatewayctl status``
-explains each one (gateway/diagnosis.py), so raising sites use these constants and a unit test
+explains each one (gateway/cli/diagnosis.py), so raising sites use these constants and a unit test
 (tests/test_diagnosis.py) checks that every code raised anywhere has an explanation.
 """
 

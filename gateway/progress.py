@@ -3,7 +3,7 @@
 Library functions (equipment return, install-check, the support bundle, the BLE scan, the uplink
 test) take a ``Progress`` and call it; they never import rich. gatewayctl passes a live display
 when stderr is a terminal, a line per task otherwise, and nothing with ``--json``
-(gateway/output.py decides). Labels name steps, devices and counts of records: never a value.
+(gateway/cli/output.py decides). Labels name steps, devices and counts of records: never a value.
 """
 
 from __future__ import annotations

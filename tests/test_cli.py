@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from buffer.outbox import ChainHead, NewRecord, Outbox
-from gateway.cli import COMMANDS, build_parser, main
-from gateway.journal import redact_line as _redact_line
+from gateway.cli.journal import redact_line as _redact_line
+from gateway.cli.main import COMMANDS, build_parser, main
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write
 

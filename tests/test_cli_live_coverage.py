@@ -1,6 +1,6 @@
 """Every gatewayctl command is run against a running gatewayd on the simulated rig (issue 7).
 
-LIVE maps each command of gateway.cli.COMMANDS to the tests that run it against a live daemon.
+LIVE maps each command of gateway.cli.main.COMMANDS to the tests that run it against a live daemon.
 Adding a command without such a test fails here, as does an entry naming a test that does not
 exist, does not run the command, or lives in a module that never starts a daemon.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import COMMANDS
+from gateway.cli.main import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVE_MODULE = "tests/integration/test_commands_live.py"

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway import cli, journal, logs
-from gateway.cli import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
+from gateway import logs
+from gateway.cli import journal
+from gateway.cli import main as cli
+from gateway.cli.ble_scan import advertisers, with_connected
+from gateway.cli.journal import JournalQuery, parse_since
+from gateway.cli.main import COMMANDS, EXIT_NO_DAEMON, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main
+from gateway.cli.tables import table
 from gateway.control import ControlError, ControlServer, ask
 from gateway.errors import UsageError
-from gateway.journal import JournalQuery, parse_since
 from gateway.logs import RecentEvents
-from gateway.scan import advertisers, with_connected
-from gateway.tables import table
 from tests.factories import VALID_CONFIG as VALID
 from tests.factories import write_config as write
 
@@ -91,7 +93,7 @@ def test_logs_without_a_journal_says_so_and_exits_1(
     # journalctl present but the system keeps no journal: it prints nothing and exits 0.
     monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}/usr/bin:/bin")
     fake_journalctl(on_path, stdout=[])
-    monkeypatch.setattr("gateway.journal.JOURNAL_DIRS", (on_path / "no-journal",))
+    monkeypatch.setattr("gateway.cli.journal.JOURNAL_DIRS", (on_path / "no-journal",))
     assert main(["logs"]) == EXIT_PROBLEM
     assert "keeps no journal" in capsys.readouterr().err
     fake_journalctl(on_path, stdout=[], rc=1, stderr="Failed to add match")
@@ -262,7 +264,7 @@ async def test_logs_without_a_journal_asks_the_running_daemon(
 ) -> None:
     """No journal files (journald never ran here): the daemon's memory, marked as such."""
     fake_journalctl(on_path, stdout=[])
-    monkeypatch.setattr("gateway.journal.JOURNAL_DIRS", (on_path / "no-journal",))
+    monkeypatch.setattr("gateway.cli.journal.JOURNAL_DIRS", (on_path / "no-journal",))
     recent = RecentEvents()
     recent(None, "info", {"event": "gateway.ready", "value": "37.1", "timestamp": "x"})
     sock = tmp_path / "c.sock"

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from gateway import alarms
-from gateway.cli import main, render_status
+from gateway.cli.catalogue import CATALOGUE, UNKNOWN_ALARM
+from gateway.cli.diagnosis import Finding, Severity, diagnose, has_problem, render_findings
+from gateway.cli.main import main, render_status
 from gateway.control import ControlServer
-from gateway.diagnosis import Finding, Severity, diagnose, has_problem, render_findings
-from gateway.diagnosis_catalogue import CATALOGUE, UNKNOWN_ALARM
 from tests.factories import VALID_CONFIG, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +361,7 @@ def test_every_alarm_raised_in_the_code_has_a_catalogue_entry() -> None:
     assert alarms.OUTBOX_REPLACED in raised  # the scan sees daemon.py's literal
     assert alarms.VPN_HANDSHAKE_STALE in raised  # ... and linkmon's alarms()
     unknown = {code: where for code, where in raised.items() if code not in CATALOGUE}
-    assert unknown == {}, "alarms without an explanation in gateway/diagnosis_catalogue.py"
+    assert unknown == {}, "alarms without an explanation in gateway/cli/catalogue.py"
     unregistered = set(raised) - alarms.ALL
     assert unregistered == set(), "alarm codes missing from gateway/alarms.py"
 

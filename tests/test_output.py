@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import structlog
 
-from gateway import logs, output, tables
-from gateway.cli import devices_grid, devices_table, render_status
-from gateway.output_rich import RichProgress, RichScreen, console_for
+from gateway import logs
+from gateway.cli import output, tables
+from gateway.cli.main import devices_grid, devices_table, render_status
+from gateway.cli.output_rich import RichProgress, RichScreen, console_for
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BOLD_RED = "\x1b[1;31m"

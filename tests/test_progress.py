@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway import bundle
+from gateway.cli import support_bundle as bundle
 from gateway.config.settings import load
 from gateway.control import ControlError
 from gateway.progress import FakeProgress, LineProgress
@@ -197,7 +197,7 @@ def _on_terminals(argv: list[str], env: dict[str, str], timeout_s: float = 60.0)
     for _, child in ends:
         fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", *argv],
+        [sys.executable, "-m", "gateway.cli.main", *argv],
         stdin=subprocess.DEVNULL,
         stdout=ends[0][1],
         stderr=ends[1][1],
@@ -268,12 +268,12 @@ def test_a_scripted_call_does_not_load_the_rich_renderers(files: Path) -> None:
     (structlog imports rich.console, rich.table and rich.traceback once rich is installed.)"""
     probe = (
         "import sys, io, contextlib\n"
-        "from gateway.cli import main\n"
+        "from gateway.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['version'])\n"
         "    assert main(['lifecycle', '--config', sys.argv[1]]) == 0\n"
         "    assert main(['lifecycle', '--json', '--config', sys.argv[1]]) == 0\n"
-        "print(sorted({'gateway.output_rich', 'rich.progress'} & set(sys.modules)))\n"
+        "print(sorted({'gateway.cli.output_rich', 'rich.progress'} & set(sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe, str(write(files, VALID))],

@@ -20,7 +20,7 @@ _PROBE_ADDRESS = "A4:C1:38:7E:57:01"
 
 
 def _gatewayctl(profile: RigProfile, *args: str) -> subprocess.CompletedProcess[str]:
-    prefix = list(profile.gatewayctl) or [sys.executable, "-m", "gateway.cli"]
+    prefix = list(profile.gatewayctl) or [sys.executable, "-m", "gateway.cli.main"]
     return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=60,
                           check=False)
 
@@ -47,7 +47,7 @@ def daemon_ble_support() -> str | None:
             f'[[ble_devices]]\naddress = "{_PROBE_ADDRESS}"\nprofile = "thermometer"\n'
         )
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "config-check", "--config", str(config)],
+            [sys.executable, "-m", "gateway.cli.main", "config-check", "--config", str(config)],
             capture_output=True, text=True, timeout=60, check=False,
         )
     if proc.returncode == 0:

@@ -307,7 +307,8 @@ class SimRig:
 
     def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
         # On the router: in the home namespace (EST behind the tunnel) and on its BlueZ.
-        argv = [*self.vpn.exec_prefix(self.vpn.home), sys.executable, "-m", "gateway.cli", *args]
+        argv = [*self.vpn.exec_prefix(self.vpn.home), sys.executable, "-m", "gateway.cli.main",
+        *args]
         if self.config is not None and not any(a == "--help" for a in args):
             argv += ["--config", str(self.config)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import EXIT_OK, EXIT_PROBLEM, main
+from gateway.cli.main import EXIT_OK, EXIT_PROBLEM, main
 from rig.ble.profiles import Thermometer, WeightScale, neighbour
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, OTHER

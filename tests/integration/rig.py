@@ -176,7 +176,7 @@ class Rig:
     def status(self, config: Path) -> dict[str, Any]:
         """What ``gatewayctl status --json`` says about the running daemon."""
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "status", "--json", "--config", str(config)],
+            [sys.executable, "-m", "gateway.cli.main", "status", "--json", "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=30,

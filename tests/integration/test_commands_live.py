@@ -61,7 +61,7 @@ class Live:
     def ctl(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
         """gatewayctl as a technician runs it, pointed at this rig's config and Bluetooth."""
         return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args, "--config", str(self.config)],
+            [sys.executable, "-m", "gateway.cli.main", *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
             timeout=timeout_s,

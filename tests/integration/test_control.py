@@ -27,7 +27,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def gatewayctl(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "gateway.cli", *args]
+    cmd = [sys.executable, "-m", "gateway.cli.main", *args]
     if user is not None:  # drop to another user, without its groups
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import diagnosis
+from gateway.cli import diagnosis
+from gateway.cli.catalogue import CATALOGUE
 from gateway.control import ControlError, ask
-from gateway.diagnosis_catalogue import CATALOGUE
 from provider.broker import MosquittoBroker
 from rig.ble.peripheral import Pairing, PairingMethod
 from rig.ble.profiles import BloodPressureMonitor, Thermometer, WeightScale
@@ -118,7 +118,7 @@ def codes_now(rig: Rig) -> set[str]:
 
 def gatewayctl_status(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "status", "--config", str(config)],
+        [sys.executable, "-m", "gateway.cli.main", "status", "--config", str(config)],
         capture_output=True, text=True, timeout=30, check=False,
     )
 

@@ -170,7 +170,7 @@ class ProvisioningRig:
         self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args, "--config", str(self.config)],
+            [sys.executable, "-m", "gateway.cli.main", *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -62,7 +62,8 @@ class Desk:
 
     def enrol(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "enrol", *args, "--config", str(self.config)],
+            [sys.executable, "-m", "gateway.cli.main", "enrol", *args, "--config",
+            str(self.config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.cli import COMMANDS
+from gateway.cli.main import COMMANDS
 from provisioning.errors import ALL_ERRORS
 
 DOC = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()

@@ -22,17 +22,12 @@ import structlog
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
 from drivers.serial.decode import decode_capture
-from gateway import (
-    __version__,
-    bundle,
-    cli_logs,
-    cli_provisioning,
-    cli_scan,
-    diagnosis,
-    diagnostics,
-    output,
-    tables,
-)
+from gateway import __version__
+from gateway.cli import diagnosis, diagnostics, output, tables
+from gateway.cli import logs as cli_logs
+from gateway.cli import provisioning as cli_provisioning
+from gateway.cli import scan as cli_scan
+from gateway.cli import support_bundle as bundle
 from gateway.config.settings import DEFAULT_CONFIG_PATH, load
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, DecodeError, GatewayError, UsageError

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gateway import diagnostics, journal
+from gateway.cli import diagnostics, journal
 from gateway.config.settings import Config
 from gateway.control import ControlError, ask
 from gateway.progress import NO_PROGRESS, Progress

@@ -1,7 +1,7 @@
 """``gatewayctl logs``: the daemon's recent journal lines, redacted.
 
 Without a journal (no journald; a daemon started by hand) the running daemon is asked for the
-events it keeps in memory instead (gateway/journal.py explains).
+events it keeps in memory instead (gateway/cli/journal.py explains).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-from gateway import journal, output, tables
+from gateway.cli import journal, output, tables
 from gateway.config.settings import load
 
 HELP = (

@@ -3,12 +3,12 @@
 - stdout a terminal (and TERM is not ``dumb``): tables drawn with rich, problem cells (FAIL,
   SILENT, pairing-failed, NOT synchronised, ...) highlighted; NO_COLOR keeps the tables and the
   bold but drops the colours (https://no-color.org).
-- anything else (a pipe, a file, a ticket, a test): the plain text of gateway/tables.py, stable
+- anything else (a pipe, a file, a ticket, a test): the plain text of gateway/cli/tables.py, stable
   columns, no escape codes.
 - progress goes to stderr: a rich live display on a terminal, one line per task otherwise, and
   nothing at all with ``--json`` (stdout is then one JSON document and stderr stays quiet).
 
-rich is imported only in the terminal cases (gateway/output_rich.py): it costs about a tenth of
+rich is imported only in the terminal cases (gateway/cli/output_rich.py): it costs about a tenth of
 a second, which every scripted ``gatewayctl ... --json`` would otherwise pay.
 Commands get a ``Screen`` from ``screen()`` and a ``Progress`` from ``progress()``; they never
 test isatty themselves.
@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal, Protocol, TextIO
 
-from gateway import tables
+from gateway.cli import tables
 from gateway.progress import LineProgress, NoProgress, Progress
 
 Mark = Literal["problem", "warn", "good", "muted"]
@@ -111,7 +111,7 @@ class Screen(Protocol):
 
 
 class PlainScreen:
-    """Plain text (gateway/tables.py) to ``stream``, or to the current ``sys.stdout``."""
+    """Plain text (gateway/cli/tables.py) to ``stream``, or to the current ``sys.stdout``."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
@@ -140,7 +140,7 @@ def screen(stream: TextIO | None = None, env: Mapping[str, str] | None = None) -
     environ = os.environ if env is None else env
     if not use_terminal(out, environ):
         return PlainScreen(stream)
-    from gateway.output_rich import RichScreen, console_for  # noqa: PLC0415 - see the docstring
+    from gateway.cli.output_rich import RichScreen, console_for  # noqa: PLC0415 - see the docstring
 
     return RichScreen(console_for(out, environ))
 
@@ -158,7 +158,7 @@ def progress(
     elif not use_terminal(err, environ):
         yield LineProgress(stream)
     else:
-        from gateway.output_rich import RichProgress, console_for  # noqa: PLC0415
+        from gateway.cli.output_rich import RichProgress, console_for  # noqa: PLC0415
 
         with RichProgress(console_for(err, environ)) as live:
             yield live

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ble.unbond import BluezUnbonder
-from gateway import output
+from gateway.cli import output
 from gateway.config.settings import Config, load
 from gateway.control import ask
 from gateway.progress import Progress

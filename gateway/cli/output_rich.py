@@ -1,4 +1,4 @@
-"""The terminal side of gateway/output.py: rich tables and a rich live progress display.
+"""The terminal side of gateway/cli/output.py: rich tables and a rich live progress display.
 
 Imported only when a person is looking (stdout or stderr is a terminal). Every string goes in
 as a ``Text``, never as rich markup: a redacted log field reads ``[redacted]``, and markup would
@@ -26,8 +26,8 @@ from rich.progress import Progress as Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway import tables
-from gateway.output import find_block, mark, text_spans
+from gateway.cli import tables
+from gateway.cli.output import find_block, mark, text_spans
 from gateway.progress import count_text
 
 STYLES = {
@@ -41,7 +41,7 @@ STYLES = {
 
 
 def console_for(stream: TextIO, env: Mapping[str, str]) -> Console:
-    """A Console on ``stream``; gateway/output.py has decided it is a terminal already."""
+    """A Console on ``stream``; gateway/cli/output.py has decided it is a terminal already."""
     return Console(
         file=stream,
         force_terminal=True,

@@ -3,7 +3,7 @@
 No colours, no box drawing: what a technician reads to support over the phone, or pastes into a
 ticket, must look the same everywhere. Columns are left-aligned, separated by two spaces, a
 missing value is ``-``; the header row names each column in upper case. This is the form for
-pipes, files and tests; on a terminal gateway/output.py draws the same cells with rich.
+pipes, files and tests; on a terminal gateway/cli/output.py draws the same cells with rich.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def table(
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """A table's content, for a renderer to draw (gateway/output.py); ``text()`` is its plain
+    """A table's content, for a renderer to draw (gateway/cli/output.py); ``text()`` is its plain
     form, exactly what ``table`` prints."""
 
     headers: tuple[str, ...]

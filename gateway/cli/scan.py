@@ -7,7 +7,8 @@ import asyncio
 import json
 from typing import Any
 
-from gateway import output, scan, tables
+from gateway.cli import ble_scan as scan
+from gateway.cli import output, tables
 from gateway.config.settings import Config, load
 from gateway.control import ControlError, ask
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import alarms
-from gateway.diagnosis_catalogue import CATALOGUE, UNKNOWN_ALARM, UNKNOWN_ENTRY, Entry
+from gateway.cli.catalogue import CATALOGUE, UNKNOWN_ALARM, UNKNOWN_ENTRY, Entry
 
 BACKLOG_OLD_S = 3600.0  # readings waiting longer than this for delivery is a problem
 NEVER_SEEN_AFTER_S = 600.0  # a device without contact this long after start is worth a look
@@ -64,7 +64,7 @@ class Severity(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    code: str  # a catalogue code (gateway/diagnosis_catalogue.py); alarms keep their own code
+    code: str  # a catalogue code (gateway/cli/catalogue.py); alarms keep their own code
     severity: Severity
     subject: str  # what it is about: "uplink", a device id, a link or loop name
     what: str  # what is wrong, in plain words
