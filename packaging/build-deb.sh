@@ -86,6 +86,9 @@ echo "building $PKG $VERSION for $ARCH (Python $PYVER) in $WORK"
 mkdir -p "$WORK/src" "$WORK/wheels"
 tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' \
     -cf - pyproject.toml README.md gateway drivers buffer provisioning | tar -C "$WORK/src" -xf -
+# Only the router goes in: the simulated home (rig/) and the provider (provider/) are not copied,
+# and the pyproject lines that name them (their command, plug-in and data) are marked for removal.
+sed -i '/# not-on-router$/d' "$WORK/src/pyproject.toml"
 "$BUILD_PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
 
 # --- 2. the venv, created at its final path inside the staging root --------------------------

@@ -159,6 +159,33 @@ def test_expected_paths(package: Package) -> None:
     assert shipped == (REPO / "systemd" / "gatewayd.service").read_bytes()
 
 
+ROUTER_PACKAGES = ("gateway", "drivers", "buffer", "provisioning")
+
+
+def test_only_the_router_is_shipped(package: Package) -> None:
+    """The three worlds: the .deb carries the router's packages and nothing of the simulated home
+    (rig/: simulated BlueZ, pty simulators, simulated devices, rig PKI) or the provider."""
+    site = next(p for p in package.contents if p.endswith("/site-packages")) + "/"
+    top = {p[len(site):].split("/")[0] for p in package.contents if p.startswith(site)}
+    ours = {t for t in top if (REPO / t / "__init__.py").is_file()}
+    assert ours == set(ROUTER_PACKAGES)
+    modules = [p for p in package.contents if p.endswith(".py")]
+    for stray in ("rig", "provider"):
+        assert not any(p.startswith(f"{site}{stray}/") for p in modules)
+    assert not any("devpki" in p or "/sim/" in p or "simulated" in p for p in modules)
+    for script in (package.tree / str(PREFIX).lstrip("/") / "bin").iterdir():
+        assert script.name != "homecare-provider"
+    dist = next((package.tree / site.strip("/")).glob("homecare_gateway-*.dist-info"))
+    entry_points = (dist / "entry_points.txt").read_text()
+    assert "homecare_gateway.drivers" not in entry_points
+    assert "rig." not in entry_points
+    assert "provider." not in entry_points
+    # Every router module the repository has is shipped (the filter took nothing of ours away).
+    for name in ROUTER_PACKAGES:
+        for source in (REPO / name).rglob("*.py"):
+            assert f"{site}{source.relative_to(REPO)}" in package.contents, source
+
+
 def test_no_secrets_or_databases_inside(package: Package) -> None:
     """No private key, key file or database is shipped - not even a test one from a wheel."""
     forbidden = re.compile(r"\.(key|db|db-wal|db-shm|sqlite3?|p12|pfx)$")

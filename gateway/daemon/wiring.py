@@ -1,13 +1,14 @@
 """What the daemon reads: drivers built from the configuration or the episode's binding.
 
-Part of the composition root (gateway/daemon/main.py): the configured simulated, serial and BLE
-devices become drivers with their upload lanes; an enrolled router reads only the devices bound
-to its episode. The BLE stack is imported only when a BLE device is read.
+Part of the composition root (gateway/daemon/main.py): the configured simulated (a plug-in),
+serial and BLE devices become drivers with their upload lanes; an enrolled router reads only the
+devices bound to its episode. The BLE stack is imported only when a BLE device is read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,12 +21,30 @@ from gateway.errors import ConfigError
 from gateway.model import Measurement
 from gateway.pipeline.ingest import IngestWriter, Lane
 from provisioning import runtime as provisioning
-from rig.devices import SimulatedDevice
 
 if TYPE_CHECKING:
     from drivers.ble.agent import PairingAgent
 
-log = structlog.get_logger("gateway.daemon.main")
+log = structlog.get_logger("gateway.daemon")
+
+# Device kinds that live outside the router's packages register here (Python entry points). The
+# simulated home (rig/devices.py) provides "simulated" for the demo, the tests and training; a
+# router's package does not ship it, so [[sim_devices]] there is a configuration error.
+DRIVER_PLUGINS = "homecare_gateway.drivers"
+
+
+def plugin(kind: str) -> Callable[..., Any]:
+    """The driver class another package registered for ``kind``; ConfigError when none did."""
+    found = entry_points(group=DRIVER_PLUGINS, name=kind)
+    if not found:
+        raise ConfigError(
+            "sim_devices",
+            f"device kind {kind!r} is not installed here: simulated devices come with the "
+            "simulated home (the rig package, for the demo, tests and training), which a "
+            "router does not carry; remove the [[sim_devices]] tables",
+        )
+    loaded: Callable[..., Any] = next(iter(found)).load()
+    return loaded
 
 
 def build_drivers(
@@ -38,14 +57,17 @@ def build_drivers(
     With ``bound`` (an enrolled router) only the devices bound to the episode are read, and none
     while the equipment is being returned."""
     bound = bound or provisioning.BoundDevices(intake=True, devices=None)
-    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = [
-        (
-            SimulatedDevice(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
-            Lane.STREAM if d.stream else Lane.SPOT,
-        )
-        for d in cfg.sim_devices
-        if bound.admits_sim(d)
-    ]
+    drivers: list[tuple[Any, Lane | Callable[[Measurement], Lane]]] = []
+    simulated = [d for d in cfg.sim_devices if bound.admits_sim(d)]
+    if simulated:
+        make_sim = plugin("simulated")
+        drivers += [
+            (
+                make_sim(d.kind, d.address, d.interval_s, count=d.count, memory=d.memory),
+                Lane.STREAM if d.stream else Lane.SPOT,
+            )
+            for d in simulated
+        ]
     unusable = writer.report_unusable if writer is not None else None
     serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
     for drv in serial_config.build(serial, report_unusable=unusable):
