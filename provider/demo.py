@@ -29,8 +29,7 @@ from rig.serial.process import SimProcess
 GATEWAY_ID = "gw-demo-0001"
 # The simulated BlueZ plays this scenario: the patient's BLE devices (bound in the gateway's
 # [[ble_devices]]) and a neighbour's thermometer that the gateway must ignore.
-BLE_SCENARIO = Path(__file__).resolve().parents[2] / "drivers" / "ble" / "sim" / "scenarios" / (
-    "demo.json")
+BLE_SCENARIO = Path(__file__).resolve().parents[1] / "rig" / "ble" / "scenarios" / "demo.json"
 _BLE_PROFILES = {"glucose-meter": "glucose"}  # scenario kind -> gateway profile, where they differ
 DEVICES = (
     ("thermometer", "C0:FF:EE:00:00:01", 3.0),

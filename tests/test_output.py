@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from gateway import logs
-from gateway.cli import output, tables
+from gateway.cli import marks, output, tables
 from gateway.cli.main import devices_grid, devices_table, render_status
 from gateway.cli.output_rich import RichProgress, RichScreen, console_for
 
@@ -213,14 +213,14 @@ def test_rich_progress_draws_on_its_stream_and_clears_when_done() -> None:
 
 def test_text_spans_find_labels_and_problem_words() -> None:
     text = "uplink       backoff; last error: refused\nclock        ntp, NOT synchronised"
-    spans = [(text[a:b], kind) for a, b, kind in output.text_spans(text)]
+    spans = [(text[a:b], kind) for a, b, kind in marks.text_spans(text)]
     assert spans == [
         ("uplink", "label"),
         ("last error: refused", "problem"),
         ("clock", "label"),
         ("NOT synchronised", "problem"),
     ]
-    assert output.text_spans("alarms       none") == [(0, 6, "label")]
+    assert marks.text_spans("alarms       none") == [(0, 6, "label")]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +238,7 @@ def test_text_spans_find_labels_and_problem_words() -> None:
     ],
 )
 def test_cells_are_marked_by_what_they_mean(cell: str, kind: str | None) -> None:
-    assert output.mark(cell) == kind
+    assert marks.mark(cell) == kind
 
 
 def test_plain_screen_writes_to_the_current_stdout() -> None:

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.cli import tables
-from gateway.cli.output import find_block, mark, text_spans
+from gateway.cli.marks import find_block, mark, text_spans
 from gateway.progress import count_text
 
 STYLES = {

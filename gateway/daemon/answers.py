@@ -23,7 +23,7 @@ from gateway.seal import wire
 from gateway.uplink.linkmon import LinkMonitor
 from provisioning import runtime as provisioning
 
-log = structlog.get_logger("gateway.daemon.main")
+log = structlog.get_logger("gateway.daemon")
 
 Handler = Callable[[Any], Awaitable[Any]]
 

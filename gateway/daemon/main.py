@@ -50,7 +50,7 @@ from gateway.uplink.upload import UploadLoop, UploadSettings
 from provisioning import runtime as provisioning
 from provisioning.errors import NotEnrolledError
 
-log = structlog.get_logger("gateway.daemon.main")
+log = structlog.get_logger("gateway.daemon")
 
 WATCHDOG_STALL_S = 120.0  # a critical loop silent this long stops the watchdog pings
 SHUTDOWN_FLUSH_S = 10.0

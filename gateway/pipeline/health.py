@@ -32,7 +32,7 @@ from gateway.pipeline.ingest import IngestWriter, Lane, QuotaExceededError
 from gateway.pipeline.watchdog import LoopWatch
 from gateway.seal import wire
 
-log = structlog.get_logger("gateway.pipeline.health")
+log = structlog.get_logger("gateway.health")
 
 SILENT_FACTOR = 3.0  # a device is "silent" after this many of its expected intervals
 

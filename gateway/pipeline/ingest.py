@@ -39,7 +39,7 @@ from gateway.pipeline.dbthread import DatabaseThread
 from gateway.seal import cjson, wire
 from gateway.seal.sealing import RecordSealer
 
-log = structlog.get_logger("gateway.pipeline.ingest")
+log = structlog.get_logger("gateway.ingest")
 
 MAX_OBSERVATIONS_PER_RECORD = 256
 

@@ -32,7 +32,7 @@ import structlog
 from gateway import alarms
 from gateway.uplink.link import route_to
 
-log = structlog.get_logger("gateway.uplink.linkmon")
+log = structlog.get_logger("gateway.linkmon")
 
 WG_REJECT_AFTER_S = 180.0  # WireGuard's Reject-After-Time: an older session carries nothing
 CommandRunner = Callable[[Sequence[str]], str]

@@ -33,7 +33,7 @@ from gateway.uplink.link import check_route
 if TYPE_CHECKING:
     from gateway.config.settings import Config
 
-log = structlog.get_logger("gateway.uplink.mqtt")
+log = structlog.get_logger("gateway.uplink")
 
 
 class ConnectRefusedError(UploadError):

@@ -17,7 +17,7 @@ import tenacity
 
 from gateway.errors import ConfigError, UploadError
 
-log = structlog.get_logger("gateway.uplink.retry")
+log = structlog.get_logger("gateway.retry")
 
 
 class FailureKind(enum.StrEnum):

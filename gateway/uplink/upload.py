@@ -23,7 +23,7 @@ from gateway.seal import wire
 from gateway.uplink.mqtt import ConnectionLostError, MqttUplink
 from gateway.uplink.retry import FailureKind, classify, connect_retrying
 
-log = structlog.get_logger("gateway.uplink.upload")
+log = structlog.get_logger("gateway.upload")
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,8 +363,9 @@ def _ble_measure(peripheral: Any) -> None:
 
 def sim_peripherals(profile: RigProfile) -> dict[str, Any]:
     """One simulated BLE peripheral per BLE device of the profile (the neighbour's too)."""
-    from rig.ble.peripheral import DeviceInfo, Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
+    from rig.ble.peripheral import Pairing, PairingMethod  # noqa: PLC0415 - BLE rigs
     from rig.ble.scenario import KINDS  # noqa: PLC0415
+    from rig.ble.standard import DeviceInfo  # noqa: PLC0415
 
     return {
         d.name: KINDS[_BLE_SIM_KIND.get(d.profile, d.profile)](

@@ -11,4 +11,6 @@
 Facts this follows are in /work/shared/reference/bluez-dbus.md and BlueZ's public D-Bus API
 documentation (org.bluez.Adapter, Device, GattService/Characteristic/Descriptor, AgentManager,
 Agent).
+
+May import the router's packages (drivers.ble's encoders) and the rest of rig/; never provider.
 """

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 from rig.ble.clock import DeviceClock
 from rig.ble.errors import LinkLostError, SimError
 from rig.ble.gatt import Service
+from rig.ble.standard import DeviceInfo, standard_services
 
 
 class PairingMethod(enum.Enum):
@@ -42,15 +43,6 @@ class Pairing:
     def __post_init__(self) -> None:
         if not 0 <= self.passkey <= 999_999:
             raise SimError("a passkey has at most six digits")
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    manufacturer: str = "Homecare Sim"
-    model: str = "SIM-1"
-    serial: str = "0001"
-    firmware: str = "1.0.0"
-    system_id: str | None = None  # EUI-64 as 16 hex digits
 
 
 class Link(Protocol):
@@ -139,8 +131,6 @@ class Peripheral:
         return ()
 
     def services(self) -> tuple[Service, ...]:
-        from rig.ble.standard import standard_services  # noqa: PLC0415 cycle
-
         return (*self.profile_services(), *standard_services(self))
 
     def advertised_uuids(self) -> tuple[int, ...]:

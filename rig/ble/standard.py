@@ -4,7 +4,8 @@ it - Current Time Write is optional and many devices refuse it), and Generic Att
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from drivers.ble.device_info import (
     BATTERY_LEVEL_UUID,
@@ -15,6 +16,7 @@ from drivers.ble.device_info import (
 from drivers.ble.gatt_time import CURRENT_TIME_UUID, AdjustReason, CurrentTime, DayOfWeek
 from gateway.errors import GatewayError
 from gateway.model import DeviceId, DeviceIdKind
+from rig.ble.clock import DeviceClock
 from rig.ble.errors import AttError
 from rig.ble.gatt import (
     ATT_OUT_OF_RANGE,
@@ -23,9 +25,6 @@ from rig.ble.gatt import (
     Service,
     gatt_profile_service,
 )
-
-if TYPE_CHECKING:
-    from rig.ble.peripheral import Peripheral
 
 DEVICE_INFORMATION_UUID = 0x180A
 BATTERY_SERVICE_UUID = 0x180F
@@ -36,11 +35,30 @@ SERIAL_NUMBER_UUID = 0x2A25
 FIRMWARE_REVISION_UUID = 0x2A26
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    manufacturer: str = "Homecare Sim"
+    model: str = "SIM-1"
+    serial: str = "0001"
+    firmware: str = "1.0.0"
+    system_id: str | None = None  # EUI-64 as 16 hex digits
+
+
+class StandardDevice(Protocol):
+    """What the standard services read from a virtual device (rig/ble/peripheral.py's
+    ``Peripheral`` is one); a Protocol, so this module does not import the peripheral."""
+
+    info: DeviceInfo
+    battery_percent: int
+    clock: DeviceClock
+    clock_settable: bool
+
+
 def _read_only(uuid16: int, value: bytes) -> Characteristic:
     return Characteristic(uuid16, ("read",), read=lambda: value)
 
 
-def device_information(device: Peripheral) -> Service:
+def device_information(device: StandardDevice) -> Service:
     info = device.info
     chars = [
         _read_only(MANUFACTURER_NAME_UUID, info.manufacturer.encode()),
@@ -54,7 +72,7 @@ def device_information(device: Peripheral) -> Service:
     return Service(DEVICE_INFORMATION_UUID, tuple(chars))
 
 
-def battery(device: Peripheral) -> Service:
+def battery(device: StandardDevice) -> Service:
     def read() -> bytes:
         return BatteryLevel(device.battery_percent).encode()
 
@@ -62,14 +80,14 @@ def battery(device: Peripheral) -> Service:
                    (Characteristic(BATTERY_LEVEL_UUID, ("read", "notify"), read=read),))
 
 
-def current_time_value(device: Peripheral) -> CurrentTime:
+def current_time_value(device: StandardDevice) -> CurrentTime:
     now = device.clock.now()
     if now is None:
         return CurrentTime(None)
     return CurrentTime(now, DayOfWeek(now.isoweekday()), 0, AdjustReason.NONE)
 
 
-def current_time(device: Peripheral) -> Service:
+def current_time(device: StandardDevice) -> Service:
     def read() -> bytes:
         return current_time_value(device).encode()
 
@@ -89,6 +107,6 @@ def current_time(device: Peripheral) -> Service:
                    (Characteristic(CURRENT_TIME_UUID, flags, read=read, write=write),))
 
 
-def standard_services(device: Peripheral) -> tuple[Service, ...]:
+def standard_services(device: StandardDevice) -> tuple[Service, ...]:
     return (device_information(device), battery(device), current_time(device),
             gatt_profile_service())

@@ -3,6 +3,8 @@
 Thread API (tests, demos): :class:`AstmAnalyserSim`, :class:`NoninSim`, :class:`Cms50Sim`,
 :class:`ModemSim`; process API (``kill -9`` the device): :class:`SimProcess` around
 ``python -m rig.serial``.
+
+May import the router's packages (drivers.serial's framers) and the rest of rig/; never provider.
 """
 
 from rig.serial.analyser import AnalyserFaults, AstmAnalyserSim, crp_message

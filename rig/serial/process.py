@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
-_ROOT = Path(__file__).resolve().parents[3]  # the checkout that holds the drivers package
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout that holds the rig package
 
 
 class SimProcess:

@@ -12,9 +12,8 @@ from bleak.exc import BleakError
 from dbus_fast import MessageType
 
 from drivers.ble.device_info import SYSTEM_ID_UUID, decode_string, decode_system_id
-from rig.ble.peripheral import DeviceInfo
 from rig.ble.profiles import Thermometer, WeightScale, neighbour
-from rig.ble.standard import MANUFACTURER_NAME_UUID, SERIAL_NUMBER_UUID
+from rig.ble.standard import MANUFACTURER_NAME_UUID, SERIAL_NUMBER_UUID, DeviceInfo
 from rig.ble.timing import Timing
 from tests.ble_sim.conftest import StartRig
 from tests.ble_sim.helpers import BOUND, NEIGHBOUR, OTHER, RawClient, device_path, find, uuid

@@ -11,7 +11,7 @@ from provisioning.errors import ALL_ERRORS
 DOC = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
 SOURCES = (
     "".join(p.read_text() for p in (Path(__file__).parents[2] / "provisioning").glob("*.py"))
-    + (Path(__file__).parents[2] / "gateway" / "cli_provisioning.py").read_text()
+    + (Path(__file__).parents[2] / "gateway" / "cli" / "provisioning.py").read_text()
 )
 
 
