@@ -1,9 +1,9 @@
 """The Elapsed Time format of the Elapsed Time Service (ETS 0x183F): how GHS observations carry
 their time stamp, and the value of Current Elapsed Time 0x2BF2.
 
-Facts (ETS v1.0, section 3.1 "Current Elapsed Time"; the same 9 octets are the Time Stamp of a GHS
-observation, GHSS v1.0 section 2.6.2): flags uint8, Time Value uint48, Time Sync Source Type
-uint8, TZ/DST Offset sint8.
+Facts (ETS v1.0, "Current Elapsed Time" characteristic; the same 9 octets are the Time Stamp of
+a GHS observation, GHSS v1.0 "Health Observation Body"): flags uint8, Time Value uint48, Time
+Sync Source Type uint8, TZ/DST Offset sint8.
 
 - flags bit 0: 1 = the value is a tick counter with no meaning of its own, 0 = time of day;
   bit 1: 1 = UTC, 0 = local time (meaningless for a tick counter); bits 2-3 resolution:

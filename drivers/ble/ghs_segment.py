@@ -1,8 +1,9 @@
 """GHS segmentation: one Health Observation Body split over several notifications / indications.
 
-Facts (GHSS v1.0 section 3.2 "Live Health Observations" / 3.3 "Stored Health Observations",
-segmentation header; cross-checked with the public STMicroelectronics and Realtek GHS peripheral
-prototypes, which lay it out the same way):
+Facts (GHSS v1.0, "Live Health Observations" and "Stored Health Observations" characteristics,
+Segmentation Header; the specification text was not at hand, see ghs_acom.py), as the public
+STMicroelectronics and Realtek GHS peripheral prototypes both lay it out (Realtek's header quotes
+the counter's wrap rule):
 
 - every notified / indicated value starts with a one-octet Segmentation Header: bit 0 First
   Segment, bit 1 Last Segment, bits 2-7 a Rolling Segment Counter that the server increments for
