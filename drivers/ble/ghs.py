@@ -46,6 +46,12 @@ from drivers.ble.ghs_acom import read_observation
 from drivers.ble.ghs_encode import encode_observation
 from drivers.ble.ghs_segment import SegmentationError, split_segments
 from drivers.ble.ghs_values import (
+    FLAG_DURATION,
+    FLAG_PATIENT,
+    FLAG_STATUS,
+    FLAG_SUPPLEMENTAL,
+    FLAG_TIME_STAMP,
+    FLAG_TYPE,
     VALUE_CLASS,
     AnyObservation,
     Bundle,
@@ -69,7 +75,8 @@ from gateway.model import AbsentReason, Component, MeasurementStatus
 GHS_SERVICE_UUID = 0x1840
 LIVE_HEALTH_OBSERVATIONS_UUID = 0x2B8B
 STORED_HEALTH_OBSERVATIONS_UUID = 0x2BDD
-ELAPSED_TIME_SERVICE_UUID = 0x183F  # features, schedule, control point: ghs_features.py
+ELAPSED_TIME_SERVICE_UUID = 0x183F  # the device clock GHS time stamps come from
+# Health Sensor Features, Observation Schedule Changed, GHS Control Point: ghs_features.py
 
 # MDC unit codes (IEEE 11073-10101 partition 4, "dimensions": base code + prefix in the low five
 # bits, e.g. milli = 18) -> UCUM. Only units whose code we are sure of; 544, 2720, 3872 and 4274
@@ -129,9 +136,9 @@ def _merge(own: ObservationHeader, bundle: ObservationHeader | None) -> Observat
     if bundle is None:
         return own
     merged = own
-    for name, bit in (("observation_type", 1 << 0), ("time_stamp", 1 << 1),
-                      ("duration_s", 1 << 2), ("status", 1 << 3), ("patient", 1 << 5),
-                      ("supplemental", 1 << 6)):
+    for name, bit in (("observation_type", FLAG_TYPE), ("time_stamp", FLAG_TIME_STAMP),
+                      ("duration_s", FLAG_DURATION), ("status", FLAG_STATUS),
+                      ("patient", FLAG_PATIENT), ("supplemental", FLAG_SUPPLEMENTAL)):
         if getattr(merged, name) is None and getattr(bundle, name) is not None:
             merged = replace(merged, flags=merged.flags | bit, **{name: getattr(bundle, name)})
     return merged
