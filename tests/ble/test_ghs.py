@@ -31,13 +31,21 @@ from drivers.ble.ghs_values import (
     UnsupportedObservation,
 )
 from drivers.ble.measure import Reading
-from gateway import codes
 from gateway.errors import DecodeError
 from gateway.model import AbsentReason
 from gateway.model import Component as ModelComponent
 from gateway.model import MeasurementStatus as Status
 from tests.ble.helpers import same, wall
 
+# MDC codes (IEEE 11073-10101, partition 2), written out so that these tests do not depend on
+# where the project keeps its vocabulary.
+MDC_PULS_OXIM_SAT_O2 = 150456
+MDC_PULS_OXIM_PULS_RATE = 149530
+MDC_PRESS_BLD_NONINV = 150020
+MDC_PRESS_BLD_NONINV_SYS = 150021
+MDC_PRESS_BLD_NONINV_DIA = 150022
+MDC_PRESS_BLD_NONINV_MEAN = 150023
+MDC_PULS_RATE_NON_INV = 149546  # pulse rate reported by a blood-pressure cuff
 MDC_ECG_ELEC_POTL_I = 131329  # 2::257
 MDC_MODALITY_SPOT = 150588  # 2::19516, supplemental information "spot measurement"
 MDC_BLP_MEASUREMENT_STATUS = 8410608  # 128::22000
@@ -120,7 +128,7 @@ LIVE_TLVS_FLAG = bytes.fromhex("03 01 0c00 0102 b84b0200 2002 cf0300ff")
 # Stored: record number 42, then the LIVE_NUMERIC observation.
 STORED_NUMERIC = bytes.fromhex(f"03 2a000000 01 1500 0300 b84b0200 {TS_UTC} 2002 cf0300ff")
 
-SPO2_HEADER = ObservationHeader(0x0003, codes.MDC_PULS_OXIM_SAT_O2, STAMP_UTC)
+SPO2_HEADER = ObservationHeader(0x0003, MDC_PULS_OXIM_SAT_O2, STAMP_UTC)
 SPO2 = Observation(SPO2_HEADER, NumericValue(544, Decimal("97.5")))
 
 
@@ -131,21 +139,21 @@ def _decoded(payload: bytes) -> object:
 def test_numeric_with_time_stamp() -> None:
     assert same(_decoded(LIVE_NUMERIC), SPO2)
     assert same(decode_live(LIVE_NUMERIC).readings(), (
-        Reading(codes.MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC),
+        Reading(MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC),
     ))
 
 
 def test_numeric_with_every_header_field_and_nan() -> None:
     stamp = ElapsedTime(0x38, 767872800250, 1, 8)
     expected = Observation(
-        ObservationHeader(0x01FF, codes.MDC_PULS_OXIM_PULS_RATE, stamp, Decimal("1.5"), 0x0002,
+        ObservationHeader(0x01FF, MDC_PULS_OXIM_PULS_RATE, stamp, Decimal("1.5"), 0x0002,
                           7, 1, (MDC_MODALITY_SPOT,), (5,), (9,)),
         NumericValue(2720, AbsentReason.NAN),
     )
     assert same(_decoded(LIVE_NUMERIC_ALL_FIELDS), expected)
     when = datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=timezone(timedelta(hours=2)))
     assert same(decode_live(LIVE_NUMERIC_ALL_FIELDS).readings(), (
-        Reading(codes.MDC_PULS_OXIM_PULS_RATE, None, "/min", AbsentReason.NAN, when,
+        Reading(MDC_PULS_OXIM_PULS_RATE, None, "/min", AbsentReason.NAN, when,
                 status=Status.QUESTIONABLE, supplemental=str(MDC_MODALITY_SPOT)),
     ))
 
@@ -212,15 +220,15 @@ def test_state_event_bits() -> None:
 
 
 def test_compound_blood_pressure_is_one_reading_with_components() -> None:
-    parts = ((codes.MDC_PRESS_BLD_NONINV_SYS, "120"), (codes.MDC_PRESS_BLD_NONINV_DIA, "80"),
-             (codes.MDC_PRESS_BLD_NONINV_MEAN, "93"))
+    parts = ((MDC_PRESS_BLD_NONINV_SYS, "120"), (MDC_PRESS_BLD_NONINV_DIA, "80"),
+             (MDC_PRESS_BLD_NONINV_MEAN, "93"))
     expected = Observation(
-        ObservationHeader(0x0013, codes.MDC_PRESS_BLD_NONINV, STAMP_UTC, object_id=123456),
+        ObservationHeader(0x0013, MDC_PRESS_BLD_NONINV, STAMP_UTC, object_id=123456),
         CompoundValue(tuple(Component(c, NumericValue(3872, Decimal(v))) for c, v in parts)),
     )
     assert same(_decoded(LIVE_COMPOUND_BP), expected)
     assert same(decode_live(LIVE_COMPOUND_BP).readings(), (Reading(
-        codes.MDC_PRESS_BLD_NONINV, None, "mm[Hg]", device_time=AT_UTC,
+        MDC_PRESS_BLD_NONINV, None, "mm[Hg]", device_time=AT_UTC,
         components=tuple(ModelComponent(c, Decimal(v), "mm[Hg]") for c, v in parts)),))
 
 
@@ -238,16 +246,16 @@ def test_compound_with_a_string_part_is_unusable_in_the_model() -> None:
 
 def test_bundle_members_take_the_bundle_time_stamp_and_supplemental_info() -> None:
     header = ObservationHeader(0x0042, time_stamp=STAMP_UTC, supplemental=(MDC_MODALITY_SPOT,))
-    pulse = Observation(ObservationHeader(0x0001, codes.MDC_PULS_OXIM_PULS_RATE),
+    pulse = Observation(ObservationHeader(0x0001, MDC_PULS_OXIM_PULS_RATE),
                         NumericValue(2720, Decimal(72)))
-    spo2 = Observation(ObservationHeader(0x0001, codes.MDC_PULS_OXIM_SAT_O2),
+    spo2 = Observation(ObservationHeader(0x0001, MDC_PULS_OXIM_SAT_O2),
                        NumericValue(544, Decimal("97.5")))
     assert same(_decoded(LIVE_BUNDLE), Bundle(header, (spo2, pulse)))
     spot = str(MDC_MODALITY_SPOT)
     assert same(decode_live(LIVE_BUNDLE).readings(), (
-        Reading(codes.MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC,
+        Reading(MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC,
                 supplemental=spot),
-        Reading(codes.MDC_PULS_OXIM_PULS_RATE, Decimal(72), "/min", device_time=AT_UTC,
+        Reading(MDC_PULS_OXIM_PULS_RATE, Decimal(72), "/min", device_time=AT_UTC,
                 supplemental=spot),
     ))
 
@@ -260,7 +268,7 @@ def test_unknown_member_of_a_bundle_is_unusable_and_the_others_are_read() -> Non
     assert parsed.unusable() == (
         UnusableObservation(0x42, None, "unknown observation class type 66"),)
     assert same(parsed.readings(), (
-        Reading(codes.MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC),))
+        Reading(MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%", device_time=AT_UTC),))
 
 
 @pytest.mark.parametrize(("payload", "class_type", "reason"), [
@@ -281,7 +289,7 @@ def test_what_we_do_not_decode_is_a_typed_unusable_record(
 def test_stored_observation_carries_its_record_number() -> None:
     parsed = decode_stored(STORED_NUMERIC)
     assert same(parsed, HealthObservation(SPO2, 42))
-    assert same(parsed.readings(), (Reading(codes.MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%",
+    assert same(parsed.readings(), (Reading(MDC_PULS_OXIM_SAT_O2, Decimal("97.5"), "%",
                                             device_time=AT_UTC, record_id=42),))
 
 
@@ -308,7 +316,7 @@ def test_unknown_unit_code_is_unusable_not_guessed() -> None:
     parsed = decode_live(payload)
     assert parsed.readings() == ()
     assert parsed.unusable() == (UnusableObservation(
-        1, codes.MDC_PULS_OXIM_SAT_O2, "unit code 65535 has no UCUM mapping here"),)
+        1, MDC_PULS_OXIM_SAT_O2, "unit code 65535 has no UCUM mapping here"),)
 
 
 @pytest.mark.parametrize(("payload", "reason"), [

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from drivers.ble.decode import SUPPORTED_UUIDS, decode_characteristic
-from gateway import codes
 from gateway.errors import DecodeError
 from tests.ble.test_ghs import (
     CUFF_IMPROPERLY_PLACED,
@@ -24,6 +23,11 @@ from tests.ble.test_ghs import (
     MDC_BLP_MEASUREMENT_STATUS,
     MDC_ECG_ELEC_POTL_I,
     MDC_MODALITY_SPOT,
+    MDC_PRESS_BLD_NONINV_DIA,
+    MDC_PRESS_BLD_NONINV_MEAN,
+    MDC_PRESS_BLD_NONINV_SYS,
+    MDC_PULS_OXIM_PULS_RATE,
+    MDC_PULS_OXIM_SAT_O2,
     NUMERIC_SPECIAL,
     STORED_NUMERIC,
 )
@@ -58,7 +62,7 @@ def test_numeric_nan_with_every_header_field() -> None:
     out = decode_characteristic(0x2B8B, LIVE_NUMERIC_ALL_FIELDS)
     assert out == {
         "uuid": "2b8b",
-        "measurements": [_m(codes.MDC_PULS_OXIM_PULS_RATE, None, "/min", "nan",
+        "measurements": [_m(MDC_PULS_OXIM_PULS_RATE, None, "/min", "nan",
                             "2024-05-01T10:00:00.250000+02:00")],
         "flags": {
             "record_number": None,
@@ -67,7 +71,7 @@ def test_numeric_nan_with_every_header_field() -> None:
                 ["observation_type", "time_stamp", "measurement_duration", "measurement_status",
                  "object_id", "patient", "supplemental_information", "derived_from",
                  "is_member_of"],
-                codes.MDC_PULS_OXIM_PULS_RATE,
+                MDC_PULS_OXIM_PULS_RATE,
                 time_stamp={"tick_counter": False, "utc": False, "resolution": "millisecond",
                             "current_timeline": True, "tz_dst_offset_min": 120,
                             "time_sync_source": 1, "time_value": 767872800250},
@@ -83,7 +87,7 @@ def test_numeric_nan_with_every_header_field() -> None:
 @pytest.mark.parametrize("reason", sorted(NUMERIC_SPECIAL))
 def test_special_values_print_null_with_the_reason(reason: Any) -> None:
     (entry,) = decode_characteristic(0x2B8B, NUMERIC_SPECIAL[reason])["measurements"]
-    assert entry == _m(codes.MDC_PULS_OXIM_SAT_O2, None, "%", reason.value)
+    assert entry == _m(MDC_PULS_OXIM_SAT_O2, None, "%", reason.value)
 
 
 def test_simple_discrete_prints_its_code_and_a_tick_counter_no_time() -> None:
@@ -111,9 +115,9 @@ def test_sample_array_prints_one_entry_with_its_scaled_samples() -> None:
 
 def test_compound_prints_one_entry_per_component() -> None:
     assert decode_characteristic(0x2B8B, LIVE_COMPOUND_BP)["measurements"] == [
-        _m(codes.MDC_PRESS_BLD_NONINV_SYS, "120", "mm[Hg]", when=AT),
-        _m(codes.MDC_PRESS_BLD_NONINV_DIA, "80", "mm[Hg]", when=AT),
-        _m(codes.MDC_PRESS_BLD_NONINV_MEAN, "93", "mm[Hg]", when=AT),
+        _m(MDC_PRESS_BLD_NONINV_SYS, "120", "mm[Hg]", when=AT),
+        _m(MDC_PRESS_BLD_NONINV_DIA, "80", "mm[Hg]", when=AT),
+        _m(MDC_PRESS_BLD_NONINV_MEAN, "93", "mm[Hg]", when=AT),
     ]
     assert decode_characteristic(0x2B8B, LIVE_COMPOUND_DISCRETE)["measurements"] == [
         _m(MDC_BLP_MEASUREMENT_STATUS, str(CUFF_LOOSE), None),
@@ -124,20 +128,20 @@ def test_compound_prints_one_entry_per_component() -> None:
 def test_bundle_prints_one_entry_per_member() -> None:
     out = decode_characteristic(0x2B8B, LIVE_BUNDLE)
     assert out["measurements"] == [
-        _m(codes.MDC_PULS_OXIM_SAT_O2, "97.5", "%", when=AT),
-        _m(codes.MDC_PULS_OXIM_PULS_RATE, "72", "/min", when=AT),
+        _m(MDC_PULS_OXIM_SAT_O2, "97.5", "%", when=AT),
+        _m(MDC_PULS_OXIM_PULS_RATE, "72", "/min", when=AT),
     ]
-    member = _header("numeric", ["observation_type"], codes.MDC_PULS_OXIM_SAT_O2, unit_code=544)
+    member = _header("numeric", ["observation_type"], MDC_PULS_OXIM_SAT_O2, unit_code=544)
     assert out["flags"]["observation"] == _header(
         "bundle", ["time_stamp", "supplemental_information"], None, time_stamp=UTC_STAMP,
         supplemental_information=[MDC_MODALITY_SPOT],
-        members=[member, {**member, "type": codes.MDC_PULS_OXIM_PULS_RATE, "unit_code": 2720}])
+        members=[member, {**member, "type": MDC_PULS_OXIM_PULS_RATE, "unit_code": 2720}])
 
 
 def test_stored_prints_the_record_number() -> None:
     out = decode_characteristic(0x2BDD, STORED_NUMERIC)
     assert out["uuid"] == "2bdd"
-    assert out["measurements"] == [_m(codes.MDC_PULS_OXIM_SAT_O2, "97.5", "%", when=AT)]
+    assert out["measurements"] == [_m(MDC_PULS_OXIM_SAT_O2, "97.5", "%", when=AT)]
     assert out["flags"]["record_number"] == 42
 
 
@@ -167,14 +171,14 @@ def test_features_schedule_and_control_point() -> None:
     # 4103 (blood pressure monitor), version 1.
     features = bytes.fromhex("01 02 b84b0200 1a480200 01 0710 01")
     assert decode_characteristic(0x2BF3, features)["flags"] == {
-        "observation_types": [codes.MDC_PULS_OXIM_SAT_O2, codes.MDC_PULS_OXIM_PULS_RATE],
+        "observation_types": [MDC_PULS_OXIM_SAT_O2, MDC_PULS_OXIM_PULS_RATE],
         "device_specializations": [{"term_code": 4103, "version": 1}],
         "unknown_flags": 0,
     }
     # Schedule: SpO2, measurement period FLOAT 1.0 s (10 x 10^-1), update interval 1.0 s.
     schedule = bytes.fromhex("b84b0200 0a0000ff 0a0000ff")
     assert decode_characteristic(0x2BF1, schedule)["flags"] == {
-        "observation_type": codes.MDC_PULS_OXIM_SAT_O2, "measurement_period_s": "1.0",
+        "observation_type": MDC_PULS_OXIM_SAT_O2, "measurement_period_s": "1.0",
         "update_interval_s": "1.0"}
     assert decode_characteristic(0x2BF4, b"\x01")["flags"] == {
         "op_code": "start_send_live_observations", "operand": ""}

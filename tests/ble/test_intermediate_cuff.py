@@ -14,8 +14,8 @@ from drivers.ble.blood_pressure import (
 from drivers.ble.clock_sync import ClockSync
 from drivers.ble.intake import Intake, LinkState
 from drivers.ble.profiles import PROFILES, STREAM_PROFILES
-from gateway import codes
 from tests.ble.helpers import DEVICE, RECEIVED_AT
+from tests.ble.test_ghs import MDC_PRESS_BLD_NONINV, MDC_PULS_RATE_NON_INV
 
 # Intermediate Cuff Pressure, flags 0x00 (mmHg): current cuff pressure SFLOAT 152 (0x0098),
 # diastolic and MAP NaN (0x07FF), as the Blood Pressure Service sends them while inflating.
@@ -44,8 +44,8 @@ def test_cuff_pressure_streams_and_the_final_measurement_is_spot() -> None:
     assert cuff.raw == CUFF_152
     assert intake.streamed(cuff)
     final = intake.handle(link, BP_MEASUREMENT_UUID, FINAL, RECEIVED_AT)
-    assert [m.mdc_code for m in final] == [codes.MDC_PRESS_BLD_NONINV,
-                                           codes.MDC_PULS_RATE_NON_INV]
+    assert [m.mdc_code for m in final] == [MDC_PRESS_BLD_NONINV,
+                                           MDC_PULS_RATE_NON_INV]
     assert not any(intake.streamed(m) for m in final)
 
 
