@@ -83,6 +83,19 @@ class MeasurementStatus(enum.IntFlag):
     MEASUREMENT_ONGOING = 1 << 10
 
 
+# HL7 v3 ObservationInterpretation codes a device may send about its own result, and the ASTM
+# E1394 / CLSI LIS2-A2 result abnormal flags (R record field 7) are the same letters: L, H, LL, HH
+# (critical), <, > (outside the measuring range), N (normal), A, AA (abnormal, critical), U, D
+# (significant change up / down), B, W (better / worse).
+INTERPRETATION_CODES = frozenset(
+    {"L", "H", "LL", "HH", "<", ">", "N", "A", "AA", "U", "D", "B", "W"}
+)
+ABNORMAL_CODES = frozenset({"L", "H", "LL", "HH", "<", ">", "A", "AA"})
+# IEEE 11073-20601 MeasurementStatus bit 14, msmt-value-exceed-boundaries (an IntFlag without a
+# member for it still carries it).
+IN_ALARM_BIT = 1 << 14
+
+
 class TimeQuality(enum.StrEnum):
     """How far the device timestamp can be trusted (PHD IG coincident-timestamp rules)."""
 
@@ -160,6 +173,9 @@ class Measurement:
     # Free-form, non-clinical context for the identifier (e.g. "intermediate"), PHD IG
     # supplementalInfo.
     supplemental: str = ""
+    # How the device itself judged the result, as HL7 v3 ObservationInterpretation codes (an
+    # analyser's ASTM abnormal flags: H, L, HH, LL, A, AA, <, >, N, ...), in the order sent.
+    interpretation: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 < self.mdc_code < 2**32):
@@ -183,6 +199,19 @@ class Measurement:
             raise ModelError("a device_time needs a time_quality of SYNCED or UNSYNCED")
         if not self.source:
             raise ModelError("source (driver / profile) is required")
+        unknown = [c for c in self.interpretation if c not in INTERPRETATION_CODES]
+        if unknown:
+            raise ModelError(f"interpretation codes not in the supported set: {unknown!r}")
+
+    @property
+    def alarm(self) -> bool:
+        """The device itself raised an alarm condition with this reading: it flagged the result
+        outside its normal range or critical (``interpretation``), or set the 11073 status bit
+        "measurement value exceeds boundaries" (PoCD "in-alarm"). Such a reading never waits:
+        the pump sends it on the ALARM lane, sealed in a record of its own."""
+        return bool(int(self.status) & IN_ALARM_BIT) or any(
+            c in ABNORMAL_CODES for c in self.interpretation
+        )
 
     def _key(self) -> tuple[object, ...]:
         return tuple(_exact_key(getattr(self, f.name)) for f in fields(self))

@@ -24,6 +24,7 @@ from gateway.fhir.vocab import (  # the shared vocabulary of both directions
     CS_ABSENT,
     CS_STATUS,
     CS_TIME_QUALITY,
+    CS_V3_INTERPRETATION,
     EXT_GATEWAY,
     EXT_RAW,
     EXT_RECEIVED_AT,
@@ -166,6 +167,14 @@ def _status_of(obs: Mapping[str, Any]) -> MeasurementStatus:
     return MeasurementStatus(bits)
 
 
+def _interpretation_of(obs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The device's own judgement of the result (v3 ObservationInterpretation), in order."""
+    found: list[str] = []
+    for i, concept in enumerate(_list(obs.get("interpretation", []), "Observation.interpretation")):
+        found += _codes_in(concept, CS_V3_INTERPRETATION, f"Observation.interpretation[{i}]")
+    return tuple(found)
+
+
 def device_id_from_resource(device: object) -> DeviceId:
     """The DeviceId a PHD Device resource (from ``device_resource``) identifies."""
     res = _obj(device, "Device")
@@ -259,6 +268,7 @@ def measurement_from_observation(obs: object, device: object) -> Measurement:
             components=components,
             device_record_id=None if record is None else int(record),
             supplemental=_ext_value(exts, EXT_SUPPLEMENTAL, "valueString", "Observation") or "",
+            interpretation=_interpretation_of(o),
         )
     except ModelError as exc:
         raise FhirMappingError(exc.message, where="Observation") from None

@@ -32,6 +32,7 @@ from drivers.serial.errors import AstmRecordError, SerialUsageError
 from gateway.fhir import codes
 from gateway.fhir.codes import Loinc
 from gateway.model import (
+    INTERPRETATION_CODES,
     AbsentReason,
     DeviceId,
     DeviceIdKind,
@@ -254,7 +255,11 @@ def _result(
         time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
         status=status,
         supplemental=supplemental,
+        interpretation=tuple(f for f in flags if f in INTERPRETATION_CODES),
     )
+    if any(f not in INTERPRETATION_CODES for f in flags):
+        warnings.append(AstmRecordError("abnormal flag not understood; kept in the raw record",
+                                        test=code))
     return LabResult(
         measurement,
         code,

@@ -34,6 +34,7 @@ from drivers.serial.port_errors import SerialPortError
 from drivers.serial.reducer import OximetryReading, OximetryReducer, Reason, ReducerConfig
 from gateway.model import DeviceId, Measurement, utcnow
 from gateway.pipeline.health import DeviceHealth
+from gateway.pipeline.ingest import Lane
 
 log = structlog.get_logger("drivers.serial.oximeter")
 
@@ -172,6 +173,13 @@ class OximeterDriver:
                 for measurement in self._measurements(reading, raw, now):
                     self.readings += 1
                     yield measurement
+
+    @staticmethod
+    def lane_of(m: Measurement) -> Lane:
+        """Interval readings are the stream; every event reading (a desaturation starting,
+        deepening or ending, the sensor coming off or back, artifact, out of track, low
+        perfusion, the device's sensor alarm) is an alarm condition and never waits."""
+        return Lane.STREAM if m.supplemental == Reason.INTERVAL.value else Lane.ALARM
 
     def _measurements(
         self,

@@ -71,7 +71,7 @@ def build_drivers(
     unusable = writer.report_unusable if writer is not None else None
     serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
     for drv in serial_config.build(serial, report_unusable=unusable):
-        drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
+        drivers.append((drv, drv.lane_of if isinstance(drv, OximeterDriver) else Lane.SPOT))
     ble_devices = ble_for(cfg, bound)
     ble = ble_config.build(ble_devices, cfg.state_dir)
     drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)

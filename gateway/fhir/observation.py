@@ -43,6 +43,7 @@ from gateway.fhir.vocab import (
     CS_POCD_STATUS,
     CS_STATUS,
     CS_TIME_QUALITY,
+    CS_V3_INTERPRETATION,
     EXT_GATEWAY,
     EXT_RAW,
     EXT_RECEIVED_AT,
@@ -220,8 +221,11 @@ def observation(m: Measurement, gw: GatewayInfo) -> dict[str, Any]:
     known = codes.info(m.mdc_code)
     if known is not None and known.category is not None:
         obs["category"] = [{"coding": [coding(CS_CATEGORY, known.category)]}]
-    if m.status:
-        obs["interpretation"] = _interpretation(m.status)
+    if m.status or m.interpretation:
+        obs["interpretation"] = [
+            *_interpretation(m.status),
+            *({"coding": [coding(CS_V3_INTERPRETATION, c)]} for c in m.interpretation),
+        ]
     if m.components:
         obs["component"] = [
             {

@@ -62,7 +62,9 @@ def test_the_crp_result_becomes_exactly_this_measurement() -> None:
         raw=CRP_RESULT[:-1].encode(),
         device_time=datetime(2024, 3, 1, 10, 15, tzinfo=UTC),
         time_quality=TimeQuality.UNSYNCED,
+        interpretation=("N",),  # the analyser's abnormal flag: normal
     )
+    assert not result.measurement.alarm
     assert result.loinc.code == "1988-5"
     assert result.analyte is CRP
     assert (result.test_code, result.result_status, result.abnormal_flags) == ("CRP", "F", ("N",))
