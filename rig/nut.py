@@ -78,6 +78,7 @@ class NutRig:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
         self.state: dict[str, str] = {}
+        self._mtime = 0.0
 
     @property
     def name(self) -> str:
@@ -111,6 +112,10 @@ class NutRig:
         }
         tmp = self.base / ".ups.dev.tmp"
         tmp.write_text("".join(f"{k}: {v}\n" for k, v in self.state.items()))
+        # dummy-ups re-reads the file when its modification time changes, in whole seconds:
+        # two changes within one second would look like one, so each gets a later second.
+        self._mtime = max(float(int(time.time())), self._mtime + 1.0)
+        os.utime(tmp, (self._mtime, self._mtime))
         tmp.replace(self.base / "ups.dev")
 
     def start(self) -> None:

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ class UpsSettings:
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
+
+
+def _dec(value: float | None) -> Decimal | None:
+    """Numbers for a sealed record: canonical JSON has no floats (gateway/seal/cjson.py)."""
+    return None if value is None else Decimal(repr(round(value, 3)))
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
@@ -163,7 +169,7 @@ class PowerMonitor:
                 low_battery=r.low_battery if r else None,
                 charge_pct=r.charge_pct if r else None,
                 runtime_s=r.runtime_s if r else None,
-                low_runtime_s=self.settings.low_runtime_s,
+                low_runtime_s=_dec(self.settings.low_runtime_s),
                 self_test=str(r.self_test) if r else None,
                 self_test_result=r.test_result if r else None,
                 outage_since=_iso(self.tracker.outage_since),
@@ -205,7 +211,10 @@ class PowerMonitor:
             log.info("power.not_configured")
             return
         while not self.stopping_on_battery:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception:
+                log.exception("power.poll_failed")
             await asyncio.sleep(self.settings.poll_interval_s)
 
     async def poll_once(self) -> None:
@@ -269,13 +278,11 @@ class PowerMonitor:
             "runtime_s": reading.runtime_s if reading else None,
         }
         if e.event == "mains-restored":
-            body["outage_s"] = e.outage_s
+            body["outage_s"] = _dec(e.outage_s)
             body["outage_started"] = _iso(e.outage_started)
-        if e.outage_s is not None and e.event != "mains-restored":
-            body["outage_s"] = e.outage_s
         if e.outages_in_window is not None:
             body["outages_in_window"] = e.outages_in_window
-            body["window_s"] = self.tracker.rule.window_s
+            body["window_s"] = _dec(self.tracker.rule.window_s)
         if e.outages_not_sealed is not None:
             body["outages_not_sealed"] = e.outages_not_sealed
             body["supply"] = str(e.supply) if e.supply else None
@@ -294,7 +301,7 @@ class PowerMonitor:
             "ups": s.name if s else None,
             "charge_pct": r.charge_pct if r else None,
             "runtime_s": r.runtime_s if r else None,
-            "low_runtime_s": s.low_runtime_s if s else None,
+            "low_runtime_s": _dec(s.low_runtime_s) if s else None,
             "low_battery_flag": r.low_battery if r else None,
             "outage_started": _iso(self.tracker.outage_since),
         }

@@ -19,6 +19,7 @@ from gateway.errors import StoreError
 from gateway.power import nut
 from gateway.power.monitor import MARKER_NAME, PowerMonitor, UpsSettings
 from gateway.power.tracker import DebounceRule
+from gateway.seal import cjson
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 SETTINGS = UpsSettings(
@@ -60,6 +61,7 @@ class Harness:
     async def seal(self, body: dict[str, Any]) -> int:
         if self.refuse:
             raise StoreError("outbox append failed: disk I/O error")
+        cjson.dumps(body)  # what sealing does: no floats in canonical JSON
         self.sealed.append(body)
         return len(self.sealed)
 
@@ -111,7 +113,7 @@ def test_mains_lost_and_restored_are_sealed_once_each(tmp_path: Path) -> None:
     lost, restored = h.sealed
     assert lost["time"] == (T0 + timedelta(seconds=6)).isoformat()
     assert lost["charge_pct"] == Decimal(80)
-    assert restored["outage_s"] == 16.0  # 6 -> 22
+    assert restored["outage_s"] == Decimal(16)  # 6 -> 22
     assert restored["outage_started"] == lost["time"]
     assert h.monitor.alarms() == []
 
@@ -170,6 +172,7 @@ def test_a_low_battery_stops_once_after_two_readings_and_seals_mains_lost_first(
     h.poll(12)
     assert h.low_battery_calls == 1
     body = h.monitor.shutdown_body()
+    cjson.dumps(body)
     assert body["event"] == "shutting-down-on-battery"
     assert body["runtime_s"] == Decimal(120)
     assert body["low_battery_flag"] is True
@@ -201,7 +204,7 @@ def test_the_marker_makes_the_next_start_say_power_cut_and_is_removed_once_repor
     assert previous["outage_started"] == (T0 + timedelta(seconds=6)).isoformat()
     after.poll(3610)
     assert after.events() == ["mains-restored"]
-    assert after.sealed[0]["outage_s"] == 3600.0 - 6  # first on-mains reading after the restart
+    assert after.sealed[0]["outage_s"] == Decimal(3600 - 6)  # first on-mains reading, restarted
     asyncio.run(after.monitor.reported())
     assert not (tmp_path / MARKER_NAME).exists()
     assert "previous_stop" in after.monitor.snapshot()  # still shown for this run
@@ -227,3 +230,25 @@ def test_no_clinical_value_or_key_in_the_power_log_lines(tmp_path: Path) -> None
     keys = {k for e in logs for k in e}
     assert keys <= {"event", "log_level", "state", "previous", "power_event", "seq", "ups",
                     "runtime_s", "charge_pct", "low_battery_flag"}
+
+
+def test_a_failing_poll_is_logged_and_the_loop_goes_on(tmp_path: Path) -> None:
+    """Knowing the power must never end the daemon's task group (and with it the readings)."""
+    h = Harness(tmp_path)
+    calls = 0
+
+    async def broken(host: str, port: int, ups: str, timeout_s: float) -> nut.UpsReading:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            h.monitor.stopping_on_battery = True  # ends the loop after this poll
+        raise RuntimeError("a bug")
+
+    h.monitor._query = broken
+    fast = UpsSettings(host="127.0.0.1", port=3493, ups="ups", low_runtime_s=300,
+                       poll_interval_s=0.2)
+    h.monitor.settings = fast
+    with capture_logs() as logs:
+        asyncio.run(h.monitor.run())
+    assert calls == 3
+    assert [e["event"] for e in logs] == ["power.poll_failed"] * 3
