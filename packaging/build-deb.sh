@@ -10,6 +10,7 @@
 #   /usr/bin/gatewayd, gatewayctl    symlinks into the venv
 #   /lib/systemd/system/gatewayd.service
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
+#   /usr/share/polkit-1/rules.d/50-homecare-gateway.rules   (power-off on a low UPS battery)
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
 #   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
 #
@@ -132,6 +133,9 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sys
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
     "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+# Power-off after the clean stop on a low UPS battery: polkit allows the service user that one action.
+install -D -m 0644 "$REPO/packaging/polkit/50-homecare-gateway.rules" \
+    "$STAGE/usr/share/polkit-1/rules.d/50-homecare-gateway.rules"
 mkdir -p "$STAGE/usr/bin"
 ln -s "$PREFIX/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
 ln -s "$PREFIX/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
@@ -228,7 +232,7 @@ Architecture: $ARCH
 Maintainer: $DEB_MAINTAINER
 Installed-Size: $installed_kb
 Depends: python$PYVER, systemd | adduser
-Recommends: bluez, udev
+Recommends: bluez, udev, polkitd | policykit-1, nut-server
 Section: misc
 Priority: optional
 Homepage: https://homecare-gateway.invalid/

@@ -28,6 +28,11 @@ from tests.integration.rig import Rig, rig_fixture, wait_for
 pytestmark = pytest.mark.integration
 
 THERMOMETER = "C0:FF:EE:00:00:61"
+OXIMETER = "C0:FF:EE:00:00:62"  # a continuous stream, sealed in 60 s chunks
+STREAM = (
+    f'\n[[sim_devices]]\nkind = "pulse-oximeter"\naddress = "{OXIMETER}"\ninterval_s = 0.1\n'
+    "stream = true\n"
+)
 STEP_S = 20.0  # generous deadline for each awaited condition (a loaded 2-core machine)
 
 
@@ -44,7 +49,9 @@ def ups(tmp_path: Path) -> Iterator[NutRig]:
         yield nut
 
 
-def config(rig: Rig, ups: NutRig, *, memory: Path | None = None, **power: object) -> Path:
+def config(
+    rig: Rig, ups: NutRig, *, memory: Path | None = None, stream: bool = False, **power: object
+) -> Path:
     path = rig.write_config([])
     settings = {"poll_interval_s": 0.3, "confirm_s": 1.0, "low_runtime_s": 300, **power}
     sims = (
@@ -52,12 +59,13 @@ def config(rig: Rig, ups: NutRig, *, memory: Path | None = None, **power: object
         + (f'memory = "{memory}"\n' if memory else "count = 100000\n")
     )
     path.write_text(
-        path.read_text()
+        path.read_text().replace("[uplink]", "[outbox]\nstream_chunk_s = 60\n\n[uplink]")
         + "\n[health]\ninterval_s = 1\n"
         + f'\n[power]\nups = "{ups.ups}"\nhost = "{ups.host}"\nport = {ups.port}\n'
         + 'power_off = "rig-record"\n'
         + "".join(f"{k} = {v}\n" for k, v in settings.items())
         + sims
+        + (STREAM if stream else "")
     )
     return path
 
@@ -133,7 +141,7 @@ def test_low_battery_stops_cleanly_powers_off_and_the_restart_says_power_cut(
 ) -> None:
     memory = tmp_path / "thermometer.json"  # a stored-records device: confirms are checkable
     rig.start_provider()
-    cfg = config(rig, ups, memory=memory)
+    cfg = config(rig, ups, memory=memory, stream=True)
     rig.start_daemon(cfg)
     wait_for(lambda: len(rig.received.readings) >= 5, STEP_S, "readings before the cut")
 
@@ -157,6 +165,9 @@ def test_low_battery_stops_cleanly_powers_off_and_the_restart_says_power_cut(
         (rig.state_dir / "outbox.db-wal").stat().st_size == 0
     )
     stopped_at = len(rig.received.health_reports)
+    # The open stream chunk (60 s, never full in this test) was sealed by the clean stop.
+    streamed = [m for _, m in rig.received.readings if m.device.value == OXIMETER]
+    assert streamed, "the open stream chunk was not sealed and sent before the power-off"
 
     # Power returns; systemd starts the daemon again.
     ups.set_state("OL CHRG", charge_pct=9, runtime_s=200)
@@ -181,13 +192,16 @@ def test_low_battery_stops_cleanly_powers_off_and_the_restart_says_power_cut(
         lambda: rig.verifier.summary()["missing"] == 0, STEP_S, "every record at the provider"
     )
 
+    # In order, and no stream-chunk-lost: the stop was clean.
     assert events(rig) == ["mains-lost", "shutting-down-on-battery", "mains-restored"]
     lost, restored = event(rig, "mains-lost"), event(rig, "mains-restored")
     assert restored["outage_started"] == lost["time"]
     confirmed = int(json.loads(memory.read_text())["confirmed"])
-    got = {m.device_record_id for _, m in rig.received.readings}
+    got = {m.device_record_id for _, m in rig.received.readings if m.device.value == THERMOMETER}
     assert set(range(1, confirmed + 1)) <= got, "a confirmed reading was lost"
     for _, m in rig.received.readings:
+        if m.device.value != THERMOMETER:
+            continue
         exp = expected_reading("thermometer", THERMOMETER, m.device_record_id or -1)
         assert (m.value, m.components) == (exp.value, exp.components)  # nothing altered
     summary = rig.verifier.summary()
