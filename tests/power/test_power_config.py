@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import marks
 from gateway.cli.main import power_text
 from gateway.config.power import PowerConfig
 from gateway.config.settings import load
@@ -66,3 +67,18 @@ def test_bad_values_name_the_key(files: Path, table: str, key: str) -> None:
 )
 def test_status_says_the_power_state_in_plain_words(power: object, words: str) -> None:
     assert power_text(power) == words
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [("battery", "ON BATTERY"), ("battery-low", "BATTERY LOW"), ("unreachable", "NOT READABLE")],
+)
+def test_a_power_problem_stands_out_on_a_terminal(state: str, problem: str) -> None:
+    line = f"power        {power_text({'state': state})}"
+    spans = [line[a:b] for a, b, kind in marks.text_spans(line) if kind == "problem"]
+    assert spans == [problem]
+
+
+def test_on_mains_nothing_stands_out() -> None:
+    line = f"power        {power_text({'state': 'mains', 'charge_pct': 100})}"
+    assert [k for _, _, k in marks.text_spans(line)] == ["label"]
