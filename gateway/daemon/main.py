@@ -260,7 +260,10 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
                 version=__version__,
             )
             await stop.wait()
-            notifier.notify("STOPPING=1")
+            if power.stopping_on_battery:
+                notifier.notify("STOPPING=1", "STATUS=battery low: clean stop, then power-off")
+            else:
+                notifier.notify("STOPPING=1")
             log.info("gateway.stopping", on_battery=power.stopping_on_battery)
             for t in driver_tasks:
                 t.cancel()

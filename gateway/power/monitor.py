@@ -42,7 +42,7 @@ log = structlog.get_logger("gateway.power")
 MARKER_NAME = "power-shutdown.json"
 MARKER_MAX_BYTES = 4096
 LOW_CONFIRM_READINGS = 2  # one odd runtime estimate must not power the router off
-MAX_PENDING_EVENTS = 64  # events waiting to be sealed (the outbox refused them); oldest kept
+MAX_PENDING_EVENTS = 64  # events waiting to be sealed (the outbox refused them); then oldest goes
 NO_UPS = "no UPS configured"
 
 Query = Callable[[str, int, str, float], Awaitable[nut.UpsReading]]
@@ -135,8 +135,9 @@ class PowerMonitor:
         self.error: str | None = None
         self._low_readings = 0
         self.stopping_on_battery = False
-        self._pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._pending: deque[dict[str, Any]] = deque()
         self.sealed_events = 0
+        self.dropped_events = 0  # events the outbox refused until the queue was full
 
     # -- what the health report and gatewayctl status read --------------------------------------
 
@@ -175,6 +176,8 @@ class PowerMonitor:
                 outage_since=_iso(self.tracker.outage_since),
                 flapping=self.tracker.flapping,
                 blips=self.tracker.blips,
+                events_waiting=len(self._pending),
+                events_dropped=self.dropped_events,
             )
             if r is not None and r.on_battery is None:
                 snap["reason"] = "the UPS reports neither on-line nor on-battery"
@@ -241,7 +244,8 @@ class PowerMonitor:
         stop = self._low_readings >= LOW_CONFIRM_READINGS and not self.stopping_on_battery
         if stop:
             events += self.tracker.confirm_battery_now(mono, wall)
-        self._pending.extend(self._body(e, reading) for e in events)
+        for e in events:
+            self._keep(self._body(e, reading))
         await self._seal_pending()
         if stop:
             self.stopping_on_battery = True
@@ -253,6 +257,14 @@ class PowerMonitor:
                 low_battery_flag=reading.low_battery,
             )
             self._on_low_battery()
+
+    def _keep(self, body: dict[str, Any]) -> None:
+        if len(self._pending) == MAX_PENDING_EVENTS:
+            # The outbox has refused events for a long time: the oldest gives way, counted.
+            dropped = self._pending.popleft()
+            self.dropped_events += 1
+            log.error("power.event_dropped", power_event=dropped["event"])
+        self._pending.append(body)
 
     async def _seal_pending(self) -> None:
         while self._pending:

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from gateway import alarms
 from gateway.errors import StoreError
 from gateway.power import nut
-from gateway.power.monitor import MARKER_NAME, PowerMonitor, UpsSettings
+from gateway.power.monitor import MARKER_NAME, MAX_PENDING_EVENTS, PowerMonitor, UpsSettings
 from gateway.power.tracker import DebounceRule
 from gateway.seal import cjson
 
@@ -252,3 +252,13 @@ def test_a_failing_poll_is_logged_and_the_loop_goes_on(tmp_path: Path) -> None:
         asyncio.run(h.monitor.run())
     assert calls == 3
     assert [e["event"] for e in logs] == ["power.poll_failed"] * 3
+
+
+def test_events_waiting_are_bounded_and_a_dropped_one_is_counted(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.refuse = True
+    for i in range(MAX_PENDING_EVENTS + 5):
+        h.monitor._keep({"event": f"e{i}"})
+    snap = h.monitor.snapshot()
+    assert snap["events_waiting"] == MAX_PENDING_EVENTS
+    assert snap["events_dropped"] == 5
