@@ -210,6 +210,18 @@ inflight_batches = 4
 # commit. A device is told "stored" only after that commit.
 commit_window_ms = 2.0
 
+# The UPS (battery backup), read from NUT's upsd. Without this table the health report says
+# "power: unknown (no UPS configured)". With it: power cuts are reported, and when the battery
+# runs low the gateway stops cleanly and powers the router off (systemd/README.md).
+#     [power]
+#     ups = "ups"                # the UPS's section name in /etc/nut/ups.conf
+#     host = "127.0.0.1"
+#     port = 3493
+#     low_runtime_s = 300        # stop when less runtime is left (10-7200 s)
+#     poll_interval_s = 5        # 0.2-60 s
+#     confirm_s = 10             # a change of supply must last this long to count (0-600 s)
+#     power_off = "logind"
+
 # Simulated devices, for demos, training and the simulated rig only - never on a patient's
 # router. kind: thermometer, blood-pressure or pulse-oximeter; interval_s: 0.001-86400;
 # count: stop after that many readings (default: forever).
