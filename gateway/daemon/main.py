@@ -271,13 +271,15 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(writer.drain(), SHUTDOWN_FLUSH_S)
             if power.stopping_on_battery:
-                await _last_record_on_battery(power, seal_lifecycle_event, db, outbox)
+                await _last_record_on_battery(power, seal_lifecycle_event)
             if upload.connected.is_set():
                 # Give the uplink a moment to deliver what was just committed; whatever is left
                 # stays durable in the outbox and goes out after the next start.
                 drain_s = POWER_CUT_DRAIN_S if power.stopping_on_battery else SHUTDOWN_DRAIN_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_outbox_empty(db, outbox), drain_s)
+            if power.stopping_on_battery:
+                await _checkpoint(db, outbox)  # after the acks: the file is final
             raise _Shutdown  # noqa: TRY301 - leaves the TaskGroup, cancelling what is left
     except* _Shutdown:
         pass
@@ -292,18 +294,19 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
 
 
 async def _last_record_on_battery(
-    power: PowerMonitor,
-    seal: Callable[[dict[str, Any]], Awaitable[int]],
-    db: DatabaseThread,
-    outbox: Outbox,
+    power: PowerMonitor, seal: Callable[[dict[str, Any]], Awaitable[int]]
 ) -> None:
-    """The battery is low: seal "shutting-down-on-battery" and checkpoint the outbox."""
+    """The battery is low: seal "shutting-down-on-battery" after every reading held."""
     try:
         seq = await asyncio.wait_for(seal(power.shutdown_body()), SHUTDOWN_FLUSH_S)
         log.warning("power.shutdown_sealed", seq=seq)
     except (GatewayError, TimeoutError) as exc:
         # The readings are all committed; only this notice is missing. Say so and go on.
         log.error("power.shutdown_not_sealed", error=str(exc))  # noqa: TRY400
+
+
+async def _checkpoint(db: DatabaseThread, outbox: Outbox) -> None:
+    """Before a planned power-off: the database file alone holds everything (WAL folded in)."""
     try:
         left = await db.run(outbox.checkpoint)
         log.info("outbox.checkpointed", frames_left=left)
