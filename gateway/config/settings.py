@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ble as ble_config
+from gateway.config import power as power_config
 from gateway.config import serial as serial_config
 from gateway.config.ble import BleDeviceConfig
+from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
@@ -87,6 +89,7 @@ class Config:
     # Set: keys, certificate, broker, provider key and episode come from enrolment
     # (provisioning.runtime.effective_config fills them in from the state directory).
     provisioning: ProvisioningConfig | None = None
+    power: PowerConfig | None = None  # [power]: the UPS in upsd; None: no UPS configured
 
     @property
     def records_topic(self) -> str:
@@ -145,6 +148,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
             "serial_devices",
             "ble_devices",
             "provisioning",
+            "power",
         ),
     )
 
@@ -317,6 +321,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         serial_devices=serial_config.parse(data.get("serial_devices", []), path),
         ble_devices=ble_config.parse(data.get("ble_devices", []), path),
         provisioning=provisioning,
+        power=power_config.parse(data, path),
     )
 
 
