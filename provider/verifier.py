@@ -58,6 +58,9 @@ class Verifier:
         self.failures: Counter[str] = Counter()
         self.records_ok = 0
         self.readings_ok = 0
+        # Per (gateway, epoch): True for a test episode's chain, False for a clinical one, from
+        # its first observation record. Test and clinical data never share a chain.
+        self._test_chain: dict[tuple[str, int], bool] = {}
 
     def trust(self, gateway_id: str, key: ed25519.Ed25519PublicKey) -> None:
         """A gateway (re-)enrolled with a new record-signing key (from its EST certificate)."""
@@ -105,11 +108,26 @@ class Verifier:
         measurements: tuple[Measurement, ...] = ()
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
+            self._check_episode_kind(hdr, fhir_read.is_test_episode(body))
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
+
+    def _check_episode_kind(self, hdr: wire.RecordHeader, test: bool) -> None:
+        key = (hdr.gateway_id, hdr.epoch)
+        kind = self._test_chain.setdefault(key, test)
+        if kind != test:
+            chain_kind, record_kind = ("test", "clinical") if kind else ("clinical", "test")
+            raise VerifyError(
+                f"record {hdr.seq} of gateway {hdr.gateway_id} epoch {hdr.epoch} holds"
+                f" {record_kind} data in a {chain_kind} chain; check the gateway's enrolment"
+                " bundle (test_episode) or its [gateway] test_episode",
+                reason="test-clinical-mix",
+                gateway_id=hdr.gateway_id,
+                seq=hdr.seq,
+            )
 
     @property
     def signature_failures(self) -> int:

@@ -16,6 +16,11 @@ Choices the IG leaves open, made here:
 - Status (IG: no rule for Observation.status): INVALID -> "cancelled" ("measurement not completed";
   "entered-in-error" would claim the record should never have existed, and servers treat it as a
   retraction); early-indication / msmt-ongoing / calibration-ongoing -> "preliminary"; else "final".
+- Test data (PHD IG: test / demo data -> meta.security HTEST from v3-ActReason): an Observation
+  whose device flags test or demo data, a simulator's reading, and every Observation of a test
+  episode (``GatewayInfo.test_episode``: enrolment bundle or ``[gateway] test_episode``); the
+  Bundle of a test episode carries HTEST itself, so a receiver can tell the episode's kind from
+  the record alone (a clinical episode's QC result is HTEST, its Bundle is not).
 - Time: effectiveDateTime is the device's own timestamp, never replaced. A meta.tag always states
   its quality: "synced", "unsynced" (kept as the device sent it, flagged), or "absent" (effective is
   the gateway's reception time, as the IG prescribes for devices without a clock).
@@ -185,7 +190,7 @@ def observation(m: Measurement, gw: GatewayInfo) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "tag": [coding(CS_TIME_QUALITY, m.time_quality.value, TIME_DISPLAY[m.time_quality])]
     }
-    if is_test(m.status, m.device):
+    if gw.test_episode or is_test(m.status, m.device):
         meta["security"] = [HTEST]  # IG: test-data / demo-data -> HTEST
     values = _value_elements(m.value, m.absent_reason, m.unit)
     ext: list[dict[str, Any]] = [
@@ -274,4 +279,7 @@ def bundle(measurements: Sequence[Measurement], gw: GatewayInfo) -> dict[str, An
         entries.append(
             _post(urn("Observation", SID_OBSERVATION, ident["value"], *suffix), obs, ident)
         )
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    if gw.test_episode:  # the episode's own label: receivers keep test and clinical chains apart
+        out["meta"] = {"security": [HTEST]}
+    return out
