@@ -46,6 +46,11 @@ def gateway_id_from_topic(topic: str) -> str | None:
     return None
 
 
+def _topic_leaf(topic: str | None) -> str | None:
+    """``records`` or ``health`` (or whatever else the topic ends with); None without a topic."""
+    return None if topic is None else topic.rsplit("/", 1)[-1]
+
+
 class Verifier:
     def __init__(
         self,
@@ -75,15 +80,19 @@ class Verifier:
             result.failures.append(exc)
             return result
         topic_gw = gateway_id_from_topic(topic) if topic is not None else None
+        leaf = _topic_leaf(topic)
         for record in records:
             try:
-                result.records.append(self.accept_record(record, topic_gw))
+                result.records.append(self.accept_record(record, topic_gw, leaf))
             except VerifyError as exc:
                 self.failures[exc.reason] += 1
                 result.failures.append(exc)
         return result
 
-    def accept_record(self, record: bytes, topic_gateway: str | None = None) -> VerifiedRecord:
+    def accept_record(
+        self, record: bytes, topic_gateway: str | None = None, topic_leaf: str | None = None
+    ) -> VerifiedRecord:
+        """Check and open one record; ``topic_leaf`` is the topic's last level (records/health)."""
         parts = wire.parse_record(record)
         gid = parts.header.gateway_id
         if topic_gateway is not None and topic_gateway != gid:
@@ -92,6 +101,15 @@ class Verifier:
                 reason="topic-mismatch",
                 seq=parts.header.seq,
             )
+        if topic_leaf is not None:
+            expected = "health" if parts.header.kind is wire.RecordKind.HEALTH else "records"
+            if topic_leaf != expected:
+                raise VerifyError(
+                    f"a {parts.header.kind.name.lower()} record of gateway {gid} arrived on"
+                    f" .../{topic_leaf}; it belongs on .../{expected}",
+                    reason="topic-mismatch",
+                    seq=parts.header.seq,
+                )
         key = self._gateway_keys.get(gid)
         if key is None:
             raise VerifyError(
