@@ -343,6 +343,16 @@ def measurements_from_bundle(bundle: object) -> list[Measurement]:
     return out
 
 
+def test_labelled(bundle: Mapping[str, Any]) -> int:
+    """How many Observations of a (mapped, so well-formed) Bundle carry meta.security HTEST."""
+    return sum(
+        1
+        for e in bundle.get("entry", [])
+        if e["resource"].get("resourceType") == "Observation"
+        and HTEST in e["resource"].get("meta", {}).get("security", [])
+    )
+
+
 def is_test_episode(bundle: Mapping[str, Any]) -> bool:
     """Is this Bundle from a test episode (``Bundle.meta.security`` HTEST)?"""
     meta = _obj(bundle.get("meta", {}), "Bundle.meta")

@@ -63,6 +63,7 @@ class Verifier:
         self.failures: Counter[str] = Counter()
         self.records_ok = 0
         self.readings_ok = 0
+        self.test_readings = 0  # readings labelled HTEST (test / demo data, never clinical)
         # Per (gateway, epoch): True for a test episode's chain, False for a clinical one, from
         # its first observation record. Test and clinical data never share a chain.
         self._test_chain: dict[tuple[str, int], bool] = {}
@@ -124,13 +125,16 @@ class Verifier:
                 f"record {hdr.seq} plaintext is not JSON", reason="malformed-plaintext", seq=hdr.seq
             ) from None
         measurements: tuple[Measurement, ...] = ()
+        test_readings = 0
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
             self._check_episode_kind(hdr, fhir_read.is_test_episode(body))
+            test_readings = fhir_read.test_labelled(body)
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
+            self.test_readings += test_readings
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
 
     def _check_episode_kind(self, hdr: wire.RecordHeader, test: bool) -> None:
@@ -162,4 +166,5 @@ class Verifier:
             "chain_breaks": len(self.chain.breaks),
             "signature_failures": self.signature_failures,
             "failures": dict(self.failures),
+            "test_readings": self.test_readings,
         }

@@ -101,6 +101,7 @@ def test_a_test_chain_accepts_test_records() -> None:
     two = _record(TEST, 2, wire.record_hash(one))
     assert not verifier.accept_batch(wire.encode_batch([one, two])).failures
     assert verifier.summary()["readings"] == 2
+    assert verifier.summary()["test_readings"] == 2
 
 
 def test_gateway_toml_sets_a_test_episode_for_an_unprovisioned_rig(files: Path) -> None:
