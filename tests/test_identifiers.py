@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.ble.cgm import CgmMeasurement
+from drivers.ble.glucose import GlucoseJoiner, GlucoseMeasurement
 from drivers.ble.intake import _DECODERS  # the table the BLE intake decodes with
 from drivers.ble.measure import to_measurements as ble_measurements
 from drivers.serial import nonin
@@ -225,10 +226,13 @@ _BLE_TEMPLATES: list[tuple[int, str, Sequence[int], int | None]] = [
     (0x2A9D, "0eb036e8070501071e0002e500d606", [1, 2, *range(10, 15)], 9),
     (0x2A37, "1f4800230100043303", range(1, 9), None),
     (0x2AA7, "0de36e0005000440 02f1ff5f00".replace(" ", ""), range(3, 7), None),  # CGM
+    (0x2A18, "0b0500e8070501072d003c0078b0120000", [1, 2, *range(10, 17)], 9),  # glucose
 ]
 def _ble_decode(uuid16: int) -> Callable[[bytes], object]:
     if uuid16 == 0x2AA7:
         return lambda p: CgmMeasurement.decode(p).in_session(None)
+    if uuid16 == 0x2A18:  # no context follows (flags 0x0B): the joiner gives the record at once
+        return lambda p: GlucoseJoiner().add_measurement(GlucoseMeasurement.decode(p))[0]
     return _DECODERS[uuid16]
 
 
