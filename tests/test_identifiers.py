@@ -221,6 +221,8 @@ _BLE_TEMPLATES: list[tuple[int, str, Sequence[int], int | None]] = [
     (0x2A1E, "064c0e00fee80705010a000006", range(1, 5), 11),  # intermediate temperature
     (0x2A35, "1e780050005d00e80705010a050048000101 00".replace(" ", ""), [*range(1, 7),
                                                                         *range(14, 19)], 13),
+    (0x2A36, "1e780050005d00e80705010a050048000101 00".replace(" ", ""), [*range(1, 7),
+                                                                        *range(14, 19)], 13),
     (0x2A5E, "1f61004800e8070501090f00800020000019f0", [*range(1, 5), *range(12, 19)], 11),
     (0x2A5F, "1f6100480060004a0062004600200000800012f0", range(1, 20), None),
     (0x2A9D, "0eb036e8070501071e0002e500d606", [1, 2, *range(10, 15)], 9),
@@ -245,6 +247,10 @@ def _ble_payload(draw: st.DrawFn) -> tuple[int, bytes]:
     if seconds is not None:
         payload[seconds] = draw(st.integers(0, 59))
     return uuid16, bytes(payload)
+
+
+def test_every_ble_characteristic_the_intake_decodes_is_in_the_property_test() -> None:
+    assert set(_DECODERS) <= {uuid16 for uuid16, *_ in _BLE_TEMPLATES}
 
 
 @settings(max_examples=150, deadline=None)
