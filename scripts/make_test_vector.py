@@ -145,6 +145,7 @@ def health_report() -> dict[str, Any]:
                   "stratum": 2},
         "certificate": {"not_after": "2024-06-01T00:00:00+00:00", "days_left": Decimal("30.7")},
         "loops": {},
+        "power": {"state": "unknown", "reason": "no UPS configured"},
         "alarms": [],
     }
 
