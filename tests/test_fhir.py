@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -706,3 +707,18 @@ def test_urns_are_rfc_9562_version_5_uuids(parts: list[str]) -> None:
 def test_bundles_encode_identically_on_the_fast_path(ms: list[Measurement]) -> None:
     bundle = fhir.bundle(ms, GW)
     assert cjson.dumps(bundle, float_free=True) == cjson.dumps_reference(bundle)
+
+
+@given(st.text(max_size=60), st.sampled_from([":/[]{}^*'!+@", ":/|", ""]))
+@settings(max_examples=500)
+def test_the_fast_percent_encoder_writes_exactly_what_urllib_quote_writes(
+    text: str, safe: str
+) -> None:
+    """Identifiers and ifNoneExist go through our encoder for speed; the bytes must not change."""
+    try:
+        expected = urllib.parse.quote(text, safe=safe)
+    except UnicodeEncodeError:  # a lone surrogate: both refuse it
+        with pytest.raises(UnicodeEncodeError):
+            fhir.percent_encoder(safe)(text)
+        return
+    assert fhir.percent_encoder(safe)(text) == expected
