@@ -256,7 +256,7 @@ commit_window_ms = 2.0
 # count: stop after that many readings (default: forever).
 #     [[sim_devices]]
 #     kind = "thermometer"
-#     address = "SIM:00:00:00:00:01"
+#     address = "C0:FF:EE:00:00:01"
 #     interval_s = 5.0
 #     count = 10
 EOF
