@@ -140,9 +140,11 @@ def test_wg_show_needs_netlink(probes: Container) -> None:
     r = shell_probe(probes, "wg", "wg show lo latest-handshakes")
     print(r.output)
     assert "Address family not supported" not in r.output, r.output
-    # Without a WireGuard interface named lo the kernel answers "No such device" - that answer
-    # needs a netlink socket, which is the point.
-    assert "No such device" in r.output or "Operation not supported" in r.output, r.output
+    # Not a WireGuard interface, or (this kernel) no WireGuard at all: either answer came back over
+    # a netlink socket, which is the point. Reading a real tunnel needs CAP_NET_ADMIN (kernel) or
+    # root (wireguard-go's 0700 socket) in any case: the link monitor says "unknown" here.
+    answers = ("No such device", "Operation not supported", "Protocol not supported")
+    assert any(a in r.output for a in answers), r.output
 
 
 @pytest.mark.parametrize("name", ["ctypes-callback", "imports"])
