@@ -62,6 +62,7 @@ field: $(SYSSTAMP) $(STAMP)
 	@mkdir -p field/report
 	@rm -f field/report/junit.xml field/report/arches.txt
 	@rc=0; $(PY) -m pytest field -p no:cacheprovider -rsx --junitxml=field/report/junit.xml \
+		-o junit_logging=system-out \
 		$(FIELD_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make field: no test was collected (FIELD_ARGS=$(FIELD_ARGS))" >&2; rc=1; fi; \
 	$(PY) field/summary.py field/report/junit.xml field/report/arches.txt; exit $$rc
