@@ -265,6 +265,27 @@ def test_watchdog_pings_and_kills_frozen_daemon(c: Container, provider: HostProv
     c.systemctl("daemon-reload")
 
 
+def test_sandbox_setup_failure_fails_the_unit(c: Container) -> None:
+    """A sandbox systemd cannot set up must fail the unit, not skip it as "not enrolled"."""
+    dropin = "/etc/systemd/system/gatewayd.service.d/90-field-broken-sandbox.conf"
+    c.systemctl("stop", UNIT, timeout_s=90)
+    c.write_file(dropin, "[Service]\nInaccessiblePaths=/does-not-exist\n")
+    c.systemctl("daemon-reload")
+    try:
+        proc = c.systemctl("start", UNIT, check=False)
+        journal = c.journal(UNIT, lines=20)
+        print(proc.returncode, c.show(UNIT, "Result"), journal)
+        assert proc.returncode != 0, "systemctl start succeeded: the failure was hidden"
+        assert c.show(UNIT, "Result") == "exit-code"
+        assert "226/NAMESPACE" in journal
+    finally:
+        c.run(["rm", "-f", dropin])
+        c.systemctl("daemon-reload")
+        c.systemctl("stop", UNIT, check=False)
+        c.systemctl("reset-failed", UNIT, check=False)
+        c.systemctl("start", UNIT)
+
+
 def test_provider_saw_everything(c: Container, provider: HostProvider) -> None:
     """Last: stop the provider; its summary proves nothing went missing across kill and restarts
     (per-gateway sequence numbers and the hash chain, every gateway of this session)."""
