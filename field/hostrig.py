@@ -10,16 +10,41 @@ Only this module imports the repository's rig code, so a move of those modules i
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from field.nspawn import Container
-from gateway.provider.broker import MosquittoBroker
-from provisioning.devpki import RigPki, create_rig_pki
+from field.nspawn import Container, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _first_module(*names: str) -> ModuleType:
+    """The first of ``names`` that imports: the rig and provider code is moving out of gateway/
+    and drivers/ (rig/, provider/); this tier works before and after that move."""
+    for name in names:
+        if importlib.util.find_spec(name.rpartition(".")[0] or name) is None:
+            continue
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"none of {', '.join(names)} can be imported")
+
+
+_broker = _first_module("provider.broker", "gateway.provider.broker")
+_pki = _first_module("rig.pki", "provisioning.devpki")
+PROVIDER_SERVICE = _first_module("provider.service", "gateway.provider.service").__name__
+MosquittoBroker: Any = _broker.MosquittoBroker
+create_rig_pki: Any = _pki.create_rig_pki
 
 CONFIG_DIR = "/etc/homecare-gateway"
 SIM_ADDRESS = "C0:FF:EE:00:F1:01"
@@ -38,7 +63,7 @@ class HostProvider:
     def __init__(self, base: Path, gateway_ids: list[str]) -> None:
         self.base = base
         self.gateway_ids = gateway_ids
-        self.pki: RigPki = create_rig_pki(base / "pki", gateway_ids=gateway_ids)
+        self.pki: Any = create_rig_pki(base / "pki", gateway_ids=gateway_ids)
         self.broker = MosquittoBroker(self.pki, base / "broker", host="127.0.0.1")
         self.out_path = base / "provider.jsonl"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +78,7 @@ class HostProvider:
         with self.out_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
-                    sys.executable, "-m", "gateway.provider.service", "--json",
+                    sys.executable, "-m", PROVIDER_SERVICE, "--json",
                     "--host", self.broker.host, "--port", str(self.broker.port),
                     "--ca", str(self.pki.ca_cert), "--cert", str(self.pki.provider_cert),
                     "--key", str(self.pki.provider_key), "--hpke-key", str(self.pki.hpke_key),
@@ -141,3 +166,34 @@ def install_enrolment(
          f" && chmod 0750 {CONFIG_DIR}/keys {CONFIG_DIR}/tls {CONFIG_DIR}/provider")
     body = toml if toml is not None else gateway_toml(gateway_id, provider.broker.port)
     c.write_file(f"{CONFIG_DIR}/gateway.toml", body, 0o640, "root:homecare-gateway")
+
+
+# The pty device simulators: shipped inside the package before the rig moved out of drivers/
+# (drivers.serial.sim), copied into the container from the source tree after (rig/serial).
+SIM_SRC = "/usr/local/lib/field-rig"
+PACKAGE_PYTHON = "/opt/homecare-gateway/bin/python"
+
+
+def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
+    """Start a pty device simulator as a transient unit of the container's systemd, running as
+    the service user (so the daemon may open the pty it creates); returns the unit name."""
+    env: list[str] = []
+    if (REPO / "rig" / "serial").is_dir():
+        module = "rig.serial"
+        target = c.root / SIM_SRC.lstrip("/")
+        if not (target / "rig").exists():
+            shutil.copytree(REPO / "rig", target / "rig",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        env = ["-E", f"PYTHONPATH={SIM_SRC}"]
+    else:
+        module = "drivers.serial.sim"
+    name = link.rsplit("/", 1)[-1]
+    unit = f"field-sim-{name}"
+    c.run([
+        "systemd-run", f"--unit={unit}", "-p", "User=homecare-gateway",
+        "-p", "RuntimeDirectory=field-dev", "-p", "RuntimeDirectoryPreserve=yes", *env,
+        PACKAGE_PYTHON, "-m", module, kind, "--link", link, *args,
+    ])  # fmt: skip
+    wait_until(lambda: c.run(["test", "-e", link], check=False).returncode == 0, 30,
+               f"the {kind} simulator's pty at {link}")
+    return f"{unit}.service"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from field.conftest import boot_installed, gateway_id
-from field.hostrig import HostProvider, gateway_toml, install_enrolment
+from field.hostrig import HostProvider, gateway_toml, install_enrolment, start_serial_sim
 from field.nspawn import Container, wait_until
 from field.probes import install_probe_unit, python_probe, shell_probe
 
@@ -263,6 +263,26 @@ def test_watchdog_pings_and_kills_frozen_daemon(c: Container, provider: HostProv
     wait_until(lambda: c.show(UNIT, "ActiveState") == "active", 60, "the restarted daemon")
     c.run(["rm", "-r", "/etc/systemd/system/gatewayd.service.d"])
     c.systemctl("daemon-reload")
+
+
+def test_pty_serial_device_under_the_sandbox(c: Container, provider: HostProvider) -> None:
+    """A Nonin oximeter simulator on a pty in the container, read by the unit as shipped.
+
+    The data source that stays when [[sim_devices]] leaves the router package. Caveat: the pty
+    (major 136) is reachable only because this container's cgroup v1 devices controller is
+    read-only, so DevicePolicy=closed is not applied here; on a router it would be denied."""
+    start_serial_sim(c, "nonin", "/run/field-dev/spo2", "--scenario")
+    toml = gateway_toml(GW, provider.broker.port).split("[[sim_devices]]")[0] + (
+        '[[serial_devices]]\nkind = "nonin"\nname = "spo2"\npath = "/run/field-dev/spo2"\n'
+        'serial = "501234567"\ninterval_s = 2\n'
+    )
+    install_enrolment(c, provider, GW, toml)
+    c.systemctl("restart", UNIT)
+    wait_until(
+        lambda: any(r.device == "serial:501234567" for r in provider.readings(GW)),
+        60,
+        "a verified reading from the pty oximeter",
+    )
 
 
 def test_sandbox_setup_failure_fails_the_unit(c: Container) -> None:
