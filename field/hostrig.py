@@ -48,6 +48,12 @@ create_rig_pki: Any = _pki.create_rig_pki
 
 CONFIG_DIR = "/etc/homecare-gateway"
 SIM_ADDRESS = "C0:FF:EE:00:F1:01"
+SERIAL_LINK = "/run/field-dev/spo2"
+SERIAL_ID = "501234567"
+SERIAL_TABLE = (
+    f'[[serial_devices]]\nkind = "nonin"\nname = "spo2"\npath = "{SERIAL_LINK}"\n'
+    f'serial = "{SERIAL_ID}"\ninterval_s = 2\n'
+)
 
 
 @dataclass
@@ -166,6 +172,17 @@ def install_enrolment(
          f" && chmod 0750 {CONFIG_DIR}/keys {CONFIG_DIR}/tls {CONFIG_DIR}/provider")
     body = toml if toml is not None else gateway_toml(gateway_id, provider.broker.port)
     c.write_file(f"{CONFIG_DIR}/gateway.toml", body, 0o640, "root:homecare-gateway")
+    if "[[sim_devices]]" not in body:
+        return
+    check = c.run(["gatewayd", "--config", f"{CONFIG_DIR}/gateway.toml", "--check-config"],
+                  check=False)
+    if check.returncode == 0 or "sim_devices" not in check.stdout + check.stderr:
+        return
+    # A package without the simulated devices (they moved to rig/, which the .deb does not
+    # carry): the same test with a pty oximeter simulator instead.
+    start_serial_sim(c, "nonin", SERIAL_LINK, "--scenario")
+    body = body.split("[[sim_devices]]")[0] + SERIAL_TABLE
+    c.write_file(f"{CONFIG_DIR}/gateway.toml", body, 0o640, "root:homecare-gateway")
 
 
 # The pty device simulators: shipped inside the package before the rig moved out of drivers/
@@ -189,6 +206,9 @@ def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
         module = "drivers.serial.sim"
     name = link.rsplit("/", 1)[-1]
     unit = f"field-sim-{name}"
+    state = c.run(["systemctl", "is-active", f"{unit}.service"], check=False).stdout.strip()
+    if state == "active":
+        return f"{unit}.service"
     c.run([
         "systemd-run", f"--unit={unit}", "-p", "User=homecare-gateway",
         "-p", "RuntimeDirectory=field-dev", "-p", "RuntimeDirectoryPreserve=yes", *env,

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 from field.conftest import boot_installed, gateway_id
-from field.hostrig import HostProvider, gateway_toml, install_enrolment, start_serial_sim
+from field.hostrig import (
+    SERIAL_ID,
+    SERIAL_LINK,
+    SERIAL_TABLE,
+    HostProvider,
+    gateway_toml,
+    install_enrolment,
+    start_serial_sim,
+)
 from field.nspawn import Container, wait_until
 from field.probes import install_probe_unit, python_probe, shell_probe
 
@@ -271,15 +279,12 @@ def test_pty_serial_device_under_the_sandbox(c: Container, provider: HostProvide
     The data source that stays when [[sim_devices]] leaves the router package. Caveat: the pty
     (major 136) is reachable only because this container's cgroup v1 devices controller is
     read-only, so DevicePolicy=closed is not applied here; on a router it would be denied."""
-    start_serial_sim(c, "nonin", "/run/field-dev/spo2", "--scenario")
-    toml = gateway_toml(GW, provider.broker.port).split("[[sim_devices]]")[0] + (
-        '[[serial_devices]]\nkind = "nonin"\nname = "spo2"\npath = "/run/field-dev/spo2"\n'
-        'serial = "501234567"\ninterval_s = 2\n'
-    )
+    start_serial_sim(c, "nonin", SERIAL_LINK, "--scenario")
+    toml = gateway_toml(GW, provider.broker.port).split("[[sim_devices]]")[0] + SERIAL_TABLE
     install_enrolment(c, provider, GW, toml)
     c.systemctl("restart", UNIT)
     wait_until(
-        lambda: any(r.device == "serial:501234567" for r in provider.readings(GW)),
+        lambda: any(r.device == f"serial:{SERIAL_ID}" for r in provider.readings(GW)),
         60,
         "a verified reading from the pty oximeter",
     )
