@@ -154,6 +154,20 @@ def gateway_toml(
     )
 
 
+# Before the rig moved out, simulated devices were part of the router's packages
+# (drivers/simulated.py); after, they are an entry point the .deb does not carry. (gatewayd
+# --check-config accepts [[sim_devices]] either way; only the start refuses them.)
+_SIM_CHECK = (
+    "import importlib.metadata as m, importlib.util as u, sys; "
+    "sys.exit(0 if u.find_spec('drivers.simulated') or "
+    "m.entry_points(group='homecare_gateway.drivers', name='simulated') else 1)"
+)
+
+
+def package_has_sim_devices(c: Container) -> bool:
+    return c.run([PACKAGE_PYTHON, "-c", _SIM_CHECK], check=False).returncode == 0
+
+
 def install_enrolment(
     c: Container, provider: HostProvider, gateway_id: str, toml: str | None = None
 ) -> None:
@@ -174,9 +188,7 @@ def install_enrolment(
     c.write_file(f"{CONFIG_DIR}/gateway.toml", body, 0o640, "root:homecare-gateway")
     if "[[sim_devices]]" not in body:
         return
-    check = c.run(["gatewayd", "--config", f"{CONFIG_DIR}/gateway.toml", "--check-config"],
-                  check=False)
-    if check.returncode == 0 or "sim_devices" not in check.stdout + check.stderr:
+    if package_has_sim_devices(c):
         return
     # A package without the simulated devices (they moved to rig/, which the .deb does not
     # carry): the same test with a pty oximeter simulator instead.
