@@ -140,8 +140,8 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProvider]
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         subprocess.run(["bash", str(REPO / "scripts" / "install-sysdeps.sh")], check=False)  # noqa: S603, S607
     prov = HostProvider(tmp_path_factory.mktemp("provider"), [gateway_id(a) for a in ARCHES])
-    prov.start()
     try:
+        prov.start()
         yield prov
     finally:
         prov.stop()
