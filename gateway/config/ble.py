@@ -19,7 +19,7 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STREAM_PROFILES
 from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
+from gateway.gaps import UnusableReading
 from gateway.model import Measurement
 from gateway.pipeline.ingest import Lane
 
@@ -173,8 +174,14 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
         raise err(exc.key, exc.problem) from None
 
 
-def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDeviceDriver]:
-    """One driver per bound device; stored-record devices get their cursor file."""
+def build(
+    configs: Sequence[BleDeviceConfig],
+    state_dir: Path,
+    report_unusable: Callable[[UnusableReading], Awaitable[bool]] | None = None,
+) -> list[BleDeviceDriver]:
+    """One driver per bound device; stored-record devices get their cursor file.
+    ``report_unusable`` accounts for observations that cannot be mapped (Generic Health
+    Sensor)."""
     if not configs:
         return []
     from drivers.ble.discovery import AdvertiserTally  # noqa: PLC0415 - see top
@@ -194,5 +201,5 @@ def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDevice
         drivers.append(BleDeviceDriver(
             c.address, c.profile, name=c.name, expected_interval_s=c.expected_interval_s,
             passkey=c.passkey, adapter=c.adapter, state_file=state_file, seen_file=seen_file,
-            tally=tally))
+            tally=tally, report_unusable=report_unusable))
     return drivers

@@ -56,6 +56,7 @@ from drivers.ble.ghs_segment import segment_body
 from drivers.ble.ghs_values import (
     FLAG_TIME_STAMP,
     FLAG_TYPE,
+    AnyObservation,
     Bundle,
     NumericValue,
     Observation,
@@ -214,14 +215,19 @@ class Spirometer(StoredRecordsDevice):
             raise ValueError(f"a curve has at most {MAX_CURVE_SAMPLES} samples")
         bundle = self.manoeuvre(Decimal(str(fev1_l)), fvc, Decimal(str(pef_l_min)), curve,
                                 self.elapsed_now(when))
+        return self.observe(bundle)
+
+    def observe(self, observation: AnyObservation) -> HealthObservation:
+        """Send ``observation`` live when the collector started live observations and
+        subscribed, else store it under the next record number (a test's foreign observation)."""
         live = (self.live_enabled and self.link is not None and self.link.up
                 and self.link.subscribed(LIVE_HEALTH_OBSERVATIONS_UUID))
         if live:
-            value = HealthObservation(bundle)
+            value = HealthObservation(observation)
             segments = self._segments(LIVE_HEALTH_OBSERVATIONS_UUID, value.encode_body())
             self.spawn(self._send_live(segments), link_scoped=True, name="ghs-live")
             return value
-        value = HealthObservation(bundle, self.next_record)
+        value = HealthObservation(observation, self.next_record)
         self.next_record = (self.next_record + 1) & 0xFFFF_FFFF
         body = self._maybe_malformed(value.encode_body())
         self.store.add(StoredRecord(value.record_number or 0,
