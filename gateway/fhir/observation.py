@@ -16,6 +16,11 @@ Choices the IG leaves open, made here:
 - Status (IG: no rule for Observation.status): INVALID -> "cancelled" ("measurement not completed";
   "entered-in-error" would claim the record should never have existed, and servers treat it as a
   retraction); early-indication / msmt-ongoing / calibration-ongoing -> "preliminary"; else "final".
+- Sample arrays (a spirometry curve) are valueSampledData (IG: sample arrays as SampledData):
+  origin 0 in the reading's UCUM unit, period in ms, dimensions 1, no factor, and ``data`` the
+  values themselves, each as its exact decimal text (so 2.50 stays 2.50); text observations are
+  valueString with the unit in our extension. In the identifier their value part is a SHA-256
+  of the data ("sd" / "st" prefix): injective in practice, and bounded in length.
 - Time: effectiveDateTime is the device's own timestamp, never replaced. A meta.tag always states
   its quality: "synced", "unsynced" (kept as the device sent it, flagged), or "absent" (effective is
   the gateway's reception time, as the IG prescribes for devices without a clock).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -121,6 +127,11 @@ def observation_identifier(m: Measurement, episode_id: str) -> str:
     readings never collide: a false match would make the server drop a reading. The model has no
     measurement duration, so the IG's "..duration" suffix never appears."""
     value = _q(_number(m.value, m.absent_reason))
+    if m.samples:
+        data = f"{m.sample_period_ms} {_sample_data(m.samples)}".encode()
+        value = "sd" + hashlib.sha256(data).hexdigest()
+    elif m.text is not None:
+        value = "st" + hashlib.sha256(m.text.encode()).hexdigest()
     if m.components:
         value += ";" + ";".join(
             f"{c.mdc_code},{_q(_number(c.value, c.absent_reason))},{_q(c.unit)}"
@@ -165,6 +176,32 @@ def _value_elements(
     return out
 
 
+def _sample_data(samples: Sequence[Decimal]) -> str:
+    """SampledData.data: the decimals, space-separated, each exactly as held."""
+    return " ".join(str(v) for v in samples)
+
+
+def _measured_elements(m: Measurement) -> dict[str, Any]:
+    """The value[x] of ``m`` (with the unit extension where value[x] cannot carry the unit)."""
+    if m.samples:
+        return {
+            "valueSampledData": {
+                "origin": {
+                    "value": Decimal(0),
+                    "unit": m.unit,
+                    "system": codes.UCUM_SYSTEM,
+                    "code": m.unit,
+                },
+                "period": m.sample_period_ms,
+                "dimensions": 1,
+                "data": _sample_data(m.samples),
+            }
+        }
+    if m.text is not None:
+        return {"extension": [{"url": EXT_UNIT, "valueCode": m.unit}], "valueString": m.text}
+    return _value_elements(m.value, m.absent_reason, m.unit)
+
+
 def _interpretation(status: MeasurementStatus) -> list[dict[str, Any]]:
     bits = int(status)
     if bits < 0:
@@ -187,7 +224,7 @@ def observation(m: Measurement, gw: GatewayInfo) -> dict[str, Any]:
     }
     if is_test(m.status, m.device):
         meta["security"] = [HTEST]  # IG: test-data / demo-data -> HTEST
-    values = _value_elements(m.value, m.absent_reason, m.unit)
+    values = _measured_elements(m)
     ext: list[dict[str, Any]] = [
         {"url": EXT_GATEWAY, "valueReference": gateway_ref(gw)},
         {"url": EXT_RECEIVED_AT, "valueInstant": _fhir_time(m.received_at, "received_at")},

@@ -80,8 +80,9 @@ async def test_stored_then_live_observations_with_the_elapsed_time_clock(
         (FEV1, Decimal("3.33"), "L"), (FVC, Decimal("4.20"), "L"), (PEF, Decimal(470), "L/min")]
     curve = live[3]
     assert curve.value is None
-    assert len(curve.components) == 30
-    assert curve.components[-1].value == Decimal("4.20")
+    assert len(curve.samples) == 30
+    assert curve.samples[-1] == Decimal("4.20")
+    assert curve.sample_period_ms == Decimal(100)
     for m in stored + live:
         assert m.time_quality is TimeQuality.SYNCED
         assert m.device_time is not None
@@ -123,8 +124,8 @@ async def test_cursor_passes_a_record_only_when_all_its_readings_are_durable(
 
 async def test_unusable_and_malformed_observations_are_reported_not_dropped(
         sim: StartRig, tmp_path: Path) -> None:
-    """A string observation (no text value in the model) and a body cut short each become an
-    UnusableReading for a gap record; the readings around them still arrive."""
+    """A numeric part in a unit we cannot map and a body cut short each become an
+    UnusableReading for a gap record; the readings around them (a text among them) arrive."""
     device = Spirometer(BOUND, first_record=1)
     rig = sim(device)
     tick = ElapsedTime(FLAG_TICK_COUNTER, 1234)
@@ -133,6 +134,7 @@ async def test_unusable_and_malformed_observations_are_reported_not_dropped(
         device.fill(1)
         device.observe(Bundle(ObservationHeader(FLAG_TIME_STAMP, time_stamp=tick), (
             Observation(ObservationHeader(FLAG_TYPE, FEV1), NumericValue(1600, Decimal("2.5"))),
+            Observation(ObservationHeader(FLAG_TYPE, FVC), NumericValue(9, Decimal("4.5"))),
             Observation(ObservationHeader(FLAG_TYPE, 0x0002_F001), StringValue("effort poor")),
         )))
         device.script.malformed_next = 1
@@ -143,13 +145,14 @@ async def test_unusable_and_malformed_observations_are_reported_not_dropped(
     reported = Reported()
     driver = ghs_driver(tmp_path / "ghs.json", reported)
     async with running(driver) as collector:
-        got = await collector.take(2 * PER_MANOEUVRE + 1)
+        got = await collector.take(2 * PER_MANOEUVRE + 2)
         assert await collector.quiet(0.2) == []
-    assert records(got) == [1] * PER_MANOEUVRE + [2] + [4] * PER_MANOEUVRE
-    tick_reading = got[PER_MANOEUVRE]
+    assert records(got) == [1] * PER_MANOEUVRE + [2, 2] + [4] * PER_MANOEUVRE
+    tick_reading, note = got[PER_MANOEUVRE:PER_MANOEUVRE + 2]
     assert tick_reading.device_time is None  # a tick counter is no wall-clock time
+    assert note.text == "effort poor"
     assert [r.error.split(":")[0] for r in reported.readings] == [
         "UnusableObservation", "DecodeError"]
     assert all(r.source == "ble.generic_health_sensor" and r.raw for r in reported.readings)
-    assert "effort poor" not in repr([r.error for r in reported.readings])
+    assert "4.5" not in repr([r.error for r in reported.readings])  # no value in the reason
     assert driver.malformed == 1

@@ -90,7 +90,7 @@ async def test_live_observations_only_after_start_and_reassemble(sim: StartRig) 
     assert [(r.mdc_code, r.value, r.unit) for r in readings[:3]] == [
         (FEV1, Decimal("3.21"), "L"), (FVC, Decimal("4.10"), "L"), (PEF, Decimal(455), "L/min")]
     assert readings[3].mdc_code == CURVE
-    assert len(readings[3].components) == 30
+    assert len(readings[3].samples) == 30
     assert await rig.acall(lambda: device.store.keys) == [1]
 
 
