@@ -9,7 +9,8 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
     [[ble_devices]]
     address = "A4:C1:38:10:00:02"
     profile = "blood-pressure"        # or thermometer, pulse-oximeter, pulse-oximeter-continuous,
-                                     # weight-scale, glucose, heart-rate, cgm
+                                     # weight-scale, glucose, heart-rate, cgm,
+                                     # generic-health-sensor
     name = "bp"                      # optional, default "<profile>-<last 5 of the address>"
     passkey = 246810                 # optional; the device shows it, the gateway's agent types it
     expected_interval_s = 43200      # optional; "silent" in health reports after 2x this
