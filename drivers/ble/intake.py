@@ -183,6 +183,8 @@ class Intake:
         self.unusable_count = 0  # GHS observations (or parts) with no place in the model
         self._unusable: list[UnusableReading] = []  # for the driver to report, bounded
         self._parts: dict[int, int] = {}  # GHS record number -> its readings not yet durable
+        self._gap_only: list[int] = []  # GHS records with nothing usable, gap not yet durable
+        self._gap_done: set[int] = set()  # ... gap durable, the cursor not yet past them
 
     @property
     def last_committed_sequence(self) -> int:
@@ -210,6 +212,7 @@ class Intake:
             await asyncio.to_thread(self._state.save, max(sequences))
             cursor = self._state.last_sequence
             self._handed = {s for s in self._handed if s > cursor}
+        await self._pass_gap_done()
 
     async def refused(self, measurements: Sequence[Measurement]) -> None:
         """The pipeline could not store these: ask the device for them again next time."""
@@ -330,8 +333,31 @@ class Intake:
             self._handed.add(record)
             if out:
                 self._parts[record] = len(out)
+            elif len(self._gap_only) < MAX_PENDING_UNUSABLE:
+                self._gap_only.append(record)  # its gap records decide when the cursor passes
         self.readings += len(out)
         return out
+
+    async def unusable_recorded(self, *, durable: bool) -> None:
+        """The gap records of the last ``take_unusable`` are durable (or were refused). A stored
+        record that carried nothing usable is then done: the cursor may pass it once no earlier
+        record still waits for its readings. Refused: it is asked for again next connection."""
+        records, self._gap_only = self._gap_only, []
+        if not durable:
+            self._handed.difference_update(records)
+            return
+        self._gap_done.update(records)
+        await self._pass_gap_done()
+
+    async def _pass_gap_done(self) -> None:
+        """Move the cursor past the gapped-only records no earlier record holds back."""
+        if self._state is None or not self._gap_done:
+            return
+        waiting = min(self._parts, default=None)
+        done = {r for r in self._gap_done if waiting is None or r < waiting}
+        self._gap_done -= done
+        if done and max(done) > self._state.last_sequence:
+            await asyncio.to_thread(self._state.save, max(done))
 
     def _unusable_reading(self, uuid16: int, error: str, reason: str, raw: bytes, *,
                           received_at: datetime, fields: tuple[tuple[str, str], ...] = ()

@@ -359,10 +359,13 @@ class BleDeviceDriver:
     async def _report_unusable(self) -> None:
         """Seal a gap record for each observation that could not be used (a GHS part with no
         place in the model, a body that could not be decoded)."""
+        durable = self.report_unusable is not None
         for reading in self._intake.take_unusable():
             if self.report_unusable is not None and not await self.report_unusable(reading):
                 # even the gap reserve is full: the ingest writer logged it; the count stays
                 log.error("ble.unusable_not_recorded", device=str(self.device))
+                durable = False
+        await self._intake.unusable_recorded(durable=durable)
 
     async def _read_elapsed_time(self, client: BleakClient) -> timedelta | None:
         """GHS: the coincident timestamp from Current Elapsed Time (0x2BF2); None when the
