@@ -150,6 +150,24 @@ class Component:
         return hash(self._key())
 
 
+def _check_samples(samples: tuple[Decimal, ...], period_ms: Decimal | None) -> None:
+    if period_ms is None or not period_ms.is_finite() or period_ms <= 0:
+        raise ModelError("a sample array needs a positive sample period")
+    if len(samples) > MAX_SAMPLES:
+        raise ModelError(f"a sample array holds at most {MAX_SAMPLES} samples")
+    if not all(isinstance(v, Decimal) and v.is_finite() for v in samples):
+        raise ModelError("samples must be finite decimals")
+
+
+def _check_text(text: str) -> None:
+    if not 0 < len(text) <= MAX_TEXT_CHARS:
+        raise ModelError(f"a text observation has 1 to {MAX_TEXT_CHARS} characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ModelError("a text observation must be valid Unicode") from None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Measurement:
     """One reading as a device handed it over.
@@ -186,6 +204,9 @@ class Measurement:
     sample_period_ms: Decimal | None = None
     # A text observation (FHIR valueString), as the device sent it; ``value`` is None.
     text: str | None = None
+    # A coded value: an MDC code the device reported as its result (a simple discrete
+    # observation; FHIR valueCodeableConcept); ``value`` is None.
+    value_code: int | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.mdc_code < 2**32):
@@ -194,7 +215,7 @@ class Measurement:
         if self.components and self.value is None and self.absent_reason is None:
             if not self.unit:
                 raise ModelError("compound measurement needs a unit")
-        elif self.samples or self.text is not None:
+        elif self.samples or self.text is not None or self.value_code is not None:
             _check_value(Decimal(0), None, self.unit, f"measurement {self.mdc_code}")
         else:
             _check_value(self.value, self.absent_reason, self.unit, f"measurement {self.mdc_code}")
@@ -217,30 +238,22 @@ class Measurement:
             raise ModelError(f"interpretation codes not in the supported set: {unknown!r}")
 
     def _check_kind(self) -> None:
-        """A sample array or a text is the whole value: nothing else may be set beside it."""
+        """A sample array, a text or a code is the whole value: nothing else beside it."""
         if self.sample_period_ms is not None and not self.samples:
             raise ModelError("a sample period without samples")
-        if not self.samples and self.text is None:
+        kinds = bool(self.samples) + (self.text is not None) + (self.value_code is not None)
+        if not kinds:
             return
-        if self.samples and self.text is not None:
-            raise ModelError("a measurement is a sample array or a text, not both")
+        if kinds > 1:
+            raise ModelError("a measurement is one of a sample array, a text or a code")
         if self.value is not None or self.absent_reason is not None or self.components:
-            raise ModelError("a sample array or text has no value, absence or components")
+            raise ModelError("a sample array, text or code has no value, absence or components")
+        if self.value_code is not None and not 0 < self.value_code < 2**32:
+            raise ModelError(f"coded value out of range: {self.value_code}")
         if self.samples:
-            period = self.sample_period_ms
-            if period is None or not period.is_finite() or period <= 0:
-                raise ModelError("a sample array needs a positive sample period")
-            if len(self.samples) > MAX_SAMPLES:
-                raise ModelError(f"a sample array holds at most {MAX_SAMPLES} samples")
-            if not all(isinstance(v, Decimal) and v.is_finite() for v in self.samples):
-                raise ModelError("samples must be finite decimals")
-        elif not 0 < len(self.text or "") <= MAX_TEXT_CHARS:
-            raise ModelError(f"a text observation has 1 to {MAX_TEXT_CHARS} characters")
-        else:
-            try:
-                (self.text or "").encode()
-            except UnicodeEncodeError:
-                raise ModelError("a text observation must be valid Unicode") from None
+            _check_samples(self.samples, self.sample_period_ms)
+        if self.text is not None:
+            _check_text(self.text)
 
     @property
     def alarm(self) -> bool:
@@ -264,7 +277,7 @@ class Measurement:
     @property
     def is_absent(self) -> bool:
         return (self.value is None and not self.components and not self.samples
-                and self.text is None)
+                and self.text is None and self.value_code is None)
 
 
 def utcnow() -> datetime:

@@ -153,7 +153,8 @@ def _value_of(
     return None, absent, unit
 
 
-_SampledOrText = tuple[tuple[Decimal, ...], Decimal | None, str | None, str]
+# samples, sample period (ms), text, coded value, unit
+_SampledOrText = tuple[tuple[Decimal, ...], Decimal | None, str | None, int | None, str]
 
 
 def _decimal(number: object, where: str) -> Decimal:
@@ -164,19 +165,23 @@ def _decimal(number: object, where: str) -> Decimal:
 
 
 def _sampled_or_text(obs: Mapping[str, Any], where: str) -> _SampledOrText | None:
-    """(samples, period ms, text, unit) of a valueSampledData / valueString, None otherwise."""
+    """(samples, period ms, text, code, unit) of a valueSampledData / valueString /
+    valueCodeableConcept, None otherwise."""
     sampled, text = obs.get("valueSampledData"), obs.get("valueString")
-    if sampled is None and text is None:
+    concept = obs.get("valueCodeableConcept")
+    given = [v for v in (sampled, text, concept) if v is not None]
+    if not given:
         return None
-    if "valueQuantity" in obs or "dataAbsentReason" in obs or "component" in obs or (
-        sampled is not None and text is not None
-    ):
-        raise FhirMappingError("a sample array or text excludes any other value", where=where)
-    if text is not None:
+    if "valueQuantity" in obs or "dataAbsentReason" in obs or "component" in obs or len(given) > 1:
+        raise FhirMappingError("a sample array, text or code excludes any other value", where=where)
+    if text is not None or concept is not None:
         unit = _ext_value(_extensions(obs, where), EXT_UNIT, "valueCode", where)
         if unit is None:
-            raise FhirMappingError("valueString without the unit extension", where=where)
-        return (), None, _str(text, f"{where}.valueString"), unit
+            raise FhirMappingError("a text or code without the unit extension", where=where)
+        if concept is not None:
+            code = _mdc_code(concept, f"{where}.valueCodeableConcept")
+            return (), None, None, code, unit
+        return (), None, _str(text, f"{where}.valueString"), None, unit
     at = f"{where}.valueSampledData"
     data = _obj(sampled, at)
     origin = _obj(_need(data, "origin", at), f"{at}.origin")
@@ -193,7 +198,7 @@ def _sampled_or_text(obs: Mapping[str, Any], where: str) -> _SampledOrText | Non
         samples = tuple(Decimal(t) for t in tokens)
     except ArithmeticError:  # decimal.InvalidOperation: "E", "L", "U" or garbage
         raise FhirMappingError("data must be decimals only", where=f"{at}.data") from None
-    return samples, period, None, _str(origin.get("code"), f"{at}.origin.code")
+    return samples, period, None, None, _str(origin.get("code"), f"{at}.origin.code")
 
 
 def _status_of(obs: Mapping[str, Any]) -> MeasurementStatus:
@@ -286,10 +291,11 @@ def measurement_from_observation(obs: object, device: object) -> Measurement:
     samples: tuple[Decimal, ...] = ()
     period: Decimal | None = None
     text: str | None = None
+    value_code: int | None = None
     if special is None:
         value, absent, unit = _value_of(o, "Observation")
     else:
-        (samples, period, text, unit), value, absent = special, None, None
+        (samples, period, text, value_code, unit), value, absent = special, None, None
     status = _status_of(o)
     episode = _str(
         _obj(
@@ -322,6 +328,7 @@ def measurement_from_observation(obs: object, device: object) -> Measurement:
             samples=samples,
             sample_period_ms=period,
             text=text,
+            value_code=value_code,
         )
     except ModelError as exc:
         raise FhirMappingError(exc.message, where="Observation") from None

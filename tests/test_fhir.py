@@ -331,7 +331,8 @@ _times = st.one_of(  # (device_time, time_quality)
 
 
 _texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
-_kinds = st.one_of(  # (samples, sample_period_ms, text): most readings are plain numbers
+# (samples, sample_period_ms, text or coded value): most readings are plain numbers
+_kinds = st.one_of(
     st.just(((), None, None)),
     st.tuples(
         st.lists(_decimals, min_size=1, max_size=20).map(tuple),
@@ -339,16 +340,20 @@ _kinds = st.one_of(  # (samples, sample_period_ms, text): most readings are plai
         st.none(),
     ),
     st.tuples(st.just(()), st.none(), _texts),
+    st.tuples(st.just(()), st.none(), st.integers(1, 2**32 - 1)),
 )
 
 
 @st.composite
 def measurements(draw: st.DrawFn) -> Measurement:
-    samples, period, text = draw(_kinds)
-    components = tuple(draw(_components)) if not samples and text is None else ()
+    samples, period, text_or_code = draw(_kinds)
+    text = text_or_code if isinstance(text_or_code, str) else None
+    code = text_or_code if isinstance(text_or_code, int) else None
+    special = bool(samples) or text_or_code is not None
+    components = tuple(draw(_components)) if not special else ()
     # A compound reading may carry no top-level value of its own.
     value, absent = draw(_reading if not components else st.one_of(_reading, st.just((None, None))))
-    if samples or text is not None:
+    if special:
         value, absent = None, None
     device_time, quality = draw(_times)
     return Measurement(
@@ -372,6 +377,7 @@ def measurements(draw: st.DrawFn) -> Measurement:
         samples=samples,
         sample_period_ms=period,
         text=text,
+        value_code=code,
     )
 
 
@@ -757,6 +763,17 @@ def test_a_text_observation_is_value_string() -> None:
     assert _round_trip(NOTE) == NOTE
 
 
+def test_a_coded_value_is_value_codeable_concept_with_its_mdc_coding() -> None:
+    coded = make_measurement(mdc_code=8410608, value=None, unit="1", value_code=196848)
+    obs = _wire(fhir.observation(coded, GW))
+    assert obs["valueCodeableConcept"]["coding"] == [
+        {"system": codes.MDC_SYSTEM, "code": "196848"}]
+    Observation.model_validate(obs)
+    assert _round_trip(coded) == coded
+    other = dataclasses.replace(coded, value_code=196846)
+    assert fhir.observation_identifier(coded, "ep") != fhir.observation_identifier(other, "ep")
+
+
 def test_sample_arrays_and_texts_that_differ_get_different_identifiers() -> None:
     other = dataclasses.replace(CURVE, samples=(*CURVE.samples[:-1], Decimal("4.050")))  # precision
     slower = dataclasses.replace(CURVE, sample_period_ms=Decimal(200))
@@ -791,6 +808,8 @@ def test_sampled_data_we_did_not_write_is_refused(change: Any, problem: str) -> 
         {"text": ""},
         {"text": "a", "samples": (Decimal(1),), "sample_period_ms": Decimal(1)},
         {"sample_period_ms": Decimal(1)},
+        {"value_code": 0},
+        {"value_code": 5, "text": "a"},
     ],
 )
 def test_inconsistent_sample_arrays_and_texts_are_model_errors(fields: dict[str, Any]) -> None:

@@ -22,8 +22,9 @@ silently dropped):
 - numeric: the FLOAT with its precision and the UCUM unit of its MDC unit code (``UCUM_UNITS``;
   an unknown unit code is unusable, never guessed); NaN, NRes and the infinities give no value
   and their absent reason;
-- simple discrete: the code as the value, unit "1"; compound discrete: one reading per code;
-  compound state/event: the value bits as the value, unit "1";
+- simple discrete: the code as a coded value (``value_code``; FHIR valueCodeableConcept), unit
+  "1"; compound discrete: one such reading per code; compound state/event: the value bits as
+  the (numeric) value, unit "1";
 - compound: one reading with one component per part (as a blood pressure), numeric or discrete
   parts only;
 - sample array: one reading whose ``samples`` are the scaled samples, in order, with the sample
@@ -266,20 +267,27 @@ class HealthObservation:
         return replace(self._reading(part, AbsentReason.NAN, unit), absent_reason=None,
                        samples=scaled, sample_period_ms=period_ms)
 
+    def _coded(self, part: Part, code: int) -> Reading | UnusableObservation:
+        if not 0 < code < 1 << 32:  # no MDC code is 0
+            return UnusableObservation(int(_class_of(part.value)), part.mdc_code,
+                                       "discrete value 0 is no MDC code")
+        return replace(self._reading(part, AbsentReason.NAN, DIMENSIONLESS), absent_reason=None,
+                       value_code=code)
+
     def _part_readings(self, part: Part) -> Iterator[Reading | UnusableObservation]:
         value = part.value
         unusable = UnusableObservation(int(_class_of(value)), part.mdc_code, "")
         if isinstance(value, NumericValue | SampleArrayValue):
             yield self._measured(part, value, unusable)
         elif isinstance(value, DiscreteValue):
-            yield self._reading(part, _code_value(value.code), DIMENSIONLESS)
+            yield self._coded(part, value.code)
         elif isinstance(value, StateEventValue):
             yield self._reading(part, _code_value(value.value), DIMENSIONLESS)
         elif isinstance(value, CompoundDiscreteValue):
             if not value.codes:
                 yield replace(unusable, reason="compound discrete without terms")
             for code in value.codes:
-                yield self._reading(part, _code_value(code), DIMENSIONLESS)
+                yield self._coded(part, code)
         elif isinstance(value, StringValue):
             if not value.text or len(value.text) > MAX_TEXT_CHARS:
                 yield replace(unusable, reason="string observation empty or too long")

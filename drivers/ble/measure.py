@@ -72,6 +72,7 @@ class Reading:
     samples: tuple[Decimal, ...] = ()  # a sample array (see gateway.model.Measurement)
     sample_period_ms: Decimal | None = None
     text: str | None = None  # a text observation
+    value_code: int | None = None  # a coded result (an MDC code)
 
     @classmethod
     def of(
@@ -179,6 +180,7 @@ def to_measurements(
                 samples=reading.samples,
                 sample_period_ms=reading.sample_period_ms,
                 text=reading.text,
+                value_code=reading.value_code,
             )
         )
     return tuple(out)

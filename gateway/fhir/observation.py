@@ -19,8 +19,10 @@ Choices the IG leaves open, made here:
 - Sample arrays (a spirometry curve) are valueSampledData (IG: sample arrays as SampledData):
   origin 0 in the reading's UCUM unit, period in ms, dimensions 1, no factor, and ``data`` the
   values themselves, each as its exact decimal text (so 2.50 stays 2.50); text observations are
-  valueString with the unit in our extension. In the identifier their value part is a SHA-256
-  of the data ("sd" / "st" prefix): injective in practice, and bounded in length.
+  valueString with the unit in our extension; a coded result (a simple discrete observation)
+  is valueCodeableConcept with its MDC coding. In the identifier the value part of a sample
+  array or text is a SHA-256 of the data ("sd" / "st" prefix: injective in practice, bounded in
+  length), of a code "cc" and the code.
 - Time: effectiveDateTime is the device's own timestamp, never replaced. A meta.tag always states
   its quality: "synced", "unsynced" (kept as the device sent it, flagged), or "absent" (effective is
   the gateway's reception time, as the IG prescribes for devices without a clock).
@@ -132,6 +134,8 @@ def observation_identifier(m: Measurement, episode_id: str) -> str:
         value = "sd" + hashlib.sha256(data).hexdigest()
     elif m.text is not None:
         value = "st" + hashlib.sha256(m.text.encode()).hexdigest()
+    elif m.value_code is not None:
+        value = f"cc{m.value_code}"
     if m.components:
         value += ";" + ";".join(
             f"{c.mdc_code},{_q(_number(c.value, c.absent_reason))},{_q(c.unit)}"
@@ -199,6 +203,11 @@ def _measured_elements(m: Measurement) -> dict[str, Any]:
         }
     if m.text is not None:
         return {"extension": [{"url": EXT_UNIT, "valueCode": m.unit}], "valueString": m.text}
+    if m.value_code is not None:
+        return {
+            "extension": [{"url": EXT_UNIT, "valueCode": m.unit}],
+            "valueCodeableConcept": _mdc_concept(m.value_code, m.unit),
+        }
     return _value_elements(m.value, m.absent_reason, m.unit)
 
 

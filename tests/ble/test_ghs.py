@@ -172,7 +172,7 @@ def test_simple_discrete_with_a_tick_counter_has_no_device_time() -> None:
     assert same(_decoded(LIVE_DISCRETE_TICKS), expected)
     assert stamp.device_time() is None
     assert same(decode_live(LIVE_DISCRETE_TICKS).readings(), (
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_LOOSE), "1"),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_LOOSE),
     ))
 
 
@@ -205,8 +205,8 @@ def test_compound_discrete_gives_one_reading_per_term() -> None:
     )
     assert same(_decoded(LIVE_COMPOUND_DISCRETE), expected)
     assert same(decode_live(LIVE_COMPOUND_DISCRETE).readings(), (
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_LOOSE), "1"),
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_IMPROPERLY_PLACED), "1"),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_LOOSE),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_IMPROPERLY_PLACED),
     ))
 
 
