@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import deque
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway.errors import ModelError
@@ -283,3 +284,36 @@ class Measurement:
 def utcnow() -> datetime:
     """The gateway's wall clock, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+_TICK = timedelta(microseconds=1)
+RECENT_STAMPS = 64  # reception times remembered per device to keep them apart
+
+
+class ReceptionStamps:
+    """Reception times that never repeat for one device, for identifiers built from them.
+
+    A reading without a device clock is identified by its reception time (PHD IG: the gateway's
+    time stands in). Two distinct readings handed over in the same read (an oximeter's status
+    changing twice in one buffer, two notifications in one microsecond) would otherwise get equal
+    times and, with equal values, one identifier: the provider's conditional create would keep
+    one. ``stamp`` moves a time already given out among the last ``RECENT_STAMPS`` by 1 µs until
+    it is new; any other time is returned as it is (no reading is moved by more than a few µs).
+    """
+
+    __slots__ = ("_order", "_recent")
+
+    def __init__(self) -> None:
+        self._recent: set[datetime] = set()
+        self._order: deque[datetime] = deque()
+
+    def stamp(self, t: datetime) -> datetime:
+        for _ in range(RECENT_STAMPS + 1):  # at most that many taken: one step past them is free
+            if t not in self._recent:
+                break
+            t += _TICK
+        self._recent.add(t)
+        self._order.append(t)
+        if len(self._order) > RECENT_STAMPS:
+            self._recent.discard(self._order.popleft())
+        return t

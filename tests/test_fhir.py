@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -816,3 +817,18 @@ def test_inconsistent_sample_arrays_and_texts_are_model_errors(fields: dict[str,
     base: dict[str, Any] = {"value": None}
     with pytest.raises(ModelError):
         make_measurement(**(base | fields))
+
+
+@given(st.text(max_size=60), st.sampled_from([":/[]{}^*'!+@", ":/|", ""]))
+@settings(max_examples=500)
+def test_the_fast_percent_encoder_writes_exactly_what_urllib_quote_writes(
+    text: str, safe: str
+) -> None:
+    """Identifiers and ifNoneExist go through our encoder for speed; the bytes must not change."""
+    try:
+        expected = urllib.parse.quote(text, safe=safe)
+    except UnicodeEncodeError:  # a lone surrogate: both refuse it
+        with pytest.raises(UnicodeEncodeError):
+            fhir.percent_encoder(safe)(text)
+        return
+    assert fhir.percent_encoder(safe)(text) == expected

@@ -69,7 +69,7 @@ from drivers.ble.uuids import uuid16_of, uuid128
 from drivers.ble.wire import Reader
 from gateway.errors import ConfigError, GatewayError
 from gateway.gaps import UnusableReading
-from gateway.model import DeviceId, DeviceIdKind, Measurement
+from gateway.model import DeviceId, DeviceIdKind, Measurement, ReceptionStamps
 from gateway.pipeline.health import DeviceHealth
 from gateway.pipeline.watchdog import LoopMark
 
@@ -145,6 +145,7 @@ class BleDeviceDriver:
         # CGM time offsets and GHS record numbers may start at 0; glucose sequence numbers at 1.
         initial = -1 if self.measurement_uuid in (CGM_MEASUREMENT_UUID,
                                                   LIVE_HEALTH_OBSERVATIONS_UUID) else 0
+        self._stamps = ReceptionStamps()  # identifiers of clockless readings stay apart
         self._intake = Intake(
             self.device, self.spec,
             state=RacpState(state_file, initial) if state_file is not None else None,
@@ -296,6 +297,7 @@ class BleDeviceDriver:
             readings=self.readings,
             battery_pct=self.battery_pct,
             rssi_dbm=self.rssi_dbm,
+            duplicates=self.duplicates,
         )]
 
     # -- one connection -----------------------------------------------------------------------
@@ -305,7 +307,7 @@ class BleDeviceDriver:
         def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
             uuid16 = uuid16_of(char.uuid)
             if uuid16 is not None:
-                queue.put_nowait((uuid16, bytes(data), datetime.now(UTC)))
+                queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
 
         link = LinkState(await sync_clock(client, self.device, set_clock=self.set_clock))
         ghs = self.measurement_uuid == LIVE_HEALTH_OBSERVATIONS_UUID

@@ -90,6 +90,9 @@ class Config:
     # (provisioning.runtime.effective_config fills them in from the state directory).
     provisioning: ProvisioningConfig | None = None
     power: PowerConfig | None = None  # [power]: the UPS in upsd; None: no UPS configured
+    # Test / demo / training data: every Observation carries meta.security HTEST. Enrolled
+    # routers take it from the bundle (``test_episode``), others from ``[gateway] test_episode``.
+    test_episode: bool = False
 
     @property
     def records_topic(self) -> str:
@@ -152,13 +155,15 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         ),
     )
 
-    gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
+    gw = _table(data, "gateway", path, "id", "episode", "test_episode", "state_dir", "log_level")
     gateway_id = gw.get("id", str)
     if not _GATEWAY_ID.match(gateway_id):
         raise gw.error("id", "1-64 characters: letters, digits, '.', '_' or '-'")
     episode_id = gw.get("episode", str, "unbound")
     if not episode_id or len(episode_id) > 64 or not episode_id.isprintable():
         raise gw.error("episode", "must be a printable pseudonymous id of 1-64 characters")
+    # A rig, demo or training episode: every Observation is labelled HTEST (never clinical).
+    test_episode = gw.get("test_episode", bool, False, what="true or false")
     state_dir = gw.path("state_dir", base, "/var/lib/homecare-gateway")
     log_level = gw.get("log_level", str, "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -291,6 +296,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         path=path,
         gateway_id=gateway_id,
         episode_id=episode_id,
+        test_episode=test_episode,
         state_dir=state_dir,
         log_level=log_level,
         signing_key=signing_key,

@@ -121,6 +121,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         eui64=None,
         time_sync="ntp",
         software_version=__version__,
+        test_episode=cfg.test_episode,
     )
     writer = IngestWriter(
         outbox,

@@ -97,6 +97,8 @@ class GatewayInfo:
     eui64: str | None
     time_sync: str  # how the gateway clock is synchronised: "ntp", "sntp", "gps", "mobile"…
     software_version: str
+    # A test episode (rig, demo, training): every Observation is labelled HTEST.
+    test_episode: bool = False
 
     def __post_init__(self) -> None:
         for name in ("gateway_id", "episode_id", "time_sync", "software_version"):

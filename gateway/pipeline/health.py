@@ -48,6 +48,9 @@ class DeviceHealth:
     battery_pct: int | None = None
     rssi_dbm: int | None = None
     port: str | None = None  # a serial device's port path (its stable udev name)
+    # BLE: readings the device sent again that were recognised as already stored (PHD IG: equal
+    # readings with one device timestamp are one reading) and not handed over; None elsewhere.
+    duplicates: int | None = None
 
     def silent(self, now: datetime) -> bool:
         if self.expected_interval_s is None:
@@ -68,6 +71,7 @@ class DeviceHealth:
             "battery_pct": self.battery_pct,
             "rssi_dbm": self.rssi_dbm,
             "port": self.port,
+            "duplicates": self.duplicates,
         }
 
 

@@ -131,7 +131,7 @@ class Rig:
         )
         path = self.base / "gateway.toml"
         path.write_text(
-            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\n'
+            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\ntest_episode = true\n'
             f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n{self._pq_lines()}\n'
