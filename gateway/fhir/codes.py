@@ -241,14 +241,16 @@ _ENTRIES = (
         ),
         _LAB,
     ),
-    # Spirometry. LOINC 20150-9 "FEV1" and 19870-5 "Forced vital capacity [Volume] Respiratory
-    # system" are volumes (L). No LOINC for PEF, the ratio or the curve: the PEF terms name the
-    # instrument (peak flow meter vs spirometry) and we could not confirm which one applies.
+    # Spirometry. LOINC 20150-9 "FEV1" and 19868-9 "Forced vital capacity [Volume] Respiratory
+    # system by Spirometry" are volumes (L), as public FHIR profiles and CDA documents code them.
+    # No LOINC for PEF, the ratio or the curve: the PEF terms name the instrument (peak flow meter
+    # vs spirometry) and we could not confirm which one applies.
     CodeInfo(MDC_VOL_AWAY_EXP_FORCED_1S, "MDC_VOL_AWAY_EXP_FORCED_1S", "FEV1", ("L",),
              (Loinc("20150-9", "FEV1", ("L",)),)),
     CodeInfo(MDC_VOL_AWAY_EXP_FORCED_CAPACITY, "MDC_VOL_AWAY_EXP_FORCED_CAPACITY",
              "Forced vital capacity", ("L",),
-             (Loinc("19870-5", "Forced vital capacity [Volume] Respiratory system", ("L",)),)),
+             (Loinc("19868-9", "Forced vital capacity [Volume] Respiratory system by Spirometry",
+                    ("L",)),)),
     CodeInfo(MDC_RATIO_AWAY_EXP_FORCED_1S_FVC, "MDC_RATIO_AWAY_EXP_FORCED_1S_FVC", "FEV1/FVC",
              ("%", "1")),
     CodeInfo(MDC_FLOW_AWAY_EXP_FORCED_PEAK, "MDC_FLOW_AWAY_EXP_FORCED_PEAK",
