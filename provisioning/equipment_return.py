@@ -22,7 +22,6 @@ each is safe to repeat (a power cut between doing a step and recording it repeat
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -35,7 +34,6 @@ from typing import Any, Protocol
 import structlog
 
 from buffer.recovery import epoch_marker
-from gateway.atomicfile import fsync_dir
 from gateway.config.settings import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
@@ -49,6 +47,7 @@ from provisioning.errors import (
 from provisioning.est import ClientCert, EstClient
 from provisioning.keystore import KeyStore
 from provisioning.layout import StateLayout
+from provisioning.safepath import SafeTree
 from provisioning.state import STATE_FILE, LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.return")
@@ -357,23 +356,20 @@ class EquipmentReturn:
             self._ask("return.shutdown")
             self._wait_daemon_gone()
         destroyed = self.keystore.destroy()
+        # Root deletes in the service account's directories: never through a link it planted
+        # (provisioning.safepath removes links themselves and walks directories by descriptor).
         removed = []
-        for path in self._outbox_files():
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-        for path in sorted(self.cfg.state_dir.iterdir()):
-            if path.name in _KEEP or path == epoch_marker(self.cfg.outbox_path):
+        ob = self.cfg.outbox_path
+        outbox_tree = SafeTree(ob.parent)
+        for name in outbox_tree.listdir():
+            if name.startswith(ob.name) and ob.parent / name != epoch_marker(ob):
+                outbox_tree.remove(name)
+                removed.append(name)
+        state = SafeTree(self.cfg.state_dir)
+        for name in state.listdir():
+            if name in _KEEP or self.cfg.state_dir / name == epoch_marker(ob):
                 continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path.name)
-        fsync_dir(self.cfg.state_dir)
-        if (
-            self.cfg.outbox_path.parent != self.cfg.state_dir
-            and self.cfg.outbox_path.parent.exists()
-        ):
-            fsync_dir(self.cfg.outbox_path.parent)
+            if state.remove(name):
+                removed.append(name)
         log.info("provisioning.erased", keys=destroyed, files=removed)
         return {"erased": {"keys": destroyed, "files": removed}}
