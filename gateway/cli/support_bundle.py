@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import tarfile
 import time
@@ -103,13 +104,16 @@ def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> P
     progress.update(task, len(collect), label="support bundle: writing the archive")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = destination / f"homecare-gateway-support-{cfg.gateway_id}-{stamp}.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
+    # A new file, never an existing name: root may write this into the service's log folder,
+    # where a planted link of the predictable name would make root overwrite its target.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as archive:
+        os.fchmod(fd, 0o640)
         for name, content in parts.items():
             data = json.dumps(content, indent=2, sort_keys=True, default=str).encode()
             info = tarfile.TarInfo(f"support/{name}")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             archive.addfile(info, io.BytesIO(data))
-    path.chmod(0o640)
     progress.update(task, len(collect) + 1, label="support bundle")
     progress.end(task)
     return path
