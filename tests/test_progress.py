@@ -194,7 +194,7 @@ def test_support_bundle_never_writes_through_a_planted_link(
     """Root may write the bundle into the service's log folder: a link planted at the
     predictable name must be refused, its target left as it was (issue 16)."""
     cfg = load(write(files, VALID + f'\n[control]\nsocket = "{files / "none.sock"}"\n'))
-    monkeypatch.setattr(bundle.time, "strftime", lambda *_: "20260101T000000Z")
+    monkeypatch.setattr(time, "strftime", lambda *_: "20260101T000000Z")
     victim = files / "victim"
     victim.write_bytes(b"root's file\n")
     name = f"homecare-gateway-support-{cfg.gateway_id}-20260101T000000Z.tar.gz"
