@@ -104,6 +104,13 @@ def devices(cfg: Config) -> BoundDevices:
     return BoundDevices(intake=lc.phase is Phase.BOUND, devices=load_bundle(cfg).devices)
 
 
+def is_returning(cfg: Config) -> bool:
+    """Is an equipment return in progress? (the control socket's return commands need one)"""
+    if cfg.provisioning is None:
+        return False
+    return LifecycleStore(cfg.state_dir).load().phase is Phase.RETURNING
+
+
 async def report_pending_events(
     cfg: Config, submit: Callable[[dict[str, Any]], Awaitable[int]]
 ) -> int:
