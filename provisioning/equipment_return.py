@@ -38,6 +38,7 @@ from gateway.config.settings import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
 from gateway.progress import NO_PROGRESS, Progress
+from provisioning.binding import GENERATION_FILE
 from provisioning.bundle import BoundDevice
 from provisioning.errors import (
     DaemonStillRunningError,
@@ -64,7 +65,9 @@ STEPS = (
 # Test seam for the kill -9 tests: SIGKILL ourselves after this step's effects, before it is
 # recorded - the worst moment, so the rerun must cope with a step done but not marked done.
 CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
-_KEEP = {STATE_FILE, ".lifecycle.lock"}
+# Kept through a return: the lifecycle (the router's history) and the highest bundle generation
+# accepted (one integer: a bundle once accepted can never be replayed onto this router).
+_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE}
 
 
 class DaemonLink(Protocol):

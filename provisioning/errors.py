@@ -158,3 +158,13 @@ ALL_ERRORS: tuple[type[ProvisioningStepError], ...] = (
     DaemonStillRunningError,
     InstallCheckFailedError,
 )
+
+
+class BundleNotBoundError(ProvisioningStepError):
+    """The bundle was not made for this enrolment: another certificate key, or an older one."""
+
+    code = "P-BUNDLE-BINDING"
+    hint = (
+        "do not use this bundle (it may be a previous episode's, for another patient); ask the "
+        "logistics desk to issue the bundle again for this router's current enrolment"
+    )

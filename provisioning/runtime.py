@@ -27,12 +27,14 @@ import structlog
 
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.settings import Config, SimDeviceConfig
+from provisioning.binding import check_episode_files
 from provisioning.bundle import BoundDevice, EnrolmentBundle, verify_bundle
 from provisioning.enrol import bundle_signer, est_client
 from provisioning.errors import NotEnrolledError
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
 from provisioning.renewal import renewal_loop
+from provisioning.safepath import SafeTree
 from provisioning.state import LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.runtime")
@@ -73,11 +75,14 @@ class BoundDevices:
 def load_bundle(cfg: Config) -> EnrolmentBundle:
     layout = StateLayout(cfg.state_dir)
     try:
-        raw = layout.bundle.read_bytes()
+        raw = SafeTree(layout.state_dir).read_bytes(layout.bundle)
     except FileNotFoundError:
         raise NotEnrolledError("the router has no episode bundle") from None
-    # Validity is checked at enrolment; an episode outlives the bundle's acceptance window.
-    return verify_bundle(raw, bundle_signer(cfg), cfg.gateway_id, check_validity=False)
+    # Validity and binding are checked at enrolment; an episode outlives the bundle's acceptance
+    # window. The episode files the daemon loads must still be the ones the bundle carries.
+    bundle = verify_bundle(raw, bundle_signer(cfg), cfg.gateway_id, check_validity=False)
+    check_episode_files(layout, bundle)
+    return bundle
 
 
 def effective_config(cfg: Config) -> Config:
