@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway.config.settings import Config, ProvisioningConfig
+from provisioning.binding import binding_for, record_generation
 from provisioning.bundle import EnrolmentBundle, verify_bundle
 from provisioning.errors import (
     BundleInvalidError,
@@ -157,8 +158,12 @@ def enrol(
             hint="call support: the router needs a depot reset",
         )
     raw = client.fetch_bundle(ClientCert(layout.client_cert, layout.tls_key))
-    bundle = verify_bundle(raw, signer, cfg.gateway_id)
+    # Bound to this enrolment: the certified TLS key, no older generation (issue 16).
+    bundle = verify_bundle(
+        raw, signer, cfg.gateway_id, binding=binding_for(store, layout.state_dir)
+    )
     _write_episode(layout, bundle, raw)
+    record_generation(layout.state_dir, bundle.generation)
     lifecycle.transition(
         Phase.BOUND, episode_id=bundle.episode_id, detail={"devices": len(bundle.devices)}
     )
