@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer.outbox import ChainHead, NewRecord, Outbox
+from buffer.outbox import ChainHead, NewRecord, Outbox, inspect
 from gateway.errors import StoreError
 from gateway.seal import wire
 
@@ -157,3 +157,24 @@ def test_lease_after_acks_continues_behind_the_in_flight_ones(box: Outbox) -> No
     append_n(box, 1, lane=0)
     assert [r.seq for r in box.lease(5, 10_000)] == [7]  # a more urgent lane first
     assert [r.seq for r in box.lease(5, 10_000)] == [5, 6]
+
+
+
+def test_root_reads_the_services_outbox_with_an_untrusted_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: gatewayctl (root) opens a file the service account can write; the schema's
+    views and triggers may then call only innocuous functions (PRAGMA trusted_schema=OFF)."""
+    path = tmp_path / "outbox.db"
+    Outbox(path).close()
+    settings: list[int] = []
+
+    class Probe(sqlite3.Connection):
+        def close(self) -> None:
+            settings.append(self.execute("PRAGMA trusted_schema").fetchone()[0])
+            super().close()
+
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, factory=Probe, **k))
+    inspect(path)
+    assert settings == [0]
