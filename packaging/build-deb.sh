@@ -11,6 +11,7 @@
 #   /lib/systemd/system/gatewayd.service
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
+#   /etc/dbus-1/system.d/homecare-gateway-bluez.conf   (conffile; BlueZ calls for root + service)
 #   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
 #
 # Environment:
@@ -132,6 +133,10 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sys
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
     "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+# BlueZ operations on the patient's devices for root and the service only (read after BlueZ's
+# own policy: /etc after /usr/share). dbus-daemon reloads policies by itself (inotify).
+install -D -m 0644 "$REPO/systemd/homecare-gateway-bluez.conf" \
+    "$STAGE/etc/dbus-1/system.d/homecare-gateway-bluez.conf"
 mkdir -p "$STAGE/usr/bin"
 ln -s "$PREFIX/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
 ln -s "$PREFIX/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
@@ -242,7 +247,8 @@ Description: hospital-at-home edge gateway agent
  environment under $PREFIX. The service starts once enrolment has
  written /etc/homecare-gateway/gateway.toml.
 EOF
-echo "/etc/$PKG/gateway.toml.example" > "$DEBIAN/conffiles"
+printf '%s\n' "/etc/$PKG/gateway.toml.example" "/etc/dbus-1/system.d/$PKG-bluez.conf" \
+    > "$DEBIAN/conffiles"
 
 # Maintainer scripts. They honour DPKG_ROOT (dpkg --root with --force-script-chrootless, as
 # image builders use) and call every tool by name, so tests can stand stubs in for them.
