@@ -16,13 +16,19 @@ each is safe to repeat (a power cut between doing a step and recording it repeat
                        is destroyed). The report goes first: a revoked certificate can no longer
                        reach the broker.
 7. ``erased``          keys destroyed, database with -wal/-shm and every other state file
-                       deleted, phase -> factory.
+                       deleted, the log folder (/var/log/homecare-gateway) emptied and, on a
+                       router whose journal holds gatewayd's lines, the journal rotated and
+                       vacuumed (device addresses, the episode pseudonym and when readings were
+                       taken are no values, but they are the patient's routine); phase ->
+                       factory.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -70,6 +76,46 @@ CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
 _KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE}
 
 
+# systemd's LogsDirectory= for gatewayd.service (systemd/gatewayd.service).
+LOGS_DIR = Path("/var/log/homecare-gateway")
+UNIT = "gatewayd.service"
+
+
+class JournalEraser(Protocol):
+    def erase(self) -> bool:
+        """Erase what the journal keeps of the episode; True if something was erased."""
+        ...
+
+
+class SystemJournal:
+    """journald keeps no per-unit files: rotate, then vacuum every archived file.
+
+    Only on a router whose journal holds gatewayd's lines (a development machine or a CI host
+    running the tests keeps its journal), and only as root. The router is going back to the
+    depot: its whole journal belongs to the episode that ends here.
+    """
+
+    def erase(self) -> bool:
+        journalctl = shutil.which("journalctl")
+        if journalctl is None or os.geteuid() != 0:
+            return False
+        try:
+            probe = subprocess.run(  # noqa: S603 - fixed arguments
+                [journalctl, "-u", UNIT, "-n", "1", "-q", "-o", "cat", "--no-pager"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            if probe.returncode != 0 or not probe.stdout.strip():
+                return False
+            for argv in ([journalctl, "--rotate"], [journalctl, "--vacuum-time=1s"]):
+                subprocess.run(argv, capture_output=True, timeout=120, check=False)  # noqa: S603
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("provisioning.journal_not_erased", error=type(exc).__name__)
+            return False
+        return True
+
+
 class DaemonLink(Protocol):
     """The control socket (gateway.control.ask bound to the configured socket)."""
 
@@ -97,6 +143,7 @@ class ReturnOptions:
     report_timeout_s: float = 60.0
     stop_timeout_s: float = 45.0
     poll_s: float = 0.2
+    logs_dir: Path | None = LOGS_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +185,7 @@ class EquipmentReturn:
         unbonder: Unbonder | None = None,
         options: ReturnOptions | None = None,
         progress: Progress = NO_PROGRESS,
+        journal: JournalEraser | None = None,
     ) -> None:
         self.cfg = cfg
         self.layout = StateLayout(cfg.state_dir)
@@ -149,6 +197,7 @@ class EquipmentReturn:
         self.unbonder = unbonder or NoUnbonder()
         self.opt = options or ReturnOptions()
         self.progress = progress
+        self.journal = journal or SystemJournal()
 
     def run(self) -> ReturnResult:
         lc = self.lifecycle.load()
@@ -374,5 +423,17 @@ class EquipmentReturn:
                 continue
             if state.remove(name):
                 removed.append(name)
-        log.info("provisioning.erased", keys=destroyed, files=removed)
-        return {"erased": {"keys": destroyed, "files": removed}}
+        logs = self._erase_logs()
+        journal = self.journal.erase()
+        log.info("provisioning.erased", keys=destroyed, files=removed, logs=len(logs))
+        return {"erased": {"keys": destroyed, "files": removed, "logs": logs, "journal": journal}}
+
+    def _erase_logs(self) -> list[str]:
+        logs_dir = self.opt.logs_dir
+        if logs_dir is None or not logs_dir.is_dir():
+            return []
+        tree = SafeTree(logs_dir)  # service-owned: links removed themselves, never followed
+        names = tree.listdir()
+        for name in names:
+            tree.remove(name)
+        return names
