@@ -61,8 +61,10 @@ class KeyStore(Protocol):
 
 
 class FileKeyStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, signing: bool = True) -> None:
         self.directory = directory
+        # signing=False: the TLS key only (the identity key lives in a token: pkcs11store)
+        self._names = (SIGNING_KEY, TLS_KEY) if signing else (TLS_KEY,)
         # Every file operation goes through the state directory's SafeTree: gatewayctl runs this
         # as root in a directory the service account owns (provisioning.safepath).
         self._tree = SafeTree(directory.parent)
@@ -83,7 +85,9 @@ class FileKeyStore:
         try:
             private_dir(self.directory)
             created = False
-            if self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True) is None:
+            if SIGNING_KEY in self._names and self._load(
+                SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True
+            ) is None:
                 self._store(SIGNING_KEY, ed25519.Ed25519PrivateKey.generate())
                 created = True
             if self._load(TLS_KEY, ec.EllipticCurvePrivateKey, missing_ok=True) is None:
@@ -132,7 +136,7 @@ class FileKeyStore:
         return key
 
     def present(self) -> list[str]:
-        return [n for n in (SIGNING_KEY, TLS_KEY) if self._tree.exists(self._rel(n))]
+        return [n for n in self._names if self._tree.exists(self._rel(n))]
 
     def signing_key(self) -> ed25519.Ed25519PrivateKey:
         key = self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey)

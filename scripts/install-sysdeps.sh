@@ -13,6 +13,8 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)  # the simulated BlueZ ru
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The PKCS#11 key store's tests: a software token with the interface of a TPM's tpm2-pkcs11.
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
