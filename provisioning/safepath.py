@@ -29,7 +29,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from provisioning.errors import ProvisioningStepError
+from provisioning.errors import UnsafePathError
+
+__all__ = ["SafeTree", "UnsafePathError"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -37,16 +39,6 @@ _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_DEPTH = 16
 # Entries removed per directory at most (keys, identity, episode: a handful each).
 MAX_ENTRIES = 10_000
-
-
-class UnsafePathError(ProvisioningStepError):
-    """Root found something in the service account's files it must not touch (link, FIFO...)."""
-
-    code = "P-UNSAFE-PATH"
-    hint = (
-        "someone changed the gateway's files: do not run the command again; "
-        "call support (the router needs a depot reset and an investigation)"
-    )
 
 
 class SafeTree:
