@@ -87,6 +87,24 @@ def _status(cfg: Config) -> dict[str, Any]:
     return status
 
 
+MAX_NAME_TRIES = 100  # bundles written within one second, at most
+
+
+def _new_file(destination: Path, stem: str) -> tuple[Path, int]:
+    """A new file, never an existing name (O_EXCL | O_NOFOLLOW): root may write this into the
+    service's log folder, where a planted link of the predictable name would otherwise make root
+    overwrite its target. A taken name (a second bundle within the second, or a planted entry)
+    gets a suffix."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for n in range(1, MAX_NAME_TRIES + 1):
+        path = destination / (f"{stem}.tar.gz" if n == 1 else f"{stem}-{n}.tar.gz")
+        try:
+            return path, os.open(path, flags, 0o640)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{destination}: {MAX_NAME_TRIES} support bundles of this second exist")
+
+
 def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> Path:
     """Write the bundle (a .tar.gz) and return its path; ``progress`` sees each part."""
     collect: dict[str, tuple[str, Callable[[], Any]]] = {
@@ -103,10 +121,7 @@ def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> P
         parts[name] = fn()
     progress.update(task, len(collect), label="support bundle: writing the archive")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = destination / f"homecare-gateway-support-{cfg.gateway_id}-{stamp}.tar.gz"
-    # A new file, never an existing name: root may write this into the service's log folder,
-    # where a planted link of the predictable name would make root overwrite its target.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    path, fd = _new_file(destination, f"homecare-gateway-support-{cfg.gateway_id}-{stamp}")
     with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as archive:
         os.fchmod(fd, 0o640)
         for name, content in parts.items():
