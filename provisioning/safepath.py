@@ -122,7 +122,8 @@ class SafeTree:
     ) -> Iterator[int]:
         """An fd of a regular file with one link, owned by root or the tree's owner."""
         parts = self._parts(path)
-        with self._open_top(create=False) as top, self.directory(PurePath(*parts[:-1])) as d:
+        creating = bool(flags & os.O_CREAT)  # the top of the tree too (a lock file in a new tree)
+        with self._open_top(create=creating) as top, self.directory(PurePath(*parts[:-1])) as d:
             owners = self._allowed_owners(os.fstat(top).st_uid)
             try:
                 fd = os.open(parts[-1], flags | _FILE_FLAGS, mode, dir_fd=d)
