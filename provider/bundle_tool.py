@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bind-cert", type=Path, required=True, help="the router's EST-issued certificate (PEM)"
     )
     p.add_argument("--generation", type=int, default=None, help="default: Unix time now")
+    p.add_argument(
+        "--test-episode",
+        action="store_true",
+        help="a test, demo or training episode: the router labels every Observation HTEST",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if not 0 < args.valid_days <= MAX_BUNDLE_VALIDITY.days:
@@ -118,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devices=tuple(args.device),
         tls_key_sha256=tls_key_sha256(cert_key),
         generation=args.generation if args.generation is not None else int(time.time()),
+        test_episode=args.test_episode,
     )
     atomic_write(args.out, sign_bundle(bundle, load_or_create_key(args.key, args.new_key)), 0o600)
     print(f"signed bundle for {args.gateway}, episode {args.episode}: {args.out}", file=sys.stderr)

@@ -130,10 +130,12 @@ class EnrolmentBundle:
     devices: tuple[BoundDevice, ...]
     tls_key_sha256: str | None = None  # the enrolment it is bound to (payload format 2)
     generation: int = 0
+    # A test / demo / training episode: the router labels every Observation HTEST.
+    test_episode: bool = False
 
     def payload_json(self) -> dict[str, Any]:
         bound = self.tls_key_sha256 is not None
-        return {
+        out: dict[str, Any] = {
             "format": PAYLOAD_FORMAT if bound else 1,
             **(
                 {"binding": {"tls_key_sha256": self.tls_key_sha256, "generation": self.generation}}
@@ -152,6 +154,9 @@ class EnrolmentBundle:
             "provider_hpke_public_pem": self.provider_hpke_public_pem,
             "devices": [d.to_json() for d in self.devices],
         }
+        if self.test_episode:  # absent for clinical episodes: older routers read those unchanged
+            out["test_episode"] = True
+        return out
 
     @classmethod
     def from_payload(cls, p: Any) -> EnrolmentBundle:
@@ -173,6 +178,9 @@ class EnrolmentBundle:
         if not 1 <= port <= 65535:
             raise ValueError("broker port out of range")
         devices = tuple(BoundDevice.from_json(d) for d in p["devices"])
+        test_episode = p.get("test_episode", False)
+        if not isinstance(test_episode, bool):
+            raise TypeError("test_episode must be true or false")
         keys = [(d.transport, d.address.upper()) for d in devices]
         if len(set(keys)) != len(keys):
             raise ValueError("a device is listed twice")
@@ -188,6 +196,7 @@ class EnrolmentBundle:
             devices=devices,
             tls_key_sha256=tls_key,
             generation=generation,
+            test_episode=test_episode,
         )
 
 

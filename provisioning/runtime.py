@@ -100,6 +100,7 @@ def effective_config(cfg: Config, *, check_files: bool = True) -> Config:
     return dataclasses.replace(
         cfg,
         episode_id=bundle.episode_id,
+        test_episode=bundle.test_episode,
         broker_host=bundle.broker_host,
         broker_port=bundle.broker_port,
     )

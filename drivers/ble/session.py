@@ -50,7 +50,7 @@ from drivers.ble.reconnect import Backoff, classify, pairing_failure
 from drivers.ble.seen import SeenSet
 from drivers.ble.uuids import uuid16_of, uuid128
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import DeviceId, DeviceIdKind, Measurement
+from gateway.model import DeviceId, DeviceIdKind, Measurement, ReceptionStamps
 from gateway.pipeline.health import DeviceHealth
 from gateway.pipeline.watchdog import LoopMark
 
@@ -122,6 +122,7 @@ class BleDeviceDriver:
         if self.racp and state_file is None:
             raise ConfigError("ble state file", f"a {profile} device needs a state file")
         initial = -1 if self.measurement_uuid == CGM_MEASUREMENT_UUID else 0
+        self._stamps = ReceptionStamps()  # identifiers of clockless readings stay apart
         self._intake = Intake(
             self.device, self.spec,
             state=RacpState(state_file, initial) if state_file is not None else None,
@@ -273,6 +274,7 @@ class BleDeviceDriver:
             readings=self.readings,
             battery_pct=self.battery_pct,
             rssi_dbm=self.rssi_dbm,
+            duplicates=self.duplicates,
         )]
 
     # -- one connection -----------------------------------------------------------------------
@@ -282,7 +284,7 @@ class BleDeviceDriver:
         def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
             uuid16 = uuid16_of(char.uuid)
             if uuid16 is not None:
-                queue.put_nowait((uuid16, bytes(data), datetime.now(UTC)))
+                queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
 
         link = LinkState(await sync_clock(client, self.device, set_clock=self.set_clock))
         self.clock = link.clock

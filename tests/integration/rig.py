@@ -31,6 +31,7 @@ class Received:
     health: int = 0  # health reports received
     gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
+    health_reports: list[dict[str, Any]] = field(default_factory=list)  # HEALTH record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
 
     def on_batch(self, result: BatchResult) -> None:
@@ -39,6 +40,8 @@ class Received:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.lanes[rec.header.seq] = rec.header.lane
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
+                if rec.header.kind is wire.RecordKind.HEALTH:
+                    self.health_reports.append(rec.body)
                 if rec.header.kind is wire.RecordKind.GAP:
                     self.gaps.append(rec.body)
                 if rec.header.kind is wire.RecordKind.EVENT:
@@ -128,7 +131,7 @@ class Rig:
         )
         path = self.base / "gateway.toml"
         path.write_text(
-            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\n'
+            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\ntest_episode = true\n'
             f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n{self._pq_lines()}\n'
