@@ -21,7 +21,7 @@ from gateway.config.ble import BleDeviceConfig
 from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigFileMissingError
 from gateway.seal.sealing import SuiteName
 from provisioning.layout import StateLayout
 
@@ -108,7 +108,7 @@ def load(path: Path) -> Config:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("-", "configuration file not found", path=str(path)) from None
+        raise ConfigFileMissingError(str(path)) from None
     except OSError as exc:
         raise ConfigError("-", f"cannot read: {exc.strerror}", path=str(path)) from None
     try:
