@@ -220,6 +220,8 @@ def _record_text(rec: VerifiedRecord) -> str:
             f"health: outbox {outbox.get('depth')} waiting, uplink {uplink.get('state')}, "
             f"{len(devices)} devices ({silent} silent), alarms {body.get('alarms') or 'none'}"
         )
+    if isinstance(body, dict) and isinstance(body.get("event"), str):
+        return f"event {body['event'][:60]}"
     return f"{rec.header.kind.name.lower()} record"
 
 
@@ -393,8 +395,15 @@ def receive(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     sub.start()
     if desk is not None:
-        print(f"receive: verifying what routers send to {args.host}:{args.port}; "
-              "stop with Ctrl-C", file=sys.stderr, flush=True)
+        subscribed = sub.wait_subscribed(30.0)
+        print(
+            f"receive: verifying what routers send to {args.host}:{args.port}; stop with Ctrl-C"
+            if subscribed
+            else f"receive: not subscribed yet at {args.host}:{args.port} (is serve-est "
+            "running?); retrying",
+            file=sys.stderr,
+            flush=True,
+        )
     deadline = time.monotonic() + args.seconds if args.seconds > 0 else None
     while not done.is_set():
         if deadline is not None and time.monotonic() >= deadline:

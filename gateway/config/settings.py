@@ -134,7 +134,9 @@ def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> Table
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
-    base = path.parent
+    # Absolute: paths derived from these (the enrolled keys, the outbox) must not be resolved
+    # against a relative folder twice, nor change meaning if a process changes directory.
+    base = path.absolute().parent
     Table(
         data,
         "",
