@@ -42,7 +42,7 @@ def _render(data: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+        print(f"{key.replace('_', ' '):<{width}}  {tables.cell(value)}")
 
 
 def _render_table(data: dict[str, Any], as_json: bool) -> None:
@@ -153,7 +153,9 @@ def render_status(s: dict[str, Any]) -> str:
         # A modem and the VPN report a state; the WAN under the tunnel reports what kind it is.
         head = link.get("state") or link.get("kind") or "unknown"
         details = ", ".join(
-            f"{k} {v}" for k, v in link.items() if v is not None and k not in ("state", "kind")
+            f"{k.replace('_', ' ')} {tables.cell(v)}"
+            for k, v in link.items()
+            if v is not None and k not in ("state", "kind")
         )
         lines.append(f"link {name:<7} {head}" + (f": {details}" if details else ""))
     lines.append(f"power        {power_text(s.get('power'))}")
@@ -275,7 +277,7 @@ def _render_checks(checks: list[diagnostics.Check], as_json: bool) -> int:
     if as_json:
         print(json.dumps(diagnostics.as_json(checks)))
     else:
-        output.screen().checks([("PASS" if c.ok else "FAIL", c.name, c.detail) for c in checks])
+        output.screen().checks([(c.verdict, c.name, c.detail) for c in checks])
     return EXIT_OK if all(c.ok for c in checks) else EXIT_PROBLEM
 
 
