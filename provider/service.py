@@ -218,7 +218,8 @@ def _record_text(rec: VerifiedRecord) -> str:
         silent = sum(1 for d in devices if d.get("silent"))
         return (
             f"health: outbox {outbox.get('depth')} waiting, uplink {uplink.get('state')}, "
-            f"{len(devices)} devices ({silent} silent), alarms {body.get('alarms') or 'none'}"
+            f"{len(devices)} devices ({silent} silent), "
+            f"alarms {', '.join(str(a) for a in body.get('alarms') or []) or 'none'}"
         )
     if isinstance(body, dict) and isinstance(body.get("event"), str):
         return f"event {body['event'][:60]}"

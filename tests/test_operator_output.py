@@ -140,6 +140,15 @@ def test_demo_readings_have_units_for_people_and_values_as_transmitted() -> None
     assert "MDC" not in oral
 
 
+def test_a_health_record_names_its_alarms_in_words() -> None:
+    hdr = wire.RecordHeader(wire.RecordKind.HEALTH, 0, 0, 0, 0, 0, 1, 3, 0, bytes(32), "gw-1")
+    body = {"outbox": {"depth": 0}, "uplink": {"state": "connected"},
+            "devices": [{"silent": True}], "alarms": ["device-silent:C0:FF"]}
+    (line,) = record_lines(VerifiedRecord(header=hdr, duplicate=False, body=body))
+    assert_no_repr(line)
+    assert line.endswith("1 devices (1 silent), alarms device-silent:C0:FF")
+
+
 def test_a_stream_chunk_is_a_few_lines_not_one_per_reading() -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     chunk = [
