@@ -21,6 +21,7 @@ Commands (each a separate process; they share the folder, not memory):
 - ``sign-bundle`` the signed episode bundle for a router and its devices
 - ``receive``     receive and verify what the routers send (provider/service.py)
 - ``routers``     enrolled routers with their last record, gaps and health
+- ``signing-key`` an enrolled router's record-signing public key (for a verifier elsewhere)
 
 NOT a production provider: the CA key sits unencrypted in ``pki/`` (see rig/pki.py).
 """
@@ -409,6 +410,25 @@ def cmd_routers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    key = desk.signing_keys().get(args.gateway)
+    if key is None:
+        raise DeskError(
+            f"router {args.gateway} has no certificate from the desk in {desk.root}",
+            hint="enrol it first (gatewayctl enrol on the router)",
+        )
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if args.out is None:
+        sys.stdout.write(pem.decode())
+    else:
+        atomic_write(args.out, pem, 0o644)
+        print(f"record-signing key of router {args.gateway}: {args.out}")
+    return EXIT_OK
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--desk",
@@ -434,6 +454,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "sign the episode bundle for a router and its devices",
         "homecare-provider sign-bundle --gateway gw-0421 --episode ep-7f3a "
         "--device ble,C0:FF:EE:00:00:01,thermometer,3600",
+    ),
+    "signing-key": (
+        cmd_signing_key,
+        "print an enrolled router's record-signing public key (PEM), from its certificate",
+        "homecare-provider signing-key --gateway gw-0421 --out gw-0421.pub",
     ),
     "routers": (
         cmd_routers,
@@ -482,6 +507,9 @@ def build_parser(prog: str = "homecare-provider") -> argparse.ArgumentParser:
             p.add_argument("--broker", help="host:port for the router (default: the desk's)")
         if name == "routers":
             p.add_argument("--json", action="store_true")
+        if name == "signing-key":
+            p.add_argument("--gateway", required=True, help="the router's id")
+            p.add_argument("--out", type=Path, help="write it to this file (default: stdout)")
     return parser
 
 

@@ -176,3 +176,23 @@ def test_the_rehearsal_in_the_guide_runs_as_written(walk: Walk) -> None:
     seen = json.loads((walk.cwd / "rehearsal" / "desk" / "routers.json").read_text())
     assert seen["gw-rehearsal-01"]["records"] >= 3
     assert time.monotonic() - started < BUDGET_S
+
+
+def test_the_desk_hands_out_an_enrolled_routers_signing_key(walk: Walk) -> None:
+    """What a verifier elsewhere (a real HIL rig's) needs: the router's key, from the desk."""
+    deadline = time.monotonic() + BUDGET_S
+    (walk.cwd / "rehearsal").mkdir()
+    (walk.cwd / "rehearsal" / "gateway.toml").write_text(blocks("toml")[0])
+    lines = commands()
+    for line in lines[: lines.index("gatewayctl enrol --token $TOKEN") + 1]:
+        walk.run(line, deadline)
+    walk.run("homecare-provider signing-key --desk rehearsal/desk --gateway gw-rehearsal-01 "
+             "--out rehearsal/gw.pub", deadline)
+    pub = (walk.cwd / "rehearsal" / "gw.pub").read_text()
+    assert pub.startswith("-----BEGIN PUBLIC KEY-----")
+    missing = subprocess.run(
+        ["homecare-provider", "signing-key", "--desk", "rehearsal/desk", "--gateway", "gw-x"],
+        cwd=walk.cwd, env=walk.env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert missing.returncode == 2
+    assert "router gw-x has no certificate from the desk" in missing.stderr
