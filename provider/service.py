@@ -168,8 +168,17 @@ def _summary_lines(measurements: Sequence[Measurement]) -> list[str]:
         groups.setdefault((m.device.value, m.mdc_code, m.unit), []).append(m)
     lines = []
     for (device, code, unit), ms in groups.items():
+        if len(ms) == 1:
+            lines.append(_reading_text(ms[0]))
+            continue
         values = [m.value for m in ms if m.value is not None and not m.components]
-        span = f", {min(values)} to {max(values)} {unit_text(unit)}".rstrip() if values else ""
+        low, high = (min(values), max(values)) if values else (None, None)
+        span = (
+            ""
+            if low is None
+            else f", all {low}" if low == high else f", {low} to {high}"
+        )
+        span += f" {unit_text(unit)}".rstrip() if span else ""
         lines.append(f"{device}  {reading_name(code)}: {len(ms)} readings{span}")
     return lines
 

@@ -156,9 +156,13 @@ def test_a_stream_chunk_is_a_few_lines_not_one_per_reading() -> None:
                          unit="/min", device_time=base + timedelta(seconds=i))
         for i in range(47)
     ]
-    lines = record_lines(_record(*chunk))
+    temperature = make_measurement(value=Decimal("36.9"))
+    lines = record_lines(_record(*chunk, *chunk[:1], temperature))
     assert len(lines) <= 3, lines
-    assert "47 readings, 60 to 69 /min" in lines[1]
+    assert "48 readings, 60 to 69 /min" in lines[1]
+    assert lines[2].endswith("Body temperature: 36.9 °C")  # alone: as a single reading
+    same = record_lines(_record(*[make_measurement(value=Decimal("72"), unit="/min")] * 9))
+    assert same[1].endswith(": 9 readings, all 72 /min")
 
 
 # --- one verdict for the unsynchronised clock -------------------------------------------------
