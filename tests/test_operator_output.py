@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -115,6 +117,33 @@ def test_help_names_the_demo_config(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--config .demo/gateway.toml" in capsys.readouterr().out
+
+
+def test_logs_points_to_the_log_file_of_a_daemon_started_by_hand(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the demo: no journal has its lines and no daemon answers, but .demo/gatewayd.log
+    (beside .demo/gateway.toml) has them; logs says where."""
+    config = write_config(
+        files, VALID_CONFIG + f'\n[control]\nsocket = "{files / "gone.sock"}"\n'
+    )
+    log = files / "gatewayd.log"
+    log.write_text("")
+    main(["logs", "--config", str(config)])
+    out, err = capsys.readouterr()
+    assert str(log) in out + err
+    log.unlink()
+    main(["logs", "--config", str(config)])
+    out, err = capsys.readouterr()
+    assert "gatewayd.log" not in out + err
+
+
+def test_python_m_provider_est_runs_the_desk_service() -> None:
+    done = subprocess.run([sys.executable, "-m", "provider.est", "--help"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0
+    assert "serve-est" in done.stdout
+    assert "--desk" in done.stdout
 
 
 # --- the demo's receiver lines ----------------------------------------------------------------
