@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+import structlog.testing
 
 from gateway import logs
 from gateway.cli import journal
@@ -223,6 +224,13 @@ def test_without_verbose_an_operator_sees_no_log_lines(
     assert main(["version", "-v"]) == EXIT_OK
     structlog.get_logger("test").warning("est.refused", status=401)
     assert "est.refused" in capsys.readouterr().err
+
+
+def test_capture_logs_still_sees_a_quiet_commands_events() -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert main(["version"]) == EXIT_OK
+        structlog.get_logger("test").warning("est.refused", status=401)
+    assert [e["event"] for e in logs] == ["est.refused"]
 
 
 def test_the_daemon_keeps_its_last_events_redacted_in_memory() -> None:

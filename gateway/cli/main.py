@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.testing import LogCapture
 
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
@@ -444,11 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only the sink and the first processor change; the sink is looked up at each call (never a
     # stale stream of an earlier caller), and loggers are not cached, so tests' capture_logs()
     # (which replaces the processors) still sees every event.
-    defaults = structlog.get_config()["processors"]
-    processors = [p for p in defaults if p is not _quiet]
-    structlog.configure(
-        logger_factory=_stderr_logger, processors=processors if verbose else [_quiet, *processors]
-    )
+    processors = [p for p in structlog.get_config()["processors"] if p is not _quiet]
+    if not verbose and not any(isinstance(p, LogCapture) for p in processors):
+        processors = [_quiet, *processors]  # a test's capture_logs() keeps seeing everything
+    structlog.configure(logger_factory=_stderr_logger, processors=processors)
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)
