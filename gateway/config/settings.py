@@ -345,7 +345,7 @@ def _provisioning(data: Mapping[str, Any], path: Path) -> ProvisioningConfig | N
         raise t.error("auth", f"must be bearer or basic, got {auth!r}")
     return ProvisioningConfig(
         est_url=url,
-        est_ca_file=t.path("est_ca_file", path.parent, must_exist=True),
-        bundle_signing_key=t.path("bundle_signing_key", path.parent, must_exist=True),
+        est_ca_file=t.path("est_ca_file", path.absolute().parent, must_exist=True),
+        bundle_signing_key=t.path("bundle_signing_key", path.absolute().parent, must_exist=True),
         est_auth=auth,
     )
