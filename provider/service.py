@@ -149,6 +149,13 @@ def reading_name(mdc_code: int) -> str:
 def _value_text(m: Measurement) -> str:
     if m.components:
         value = "/".join("-" if c.value is None else str(c.value) for c in m.components)
+    elif m.samples:
+        value = f"{len(m.samples)} samples every {m.sample_period_ms} ms, last {m.samples[-1]}"
+    elif m.text is not None:
+        # Device text: quoted, escaped and cut for the terminal (JSON quoting, not Python's).
+        return json.dumps(m.text[:60])
+    elif m.value_code is not None:
+        return f"code {m.value_code}"
     elif m.value is not None:
         value = str(m.value)
     else:
@@ -213,6 +220,10 @@ def _reading_json(seq: int, gateway_id: str, m: Measurement) -> str:
             "value": None if m.value is None else str(m.value),
             "unit": m.unit,
             "components": [[c.mdc_code, str(c.value), c.unit] for c in m.components],
+            "samples": [str(v) for v in m.samples],
+            "sample_period_ms": None if m.sample_period_ms is None else str(m.sample_period_ms),
+            "text": m.text,
+            "value_code": m.value_code,
             "device_time": m.device_time.isoformat() if m.device_time else None,
             "device_record_id": m.device_record_id,
         }
