@@ -169,6 +169,13 @@ def test_demo_readings_have_units_for_people_and_values_as_transmitted() -> None
     assert "MDC" not in oral
 
 
+def test_device_text_is_quoted_and_escaped_not_a_python_repr() -> None:
+    m = make_measurement(value=None, text="FEV1 ok\x1b[2J", unit="1")
+    (_, line) = record_lines(_record(m))
+    assert line.endswith('"FEV1 ok\\u001b[2J"')
+    assert "\x1b" not in line
+
+
 def test_a_health_record_names_its_alarms_in_words() -> None:
     hdr = wire.RecordHeader(wire.RecordKind.HEALTH, 0, 0, 0, 0, 0, 1, 3, 0, bytes(32), "gw-1")
     body = {"outbox": {"depth": 0}, "uplink": {"state": "connected"},
