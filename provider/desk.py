@@ -256,7 +256,14 @@ def cmd_serve_est(args: argparse.Namespace) -> int:
     broker.start()
     # A revocation takes effect at the broker when it rereads the CRL (restart, same port).
     authority.on_revoke = broker.restart
-    est = EstService(authority, args.host, args.port)
+    try:
+        est = EstService(authority, args.host, args.port)
+    except OSError as exc:
+        broker.stop()
+        raise DeskError(
+            f"the EST service cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            hint="choose another --port (0: any free one)",
+        ) from None
     est.start()
     info = {
         "est_url": est.url,

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,3 +197,26 @@ def test_the_desk_hands_out_an_enrolled_routers_signing_key(walk: Walk) -> None:
     )
     assert missing.returncode == 2
     assert "router gw-x has no certificate from the desk" in missing.stderr
+
+
+def test_a_taken_est_port_is_named_and_the_broker_is_not_left_running(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "provider.desk", "serve-est", "--desk", str(tmp_path / "d"),
+             "--port", str(port), "--seconds", "1"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    desk_conf = str(tmp_path / "d" / "broker" / "mosquitto.conf")
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            alive.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue  # the process ended while we looked
+    assert not [c for c in alive if desk_conf in c], "the desk's mosquitto was left running"
