@@ -44,6 +44,13 @@ from rig.pki import RigPki
 _BACKDATE = timedelta(minutes=5)
 
 
+def make_token() -> str:
+    """A one-time enrolment token a person can type from a delivery note: no 0/O or 1/I/l,
+    five groups of four (100 bits)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(5))
+
+
 @dataclass
 class _Issued:
     gateway_id: str
@@ -78,12 +85,28 @@ class EstAuthority:
         self.write_crl()  # an empty CRL from the start: with CRL checking, none means "reject"
 
     def new_token(self, gateway_id: str) -> str:
-        # What a person can type from a delivery note: no 0/O or 1/I/l, groups of four.
-        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-        token = "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(5))
+        token = make_token()
         with self.lock:
             self.tokens[token] = gateway_id
+        self.saved()
         return token
+
+    def take_token(self, token: str, cn: str) -> str | None:
+        """The gateway a one-time token was issued for, if it is for ``cn``; spends it."""
+        with self.lock:
+            gateway = self.tokens.get(token)
+            if gateway is None or gateway != cn:
+                return None
+            del self.tokens[token]  # one time only
+        self.saved()
+        return gateway
+
+    def bundle_for(self, gateway_id: str) -> bytes | None:
+        with self.lock:
+            return self.bundles.get(gateway_id)
+
+    def saved(self) -> None:
+        """Called after tokens, certificates or revocations change (the desk keeps them on disk)."""
 
     def issue(self, csr: x509.CertificateSigningRequest, gateway_id: str) -> x509.Certificate:
         now = datetime.now(UTC)
@@ -115,6 +138,7 @@ class EstAuthority:
             self.issued.append(_Issued(gateway_id, cert.serial_number))
             if signing_spki is not None:
                 self.signing_keys[gateway_id] = signing_spki
+        self.saved()
         return cert
 
     def offer_bundle(
@@ -152,6 +176,7 @@ class EstAuthority:
             for i in fresh:
                 i.revoked_at = now
         if fresh:
+            self.saved()
             self.write_crl()
             if self.on_revoke is not None:
                 self.on_revoke()
@@ -283,13 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return None
             if user != cn:
                 return None
-        ca = self.server.authority
-        with ca.lock:
-            gateway = ca.tokens.get(token or "")
-            if gateway is None or gateway != cn:
-                return None
-            del ca.tokens[token or ""]  # one time only
-        return gateway
+        return self.server.authority.take_token(token or "", cn)
 
 
 class _EstHttpServer(ThreadingHTTPServer):
@@ -298,9 +317,9 @@ class _EstHttpServer(ThreadingHTTPServer):
 
 
 class EstService:
-    """Run the EST service on ``host`` (port picked by the kernel) in a background thread."""
+    """Run the EST service on ``host`` (``port`` 0: picked by the kernel) in a background thread."""
 
-    def __init__(self, authority: EstAuthority, host: str = "127.0.0.1") -> None:
+    def __init__(self, authority: EstAuthority, host: str = "127.0.0.1", port: int = 0) -> None:
         self.authority = authority
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -309,7 +328,7 @@ class EstService:
         ctx.load_cert_chain(str(pki.broker_cert), str(pki.broker_key))
         ctx.load_verify_locations(str(pki.ca_cert))
         ctx.verify_mode = ssl.CERT_OPTIONAL  # simpleenroll comes without a client certificate
-        self._httpd = _EstHttpServer((host, 0), _Handler, bind_and_activate=True)
+        self._httpd = _EstHttpServer((host, port), _Handler, bind_and_activate=True)
         self._httpd.authority = authority
         self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
@@ -327,3 +346,13 @@ class EstService:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+if __name__ == "__main__":
+    # Run as a program this module is the desk's EST service (provider/desk.py imports this
+    # module, so the desk is looked up at run time: no import cycle).
+    import importlib
+    import sys
+
+    desk = importlib.import_module("provider.desk")
+    raise SystemExit(desk.main(["serve-est", *sys.argv[1:]]))

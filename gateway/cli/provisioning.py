@@ -161,6 +161,20 @@ def _after_return(args: argparse.Namespace, result: ReturnResult) -> int:
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    if cfg.provisioning is None:
+        # The demo and hand-configured rigs: no enrolment, the file names keys and episode, so
+        # the lifecycle file (still "factory") says nothing about this gateway.
+        if args.json:
+            data = {"state": "configured", "episode": cfg.episode_id, "provisioning": False}
+            print(json.dumps(data, sort_keys=True))
+            return EXIT_OK
+        output.screen().key_values(
+            [
+                ("state", "configured (no [provisioning] table: no enrolment or return)"),
+                ("episode", f"{cfg.episode_id} (from {cfg.path})"),
+            ]
+        )
+        return EXIT_OK
     lc = LifecycleStore(cfg.state_dir).load()
     if args.json:
         data = {

@@ -9,6 +9,8 @@ certificates' private parts, the outbox and its sealed records are never read in
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import json
 import os
@@ -66,17 +68,27 @@ def _versions() -> dict[str, str]:
 
 def _config_summary(cfg: Config) -> dict[str, Any]:
     # Paths and settings only: no file is opened, so no key can end up in the bundle.
-    return {k: str(v) if isinstance(v, Path) else v for k, v in _fields(cfg).items()}
+    summary = _plain(cfg)
+    assert isinstance(summary, dict)
+    return summary
 
 
-def _fields(cfg: Config) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in cfg.__dataclass_fields__:
-        value = getattr(cfg, name)
-        if isinstance(value, tuple):
-            value = [repr(v) for v in value]
-        out[name] = value
-    return out
+def _plain(value: Any) -> Any:
+    """JSON for support staff, not Python reprs (``BleDeviceConfig(address=...)``). A field
+    kept out of its dataclass's repr (a passkey) stays out of the bundle too."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # Path, Decimal, timedelta ...
 
 
 def _status(cfg: Config) -> dict[str, Any]:

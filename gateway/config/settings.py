@@ -21,7 +21,7 @@ from gateway.config.ble import BleDeviceConfig
 from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigFileMissingError
 from gateway.seal.sealing import SuiteName
 from provisioning.layout import StateLayout
 
@@ -108,7 +108,7 @@ def load(path: Path) -> Config:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("-", "configuration file not found", path=str(path)) from None
+        raise ConfigFileMissingError(str(path)) from None
     except OSError as exc:
         raise ConfigError("-", f"cannot read: {exc.strerror}", path=str(path)) from None
     try:
@@ -134,7 +134,9 @@ def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> Table
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
-    base = path.parent
+    # Absolute: paths derived from these (the enrolled keys, the outbox) must not be resolved
+    # against a relative folder twice, nor change meaning if a process changes directory.
+    base = path.absolute().parent
     Table(
         data,
         "",
@@ -343,7 +345,7 @@ def _provisioning(data: Mapping[str, Any], path: Path) -> ProvisioningConfig | N
         raise t.error("auth", f"must be bearer or basic, got {auth!r}")
     return ProvisioningConfig(
         est_url=url,
-        est_ca_file=t.path("est_ca_file", path.parent, must_exist=True),
-        bundle_signing_key=t.path("bundle_signing_key", path.parent, must_exist=True),
+        est_ca_file=t.path("est_ca_file", path.absolute().parent, must_exist=True),
+        bundle_signing_key=t.path("bundle_signing_key", path.absolute().parent, must_exist=True),
         est_auth=auth,
     )

@@ -82,7 +82,7 @@ def _optional(check: Check) -> Check:
 _ROW = _object(
     {
         "name": _text(128),
-        "verdict": lambda v: v in ("PASS", "FAIL", "SKIP"),
+        "verdict": lambda v: v in ("PASS", "WARN", "FAIL", "SKIP"),
         "detail": _text(MAX_TEXT),
     }
 )

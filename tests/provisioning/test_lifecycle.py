@@ -134,7 +134,8 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert check.returncode == 0, check.stdout + check.stderr
     lines = check.stdout.splitlines()
     assert any(line.startswith("PASS  thermometer AA:BB:CC:00:00:01") for line in lines)
-    assert any(line.startswith("PASS  clock") for line in lines)
+    # PASS with time sync, WARN without (as in status and selftest); never FAIL on the rig.
+    assert any(line.startswith(("PASS  clock", "WARN  clock")) for line in lines)
     assert any(line.startswith("SKIP  vpn") for line in lines)
     assert any(line.startswith("PASS  record") for line in lines)
     wait_for(lambda: bool(_events(prig, "installation-check")), 15, "installation record")
