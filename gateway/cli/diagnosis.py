@@ -215,7 +215,9 @@ def _links(status: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-def _alarm_fields(code: str, subject: str | None, status: Mapping[str, Any]) -> dict[str, Any]:
+def _alarm_fields(  # noqa: PLR0911 - one answer per alarm code
+    code: str, subject: str | None, status: Mapping[str, Any]
+) -> dict[str, Any]:
     """What the catalogue text of a raised alarm needs from the snapshot."""
     links = status.get("links") or {}
     if code == alarms.LOOP_STALLED:
@@ -233,6 +235,13 @@ def _alarm_fields(code: str, subject: str | None, status: Mapping[str, Any]) -> 
                 "age": "never" if age is None else f"{_duration(age)} ago"}
     if code == alarms.WAN_UNEXPECTED_INTERFACE:
         return {"interface": (links.get("wan-route") or {}).get("interface")}
+    if code == alarms.DRIVER_RESTARTING:
+        driver, _, error_type = (subject or "").rpartition(":")
+        state = (status.get("supervision") or {}).get(driver) or {}
+        return {"error_type": error_type or "unknown", "failures": state.get("failures", "?")}
+    if code == alarms.DEVICE_INPUT_REJECTED:
+        found = [d for d in status.get("devices") or [] if d.get("device") == subject]
+        return {"rejected": found[0].get("rejected_input", "?") if found else "?"}
     return {}
 
 

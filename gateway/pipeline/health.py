@@ -29,12 +29,15 @@ from gateway import alarms as alarms_
 from gateway.errors import GatewayError
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.pipeline.supervise import Supervisors
 from gateway.pipeline.watchdog import LoopWatch
 from gateway.seal import wire
 
 log = structlog.get_logger("gateway.health")
 
 SILENT_FACTOR = 3.0  # a device is "silent" after this many of its expected intervals
+# A device that sent input we refused (malformed, oversize) keeps its alarm this long after.
+REJECTED_INPUT_ALARM_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,14 @@ class DeviceHealth:
     battery_pct: int | None = None
     rssi_dbm: int | None = None
     port: str | None = None  # a serial device's port path (its stable udev name)
+    rejected_input: int = 0  # frames, records or notifications refused as malformed / oversize
+    last_rejected: datetime | None = None
+
+    def rejecting(self, now: datetime) -> bool:
+        return (
+            self.last_rejected is not None
+            and (now - self.last_rejected).total_seconds() < REJECTED_INPUT_ALARM_S
+        )
 
     def silent(self, now: datetime) -> bool:
         if self.expected_interval_s is None:
@@ -68,6 +79,8 @@ class DeviceHealth:
             "battery_pct": self.battery_pct,
             "rssi_dbm": self.rssi_dbm,
             "port": self.port,
+            "rejected_input": self.rejected_input,
+            "last_rejected": self.last_rejected.isoformat() if self.last_rejected else None,
         }
 
 
@@ -144,8 +157,10 @@ class HealthReporter:
         links: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
         link_alarms: Callable[[], list[str]] | None = None,
         loops: LoopWatch | None = None,
+        supervisors: Supervisors | None = None,
     ) -> None:
         self._loops = loops
+        self._supervisors = supervisors
         self._links = dict(links or {})
         self._link_alarms = link_alarms
         self._gateway_id = gateway_id
@@ -181,6 +196,15 @@ class HealthReporter:
         alarms += [
             alarms_.about(alarms_.DEVICE_SILENT, d["device"]) for d in devices if d["silent"]
         ]
+        alarms += [
+            alarms_.about(alarms_.DEVICE_INPUT_REJECTED, str(d.device))
+            for drv in self._devices
+            for d in drv.health()
+            if d.rejecting(now)
+        ]
+        supervisors = self._supervisors
+        if supervisors is not None:
+            alarms += [alarms_.about(alarms_.DRIVER_RESTARTING, s) for s in supervisors.failing()]
         if self._writer.last_error:
             alarms.append(alarms_.OUTBOX_COMMIT_FAILING)
         if self._writer.refusing:
@@ -234,6 +258,7 @@ class HealthReporter:
                 "days_left": cert_days,
             },
             "loops": loops,
+            "supervision": supervisors.snapshot() if supervisors is not None else {},
             "alarms": alarms,
         }
 
