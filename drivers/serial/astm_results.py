@@ -29,9 +29,11 @@ from types import MappingProxyType
 
 from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
 from drivers.serial.errors import AstmRecordError, SerialUsageError
+from gateway.errors import ModelError
 from gateway.fhir import codes
 from gateway.fhir.codes import Loinc
 from gateway.model import (
+    MAX_DEVICE_ID_CHARS,
     AbsentReason,
     DeviceId,
     DeviceIdKind,
@@ -150,19 +152,33 @@ class LabResults:
     warnings: tuple[AstmRecordError, ...]  # measurements made, but something was off
 
 
+def _serial_id(text: str, what: str) -> DeviceId:
+    """The analyser's identity from header text; AstmRecordError (never ModelError) when the
+    text cannot be one (a control byte, more than the model's 128 characters). The error names
+    the length only: the text itself is the device's and stays out of logs."""
+    try:
+        return DeviceId(DeviceIdKind.SERIAL, text)
+    except ModelError:
+        raise AstmRecordError(
+            f"analyser {what} unusable as its identity (control characters, or longer than "
+            f"{MAX_DEVICE_ID_CHARS} characters)",
+            length=len(text),
+        ) from None
+
+
 def _device(header: Record, options: AstmOptions) -> tuple[DeviceId, list[AstmRecordError]]:
     comps = header.components(5)
     k = options.serial_component
     serial = comps[k - 1].strip() if 0 < k <= len(comps) else ""
     if serial:
-        return DeviceId(DeviceIdKind.SERIAL, serial), []
+        return _serial_id(serial, "serial number"), []
     if options.fallback_device is not None:
         return options.fallback_device, []
     name = "^".join(c for c in comps if c).strip()
     if not name:
         raise AstmRecordError("header names no sender: the analyser cannot be identified")
     warning = AstmRecordError("header has no serial-number component; using the sender name")
-    return DeviceId(DeviceIdKind.SERIAL, name[:128]), [warning]
+    return _serial_id(name[:MAX_DEVICE_ID_CHARS], "sender name"), [warning]
 
 
 def _status(record: Record, test_data: bool) -> tuple[MeasurementStatus, str]:
@@ -241,20 +257,24 @@ def _result(
         local = None
         warnings.append(exc)
     device_time = local.replace(tzinfo=options.device_tz) if local else None
-    measurement = Measurement(
-        device=device,
-        mdc_code=analyte.mdc_code,
-        value=value,
-        unit=unit,
-        received_at=received_at,
-        source=options.source,
-        raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
-        absent_reason=absent,
-        device_time=device_time,
-        time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
-        status=status,
-        supplemental=supplemental,
-    )
+    try:
+        measurement = Measurement(
+            device=device,
+            mdc_code=analyte.mdc_code,
+            value=value,
+            unit=unit,
+            received_at=received_at,
+            source=options.source,
+            raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
+            absent_reason=absent,
+            device_time=device_time,
+            time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
+            status=status,
+            supplemental=supplemental,
+        )
+    except ModelError:
+        # Fields the model refuses (a unit or status it cannot hold): the device's doing.
+        raise AstmRecordError("result fields unusable for a measurement", test=code) from None
     return LabResult(
         measurement,
         code,

@@ -87,6 +87,7 @@ class OximeterDriver:
         self._last_sample: OximetrySample | None = None
         self._last_sample_mono: float | None = None
         self._last_seen: datetime | None = None
+        self._last_rejected: datetime | None = None  # of the latest frame error
         self._connected_mono: float | None = None
         self._reported_errors = 0
         self._error_report_mono = 0.0
@@ -124,6 +125,8 @@ class OximeterDriver:
                 expected_interval_s=self.config.reducer.interval_s,
                 readings=self.readings,
                 port=self.config.port.path,
+                rejected_input=self.frame_errors,
+                last_rejected=self._last_rejected,
             )
         ]
 
@@ -155,7 +158,21 @@ class OximeterDriver:
             data = await port.read(self.config.poll_s)
             now = self._monotonic()
             due: list[tuple[OximetryReading, bytes]] = []
-            for item in decoder.feed(data, now) if data else ():
+            try:
+                items = decoder.feed(data, now) if data else []
+            except Exception as exc:  # noqa: BLE001 - the border: the device's bytes, not a crash
+                # The framers never raise on bad bytes (property-tested); should one, the bytes
+                # are dropped as a frame error and the framer starts afresh.
+                decoder = (
+                    NoninDecoder()
+                    if self.config.protocol is OximeterProtocol.NONIN
+                    else Cms50Decoder()
+                )
+                self._log.error("serial.oximeter.decoder_failed", error_type=type(exc).__name__)
+                items = []
+                self.frame_errors += 1
+                self._last_rejected = self._wallclock()
+            for item in items:
                 if isinstance(item, OximetrySample):
                     self._last_sample, self._last_sample_mono = item, now
                     self._last_seen = self._wallclock()
@@ -165,6 +182,7 @@ class OximeterDriver:
                     ]
                 else:
                     self.frame_errors += 1
+                    self._last_rejected = self._wallclock()
             due += [(r, b"") for r in reducer.tick(now)]
             self._update_state()
             self._report_errors(now)
