@@ -261,7 +261,7 @@ class AstmDriver:
         elif isinstance(event, MessageComplete):  # EOT: the end, or the sender gave up early
             context.delimiters = context.header = context.order = None
             self._log.info(
-                "serial.astm.transfer_ended", records=event.records_text.count("\r") or 1
+                "serial.astm.transfer_ended", records=event.records, truncated=event.truncated
             )
         elif isinstance(event, DuplicateFrame):
             self._log.debug("serial.astm.duplicate_frame", frame=event.number)
