@@ -45,19 +45,29 @@ async def pump(  # noqa: PLR0915 - its two tasks share the driver, the mark and 
     the outbox only on PUBACK). ``mark`` tells the watchdog what the pump is doing."""
     lane_of: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
     mark = mark or PumpMark(driver_mark(driver))
-    confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement]] = asyncio.Queue(
+    confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement, int]] = asyncio.Queue(
         maxsize=1024
     )
+    # A reading refused at commit time (the quota's hard bound, ingest.py) may be followed by
+    # later readings of the same device that were already queued, or already pulled from it
+    # before it heard of the refusal. Confirming one of those would tell a device that keeps a
+    # cursor (a memory, RACP) that everything up to it is stored - the refused one included.
+    # So each refusal starts a new epoch: readings handed over in an older epoch are told
+    # "refused" too (those that were stored are then sent again: a duplicate, never a loss).
+    epoch = _Epoch()
 
     async def confirm() -> None:
         while True:
-            fut, m = await confirmations.get()
+            fut, m, handed_in = await confirmations.get()
             try:
                 try:
                     seq = await fut
                 except QuotaExceededError:
-                    # Refused at commit time (the quota's hard bound, ingest.py): not stored.
+                    epoch.current += 1
                     await tell_refused(m)
+                    continue
+                if handed_in != epoch.current:
+                    await tell_refused(m)  # stored, but not confirmed: see above
                     continue
                 if on_durable is not None:
                     on_durable(m, seq)
@@ -96,12 +106,20 @@ async def pump(  # noqa: PLR0915 - its two tasks share the driver, the mark and 
                     break
                 except Exception as exc:
                     raise DriverFailedError(driver.name, exc) from exc
+            # The first reading pulled after a refusal may predate the device's rewind: it counts
+            # in the epoch before the refusal.
+            handed_in, epoch.pulled = epoch.pulled, epoch.current
             try:
                 fut = await writer.enqueue([m], lane_of(m))
             except QuotaExceededError:
                 await refused(m)
                 continue
-            await _put_or_fail(confirmations, (fut, m), confirmer)
+            await _put_or_fail(confirmations, (fut, m, handed_in), confirmer)
+            if handed_in != epoch.current:
+                # A refusal at commit time since the last reading: stop pulling until a record
+                # like the refused one fits, rather than refuse reading after reading.
+                with mark.paused("outbox quota reached"):
+                    await writer.wait_for_room(lane_of(m))
         await _join_or_fail(confirmations, confirmer)  # a bounded driver ended: its last ones
     finally:
         confirmer.cancel()
@@ -113,9 +131,20 @@ async def pump(  # noqa: PLR0915 - its two tasks share the driver, the mark and 
                 await closing()
 
 
+class _Epoch:
+    """The pump's refusal epochs: ``current`` grows with each commit-time refusal, ``pulled``
+    is the epoch the latest reading pulled from the driver was handed over in."""
+
+    __slots__ = ("current", "pulled")
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.pulled = 0
+
+
 async def _put_or_fail(
-    queue: asyncio.Queue[tuple[asyncio.Future[int], Measurement]],
-    item: tuple[asyncio.Future[int], Measurement],
+    queue: asyncio.Queue[tuple[asyncio.Future[int], Measurement, int]],
+    item: tuple[asyncio.Future[int], Measurement, int],
     confirmer: asyncio.Task[None],
 ) -> None:
     """Queue a confirmation; a confirmer that died (a driver fault in ``committed``) ends the
@@ -129,7 +158,8 @@ async def _put_or_fail(
 
 
 async def _join_or_fail(
-    queue: asyncio.Queue[tuple[asyncio.Future[int], Measurement]], confirmer: asyncio.Task[None]
+    queue: asyncio.Queue[tuple[asyncio.Future[int], Measurement, int]],
+    confirmer: asyncio.Task[None],
 ) -> None:
     if confirmer.done():
         confirmer.result()
