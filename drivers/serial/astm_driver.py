@@ -60,6 +60,8 @@ from gateway.pipeline.health import DeviceHealth
 
 log = structlog.get_logger("drivers.serial.astm")
 
+LOGGED_PROBLEMS = 10  # link problems logged one by one; after that every 100th
+
 
 @dataclass(frozen=True, slots=True)
 class AstmDriverConfig:
@@ -248,12 +250,17 @@ class AstmDriver:
     def _note(self, event: Event, context: _MessageContext) -> None:
         if isinstance(event, LinkProblem):
             self._rejected()
-            self._log.warning(
-                "serial.astm.link_problem",
-                error=event.error.message,
-                hint=event.error.hint,
-                **event.error.fields,
-            )
+            # Rate-bounded: a line full of noise must not become a log full of noise.
+            if self.rejected_input <= LOGGED_PROBLEMS or self.rejected_input % 100 == 0:
+                self._log.warning(
+                    "serial.astm.link_problem",
+                    **{
+                        **event.error.fields,
+                        "error": event.error.message,
+                        "hint": event.error.hint,
+                        "rejected": self.rejected_input,
+                    },
+                )
         elif isinstance(event, TransferAborted):
             self._held = None
             context.delimiters = context.header = context.order = None

@@ -32,6 +32,7 @@ class Received:
     gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
+    health_alarms: set[str] = field(default_factory=set)  # every alarm a health report carried
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
@@ -39,6 +40,8 @@ class Received:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.lanes[rec.header.seq] = rec.header.lane
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
+                if rec.header.kind is wire.RecordKind.HEALTH:
+                    self.health_alarms.update(rec.body.get("alarms") or ())
                 if rec.header.kind is wire.RecordKind.GAP:
                     self.gaps.append(rec.body)
                 if rec.header.kind is wire.RecordKind.EVENT:
@@ -206,6 +209,18 @@ class Rig:
                 conn.close()
         except sqlite3.Error:
             return -1
+
+    def rss_kib(self) -> int | None:
+        """The daemon's resident set (VmRSS, KiB) now; None once it has exited."""
+        if self.daemon is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
