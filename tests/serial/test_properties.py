@@ -113,8 +113,9 @@ def test_the_astm_link_survives_any_sequence_of_bytes_decisions_and_ticks(
             assert isinstance(arg, bytes)
             link.receive_data(arg, now)
         elif op == "frame":
-            number, text, final = arg  # type: ignore[misc]
-            link.receive_data(encode_frame(number, text, final=final), now)
+            assert isinstance(arg, tuple)
+            number, text, final = arg
+            link.receive_data(encode_frame(int(number), str(text), final=bool(final)), now)
         elif op == "tick":
             now += float(arg)  # type: ignore[arg-type]
             link.tick(now)
