@@ -37,7 +37,20 @@ from tests.integration.rig import Rig, rig_fixture, wait_for
 pytestmark = pytest.mark.integration
 
 ATTACK_S = 60.0
-RSS_CAP_KIB = 192 * 1024  # the unit's MemoryHigh= (systemd/gatewayd.service)
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "gatewayd.service"
+
+
+def _unit_memory_high_kib() -> int:
+    """The unit's MemoryHigh= (systemd/gatewayd.service): the cap the daemon must stay under."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("MemoryHigh="):
+            value = line.partition("=")[2].strip()
+            assert value.endswith("M"), value
+            return int(value[:-1]) * 1024
+    raise AssertionError("systemd/gatewayd.service has no MemoryHigh=")
+
+
+RSS_CAP_KIB = _unit_memory_high_kib()
 ESC = "\x1b]0;owned\x07\x1b[2J\x1b[31m"
 EVIL_SERIAL = ESC + "S" * 10_000  # a 10 kB header field with control characters
 
