@@ -35,6 +35,7 @@ from drivers.serial.reducer import OximetryReading, OximetryReducer, Reason, Red
 from gateway.model import DeviceId, Measurement, utcnow
 from gateway.pipeline.health import DeviceHealth
 
+STATE_LOG_S = 1.0  # state changes are logged at most once a second (the latest in health)
 log = structlog.get_logger("drivers.serial.oximeter")
 
 ERROR_REPORT_S = 60.0  # frame errors are counted and logged at most this often
@@ -88,6 +89,8 @@ class OximeterDriver:
         self._last_sample_mono: float | None = None
         self._last_seen: datetime | None = None
         self._last_rejected: datetime | None = None  # of the latest frame error
+        self._state_logged_mono = float("-inf")
+        self._state_changes = 0  # state changes not logged since the last state line
         self._connected_mono: float | None = None
         self._reported_errors = 0
         self._error_report_mono = 0.0
@@ -211,7 +214,19 @@ class OximeterDriver:
     def _update_state(self) -> None:
         state = self.state()
         if state != self._state:
-            self._log.info("serial.oximeter.state", state=state, previous=self._state)
+            # At most one line a second: a device flapping between states (noise that sometimes
+            # looks like a packet) must not become a log flood; health shows the state as of now.
+            now = self._monotonic()
+            if now - self._state_logged_mono >= STATE_LOG_S:
+                self._log.info(
+                    "serial.oximeter.state",
+                    state=state,
+                    previous=self._state,
+                    changes=self._state_changes + 1,
+                )
+                self._state_logged_mono, self._state_changes = now, 0
+            else:
+                self._state_changes += 1
             self._state = state
 
     def _report_errors(self, now: float) -> None:
