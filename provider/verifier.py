@@ -46,6 +46,11 @@ def gateway_id_from_topic(topic: str) -> str | None:
     return None
 
 
+def _topic_leaf(topic: str | None) -> str | None:
+    """``records`` or ``health`` (or whatever else the topic ends with); None without a topic."""
+    return None if topic is None else topic.rsplit("/", 1)[-1]
+
+
 class Verifier:
     def __init__(
         self,
@@ -58,6 +63,10 @@ class Verifier:
         self.failures: Counter[str] = Counter()
         self.records_ok = 0
         self.readings_ok = 0
+        self.test_readings = 0  # readings labelled HTEST (test / demo data, never clinical)
+        # Per (gateway, epoch): True for a test episode's chain, False for a clinical one, from
+        # its first observation record. Test and clinical data never share a chain.
+        self._test_chain: dict[tuple[str, int], bool] = {}
 
     def trust(self, gateway_id: str, key: ed25519.Ed25519PublicKey) -> None:
         """A gateway (re-)enrolled with a new record-signing key (from its EST certificate)."""
@@ -72,15 +81,19 @@ class Verifier:
             result.failures.append(exc)
             return result
         topic_gw = gateway_id_from_topic(topic) if topic is not None else None
+        leaf = _topic_leaf(topic)
         for record in records:
             try:
-                result.records.append(self.accept_record(record, topic_gw))
+                result.records.append(self.accept_record(record, topic_gw, leaf))
             except VerifyError as exc:
                 self.failures[exc.reason] += 1
                 result.failures.append(exc)
         return result
 
-    def accept_record(self, record: bytes, topic_gateway: str | None = None) -> VerifiedRecord:
+    def accept_record(
+        self, record: bytes, topic_gateway: str | None = None, topic_leaf: str | None = None
+    ) -> VerifiedRecord:
+        """Check and open one record; ``topic_leaf`` is the topic's last level (records/health)."""
         parts = wire.parse_record(record)
         gid = parts.header.gateway_id
         if topic_gateway is not None and topic_gateway != gid:
@@ -89,6 +102,15 @@ class Verifier:
                 reason="topic-mismatch",
                 seq=parts.header.seq,
             )
+        if topic_leaf is not None:
+            expected = "health" if parts.header.kind is wire.RecordKind.HEALTH else "records"
+            if topic_leaf != expected:
+                raise VerifyError(
+                    f"a {parts.header.kind.name.lower()} record of gateway {gid} arrived on"
+                    f" .../{topic_leaf}; it belongs on .../{expected}",
+                    reason="topic-mismatch",
+                    seq=parts.header.seq,
+                )
         key = self._gateway_keys.get(gid)
         if key is None:
             raise VerifyError(
@@ -103,13 +125,31 @@ class Verifier:
                 f"record {hdr.seq} plaintext is not JSON", reason="malformed-plaintext", seq=hdr.seq
             ) from None
         measurements: tuple[Measurement, ...] = ()
+        test_readings = 0
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
+            self._check_episode_kind(hdr, fhir_read.is_test_episode(body))
+            test_readings = fhir_read.test_labelled(body)
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
+            self.test_readings += test_readings
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
+
+    def _check_episode_kind(self, hdr: wire.RecordHeader, test: bool) -> None:
+        key = (hdr.gateway_id, hdr.epoch)
+        kind = self._test_chain.setdefault(key, test)
+        if kind != test:
+            chain_kind, record_kind = ("test", "clinical") if kind else ("clinical", "test")
+            raise VerifyError(
+                f"record {hdr.seq} of gateway {hdr.gateway_id} epoch {hdr.epoch} holds"
+                f" {record_kind} data in a {chain_kind} chain; check the gateway's enrolment"
+                " bundle (test_episode) or its [gateway] test_episode",
+                reason="test-clinical-mix",
+                gateway_id=hdr.gateway_id,
+                seq=hdr.seq,
+            )
 
     @property
     def signature_failures(self) -> int:
@@ -126,4 +166,5 @@ class Verifier:
             "chain_breaks": len(self.chain.breaks),
             "signature_failures": self.signature_failures,
             "failures": dict(self.failures),
+            "test_readings": self.test_readings,
         }
