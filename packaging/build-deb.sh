@@ -12,6 +12,7 @@
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
 #   /usr/share/polkit-1/rules.d/50-homecare-gateway.rules   (power-off on a low UPS battery)
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
+#   /etc/dbus-1/system.d/homecare-gateway-bluez.conf   (conffile; BlueZ calls for root + service)
 #   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
 #
 # Environment:
@@ -181,6 +182,10 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sys
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
     "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+# BlueZ operations on the patient's devices for root and the service only (read after BlueZ's
+# own policy: /etc after /usr/share). dbus-daemon reloads policies by itself (inotify).
+install -D -m 0644 "$REPO/systemd/homecare-gateway-bluez.conf" \
+    "$STAGE/etc/dbus-1/system.d/homecare-gateway-bluez.conf"
 # Power-off after the clean stop on a low UPS battery: polkit allows the service user that one action.
 install -D -m 0644 "$REPO/packaging/polkit/50-homecare-gateway.rules" \
     "$STAGE/usr/share/polkit-1/rules.d/50-homecare-gateway.rules"
@@ -306,7 +311,8 @@ Description: hospital-at-home edge gateway agent
  environment under $PREFIX. The service starts once enrolment has
  written /etc/homecare-gateway/gateway.toml.
 EOF
-echo "/etc/$PKG/gateway.toml.example" > "$DEBIAN/conffiles"
+printf '%s\n' "/etc/$PKG/gateway.toml.example" "/etc/dbus-1/system.d/$PKG-bluez.conf" \
+    > "$DEBIAN/conffiles"
 
 # Maintainer scripts. They honour DPKG_ROOT (dpkg --root with --force-script-chrootless, as
 # image builders use) and call every tool by name, so tests can stand stubs in for them.

@@ -7,7 +7,9 @@ broker's CRL check are exercised for real:
 - ``/.well-known/est/cacerts``        GET, the CA as base64 PKCS#7 certs-only
 - ``/.well-known/est/simpleenroll``   POST base64 PKCS#10, one-time token (Basic or Bearer)
 - ``/.well-known/est/simplereenroll`` POST base64 PKCS#10, TLS client certificate, same subject
-- ``/homecare/v1/bundle``             GET, TLS client certificate: the signed episode bundle
+- ``/homecare/v1/bundle``             GET, TLS client certificate: the signed episode bundle,
+                                      bound to that certificate's key and the next generation
+                                      (``offer_bundle``); ``bundles`` serves fixed bytes (tests)
 - ``/homecare/v1/revoke``             POST, TLS client certificate: revoke every certificate
                                       issued to that gateway; the CRL is rewritten and
                                       ``on_revoke`` runs (the rig restarts mosquitto with it)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import secrets
 import ssl
 import threading
@@ -29,11 +32,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.atomicfile import atomic_write
+from provisioning.bundle import EnrolmentBundle, sign_bundle, tls_key_sha256
 from provisioning.est import SIGNING_KEY_OID, signing_key_of
 from rig.pki import RigPki
 
@@ -56,7 +60,12 @@ class EstAuthority:
     cert_valid: timedelta = timedelta(days=30)
     tokens: dict[str, str] = field(default_factory=dict)  # token -> gateway id (one use)
     signing_keys: dict[str, bytes] = field(default_factory=dict)  # gateway id -> SPKI DER
-    bundles: dict[str, bytes] = field(default_factory=dict)  # gateway id -> signed bundle
+    bundles: dict[str, bytes] = field(default_factory=dict)  # gateway id -> fixed signed bytes
+    # gateway id -> (episode bundle, signing key): signed at fetch, bound to the fetching key
+    offers: dict[str, tuple[EnrolmentBundle, ed25519.Ed25519PrivateKey]] = field(
+        default_factory=dict
+    )
+    generations: dict[str, int] = field(default_factory=dict)  # gateway id -> last issued
     issued: list[_Issued] = field(default_factory=list)
     on_revoke: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,6 +116,30 @@ class EstAuthority:
             if signing_spki is not None:
                 self.signing_keys[gateway_id] = signing_spki
         return cert
+
+    def offer_bundle(
+        self, gateway_id: str, bundle: EnrolmentBundle, key: ed25519.Ed25519PrivateKey
+    ) -> None:
+        """The logistics desk assigns the router to an episode (signed when it is fetched)."""
+        with self.lock:
+            self.offers[gateway_id] = (bundle, key)
+            self.bundles.pop(gateway_id, None)
+
+    def bound_bundle(self, gateway_id: str, cert: x509.Certificate) -> bytes | None:
+        """The offered bundle, bound to the certificate's key and the next generation."""
+        with self.lock:
+            offer = self.offers.get(gateway_id)
+            if offer is None:
+                return self.bundles.get(gateway_id)
+            generation = self.generations.get(gateway_id, 0) + 1
+            self.generations[gateway_id] = generation
+        bundle, key = offer
+        public = cert.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)  # the CA issues P-256 keys only
+        bound = dataclasses.replace(
+            bundle, tls_key_sha256=tls_key_sha256(public), generation=generation
+        )
+        return sign_bundle(bound, key)
 
     def is_revoked(self, serial: int) -> bool:
         with self.lock:
@@ -188,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
             if peer is None:
                 self._send(401)
                 return
-            bundle = ca.bundles.get(peer[0])
+            bundle = ca.bound_bundle(*peer)
             self._send(200, bundle, "application/json") if bundle else self._send(404)
         else:
             self._send(404)

@@ -128,7 +128,8 @@ def _uplink(status: Mapping[str, Any], codes: set[str]) -> list[Finding]:
     up = status.get("uplink") or {}
     error = up.get("last_error")
     fields = {"state": up.get("state"), "error": _short(error) if error else "none"}
-    cause = uplink_cause(error)
+    # A bare EOF after a TLS alert (TLS 1.3 races them) must not hide what the broker said.
+    cause = uplink_cause(error) or uplink_cause(up.get("last_tls_alert"))
     if alarms.UPLINK_REFUSED in codes:
         specific = ("uplink-broker-untrusted", "uplink-certificate-revoked",
                     "uplink-certificate-rejected")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import tarfile
 import time
@@ -86,6 +87,24 @@ def _status(cfg: Config) -> dict[str, Any]:
     return status
 
 
+MAX_NAME_TRIES = 100  # bundles written within one second, at most
+
+
+def _new_file(destination: Path, stem: str) -> tuple[Path, int]:
+    """A new file, never an existing name (O_EXCL | O_NOFOLLOW): root may write this into the
+    service's log folder, where a planted link of the predictable name would otherwise make root
+    overwrite its target. A taken name (a second bundle within the second, or a planted entry)
+    gets a suffix."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for n in range(1, MAX_NAME_TRIES + 1):
+        path = destination / (f"{stem}.tar.gz" if n == 1 else f"{stem}-{n}.tar.gz")
+        try:
+            return path, os.open(path, flags, 0o640)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{destination}: {MAX_NAME_TRIES} support bundles of this second exist")
+
+
 def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> Path:
     """Write the bundle (a .tar.gz) and return its path; ``progress`` sees each part."""
     collect: dict[str, tuple[str, Callable[[], Any]]] = {
@@ -102,14 +121,14 @@ def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> P
         parts[name] = fn()
     progress.update(task, len(collect), label="support bundle: writing the archive")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = destination / f"homecare-gateway-support-{cfg.gateway_id}-{stamp}.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
+    path, fd = _new_file(destination, f"homecare-gateway-support-{cfg.gateway_id}-{stamp}")
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as archive:
+        os.fchmod(fd, 0o640)
         for name, content in parts.items():
             data = json.dumps(content, indent=2, sort_keys=True, default=str).encode()
             info = tarfile.TarInfo(f"support/{name}")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             archive.addfile(info, io.BytesIO(data))
-    path.chmod(0o640)
     progress.update(task, len(collect) + 1, label="support bundle")
     progress.end(task)
     return path

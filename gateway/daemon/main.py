@@ -30,7 +30,7 @@ from buffer.recovery import Replacement, open_outbox
 from drivers.serial.modem_driver import ModemDriver
 from gateway import __version__, logs
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
-from gateway.control import ControlServer
+from gateway.control import Authority, Command, ControlServer
 from gateway.daemon.answers import ControlHandlers
 from gateway.daemon.notify import SystemdNotifier
 from gateway.daemon.wiring import (
@@ -203,11 +203,20 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
     )
     loop = asyncio.get_running_loop()
     answers = ControlHandlers(
-        writer=writer, db=db, outbox=outbox, health=health, links=links, bound=bound, stop=stop
+        writer=writer,
+        db=db,
+        outbox=outbox,
+        health=health,
+        links=links,
+        bound=bound,
+        stop=stop,
+        gateway_id=cfg.gateway_id,
+        episode=cfg.episode_id,
+        returning=lambda: provisioning.is_returning(cfg),
     )
     handlers = answers.handlers(cfg.provisioning is not None)
     if recent is not None:  # gatewayctl logs where no journal keeps our lines
-        handlers["logs"] = recent.answer
+        handlers["logs"] = Command(recent.answer, Authority.READ)  # redacted lines
     control = ControlServer(cfg.control_socket, handlers)
     try:
         await control.start()

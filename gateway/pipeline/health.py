@@ -274,6 +274,7 @@ class HealthReporter:
                 "state": self._uplink.state,
                 "delivered_records": self._uplink.delivered_records,
                 "last_error": self._uplink.last_error,
+                "last_tls_alert": getattr(self._uplink, "last_tls_alert", None),
             },
             "devices": devices,
             "links": {name: probe() for name, probe in self._links.items()},

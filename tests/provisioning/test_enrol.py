@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provider.est import EstAuthority, EstService
-from provisioning.bundle import EnrolmentBundle, sign_bundle
+from provisioning.bundle import EnrolmentBundle
 from provisioning.state import LifecycleStore, Phase
 from rig.pki import create_rig_pki
 from tests.provisioning.helpers import GATEWAY, THERMO, bundle_key
@@ -58,7 +59,7 @@ class Desk:
             provider_hpke_public_pem=self.pki.hpke_pub.read_text(),
             devices=(THERMO,),
         )
-        self.authority.bundles[GATEWAY] = sign_bundle(b, key or self.key)
+        self.authority.offer_bundle(GATEWAY, b, key or self.key)
 
     def enrol(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -139,3 +140,31 @@ def test_no_token_on_a_factory_router_is_explained(desk: Desk) -> None:
     run = desk.enrol()
     assert run.returncode == 1
     assert "needs the one-time token" in run.stderr
+
+
+def test_a_previous_episodes_bundle_is_refused_after_a_return(desk: Desk) -> None:
+    """Wrong-patient replay (issue 16): the last episode's bundle - genuinely signed, for this
+    router, still valid - must not bind the router again once its keys were renewed."""
+    desk.bundle()
+    first = desk.enrol(f"--token={desk.authority.new_token(GATEWAY)}")
+    assert first.returncode == 0, first.stderr
+    old = (desk.state / "episode" / "bundle.json").read_bytes()
+    # The equipment return, as far as enrolment is concerned: keys, certificate and episode
+    # erased, phase back to factory; the lifecycle and bundle.generation stay.
+    store = LifecycleStore(desk.state)
+    store.transition(Phase.RETURNING)
+    store.transition(Phase.FACTORY)
+    for name in ("keys", "identity", "episode"):
+        shutil.rmtree(desk.state / name)
+    desk.authority.offers.clear()
+    desk.authority.bundles[GATEWAY] = old  # the old bundle served again
+    replay = desk.enrol(f"--token={desk.authority.new_token(GATEWAY)}")
+    assert replay.returncode == 1, replay.stdout + replay.stderr
+    assert "[P-BUNDLE-BINDING]" in replay.stderr
+    assert "another certificate" in replay.stderr
+    assert desk.phase() is Phase.ENROLLED
+    assert not (desk.state / "episode").exists() or not any((desk.state / "episode").iterdir())
+    desk.bundle()  # the desk issues the new episode's bundle: bound to the new key, generation 2
+    fresh = desk.enrol()
+    assert fresh.returncode == 0, fresh.stderr
+    assert (desk.state / "bundle.generation").read_text().strip() == "2"

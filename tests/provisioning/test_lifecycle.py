@@ -194,10 +194,12 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     assert reports[-1]["unsent_records"] == 0
     assert set(reports[-1]["to_erase"]["keys"]) == {"signing.key", "tls.key"}  # type: ignore[index]
 
-    # Nothing left: no key, no certificate, no database (only the lifecycle and epoch marker).
+    # Nothing left: no key, no certificate, no database (only the lifecycle, the epoch marker
+    # and the highest bundle generation accepted).
     assert _scan_for_secrets(rig.state_dir) == []
     assert sorted(p.name for p in rig.state_dir.iterdir()) == [
         ".lifecycle.lock",
+        "bundle.generation",
         "lifecycle.json",
         "outbox.db.epoch",
     ]

@@ -34,7 +34,9 @@ async def test_status_is_parsed_from_the_modem_with_urcs_inside_and_between_answ
     link = by_id(tmp_path, "Modem")
     state = ModemSimState(rssi=17, c5greg=None, urc_inside="RING")  # LTE only: C5GREG -> ERROR
     with ModemSim(link, state=state) as sim:
-        driver = driver_for(link)
+        # One polling round only: a second round would read the simulator's (unchanged)
+        # registration back and could undo what the URC below says before the test looks.
+        driver = driver_for(link, poll_s=3600.0)
         async with Consumer(driver) as consumer:
             await eventually(lambda: driver.rounds >= 1, what="a full polling round")
             status = driver.status()
