@@ -19,6 +19,7 @@ from decimal import Decimal
 from gateway.errors import ModelError
 
 _HEX = re.compile(r"^[0-9A-F]+$")
+MAX_DEVICE_ID_CHARS = 128  # a serial number or sender name longer than this is not an identity
 
 
 class DeviceIdKind(enum.StrEnum):
@@ -49,8 +50,13 @@ class DeviceId:
                 raise ModelError(f"not an EUI-64: {self.value!r}", kind=self.kind)
         else:
             norm = raw
-            if not norm or len(norm) > 128 or not norm.isprintable():
-                raise ModelError(f"bad {self.kind} device id: {self.value!r}", kind=self.kind)
+            if not norm or len(norm) > MAX_DEVICE_ID_CHARS or not norm.isprintable():
+                # The length, not the text: a device's garbage must not reach a log through us.
+                raise ModelError(
+                    f"bad {self.kind} device id ({len(raw)} characters, control characters or "
+                    f"more than {MAX_DEVICE_ID_CHARS})",
+                    kind=self.kind,
+                )
         object.__setattr__(self, "value", norm)
 
     def __str__(self) -> str:

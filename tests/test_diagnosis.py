@@ -163,6 +163,14 @@ SCENARIOS: dict[str, tuple[Change, str]] = {
         both(alarm(alarms.LOOP_STALLED, f"driver.{TH}"),
              lambda s: s.__setitem__("loops", {f"driver.{TH}": {
                  "age_s": 181.5, "stalled": True, "paused": None}})), f"driver.{TH}"),
+    alarms.DRIVER_RESTARTING: (
+        both(alarm(alarms.DRIVER_RESTARTING, "serial.astm.crp:KeyError"),
+             lambda s: s.__setitem__("supervision", {"serial.astm.crp": {
+                 "failures": 3, "error_type": "KeyError", "state": "restarting"}})),
+        "serial.astm.crp:KeyError"),
+    alarms.DEVICE_INPUT_REJECTED: (
+        both(alarm(alarms.DEVICE_INPUT_REJECTED, TH), device("connected", rejected_input=7)),
+        TH),
     "uplink-not-connected": (uplink_down(None, state="connecting"), "uplink"),
     "uplink-broker-unreachable": (
         uplink_down("cannot reach broker 127.0.0.1:8883: [Errno 111] Connection refused"),

@@ -93,6 +93,12 @@ from gateway.model import DeviceId, Measurement
 
 log = structlog.get_logger("drivers.ble.intake")
 
+# Live CGM records held back while a RACP transfer runs, at most. At the cap the connection is
+# ended (``LinkState.overflow``): dropping one would let a later record's commit move the cursor
+# past it; ending the link leaves them all on the sensor, and the next connection's RACP request
+# (from the durable cursor) asks for them again.
+MAX_HELD = 512
+LOGGED_REJECTIONS = 10  # refused payloads logged one by one; after that every 100th
 MAX_PENDING_UNUSABLE = 300  # unusable readings waiting for the driver (a bundle has <= 255)
 MAX_REASON_CHARS = 200
 
@@ -161,6 +167,7 @@ class LinkState:
     cgm_start: CgmSessionStartTime | None = None
     racp_busy: bool = False  # a RACP transfer runs: live CGM records wait for its end
     held: list[tuple[bytes, datetime]] = field(default_factory=list)
+    overflow: str | None = None  # why this connection must end now (a cap was reached)
     # GHS: one reassembler per observation characteristic, new with every connection
     ghs_live: ObservationStream = field(default_factory=lambda: ObservationStream(stored=False))
     ghs_stored: ObservationStream = field(default_factory=lambda: ObservationStream(stored=True))
@@ -178,7 +185,8 @@ class Intake:
         self._seen = seen
         self._pending_ids: set[str] = set()  # backlog identifiers handed over, not yet durable
         self.readings = 0
-        self.malformed = 0
+        self.malformed = 0  # payloads refused (malformed, oversize, over a cap)
+        self.last_rejected: datetime | None = None
         self.duplicates = 0  # backlog readings recognised as already stored, not handed over
         self.unusable_count = 0  # GHS observations (or parts) with no place in the model
         self._unusable: list[UnusableReading] = []  # for the driver to report, bounded
@@ -279,6 +287,10 @@ class Intake:
                 return out
             if uuid16 == CGM_MEASUREMENT_UUID:
                 if link.racp_busy:  # after the stored records, in order (module docstring)
+                    if len(link.held) >= MAX_HELD:
+                        self._reject("held-records-cap", uuid16, payload)
+                        link.overflow = "held-records-cap"
+                        return []
                     link.held.append((payload, received_at))
                     return []
                 cgm = CgmMeasurement.decode(payload).in_session(link.cgm_start)
@@ -287,16 +299,32 @@ class Intake:
             if decode is None:
                 return []
             out = self._convert(link, decode(payload), payload, received_at)
-        except (GatewayError, ValueError) as exc:
-            self.malformed += 1
-            reason = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
-            log.warning("ble.malformed_payload", device=str(self.device),
-                        uuid=f"{uuid16:04x}", length=len(payload), error=type(exc).__name__,
-                        reason=reason)
+        except Exception as exc:  # noqa: BLE001 - the border: a payload's failure is the device's
+            # Typed decode errors (DecodeError, ModelError) and a decoder's untyped slip alike:
+            # the payload is refused and counted, the connection and the driver go on.
+            self._reject(type(exc).__name__, uuid16, payload,
+                         exc.message if isinstance(exc, GatewayError) else None)
             return []
         out = self._not_seen(out)
         self.readings += len(out)
         return out
+
+    def _reject(self, error: str, uuid16: int, payload: bytes, reason: str | None = None) -> None:
+        self.malformed += 1
+        self.last_rejected = datetime.now(UTC)
+        # Rate-bounded: the first few, then every 100th (a flood must not become a log flood).
+        if self.malformed <= LOGGED_REJECTIONS or self.malformed % 100 == 0:
+            log.warning("ble.malformed_payload", device=str(self.device),
+                        uuid=f"{uuid16:04x}", length=len(payload), error=error,
+                        reason=reason, malformed=self.malformed)
+
+    def reject_oversize(self, uuid16: int, length: int) -> None:
+        """A notification longer than any attribute value may be (session.py's cap)."""
+        self._reject("oversize", uuid16, b"", f"{length} bytes")
+
+    def reject_flood(self, uuid16: int) -> None:
+        """Notifications arrive faster than they are decoded (session.py's queue cap)."""
+        self._reject("flood", uuid16, b"", "notification queue full: connection ended")
 
     # -- Generic Health Sensor ----------------------------------------------------------------
 
@@ -306,10 +334,7 @@ class Intake:
         out: list[Measurement] = []
         for item in stream.feed(payload):
             if isinstance(item, DecodeError):
-                self.malformed += 1
-                log.warning("ble.malformed_payload", device=str(self.device),
-                            uuid=f"{uuid16:04x}", length=len(payload),
-                            error=type(item).__name__, reason=item.message)
+                self._reject(type(item).__name__, uuid16, payload, item.message)
                 self._unusable_reading(uuid16, type(item).__name__, item.message, payload,
                                        received_at=received_at)
                 continue

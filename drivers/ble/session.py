@@ -89,6 +89,16 @@ def _raise_if_cancelled() -> None:
 
 _Item = tuple[int, bytes, datetime] | None  # None: the link is gone
 
+# Notifications waiting to be decoded, per connection, at most. A device notifying faster than we
+# decode (a flood) reaches it: the connection is ended (a None is queued past the cap, so the end
+# always gets in) and later notifications of that connection are dropped. Dropping single ones
+# could let a later stored record's commit move the RACP cursor past them; after the reconnect the
+# device is asked again from the durable cursor, and a live-only device's flood is not readings.
+MAX_QUEUED_NOTIFICATIONS = 1024
+# An attribute value is at most 512 octets (Core 5.4 Vol 3 Part F 3.2.9): anything longer is not
+# a GATT health measurement and is refused before it is copied or queued.
+MAX_NOTIFICATION_BYTES = 512
+
 
 def _on_disconnect(queue: asyncio.Queue[_Item]) -> Callable[[BleakClient], None]:
     def dropped(_client: BleakClient) -> None:
@@ -298,17 +308,37 @@ class BleDeviceDriver:
             battery_pct=self.battery_pct,
             rssi_dbm=self.rssi_dbm,
             duplicates=self.duplicates,
+            rejected_input=self._intake.malformed,
+            last_rejected=self._intake.last_rejected,
         )]
 
     # -- one connection -----------------------------------------------------------------------
 
+    def _on_value(self, queue: asyncio.Queue[_Item]
+                  ) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+        """bleak's notification callback for one connection, with the caps of this module."""
+        flooded = False
+
+        def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
+            nonlocal flooded
+            uuid16 = uuid16_of(char.uuid)
+            if uuid16 is None or flooded:
+                return
+            if len(data) > MAX_NOTIFICATION_BYTES:
+                self._intake.reject_oversize(uuid16, len(data))
+                return
+            if queue.qsize() >= MAX_QUEUED_NOTIFICATIONS:
+                flooded = True
+                self._intake.reject_flood(uuid16)
+                queue.put_nowait(None)  # ends this connection; the device is asked again
+                return
+            queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
+
+        return on_value
+
     async def _session(self, client: BleakClient, queue: asyncio.Queue[_Item]
                        ) -> AsyncGenerator[Measurement, None]:
-        def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
-            uuid16 = uuid16_of(char.uuid)
-            if uuid16 is not None:
-                queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
-
+        on_value = self._on_value(queue)
         link = LinkState(await sync_clock(client, self.device, set_clock=self.set_clock))
         ghs = self.measurement_uuid == LIVE_HEALTH_OBSERVATIONS_UUID
         if ghs:
@@ -357,6 +387,10 @@ class BleDeviceDriver:
             await self._report_unusable()
             for m in out:
                 yield m
+            if link.overflow is not None:
+                log.warning("ble.connection_ended_at_cap", device=str(self.device),
+                            cap=link.overflow)
+                return
 
     async def _report_unusable(self) -> None:
         """Seal a gap record for each observation that could not be used (a GHS part with no

@@ -69,6 +69,8 @@ class _Item:
     measurements: Sequence[Measurement] = ()
     payload: bytes = b""  # canonical JSON, encoded by the submitter
     starts_chunk: bool = False  # the first reading of a stream chunk: a record of its own begins
+    must_store: bool = False  # past the quota too (the one stream-chunk-lost event of a start)
+    estimate: int = 0  # bytes it was expected to take when admitted (in-flight accounting)
     future: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -123,6 +125,9 @@ class IngestWriter:
         self._flush_chunk = False
         self.lost_stream_chunks = 0  # unclean stops found at start-up (reported upstream)
         self.unusable_readings = 0  # readings accounted for by an unusable-result gap record
+        self.last_refused_bytes = 0  # size of the latest record refused at commit time
+        self.record_bytes_estimate = 0  # a recent large sealed record (decays), for admission
+        self._inflight_bytes = 0  # estimates of the items admitted and not yet committed
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -150,6 +155,7 @@ class IngestWriter:
                 lane=lane.name,
             )
         item = _Item(wire.RecordKind.OBSERVATIONS, lane, measurements=tuple(measurements))
+        self._admitted(item)
         await self._queue.put(item)
         return item.future
 
@@ -169,6 +175,7 @@ class IngestWriter:
         if not admitted:
             raise QuotaExceededError(f"outbox quota reached: {kind.name.lower()} record refused")
         item = _Item(kind, lane, payload=cjson.dumps(payload))
+        self._admitted(item)
         await self._queue.put(item)
         return await item.future
 
@@ -177,11 +184,35 @@ class IngestWriter:
         return self._outbox.bytes_held
 
     def admits(self, lane: Lane) -> bool:
-        return self.policy is None or self.policy.admits(int(lane), self.held_bytes)
+        """The early check at enqueue: would a typical record still fit once everything already
+        admitted but not yet committed is stored? (The commit itself enforces the bound.)"""
+        if self.policy is None:
+            return True
+        held = self.held_bytes + self._inflight_bytes
+        return self.policy.admits(int(lane), held) and self.policy.fits(
+            int(lane), held, self.record_bytes_estimate, accounting=False
+        )
+
+    def _admitted(self, item: _Item) -> None:
+        item.estimate = self.record_bytes_estimate
+        self._inflight_bytes += item.estimate
+
+    def _settled(self, item: _Item) -> None:
+        self._inflight_bytes = max(0, self._inflight_bytes - item.estimate)
+        item.estimate = 0
 
     async def wait_for_space(self, lane: Lane, poll_s: float = 1.0) -> None:
         """Return once ``lane`` is accepted again (the uplink freed space)."""
         while not self.admits(lane):  # noqa: ASYNC110 - space is freed on the database thread
+            await asyncio.sleep(poll_s)
+
+    async def wait_for_room(self, lane: Lane, poll_s: float = 1.0) -> None:
+        """After a refusal at commit time: return once a record as large as the refused one
+        would fit in ``lane`` (not merely once the early admission check passes again)."""
+        policy = self.policy
+        while policy is not None and not policy.fits(  # noqa: ASYNC110 - as wait_for_space
+            int(lane), self.held_bytes, self.last_refused_bytes, accounting=False
+        ):
             await asyncio.sleep(poll_s)
 
     async def report_gaps(self, interval_s: float = 60.0, poll_s: float = 1.0) -> None:
@@ -342,7 +373,9 @@ class IngestWriter:
             "opened": datetime.fromtimestamp(opened / 1000, UTC).isoformat(),
             "detected": datetime.now(UTC).isoformat(),
         }
-        item = _Item(wire.RecordKind.EVENT, Lane.ALARM, payload=cjson.dumps(body))
+        item = _Item(
+            wire.RecordKind.EVENT, Lane.ALARM, payload=cjson.dumps(body), must_store=True
+        )
         await self._commit_with_retry([item], close_stream_chunk=True)
         self.lost_stream_chunks += 1
         log.error("gateway.alarm", alarm="stream-chunk-lost", seq=item.future.result())
@@ -367,7 +400,10 @@ class IngestWriter:
         self.committed_readings += result.readings
         self.committed_records += result.records
         for item, seq in zip(batch, seqs, strict=True):
-            if not item.future.done():
+            self._settled(item)
+            if seq is None:
+                self._refused_at_commit(item)
+            elif not item.future.done():
                 item.future.set_result(seq)
         self.committed_event.set()
         log.debug(
@@ -378,38 +414,74 @@ class IngestWriter:
             last_seq=result.last_seq,
         )
 
+    def _refused_at_commit(self, item: _Item) -> None:
+        """A record that did not fit under the quota (capacity.py): refused like at enqueue."""
+        if item.measurements:
+            self.gaps.note(item.measurements, int(item.lane), "outbox-quota")
+        if not self.refusing:
+            log.error("outbox.quota_reached", lane=item.lane.name, held_bytes=self.held_bytes)
+        self.refusing = True
+        if not item.future.done():
+            item.future.set_exception(
+                QuotaExceededError(
+                    f"outbox quota reached: {item.lane.name.lower()} record refused at commit",
+                    lane=item.lane.name,
+                )
+            )
+
     # -- on the database thread ---------------------------------------------------------------
 
     def _seal_and_append(
         self, batch: list[_Item], close_stream_chunk: bool = False
-    ) -> tuple[CommitResult, list[int]]:
+    ) -> tuple[CommitResult, list[int | None]]:
+        """Seal and append ``batch``; the seq of each item, None for one refused by the quota."""
         records, index_of_item = self._group(batch)
+        forced = {index_of_item[i] for i, item in enumerate(batch) if item.must_store}
         head: ChainHead = self._outbox.head()
         seq, prev = head.seq, head.head_hash
         created = now_ms()
         new: list[NewRecord] = []
+        seq_of_record: list[int | None] = []
         readings = 0
-        for kind, lane, plaintext, n in records:
-            seq += 1
+        held = self._outbox.bytes_held
+        largest = 0
+        for index, (kind, lane, plaintext, n) in enumerate(records):
             sealed = self._sealer.seal(
                 plaintext,
                 kind=kind,
                 lane=int(lane),
                 epoch=head.epoch,
-                seq=seq,
+                seq=seq + 1,
                 prev_hash=prev,
                 created_ms=created,
             )
+            accounting = kind in (wire.RecordKind.GAP, wire.RecordKind.EVENT)
+            if (
+                self.policy is not None
+                and index not in forced
+                and not self.policy.fits(int(lane), held, len(sealed), accounting=accounting)
+            ):
+                seq_of_record.append(None)  # refused: no seq taken, the chain stays unbroken
+                self.last_refused_bytes = len(sealed)  # an int: read on the loop, no lock needed
+                continue
+            seq += 1
+            held += len(sealed)
+            largest = max(largest, len(sealed))
             prev = wire.record_hash(sealed)
             new.append(NewRecord(seq, head.epoch, int(lane), int(kind), created, sealed))
+            seq_of_record.append(seq)
             readings += n
-        self._outbox.append(
-            new, ChainHead(head.epoch, seq, prev), close_stream_chunk=close_stream_chunk
-        )
+        if new or close_stream_chunk:
+            self._outbox.append(
+                new, ChainHead(head.epoch, seq, prev), close_stream_chunk=close_stream_chunk
+            )
+        # Ints written here and read on the loop: no lock needed. The estimate follows the
+        # largest recent record and decays, so one huge chunk does not hold admission down.
+        self.record_bytes_estimate = max(largest, self.record_bytes_estimate * 9 // 10)
         first = head.seq + 1
         return (
             CommitResult(first, seq, len(new), readings),
-            [first + i for i in index_of_item],
+            [seq_of_record[i] for i in index_of_item],
         )
 
     def _group(

@@ -210,6 +210,18 @@ class Rig:
         except sqlite3.Error:
             return -1
 
+    def rss_kib(self) -> int | None:
+        """The daemon's resident set (VmRSS, KiB) now; None once it has exited."""
+        if self.daemon is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
