@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.errors import VerifyError
 from gateway.model import Measurement
-from gateway.seal import cjson, wire
-from gateway.seal.sealing import ProviderPrivateKey, open_record
+from gateway.seal import cjson, staged, wire
+from gateway.seal.sealing import ProviderPrivateKey, SuiteName, open_record
 from provider import fhir_read
 from provider.chain import ChainTracker
 
@@ -105,11 +106,42 @@ class Verifier:
         measurements: tuple[Measurement, ...] = ()
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
+        elif hdr.kind is wire.RecordKind.STAGED_CHUNK:
+            measurements = self._staged_measurements(body, hdr)
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
+
+    def _staged_measurements(
+        self, body: Any, hdr: wire.RecordHeader
+    ) -> tuple[Measurement, ...]:
+        """A chunk recovered after an unclean stop: unwrap its key, open every row (AEAD), and
+        read each row's one-reading Bundle (docs/wire-format.md section 6.4)."""
+        if not isinstance(body, dict):
+            raise VerifyError(
+                f"record {hdr.seq}: staged chunk is not an object", reason="staged-chunk",
+                seq=hdr.seq,
+            )
+        suite = (
+            SuiteName.MLKEM768_X25519
+            if isinstance(self._provider_key, hpke.MLKEM768X25519PrivateKey)
+            else SuiteName.X25519
+        )
+        out: list[Measurement] = []
+        for n, row in enumerate(
+            staged.open_rows(body, self._provider_key, suite, hdr.gateway_id, hdr.seq)
+        ):
+            try:
+                out.extend(fhir_read.measurements_from_bundle(cjson.loads(row)))
+            except ValueError as exc:  # the row decrypted but is not JSON
+                raise VerifyError(
+                    f"record {hdr.seq}: staged row {n} is not a reading: {exc}",
+                    reason="staged-chunk",
+                    seq=hdr.seq,
+                ) from None
+        return tuple(out)
 
     @property
     def signature_failures(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from gateway.errors import VerifyError
-from gateway.seal import cjson, wire
-from gateway.seal.sealing import open_record
+from gateway.seal import cjson, staged, wire
+from gateway.seal.sealing import SuiteName, hpke_suite, open_record
 from provider import fhir_read
 from provider.verifier import Verifier
 
@@ -76,3 +77,45 @@ def test_flipping_any_byte_of_the_vector_fails(bit: int) -> None:
         tampered[pos] ^= 1 << bit
         with pytest.raises(VerifyError):
             open_record(bytes(tampered), PROVIDER, SIGNING_PUB)
+
+
+# -- section 8.1: the staged-chunk record ---------------------------------------------------
+
+STAGED_RECORD = bytes.fromhex((DOCS / "vectors" / "staged-chunk-record.hex").read_text().strip())
+STAGED_PLAINTEXT = (DOCS / "vectors" / "staged-chunk-plaintext.json").read_bytes()
+STAGED_ROWS = [(DOCS / "vectors" / f"staged-row-{n}.json").read_bytes() for n in range(2)]
+
+
+def test_staged_vector_opens_unwraps_and_yields_the_documented_readings() -> None:
+    opened = open_record(STAGED_RECORD, PROVIDER, SIGNING_PUB)
+    assert opened.header.kind is wire.RecordKind.STAGED_CHUNK
+    assert (opened.header.lane, opened.header.seq) == (2, 2)
+    assert opened.header.prev_hash.hex() == VECTORS["record_hash"]  # chained to the first one
+    assert opened.record_hash.hex() == VECTORS["staged_record_hash"]
+    assert opened.plaintext == STAGED_PLAINTEXT
+    body = cjson.loads(STAGED_PLAINTEXT)
+    assert cjson.dumps(body) == STAGED_PLAINTEXT
+    wrapped = base64.b64decode(body["key"])
+    key = hpke_suite(SuiteName.X25519).decrypt(
+        wrapped, PROVIDER, info=staged.key_info(bytes.fromhex(body["chunk"]), "gw-vector-0001")
+    )
+    assert key.hex() == VECTORS["staged_chunk_key"]
+    rows = staged.open_rows(body, PROVIDER, SuiteName.X25519, "gw-vector-0001")
+    assert rows == STAGED_ROWS
+    values = [
+        (str(m.value), m.unit, m.supplemental)
+        for row in rows
+        for m in fhir_read.measurements_from_bundle(cjson.loads(row))
+    ]
+    assert values == [("97", "%", "interval"), ("96", "%", "interval")]
+
+
+def test_staged_vector_verifies_after_the_first_in_one_chain() -> None:
+    verifier = Verifier(PROVIDER, {"gw-vector-0001": SIGNING_PUB})
+    result = verifier.accept_batch(
+        wire.encode_batch([RECORD, STAGED_RECORD]), "homecare/v1/gw/gw-vector-0001/records"
+    )
+    assert result.failures == []
+    assert [len(r.measurements) for r in result.records] == [1, 2]
+    summary = verifier.summary()
+    assert (summary["missing"], summary["chain_breaks"]) == (0, 0)

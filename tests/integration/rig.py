@@ -32,6 +32,7 @@ class Received:
     gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
+    kinds: dict[int, wire.RecordKind] = field(default_factory=dict)  # record seq -> its kind
     health_alarms: set[str] = field(default_factory=set)  # every alarm a health report carried
 
     def on_batch(self, result: BatchResult) -> None:
@@ -39,6 +40,7 @@ class Received:
             if not rec.duplicate:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.lanes[rec.header.seq] = rec.header.lane
+                self.kinds[rec.header.seq] = rec.header.kind
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
                 if rec.header.kind is wire.RecordKind.HEALTH:
                     self.health_alarms.update(rec.body.get("alarms") or ())

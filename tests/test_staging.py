@@ -1,0 +1,285 @@
+"""Staged, not held (issue 17 item 2): the open stream chunk's readings are durable within a
+second, encrypted under a chunk key only the provider can unwrap, and an unclean stop sends them
+as a STAGED_CHUNK record the provider opens, checks and reads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from buffer.outbox import Outbox
+from buffer.staging import PAGE_SIZE, StagingStore, open_staging, staging_path
+from gateway.errors import VerifyError
+from gateway.model import Measurement
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.pipeline.ingest import STAGED, IngestWriter, Lane
+from gateway.seal import cjson, staged, wire
+from gateway.seal.sealing import RecordSealer, SuiteName
+from provider.verifier import Verifier
+from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
+
+SIGNING = ed25519.Ed25519PrivateKey.generate()
+PROVIDER = x25519.X25519PrivateKey.generate()
+GW = make_gateway_info()
+SEALER = RecordSealer(GW.gateway_id, SIGNING, PROVIDER.public_key())
+
+
+def stream_reading(i: int) -> Measurement:
+    return make_measurement(device_record_id=i, received_at=RECEIVED_AT + timedelta(seconds=i))
+
+
+def sealed_rows(n: int) -> tuple[staged.ChunkCipher, list[bytes], list[bytes]]:
+    cipher = staged.ChunkCipher.open(SEALER, 1_700_000_000_000)
+    plain = [cjson.dumps({"row": i, "pad": "x" * 50}) for i in range(n)]
+    return cipher, plain, [cipher.encrypt(i, p) for i, p in enumerate(plain)]
+
+
+def body_of(cipher: staged.ChunkCipher, rows: list[bytes]) -> dict[str, Any]:
+    return staged.recovered_body(cipher.header, rows, int(Lane.STREAM), datetime.now(UTC))
+
+
+def open_body(body: dict[str, Any]) -> list[bytes]:
+    return staged.open_rows(body, PROVIDER, SuiteName.X25519, GW.gateway_id, 7)
+
+
+# -- the cipher and the provider's side -----------------------------------------------------
+
+
+def test_rows_round_trip_through_the_provider_key_only() -> None:
+    cipher, plain, rows = sealed_rows(5)
+    assert all(p not in r for p, r in zip(plain, rows, strict=True))  # not plaintext at rest
+    assert open_body(body_of(cipher, rows)) == plain
+    other = x25519.X25519PrivateKey.generate()
+    with pytest.raises(VerifyError, match="does not unwrap") as err:
+        staged.open_rows(body_of(cipher, rows), other, SuiteName.X25519, GW.gateway_id)
+    assert err.value.reason == "staged-chunk"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "flip-a-byte",
+        "swap-two-rows",
+        "drop-the-first-row",
+        "row-from-another-chunk",
+        "other-gateway",
+        "no-rows",
+    ],
+)
+def test_an_altered_missing_or_moved_row_fails_the_whole_chunk(tamper: str) -> None:
+    cipher, _, rows = sealed_rows(4)
+    body = body_of(cipher, rows)
+    gateway = GW.gateway_id
+    if tamper == "flip-a-byte":
+        bad = bytearray(rows[2])
+        bad[5] ^= 1
+        body["rows"][2] = base64.b64encode(bytes(bad)).decode()
+    elif tamper == "swap-two-rows":
+        body["rows"][0], body["rows"][1] = body["rows"][1], body["rows"][0]
+    elif tamper == "drop-the-first-row":
+        body["rows"] = body["rows"][1:]
+    elif tamper == "row-from-another-chunk":
+        _, _, other_rows = sealed_rows(4)
+        body["rows"][3] = base64.b64encode(other_rows[3]).decode()
+    elif tamper == "other-gateway":
+        gateway = "gw-someone-else"
+    else:
+        body["rows"] = []
+    with pytest.raises(VerifyError) as err:
+        staged.open_rows(body, PROVIDER, SuiteName.X25519, gateway)
+    assert err.value.reason == "staged-chunk"
+
+
+def test_a_retried_row_encrypts_to_the_same_bytes() -> None:
+    """A failed staging commit is retried at the same row numbers: same nonce, same plaintext,
+    hence the same ciphertext - the nonce is never used for two different messages."""
+    cipher, plain, rows = sealed_rows(2)
+    assert cipher.encrypt(1, plain[1]) == rows[1]
+
+
+# -- the staging file -----------------------------------------------------------------------
+
+
+def test_staged_rows_survive_a_reopen_in_order_and_go_with_their_chunk(tmp_path: Path) -> None:
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    cipher, _, rows = sealed_rows(5)
+    key = store.stage(cipher.header, 0, 0, rows[:2])
+    assert store.stage(None, key, 2, rows[2:]) == key
+    store.close()  # as after a kill: nothing else was done
+    again = StagingStore(path)
+    (chunk,) = again.chunks()
+    assert chunk.header == cipher.header
+    assert list(chunk.rows) == rows
+    again.drop(chunk.key)
+    assert again.chunks() == []
+    again.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_a_damaged_staging_file_is_moved_aside_and_replaced(tmp_path: Path) -> None:
+    path = staging_path(tmp_path / "outbox.db")
+    path.write_bytes(b"this is not a database" * 100)
+    store, reason = open_staging(path)
+    assert reason is not None
+    assert store.chunks() == []
+    assert [p.name for p in tmp_path.glob("*.corrupt-*")]
+    store.close()
+
+
+# -- the writer -----------------------------------------------------------------------------
+
+
+def make_writer(
+    outbox: Outbox,
+    db: DatabaseThread,
+    store: StagingStore,
+    chunk_s: float = 30.0,
+    stage_s: float = 0.1,
+) -> IngestWriter:
+    return IngestWriter(
+        outbox,
+        SEALER,
+        GW,
+        db,
+        window_s=0.005,
+        retry_initial_s=0.01,
+        stream_chunk_s=chunk_s,
+        staging=store,
+        stage_interval_s=stage_s,
+    )
+
+
+def open_all(outbox: Outbox) -> tuple[Verifier, list[Any]]:
+    verifier = Verifier(PROVIDER, {GW.gateway_id: SIGNING.public_key()})
+    opened: list[Any] = []
+    while batch := outbox.lease(10_000, 10**9):
+        opened.extend(verifier.accept_record(rec.record) for rec in batch)
+    return verifier, opened
+
+
+async def wait_until(predicate: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_stream_readings_are_confirmed_once_staged_long_before_the_chunk_closes(
+    tmp_path: Path,
+) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    futures = [await writer.enqueue([stream_reading(i)], Lane.STREAM) for i in range(5)]
+    # Durable (staged) within the stage interval, though the chunk stays open for 30 s.
+    results = await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+    assert results == [STAGED] * 5
+    assert writer.staged_readings == 5
+    assert (await db.run(outbox.stats)).depth == 0  # nothing sealed yet
+    (chunk,) = await db.run(store.chunks)
+    assert len(chunk.rows) == 5
+    # A clean close seals the chunk from memory and deletes its staged rows.
+    await asyncio.wait_for(writer.drain(), 5.0)
+    await wait_until(lambda: writer.committed_records == 1, "the sealed chunk")
+    await wait_until(lambda: not store.chunks(), "the staged rows deleted")
+    verifier, opened = await db.run(open_all, outbox)
+    assert [r.header.kind for r in opened] == [wire.RecordKind.OBSERVATIONS]
+    assert verifier.readings_ok == 5
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
+
+
+async def test_an_unclean_stop_loses_no_staged_reading(tmp_path: Path) -> None:
+    """The process dies with a chunk open: at the next start its staged rows go out as one
+    STAGED_CHUNK record, and the provider reads back exactly the readings that were confirmed.
+    No stream-chunk-lost event. (Before staging, these readings were lost and only reported.)"""
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store, stage_s=1.0)
+    task = asyncio.create_task(writer.run())
+    readings = [stream_reading(i) for i in range(12)]
+    confirmed = []
+    for m in readings[:10]:
+        confirmed.append(await writer.enqueue([m], Lane.STREAM))
+    await asyncio.wait_for(asyncio.gather(*confirmed), 5.0)
+    late = [await writer.enqueue([m], Lane.STREAM) for m in readings[10:]]
+    # Let the writer take them into the open chunk (their staging is due only in 1 s), then
+    # the process dies. (Cancelling while its queue.get() completes could be swallowed by
+    # Python 3.11's wait_for.)
+    await wait_until(writer._queue.empty, "the writer taking the last two")
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not any(f.done() for f in late)  # never confirmed: the device was told nothing
+    await db.run(outbox.close)
+    await db.run(store.close)
+
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    await wait_until(lambda: writer.recovered_chunks == 1, "the recovered chunk")
+    assert writer.lost_stream_chunks == 0
+    assert await db.run(store.chunks) == []
+    verifier, opened = await db.run(open_all, outbox)
+    (record,) = opened
+    assert record.header.kind is wire.RecordKind.STAGED_CHUNK
+    assert record.header.lane == Lane.STREAM
+    assert list(record.measurements) == readings[:10]
+    assert verifier.readings_ok == 10
+    assert verifier.failures == {}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
+
+
+async def test_a_crash_after_the_seal_before_the_delete_gives_duplicates_not_losses(
+    tmp_path: Path,
+) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store)
+
+    async def no_drop() -> None:  # the crash: the chunk record is durable, its rows are not gone
+        writer._closing.clear()
+
+    writer._drop_closed = no_drop  # type: ignore[method-assign]
+    task = asyncio.create_task(writer.run())
+    futures = [await writer.enqueue([stream_reading(i)], Lane.STREAM) for i in range(3)]
+    await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+    await asyncio.wait_for(writer.drain(), 5.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    await wait_until(lambda: writer.recovered_chunks == 1, "the recovered chunk")
+    _, opened = await db.run(open_all, outbox)
+    kinds = [r.header.kind for r in opened]
+    assert sorted(kinds) == [wire.RecordKind.OBSERVATIONS, wire.RecordKind.STAGED_CHUNK]
+    # The same three readings twice: the identifier de-duplicates them at the provider.
+    assert [list(r.measurements) for r in opened] == [[stream_reading(i) for i in range(3)]] * 2
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
