@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.outbox import Outbox
 from buffer.staging import PAGE_SIZE, StagingStore, open_staging, staging_path
-from gateway.errors import VerifyError
+from gateway.errors import StoreError, VerifyError
 from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import STAGED, IngestWriter, Lane
@@ -279,6 +279,80 @@ async def test_a_crash_after_the_seal_before_the_delete_gives_duplicates_not_los
     assert sorted(kinds) == [wire.RecordKind.OBSERVATIONS, wire.RecordKind.STAGED_CHUNK]
     # The same three readings twice: the identifier de-duplicates them at the provider.
     assert [list(r.measurements) for r in opened] == [[stream_reading(i) for i in range(3)]] * 2
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
+
+
+async def test_a_chunk_left_open_by_the_previous_version_is_still_reported_lost(
+    tmp_path: Path,
+) -> None:
+    """An outbox of the previous version (schema 2: the open-chunk mark, no staging file) with
+    records in it: the upgraded writer reports the held chunk as ``stream-chunk-lost`` once,
+    leaves every stored record as it was, and stages from then on."""
+    db = DatabaseThread()
+    old = await db.run(Outbox, tmp_path / "o.db")
+    old_writer = IngestWriter(old, SEALER, GW, db, window_s=0.005, stream_chunk_s=30.0)
+    task = asyncio.create_task(old_writer.run())
+    await old_writer.submit([make_measurement(device_record_id=1)], Lane.SPOT)
+    await old_writer.enqueue([stream_reading(2)], Lane.STREAM)
+    await wait_until(lambda: old.stream_chunk_opened_ms() is not None, "the old mark")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await db.run(old.close)
+    assert not staging_path(tmp_path / "o.db").exists()
+
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    await wait_until(lambda: writer.lost_stream_chunks == 1, "the lost chunk reported")
+    assert writer.recovered_chunks == 0
+    staged_now = await writer.enqueue([stream_reading(3)], Lane.STREAM)
+    assert await asyncio.wait_for(staged_now, 5.0) == STAGED
+    verifier, opened = await db.run(open_all, outbox)
+    assert verifier.readings_ok == 1  # the spot reading stored before the upgrade
+    events = [r.body for r in opened if r.header.kind is wire.RecordKind.EVENT]
+    assert [(e["event"], e["reason"]) for e in events] == [("stream-chunk-lost", "unclean-stop")]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
+
+
+async def test_a_failing_staging_commit_is_retried_and_confirms_nothing_meanwhile(
+    tmp_path: Path,
+) -> None:
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    failures = [2]
+    real_stage = store.stage
+
+    def flaky(*args: Any) -> int:
+        if failures[0]:
+            failures[0] -= 1
+            raise StoreError("staging append failed: disk I/O error")
+        return real_stage(*args)
+
+    store.stage = flaky  # type: ignore[method-assign,assignment]
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    fut = await writer.enqueue([stream_reading(1)], Lane.STREAM)
+    await wait_until(lambda: failures[0] == 1, "the first failed attempt")
+    assert not fut.done()  # not durable: the driver confirms nothing
+    assert await asyncio.wait_for(fut, 10.0) == STAGED
+    (chunk,) = await db.run(store.chunks)
+    assert len(chunk.rows) == 1
+    opened = staged.open_rows(
+        staged.recovered_body(chunk.header, list(chunk.rows), 2, datetime.now(UTC)),
+        PROVIDER,
+        SuiteName.X25519,
+        GW.gateway_id,
+    )
+    assert len(opened) == 1
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
