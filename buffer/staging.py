@@ -1,33 +1,47 @@
-"""The staging file: stream readings of the open chunk, durable within a second, encrypted.
+"""The staging area: stream readings of the open chunk, durable within a second, encrypted.
 
-A small SQLite file of its own beside the outbox (``<outbox>.staging``), so that a commit every
-second does not rewrite the outbox's 4-KiB pages, indexes and chain row: 1-KiB pages, WAL with
-``synchronous=FULL`` (a row returned from ``stage`` survives a power cut), a short WAL
-(checkpoint every 32 pages, the file kept at most 64 KiB), and no ``secure_delete``: the rows
-are ciphertext under chunk keys the router no longer holds once a chunk is closed
-(gateway/seal/staged.py), so overwriting them on delete would only add flash wear.
+One small append-only file per open chunk, in a folder beside the outbox
+(``<outbox>.staging/``), written with ``fdatasync`` - not the outbox database: a commit every
+second there would rewrite 4-KiB pages of the records table, its index and the chain row, plus
+checkpoints (bench/flash.py measured 12.7 KB written per commit even for a separate SQLite file
+with 1-KiB pages; an append is 5.2 KB, one page of the page cache, the floor for any fsync).
 
-Rows are only ever appended and, once their chunk is sealed in the outbox, deleted with their
-chunk. What is found here at start-up is what an unclean stop left: the writer sends it as
-STAGED_CHUNK records. Synchronous; runs on the database thread like the outbox.
+File layout (all integers big-endian)::
+
+    header  magic "HCS1", version 1, chunk id (16), opened_ms (8), KEM id (2),
+            wrapped-key length (2), wrapped key, CRC-32 of everything before it (4)
+    frames  length L (4), row number (8), L bytes (the encrypted row), CRC-32 of the frame (4)
+
+Rows are appended in whole commits and each commit is fdatasynced before its readings are
+confirmed, so a power cut can only tear the frames of a commit that was never confirmed: reading
+stops at the first frame that is short, fails its CRC or breaks the row numbering. Nothing here is
+plaintext: rows are ciphertext under a chunk key that only exists wrapped to the provider
+(gateway/seal/staged.py). A sealed chunk's file is simply unlinked (no rewrite, no secure delete:
+the key is gone). Synchronous; runs on the database thread like the outbox.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
+import os
+import struct
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StoreError
-from gateway.seal.staged import ChunkHeader
+from gateway.seal.staged import CHUNK_ID_LEN, ChunkHeader
 
-PAGE_SIZE = 1024
-WAL_AUTOCHECKPOINT_PAGES = 32
-JOURNAL_SIZE_LIMIT = 64 * 1024
-SCHEMA_VERSION = 1
+MAGIC = b"HCS1"
+VERSION = 1
+SUFFIX = ".stg"
+MAX_ROW_BYTES = 1024 * 1024  # a frame claiming more is damage, not a row
+MAX_FILES = 64  # more chunk files than this at start-up is not ours to read: refuse loudly
+_HEAD = struct.Struct(">4sB16sQHH")
+_FRAME = struct.Struct(">IQ")
+_CRC = struct.Struct(">I")
 
 
 def staging_path(outbox_path: Path) -> Path:
@@ -36,7 +50,7 @@ def staging_path(outbox_path: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class StagedChunk:
-    key: int  # the local row id of the chunk (what ``drop`` takes)
+    key: int  # the local handle of the chunk (what ``drop`` takes)
     header: ChunkHeader
     rows: tuple[bytes, ...]  # in row order, 0..n-1
 
@@ -45,30 +59,55 @@ class StagingCorruptError(StoreError):
     hint = "the damaged staging file is kept for analysis; its stream readings are reported lost"
 
 
-def _error(action: str, exc: sqlite3.Error) -> StoreError:
-    return StoreError(f"staging {action} failed: {exc}", sqlite_error=type(exc).__name__)
+def _error(action: str, exc: OSError) -> StoreError:
+    return StoreError(f"staging {action} failed: {exc}", os_error=type(exc).__name__)
 
 
-def _schema(conn: sqlite3.Connection) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"staging schema version {version} is newer than this software ({SCHEMA_VERSION})",
-            hint="a newer gateway version wrote this file; upgrade, do not downgrade",
-        )
-    if version == SCHEMA_VERSION:
-        return
-    with conn:  # IF NOT EXISTS: a stop between the tables and the version bump is harmless
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS chunk (id INTEGER PRIMARY KEY, chunk_id BLOB NOT NULL, "
-            "opened_ms INTEGER NOT NULL, kem_id INTEGER NOT NULL, wrapped_key BLOB NOT NULL)"
-        )
-        # No index: one leaf page (and its overflow) per append; recovery reads a few chunks.
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS row (id INTEGER PRIMARY KEY, chunk INTEGER NOT NULL, "
-            "n INTEGER NOT NULL, data BLOB NOT NULL)"
-        )
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+def encode_header(header: ChunkHeader) -> bytes:
+    head = _HEAD.pack(
+        MAGIC, VERSION, header.chunk_id, header.opened_ms, header.kem_id,
+        len(header.wrapped_key),
+    ) + header.wrapped_key
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def encode_frames(first_row: int, rows: Sequence[bytes]) -> bytes:
+    out = []
+    for i, data in enumerate(rows):
+        frame = _FRAME.pack(len(data), first_row + i) + data
+        out.append(frame + _CRC.pack(zlib.crc32(frame)))
+    return b"".join(out)
+
+
+def decode(blob: bytes) -> tuple[ChunkHeader, tuple[bytes, ...]] | None:
+    """A chunk file's header and its whole rows; None when even the header is unreadable."""
+    if len(blob) < _HEAD.size:
+        return None
+    magic, version, chunk_id, opened_ms, kem_id, key_len = _HEAD.unpack_from(blob)
+    end = _HEAD.size + key_len
+    if magic != MAGIC or version != VERSION or len(blob) < end + _CRC.size:
+        return None
+    if _CRC.unpack_from(blob, end)[0] != zlib.crc32(blob[:end]):
+        return None
+    header = ChunkHeader(bytes(chunk_id), opened_ms, kem_id, bytes(blob[_HEAD.size : end]))
+    rows: list[bytes] = []
+    pos = end + _CRC.size
+    while pos + _FRAME.size <= len(blob):  # bounded: every pass moves pos forward
+        length, row = _FRAME.unpack_from(blob, pos)
+        stop = pos + _FRAME.size + length
+        if length > MAX_ROW_BYTES or stop + _CRC.size > len(blob) or row != len(rows):
+            break  # a torn (never confirmed) tail, or damage: what came before stands
+        if _CRC.unpack_from(blob, stop)[0] != zlib.crc32(blob[pos:stop]):
+            break
+        rows.append(bytes(blob[pos + _FRAME.size : stop]))
+        pos = stop + _CRC.size
+    return header, tuple(rows)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    written = os.pwrite(fd, data, offset)
+    if written != len(data):
+        raise OSError(f"short write: {written} of {len(data)} bytes")
 
 
 class StagingStore:
@@ -76,105 +115,128 @@ class StagingStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if path.exists() and not path.is_dir():
+            raise StagingCorruptError(f"staging folder {path} is not a folder")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False,
-                                   isolation_level=None)
-            # Before the first table: the page size of a new file (an existing one keeps its own).
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"cannot switch {path} to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA secure_delete=OFF")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-            conn.isolation_level = "DEFERRED"  # implicit transactions again, for `with conn`
-            _schema(conn)
-            (check,) = conn.execute("PRAGMA quick_check").fetchone()
-            if check != "ok":
-                conn.close()
-                raise StagingCorruptError(f"staging file {path} failed its check: {check}")
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(Exception):
-                conn.close()
-            if isinstance(exc, sqlite3.OperationalError):
-                raise _error(f"open of {path}", exc) from exc
-            raise StagingCorruptError(f"staging file {path} is damaged: {exc}") from exc
-        self._conn = conn
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _error(f"creation of {path}", exc) from exc
+        self._open: dict[int, tuple[int, int, Path]] = {}  # key -> (fd, good size, file)
+        self._next_key = 1
+        self._found: dict[int, Path] = {}  # files left by an earlier run, by key
 
-    def open_chunk(self, header: ChunkHeader) -> int:
-        """Not yet durable on its own: the first ``stage`` commits it with the first rows."""
-        cur = self._conn.execute(
-            "INSERT INTO chunk (chunk_id, opened_ms, kem_id, wrapped_key) VALUES (?, ?, ?, ?)",
-            (header.chunk_id, header.opened_ms, header.kem_id, header.wrapped_key),
-        )
-        return int(cur.lastrowid or 0)
+    def _new_key(self) -> int:
+        key, self._next_key = self._next_key, self._next_key + 1
+        return key
 
     def stage(
         self, header: ChunkHeader | None, key: int, first_row: int, rows: Sequence[bytes]
     ) -> int:
         """Append ``rows`` (numbered from ``first_row``) to chunk ``key`` - or, with ``header``,
-        to a new chunk written in the same transaction - durably. Returns the chunk's key."""
+        to a new chunk file - durably (fdatasync). Returns the chunk's key."""
         try:
-            with self._conn:
-                if header is not None:
-                    key = self.open_chunk(header)
-                self._conn.executemany(
-                    "INSERT INTO row (chunk, n, data) VALUES (?, ?, ?)",
-                    [(key, first_row + i, data) for i, data in enumerate(rows)],
-                )
-        except sqlite3.Error as exc:
+            if header is not None:
+                key = self._create(header)
+            fd, good, file = self._open[key]
+            data = encode_frames(first_row, rows)
+            try:
+                # At the last good size, not O_APPEND: a retry after a failed (partial) write
+                # overwrites what that write left instead of leaving it between two commits.
+                _write_all(fd, data, good)
+                os.fdatasync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, good)
+                raise
+            self._open[key] = (fd, good + len(data), file)
+        except OSError as exc:
             raise _error("append", exc) from exc
         return key
 
-    def drop(self, key: int) -> None:
-        """The chunk is sealed in the outbox (durably): its rows are no longer needed."""
+    def _create(self, header: ChunkHeader) -> int:
+        file = self.path / f"chunk-{header.chunk_id.hex()}{SUFFIX}"
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with self._conn:
-                self._conn.execute("DELETE FROM row WHERE chunk = ?", (key,))
-                self._conn.execute("DELETE FROM chunk WHERE id = ?", (key,))
-        except sqlite3.Error as exc:
+            head = encode_header(header)
+            _write_all(fd, head, 0)
+            os.fdatasync(fd)
+            # The new name must survive a power cut too.
+            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                file.unlink()
+            raise
+        key = self._new_key()
+        self._open[key] = (fd, len(head), file)
+        return key
+
+    def drop(self, key: int) -> None:
+        """The chunk is sealed in the outbox (durably): its file is no longer needed. Should the
+        unlink be undone by a power cut, the chunk is sent again: a duplicate, never a loss."""
+        entry = self._open.pop(key, None)
+        file = entry[2] if entry else self._found.pop(key, None)
+        if entry:
+            with contextlib.suppress(OSError):
+                os.close(entry[0])
+        if file is None:
+            return
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:
             raise _error("delete", exc) from exc
 
     def chunks(self) -> list[StagedChunk]:
-        """Every chunk left by an unclean stop, oldest first, with its rows in order."""
+        """Every chunk file left by an earlier run (an unclean stop), oldest first. A file whose
+        header is unreadable comes back with no rows and a zero chunk id."""
         try:
-            heads = self._conn.execute(
-                "SELECT id, chunk_id, opened_ms, kem_id, wrapped_key FROM chunk ORDER BY id"
-            ).fetchall()
-            out = []
-            for key, chunk_id, opened_ms, kem_id, wrapped in heads:
-                rows = self._conn.execute(
-                    "SELECT n, data FROM row WHERE chunk = ? ORDER BY n", (key,)
-                ).fetchall()
-                # Rows are appended in order in whole transactions: numbering has no holes.
-                # Should it have one (a bug), stop there: the provider rejects a hole anyway.
-                kept = []
-                for expected, (n, data) in enumerate(rows):
-                    if n != expected:
-                        break
-                    kept.append(bytes(data))
-                header = ChunkHeader(bytes(chunk_id), int(opened_ms), int(kem_id), bytes(wrapped))
-                out.append(StagedChunk(int(key), header, tuple(kept)))
-        except sqlite3.Error as exc:
-            raise _error("read", exc) from exc
+            files = sorted(self.path.glob(f"chunk-*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        except OSError as exc:
+            raise _error("listing", exc) from exc
+        if len(files) > MAX_FILES:
+            raise StoreError(
+                f"{len(files)} chunk files in {self.path}, more than {MAX_FILES}",
+                hint="this folder holds only the gateway's own staging files; check what wrote "
+                "there",
+            )
+        out = []
+        for file in files:
+            if any(file == f for _, _, f in self._open.values()):
+                continue  # ours, open now
+            try:
+                decoded = decode(file.read_bytes())
+                mtime_ms = int(file.stat().st_mtime * 1000)
+            except OSError as exc:
+                raise _error(f"read of {file.name}", exc) from exc
+            key = self._new_key()
+            if decoded is None:  # kept for analysis, out of the way of the next start
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                with contextlib.suppress(OSError):
+                    file.replace(file.with_name(f"{file.name}.corrupt-{stamp}"))
+                header = ChunkHeader(bytes(CHUNK_ID_LEN), mtime_ms, 0, b"")
+                out.append(StagedChunk(key, header, ()))
+            else:
+                self._found[key] = file
+                out.append(StagedChunk(key, decoded[0], decoded[1]))
         return out
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
+        for fd, _, _ in self._open.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open.clear()
 
 
 def open_staging(path: Path) -> tuple[StagingStore, str | None]:
-    """Open (or create) the staging file; a damaged one is moved aside (kept for analysis) and
-    replaced. Returns the store and, if it was replaced, why."""
+    """Open (or create) the staging folder; if ``path`` is something else (a file in its way),
+    it is moved aside (kept for analysis) and replaced. Returns the store and why, if so."""
     try:
         return StagingStore(path), None
     except StagingCorruptError as exc:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for suffix in ("", "-wal", "-shm"):
-            src = path.with_name(path.name + suffix)
-            if src.exists():
-                src.replace(path.with_name(f"{path.name}.corrupt-{stamp}{suffix}"))
+        path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
         return StagingStore(path), exc.message

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.outbox import Outbox
-from buffer.staging import PAGE_SIZE, StagingStore, open_staging, staging_path
+from buffer.staging import StagedChunk, StagingStore, open_staging, staging_path
 from gateway.errors import StoreError, VerifyError
 from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
@@ -114,6 +113,7 @@ def test_staged_rows_survive_a_reopen_in_order_and_go_with_their_chunk(tmp_path:
     cipher, _, rows = sealed_rows(5)
     key = store.stage(cipher.header, 0, 0, rows[:2])
     assert store.stage(None, key, 2, rows[2:]) == key
+    assert store.chunks() == []  # the open chunk is not "left over"
     store.close()  # as after a kill: nothing else was done
     again = StagingStore(path)
     (chunk,) = again.chunks()
@@ -121,18 +121,45 @@ def test_staged_rows_survive_a_reopen_in_order_and_go_with_their_chunk(tmp_path:
     assert list(chunk.rows) == rows
     again.drop(chunk.key)
     assert again.chunks() == []
+    assert list(path.iterdir()) == []
     again.close()
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
 
 
-def test_a_damaged_staging_file_is_moved_aside_and_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", [1, 5, 17])
+def test_a_torn_last_commit_leaves_the_confirmed_rows_readable(tmp_path: Path, cut: int) -> None:
+    """A power cut during an append can only tear the commit being written (its readings were
+    never confirmed): everything before it reads back; garbage after it is ignored."""
     path = staging_path(tmp_path / "outbox.db")
-    path.write_bytes(b"this is not a database" * 100)
+    store = StagingStore(path)
+    cipher, _, rows = sealed_rows(4)
+    key = store.stage(cipher.header, 0, 0, rows[:3])
+    store.stage(None, key, 3, rows[3:])
+    store.close()
+    (file,) = path.iterdir()
+    blob = file.read_bytes()
+    file.write_bytes(blob[:-cut])
+    (chunk,) = StagingStore(path).chunks()
+    assert list(chunk.rows) == rows[:3]
+    file.write_bytes(blob + b"\x00\x00\x00\x05garbage")
+    (chunk,) = StagingStore(path).chunks()
+    assert list(chunk.rows) == rows
+
+
+def test_a_chunk_file_with_a_damaged_header_is_kept_aside_and_has_no_rows(tmp_path: Path) -> None:
+    path = staging_path(tmp_path / "outbox.db")
+    path.mkdir()
+    (path / "chunk-00.stg").write_bytes(b"HCS1 this is not a header" * 10)
+    (chunk,) = StagingStore(path).chunks()
+    assert chunk.rows == ()
+    assert [p.name.split(".stg")[1][:9] for p in path.iterdir()] == [".corrupt-"]
+
+
+def test_a_file_in_the_way_of_the_staging_folder_is_moved_aside(tmp_path: Path) -> None:
+    path = staging_path(tmp_path / "outbox.db")
+    path.write_bytes(b"this is not a folder")
     store, reason = open_staging(path)
     assert reason is not None
+    assert path.is_dir()
     assert store.chunks() == []
     assert [p.name for p in tmp_path.glob("*.corrupt-*")]
     store.close()
@@ -169,6 +196,15 @@ def open_all(outbox: Outbox) -> tuple[Verifier, list[Any]]:
     return verifier, opened
 
 
+def on_disk(tmp_path: Path) -> list[StagedChunk]:
+    """What a restart would find in the staging folder (read by a store of its own)."""
+    reader = StagingStore(staging_path(tmp_path / "o.db"))
+    try:
+        return reader.chunks()
+    finally:
+        reader.close()
+
+
 async def wait_until(predicate: Any, what: str, timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -190,12 +226,12 @@ async def test_stream_readings_are_confirmed_once_staged_long_before_the_chunk_c
     assert results == [STAGED] * 5
     assert writer.staged_readings == 5
     assert (await db.run(outbox.stats)).depth == 0  # nothing sealed yet
-    (chunk,) = await db.run(store.chunks)
+    (chunk,) = on_disk(tmp_path)
     assert len(chunk.rows) == 5
     # A clean close seals the chunk from memory and deletes its staged rows.
     await asyncio.wait_for(writer.drain(), 5.0)
     await wait_until(lambda: writer.committed_records == 1, "the sealed chunk")
-    await wait_until(lambda: not store.chunks(), "the staged rows deleted")
+    await wait_until(lambda: not on_disk(tmp_path), "the staged rows deleted")
     verifier, opened = await db.run(open_all, outbox)
     assert [r.header.kind for r in opened] == [wire.RecordKind.OBSERVATIONS]
     assert verifier.readings_ok == 5
@@ -271,6 +307,7 @@ async def test_a_crash_after_the_seal_before_the_delete_gives_duplicates_not_los
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))  # the restart
     writer = make_writer(outbox, db, store)
     task = asyncio.create_task(writer.run())
     await wait_until(lambda: writer.recovered_chunks == 1, "the recovered chunk")
@@ -302,7 +339,7 @@ async def test_a_chunk_left_open_by_the_previous_version_is_still_reported_lost(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await db.run(old.close)
-    assert not staging_path(tmp_path / "o.db").exists()
+    assert not staging_path(tmp_path / "o.db").exists()  # the previous version had none
 
     outbox = await db.run(Outbox, tmp_path / "o.db")
     store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
@@ -344,7 +381,7 @@ async def test_a_failing_staging_commit_is_retried_and_confirms_nothing_meanwhil
     await wait_until(lambda: failures[0] == 1, "the first failed attempt")
     assert not fut.done()  # not durable: the driver confirms nothing
     assert await asyncio.wait_for(fut, 10.0) == STAGED
-    (chunk,) = await db.run(store.chunks)
+    (chunk,) = on_disk(tmp_path)
     assert len(chunk.rows) == 1
     opened = staged.open_rows(
         staged.recovered_body(chunk.header, list(chunk.rows), 2, datetime.now(UTC)),
