@@ -156,7 +156,8 @@ class IngestWriter:
     # -- submitting ---------------------------------------------------------------------------
 
     async def submit(self, measurements: Sequence[Measurement], lane: Lane = Lane.SPOT) -> int:
-        """Queue readings and wait until they are durable; returns the record's sequence number."""
+        """Queue readings and wait until they are durable; returns the record's sequence number
+        (``STAGED`` for a stream reading staged in the open chunk: durable, not sealed yet)."""
         fut = await self.enqueue(measurements, lane)
         return await fut
 
