@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from buffer.recovery import epoch_marker
+from buffer.staging import staging_path
 from gateway.atomicfile import fsync_dir
 from gateway.config.settings import Config
 from gateway.control import ControlError
@@ -361,6 +362,10 @@ class EquipmentReturn:
         for path in self._outbox_files():
             path.unlink(missing_ok=True)
             removed.append(path.name)
+        staging = staging_path(self.cfg.outbox_path)  # a folder: the open chunk's staged rows
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging)
+            removed.append(staging.name)
         for path in sorted(self.cfg.state_dir.iterdir()):
             if path.name in _KEEP or path == epoch_marker(self.cfg.outbox_path):
                 continue
