@@ -13,14 +13,14 @@ Continuous streams (lane STREAM) are sealed in chunks when ``stream_chunk_s`` is
 readings gather in memory for up to that long (or MAX_OBSERVATIONS_PER_RECORD readings) and become
 one record, so the per-record cost (header, HPKE, signature, fsync, publish, ack) is shared.
 
-Staged, not held: with a staging file (buffer/staging.py), the open chunk's readings are also
+Staged, not held: with a staging store (buffer/staging.py), the open chunk's readings are also
 appended there at most every ``stage_interval_s``, each encrypted under the chunk's key, which is
 stored only wrapped to the provider (gateway/seal/staged.py). Their futures resolve - and their
 drivers confirm - once the staged rows are durable. A clean close seals the chunk from memory as
 before, then deletes its staged rows (a crash in between sends them again: a duplicate, never a
 loss). Staged chunks found at start-up are sent as STAGED_CHUNK records the provider opens.
 
-Without a staging file (or from an older version) a durable mark in the outbox says since when a
+Without a staging store (or from an older version) a durable mark in the outbox says since when a
 chunk is open; a mark found at start-up means the process stopped uncleanly with a chunk in
 memory: an EVENT record ``stream-chunk-lost`` tells the provider which stretch of stream readings
 is missing, so even that loss is never silent. Spot readings and alarms are never held back.
@@ -143,7 +143,7 @@ class IngestWriter:
         self._unstaged: list[_Item] = []  # in the open chunk, not staged yet (futures pending)
         self._unstaged_since = 0.0  # loop.time() of the oldest of them
         self._cipher: staged.ChunkCipher | None = None  # the open chunk's key, once staged
-        self._cipher_key = 0  # its chunk's row id in the staging file
+        self._cipher_key = 0  # its chunk file's handle in the staging store
         self._closing: list[int] = []  # staged chunks sealed in this round: drop once durable
         self.staged_readings = 0
         self.recovered_chunks = 0  # staged chunks found at start-up and sent
