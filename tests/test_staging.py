@@ -16,14 +16,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from buffer.outbox import Outbox
 from buffer.staging import StagedChunk, StagingStore, open_staging, staging_path
-from gateway.errors import StoreError, VerifyError
+from gateway.config.settings import load
+from gateway.errors import ConfigError, StoreError, VerifyError
 from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import STAGED, IngestWriter, Lane
 from gateway.seal import cjson, staged, wire
 from gateway.seal.sealing import RecordSealer, SuiteName
 from provider.verifier import Verifier
-from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
+from tests.factories import (
+    RECEIVED_AT,
+    VALID_CONFIG,
+    make_gateway_info,
+    make_measurement,
+    write_config,
+)
 
 SIGNING = ed25519.Ed25519PrivateKey.generate()
 PROVIDER = x25519.X25519PrivateKey.generate()
@@ -394,3 +401,11 @@ async def test_a_failing_staging_commit_is_retried_and_confirms_nothing_meanwhil
     with contextlib.suppress(asyncio.CancelledError):
         await task
     db.shutdown()
+
+
+def test_the_stage_interval_is_configured_and_bounded(files: Path) -> None:
+    assert load(write_config(files, VALID_CONFIG)).stage_interval_s == 1.0
+    cfg = load(write_config(files, VALID_CONFIG + "\n[outbox]\nstage_interval_s = 2.5\n"))
+    assert cfg.stage_interval_s == 2.5
+    with pytest.raises(ConfigError, match="stage_interval_s"):
+        load(write_config(files, VALID_CONFIG + "\n[outbox]\nstage_interval_s = 11\n"))
