@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 SYSSTAMP := .sysdeps.ok
 DEMO_SECONDS ?= 0
 PYTEST_ARGS ?=
+# Test processes for make test / make unit (pytest-xdist). Most integration tests wait on
+# subprocesses, brokers and devices, so 3 workers pay off even on 2 cores; 0 runs in-process.
+TEST_WORKERS ?= 3
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: demo test lint unit hil bench sysdeps venv clean
 
@@ -33,10 +37,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(SYSSTAMP) $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" $(XDIST) $(PYTEST_ARGS)
 
 # Hardware-in-the-loop scenarios (hw-tests/README.md): RIG=sim (default) or RIG=path/to/rig.toml.
 # Prints a summary table and the rig report; writes hw-tests/report/{junit.xml,rig-report.json}.

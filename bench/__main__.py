@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, daemon, drain, flash, ingest, latency, wire
+from bench import alarm, breakdown, daemon, drain, flash, ingest, latency, wire
 from bench.common import BenchError, Window, machine_info, median, quiet_logs, say
 from bench.rig import BenchRig
 from gateway.errors import GatewayError
@@ -47,6 +47,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "wire_bytes_per_reading": ("<=", 150),
     "cpu_pct_idle_load": ("<=", 1.0),
     "flash_mb_per_day": ("<=", 250),
+    # device alarm condition -> verified at the provider (bench/alarm.py), idle and under a
+    # 10 readings/s stream
+    "alarm_p99_ms_idle": ("<=", 1000),
+    "alarm_p99_ms_stream": ("<=", 1000),
 }
 
 
@@ -57,12 +61,13 @@ class Sizes:
     load: Window  # latency and CPU at 10 readings/s
     rss: Window
     wire_readings: int
+    alarm_episodes: int  # desaturation episodes a run: two alarms each (onset, end)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(5_000, 2_000, Window(2.0, 5.0), Window(3.0, 3.0), 60)
-        return cls(20_000, 10_000, Window(3.0, 20.0), Window(8.0, 7.0), 300)
+            return cls(5_000, 2_000, Window(2.0, 5.0), Window(3.0, 3.0), 60, 3)
+        return cls(20_000, 10_000, Window(3.0, 20.0), Window(8.0, 7.0), 300, 10)
 
 
 def run_all(rig: BenchRig, work: Path, runs: int, sizes: Sizes, quick: bool) -> dict[str, float]:
@@ -77,6 +82,7 @@ def run_all(rig: BenchRig, work: Path, runs: int, sizes: Sizes, quick: bool) -> 
     startups = daemon.measure_startup(rig, work, runs, (stream_db, sizes.drain_readings))
     wire_runs = wire.measure(sizes.wire_readings, runs, work)
     flash_runs = flash.measure(rig, work, runs, quick)
+    alarm_idle, alarm_stream = alarm.measure(rig, work, runs, sizes.alarm_episodes)
     breakdown.measure(work, quick)
     return {
         "ingest_per_s": round(median([r.per_s for r in ingest_runs])),
@@ -93,6 +99,10 @@ def run_all(rig: BenchRig, work: Path, runs: int, sizes: Sizes, quick: bool) -> 
         "flash_bytes_per_stream_reading": round(
             median([r.bytes_per_stream_reading for r in flash_runs])
         ),
+        "alarm_p50_ms_idle": round(median([r.p50_ms for r in alarm_idle])),
+        "alarm_p99_ms_idle": round(median([r.p99_ms for r in alarm_idle])),
+        "alarm_p50_ms_stream": round(median([r.p50_ms for r in alarm_stream])),
+        "alarm_p99_ms_stream": round(median([r.p99_ms for r in alarm_stream])),
     }
 
 

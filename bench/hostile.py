@@ -57,6 +57,7 @@ ATTACKS = (
     Attack("nonin-random-bytes", ("nonin", 'serial = "501500099"\n')),
     Attack("cms50-10mb-frame", ("cms50", 'serial = "CMS50-99"\n')),
     Attack("modem-endless-line", ("modem", "poll_interval_s = 1\n")),
+    Attack("ble-baseline", ble="thermometer"),  # a quiet BLE device: the BLE stack's own share
     Attack("ble-malformed-flood", ble="heart-rate"),
     Attack("ble-huge-values", ble="thermometer"),
     Attack("ble-connect-storm", ble="pulse-oximeter-continuous"),

@@ -323,6 +323,16 @@ class Outbox:
             epoch=self._head.epoch,
         )
 
+    def checkpoint(self) -> int:
+        """Fold the write-ahead log into the database file and empty it (before a planned
+        power-off: nothing is left to replay, the file alone holds everything). Returns the WAL
+        frames that could not be checkpointed (0: all)."""
+        try:
+            busy, _, left = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise _store_error("checkpoint", exc) from exc
+        return int(left) if busy else 0
+
     def integrity_ok(self) -> bool:
         try:
             (result,) = self._db.execute("PRAGMA integrity_check").fetchone()

@@ -18,6 +18,12 @@ VPN_DOWN = "vpn-down"  # the route to the broker bypasses the VPN: nothing is se
 VPN_HANDSHAKE_STALE = "vpn-handshake-stale"  # the WireGuard session is too old to carry traffic
 WAN_UNEXPECTED_INTERFACE = "wan-unexpected-interface"  # neither the modem nor a listed exception
 CERTIFICATE_EXPIRES_SOON = "certificate-expires-soon"  # the TLS client certificate, < 14 days
+# Power (gateway/power/monitor.py): the UPS the router runs on, as NUT's upsd reports it.
+POWER_ON_BATTERY = "power-on-battery"  # mains lost (confirmed, gateway/power/tracker.py rule 1)
+POWER_BATTERY_LOW = "power-battery-low"  # on battery, LB or runtime below [power] low_runtime_s
+POWER_FLAPPING = "power-flapping"  # more outages in the window than are sealed one by one
+UPS_UNREACHABLE = "ups-unreachable"  # upsd does not answer or has no data for the UPS
+UPS_SELF_TEST_FAILED = "ups-self-test-failed"  # the UPS's own battery test did not pass
 
 # Codes with a subject: ``<code>:<subject>``.
 DEVICE_SILENT = "device-silent"  # subject: the device id; silent > 3 expected intervals
@@ -40,6 +46,11 @@ ALL = frozenset(
         VPN_HANDSHAKE_STALE,
         WAN_UNEXPECTED_INTERFACE,
         CERTIFICATE_EXPIRES_SOON,
+        POWER_ON_BATTERY,
+        POWER_BATTERY_LOW,
+        POWER_FLAPPING,
+        UPS_UNREACHABLE,
+        UPS_SELF_TEST_FAILED,
     }
     | WITH_SUBJECT
 )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import deque
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway.errors import ModelError
@@ -87,6 +88,19 @@ class MeasurementStatus(enum.IntFlag):
     VALIDATED = 1 << 8
     EARLY_INDICATION = 1 << 9
     MEASUREMENT_ONGOING = 1 << 10
+
+
+# HL7 v3 ObservationInterpretation codes a device may send about its own result, and the ASTM
+# E1394 / CLSI LIS2-A2 result abnormal flags (R record field 7) are the same letters: L, H, LL, HH
+# (critical), <, > (outside the measuring range), N (normal), A, AA (abnormal, critical), U, D
+# (significant change up / down), B, W (better / worse).
+INTERPRETATION_CODES = frozenset(
+    {"L", "H", "LL", "HH", "<", ">", "N", "A", "AA", "U", "D", "B", "W"}
+)
+ABNORMAL_CODES = frozenset({"L", "H", "LL", "HH", "<", ">", "A", "AA"})
+# IEEE 11073-20601 MeasurementStatus bit 14, msmt-value-exceed-boundaries (an IntFlag without a
+# member for it still carries it).
+IN_ALARM_BIT = 1 << 14
 
 
 class TimeQuality(enum.StrEnum):
@@ -166,6 +180,9 @@ class Measurement:
     # Free-form, non-clinical context for the identifier (e.g. "intermediate"), PHD IG
     # supplementalInfo.
     supplemental: str = ""
+    # How the device itself judged the result, as HL7 v3 ObservationInterpretation codes (an
+    # analyser's ASTM abnormal flags: H, L, HH, LL, A, AA, <, >, N, ...), in the order sent.
+    interpretation: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 < self.mdc_code < 2**32):
@@ -189,6 +206,19 @@ class Measurement:
             raise ModelError("a device_time needs a time_quality of SYNCED or UNSYNCED")
         if not self.source:
             raise ModelError("source (driver / profile) is required")
+        unknown = [c for c in self.interpretation if c not in INTERPRETATION_CODES]
+        if unknown:
+            raise ModelError(f"interpretation codes not in the supported set: {unknown!r}")
+
+    @property
+    def alarm(self) -> bool:
+        """The device itself raised an alarm condition with this reading: it flagged the result
+        outside its normal range or critical (``interpretation``), or set the 11073 status bit
+        "measurement value exceeds boundaries" (PoCD "in-alarm"). Such a reading never waits:
+        the pump sends it on the ALARM lane, sealed in a record of its own."""
+        return bool(int(self.status) & IN_ALARM_BIT) or any(
+            c in ABNORMAL_CODES for c in self.interpretation
+        )
 
     def _key(self) -> tuple[object, ...]:
         return tuple(_exact_key(getattr(self, f.name)) for f in fields(self))
@@ -207,3 +237,36 @@ class Measurement:
 def utcnow() -> datetime:
     """The gateway's wall clock, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+_TICK = timedelta(microseconds=1)
+RECENT_STAMPS = 64  # reception times remembered per device to keep them apart
+
+
+class ReceptionStamps:
+    """Reception times that never repeat for one device, for identifiers built from them.
+
+    A reading without a device clock is identified by its reception time (PHD IG: the gateway's
+    time stands in). Two distinct readings handed over in the same read (an oximeter's status
+    changing twice in one buffer, two notifications in one microsecond) would otherwise get equal
+    times and, with equal values, one identifier: the provider's conditional create would keep
+    one. ``stamp`` moves a time already given out among the last ``RECENT_STAMPS`` by 1 µs until
+    it is new; any other time is returned as it is (no reading is moved by more than a few µs).
+    """
+
+    __slots__ = ("_order", "_recent")
+
+    def __init__(self) -> None:
+        self._recent: set[datetime] = set()
+        self._order: deque[datetime] = deque()
+
+    def stamp(self, t: datetime) -> datetime:
+        for _ in range(RECENT_STAMPS + 1):  # at most that many taken: one step past them is free
+            if t not in self._recent:
+                break
+            t += _TICK
+        self._recent.add(t)
+        self._order.append(t)
+        if len(self._order) > RECENT_STAMPS:
+            self._recent.discard(self._order.popleft())
+        return t

@@ -10,6 +10,7 @@
 #   /usr/bin/gatewayd, gatewayctl    symlinks into the venv
 #   /lib/systemd/system/gatewayd.service
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
+#   /usr/share/polkit-1/rules.d/50-homecare-gateway.rules   (power-off on a low UPS battery)
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
 #   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
 #
@@ -132,6 +133,9 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sys
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
     "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+# Power-off after the clean stop on a low UPS battery: polkit allows the service user that one action.
+install -D -m 0644 "$REPO/packaging/polkit/50-homecare-gateway.rules" \
+    "$STAGE/usr/share/polkit-1/rules.d/50-homecare-gateway.rules"
 mkdir -p "$STAGE/usr/bin"
 ln -s "$PREFIX/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
 ln -s "$PREFIX/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
@@ -206,6 +210,18 @@ inflight_batches = 4
 # commit. A device is told "stored" only after that commit.
 commit_window_ms = 2.0
 
+# The UPS (battery backup), read from NUT's upsd. Without this table the health report says
+# "power: unknown (no UPS configured)". With it: power cuts are reported, and when the battery
+# runs low the gateway stops cleanly and powers the router off (systemd/README.md).
+#     [power]
+#     ups = "ups"                # the UPS's section name in /etc/nut/ups.conf
+#     host = "127.0.0.1"
+#     port = 3493
+#     low_runtime_s = 300        # stop when less runtime is left (10-7200 s)
+#     poll_interval_s = 5        # 0.2-60 s
+#     confirm_s = 10             # a change of supply must last this long to count (0-600 s)
+#     power_off = "logind"
+
 # Simulated devices, for demos, training and the simulated rig only - never on a patient's
 # router. kind: thermometer, blood-pressure or pulse-oximeter; interval_s: 0.001-86400;
 # count: stop after that many readings (default: forever).
@@ -228,7 +244,7 @@ Architecture: $ARCH
 Maintainer: $DEB_MAINTAINER
 Installed-Size: $installed_kb
 Depends: python$PYVER, systemd | adduser
-Recommends: bluez, udev
+Recommends: bluez, udev, polkitd | policykit-1, nut-server
 Section: misc
 Priority: optional
 Homepage: https://homecare-gateway.invalid/

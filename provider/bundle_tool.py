@@ -79,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hpke-pub", type=Path, required=True, help="provider X25519 public key PEM")
     p.add_argument("--device", type=parse_device, action="append", default=[])
     p.add_argument("--valid-days", type=float, default=7.0)
+    p.add_argument(
+        "--test-episode",
+        action="store_true",
+        help="a test, demo or training episode: the router labels every Observation HTEST",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     host, _, port = args.broker.rpartition(":")
@@ -93,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker_ca_pem=args.broker_ca.read_text(),
         provider_hpke_public_pem=args.hpke_pub.read_text(),
         devices=tuple(args.device),
+        test_episode=args.test_episode,
     )
     atomic_write(args.out, sign_bundle(bundle, load_or_create_key(args.key, args.new_key)), 0o600)
     print(f"signed bundle for {args.gateway}, episode {args.episode}: {args.out}", file=sys.stderr)

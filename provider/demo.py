@@ -69,6 +69,7 @@ def write_gateway_config(
 [gateway]
 id = "{GATEWAY_ID}"
 episode = "episode-demo-0001"
+test_episode = true  # demo data: every Observation is labelled HTEST
 state_dir = "{state_dir}"
 log_level = "info"
 

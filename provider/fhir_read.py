@@ -24,6 +24,7 @@ from gateway.fhir.vocab import (  # the shared vocabulary of both directions
     CS_ABSENT,
     CS_STATUS,
     CS_TIME_QUALITY,
+    CS_V3_INTERPRETATION,
     EXT_GATEWAY,
     EXT_RAW,
     EXT_RECEIVED_AT,
@@ -166,6 +167,14 @@ def _status_of(obs: Mapping[str, Any]) -> MeasurementStatus:
     return MeasurementStatus(bits)
 
 
+def _interpretation_of(obs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The device's own judgement of the result (v3 ObservationInterpretation), in order."""
+    found: list[str] = []
+    for i, concept in enumerate(_list(obs.get("interpretation", []), "Observation.interpretation")):
+        found += _codes_in(concept, CS_V3_INTERPRETATION, f"Observation.interpretation[{i}]")
+    return tuple(found)
+
+
 def device_id_from_resource(device: object) -> DeviceId:
     """The DeviceId a PHD Device resource (from ``device_resource``) identifies."""
     res = _obj(device, "Device")
@@ -192,8 +201,11 @@ def device_id_from_resource(device: object) -> DeviceId:
         raise FhirMappingError(exc.message, where="Device.identifier") from None
 
 
-def measurement_from_observation(obs: object, device: object) -> Measurement:
-    """The Measurement an Observation (from ``observation``) carries; ``device`` is its PHD."""
+def measurement_from_observation(
+    obs: object, device: object, *, test_episode: bool = False
+) -> Measurement:
+    """The Measurement an Observation (from ``observation``) carries; ``device`` is its PHD.
+    ``test_episode``: the Bundle was labelled HTEST (every Observation must then be too)."""
     o = _obj(obs, "Observation")
     if o.get("resourceType") != "Observation":
         raise FhirMappingError("not an Observation", where="Observation.resourceType")
@@ -259,10 +271,11 @@ def measurement_from_observation(obs: object, device: object) -> Measurement:
             components=components,
             device_record_id=None if record is None else int(record),
             supplemental=_ext_value(exts, EXT_SUPPLEMENTAL, "valueString", "Observation") or "",
+            interpretation=_interpretation_of(o),
         )
     except ModelError as exc:
         raise FhirMappingError(exc.message, where="Observation") from None
-    _check_consistent(o, m, episode)
+    _check_consistent(o, m, episode, test_episode=test_episode)
     return m
 
 
@@ -273,7 +286,9 @@ def _component_of(node: object, where: str) -> Component:
     return Component(code, value, unit, absent_reason=absent)
 
 
-def _check_consistent(o: Mapping[str, Any], m: Measurement, episode: str) -> None:
+def _check_consistent(
+    o: Mapping[str, Any], m: Measurement, episode: str, *, test_episode: bool
+) -> None:
     """Elements derived from the measurement must match it: a mismatch means tampering or a
     mapping bug, and silently preferring either side could hide an altered reading."""
     ids = [
@@ -286,7 +301,8 @@ def _check_consistent(o: Mapping[str, Any], m: Measurement, episode: str) -> Non
     if o.get("status") != fhir_status(m.status):
         raise FhirMappingError("does not match the measurement status", where="Observation.status")
     security = _obj(o.get("meta"), "Observation.meta").get("security", [])
-    if (HTEST in _list(security, "Observation.meta.security")) != is_test(m.status, m.device):
+    expected_test = test_episode or is_test(m.status, m.device)
+    if (HTEST in _list(security, "Observation.meta.security")) != expected_test:
         raise FhirMappingError("test-data marking does not match", where="Observation.meta")
 
 
@@ -314,13 +330,30 @@ def measurements_from_bundle(bundle: object) -> list[Measurement]:
         by_url[url] = resource
         if resource.get("resourceType") == "Observation":
             observations.append((where, resource))
+    test = is_test_episode(b)
     out = []
     for where, obs in observations:
         try:
             gateway = _extensions(obs, "Observation").get(EXT_GATEWAY, {}).get("valueReference")
             _resolve(by_url, gateway, "Observation.extension(gatewayDevice)")
             device = _resolve(by_url, obs.get("device"), "Observation.device")
-            out.append(measurement_from_observation(obs, device))
+            out.append(measurement_from_observation(obs, device, test_episode=test))
         except FhirMappingError as exc:
             raise FhirMappingError(exc.problem, where=f"{where}.resource/{exc.where}") from None
     return out
+
+
+def test_labelled(bundle: Mapping[str, Any]) -> int:
+    """How many Observations of a (mapped, so well-formed) Bundle carry meta.security HTEST."""
+    return sum(
+        1
+        for e in bundle.get("entry", [])
+        if e["resource"].get("resourceType") == "Observation"
+        and HTEST in e["resource"].get("meta", {}).get("security", [])
+    )
+
+
+def is_test_episode(bundle: Mapping[str, Any]) -> bool:
+    """Is this Bundle from a test episode (``Bundle.meta.security`` HTEST)?"""
+    meta = _obj(bundle.get("meta", {}), "Bundle.meta")
+    return HTEST in _list(meta.get("security", []), "Bundle.meta.security")

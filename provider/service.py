@@ -188,7 +188,8 @@ def summary_line(verifier: Verifier) -> str:
         f"summary: delivered={s['readings']} readings in {s['records']} records, "
         f"missing={s['missing']}, signature_failures={s['signature_failures']}, "
         f"chain_breaks={s['chain_breaks']}, duplicates={s['duplicates']}, "
-        f"other_failures={sum(s['failures'].values()) - s['signature_failures']}"
+        f"other_failures={sum(s['failures'].values()) - s['signature_failures']}, "
+        f"test_readings={s['test_readings']}"
     )
 
 

@@ -47,6 +47,11 @@ def gateway_id_from_topic(topic: str) -> str | None:
     return None
 
 
+def _topic_leaf(topic: str | None) -> str | None:
+    """``records`` or ``health`` (or whatever else the topic ends with); None without a topic."""
+    return None if topic is None else topic.rsplit("/", 1)[-1]
+
+
 class Verifier:
     def __init__(
         self,
@@ -59,6 +64,10 @@ class Verifier:
         self.failures: Counter[str] = Counter()
         self.records_ok = 0
         self.readings_ok = 0
+        self.test_readings = 0  # readings labelled HTEST (test / demo data, never clinical)
+        # Per (gateway, epoch): True for a test episode's chain, False for a clinical one, from
+        # its first observation record. Test and clinical data never share a chain.
+        self._test_chain: dict[tuple[str, int], bool] = {}
 
     def trust(self, gateway_id: str, key: ed25519.Ed25519PublicKey) -> None:
         """A gateway (re-)enrolled with a new record-signing key (from its EST certificate)."""
@@ -73,15 +82,19 @@ class Verifier:
             result.failures.append(exc)
             return result
         topic_gw = gateway_id_from_topic(topic) if topic is not None else None
+        leaf = _topic_leaf(topic)
         for record in records:
             try:
-                result.records.append(self.accept_record(record, topic_gw))
+                result.records.append(self.accept_record(record, topic_gw, leaf))
             except VerifyError as exc:
                 self.failures[exc.reason] += 1
                 result.failures.append(exc)
         return result
 
-    def accept_record(self, record: bytes, topic_gateway: str | None = None) -> VerifiedRecord:
+    def accept_record(
+        self, record: bytes, topic_gateway: str | None = None, topic_leaf: str | None = None
+    ) -> VerifiedRecord:
+        """Check and open one record; ``topic_leaf`` is the topic's last level (records/health)."""
         parts = wire.parse_record(record)
         gid = parts.header.gateway_id
         if topic_gateway is not None and topic_gateway != gid:
@@ -90,6 +103,15 @@ class Verifier:
                 reason="topic-mismatch",
                 seq=parts.header.seq,
             )
+        if topic_leaf is not None:
+            expected = "health" if parts.header.kind is wire.RecordKind.HEALTH else "records"
+            if topic_leaf != expected:
+                raise VerifyError(
+                    f"a {parts.header.kind.name.lower()} record of gateway {gid} arrived on"
+                    f" .../{topic_leaf}; it belongs on .../{expected}",
+                    reason="topic-mismatch",
+                    seq=parts.header.seq,
+                )
         key = self._gateway_keys.get(gid)
         if key is None:
             raise VerifyError(
@@ -104,21 +126,26 @@ class Verifier:
                 f"record {hdr.seq} plaintext is not JSON", reason="malformed-plaintext", seq=hdr.seq
             ) from None
         measurements: tuple[Measurement, ...] = ()
+        test_readings = 0
         if hdr.kind is wire.RecordKind.OBSERVATIONS:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
+            self._check_episode_kind(hdr, fhir_read.is_test_episode(body))
+            test_readings = fhir_read.test_labelled(body)
         elif hdr.kind is wire.RecordKind.STAGED_CHUNK:
-            measurements = self._staged_measurements(body, hdr)
+            for bundle in self._staged_bundles(body, hdr):  # one reading each
+                measurements += tuple(fhir_read.measurements_from_bundle(bundle))
+                self._check_episode_kind(hdr, fhir_read.is_test_episode(bundle))
+                test_readings += fhir_read.test_labelled(bundle)
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
+            self.test_readings += test_readings
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
 
-    def _staged_measurements(
-        self, body: Any, hdr: wire.RecordHeader
-    ) -> tuple[Measurement, ...]:
+    def _staged_bundles(self, body: Any, hdr: wire.RecordHeader) -> list[Any]:
         """A chunk recovered after an unclean stop: unwrap its key, open every row (AEAD), and
-        read each row's one-reading Bundle (docs/wire-format.md section 6.4)."""
+        parse each row's one-reading Bundle (docs/wire-format.md section 6.4)."""
         if not isinstance(body, dict):
             raise VerifyError(
                 f"record {hdr.seq}: staged chunk is not an object", reason="staged-chunk",
@@ -129,19 +156,33 @@ class Verifier:
             if isinstance(self._provider_key, hpke.MLKEM768X25519PrivateKey)
             else SuiteName.X25519
         )
-        out: list[Measurement] = []
+        out: list[Any] = []
         for n, row in enumerate(
             staged.open_rows(body, self._provider_key, suite, hdr.gateway_id, hdr.seq)
         ):
             try:
-                out.extend(fhir_read.measurements_from_bundle(cjson.loads(row)))
-            except ValueError as exc:  # the row decrypted but is not JSON
+                out.append(cjson.loads(row))
+            except ValueError:  # the row decrypted but is not JSON
                 raise VerifyError(
-                    f"record {hdr.seq}: staged row {n} is not a reading: {exc}",
+                    f"record {hdr.seq}: staged row {n} is not JSON",
                     reason="staged-chunk",
                     seq=hdr.seq,
                 ) from None
-        return tuple(out)
+        return out
+
+    def _check_episode_kind(self, hdr: wire.RecordHeader, test: bool) -> None:
+        key = (hdr.gateway_id, hdr.epoch)
+        kind = self._test_chain.setdefault(key, test)
+        if kind != test:
+            chain_kind, record_kind = ("test", "clinical") if kind else ("clinical", "test")
+            raise VerifyError(
+                f"record {hdr.seq} of gateway {hdr.gateway_id} epoch {hdr.epoch} holds"
+                f" {record_kind} data in a {chain_kind} chain; check the gateway's enrolment"
+                " bundle (test_episode) or its [gateway] test_episode",
+                reason="test-clinical-mix",
+                gateway_id=hdr.gateway_id,
+                seq=hdr.seq,
+            )
 
     @property
     def signature_failures(self) -> int:
@@ -158,4 +199,5 @@ class Verifier:
             "chain_breaks": len(self.chain.breaks),
             "signature_failures": self.signature_failures,
             "failures": dict(self.failures),
+            "test_readings": self.test_readings,
         }

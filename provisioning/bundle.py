@@ -108,9 +108,11 @@ class EnrolmentBundle:
     broker_ca_pem: str
     provider_hpke_public_pem: str
     devices: tuple[BoundDevice, ...]
+    # A test / demo / training episode: the router labels every Observation HTEST.
+    test_episode: bool = False
 
     def payload_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "gateway_id": self.gateway_id,
             "episode_id": self.episode_id,
@@ -124,6 +126,9 @@ class EnrolmentBundle:
             "provider_hpke_public_pem": self.provider_hpke_public_pem,
             "devices": [d.to_json() for d in self.devices],
         }
+        if self.test_episode:  # absent for clinical episodes: older routers read those unchanged
+            out["test_episode"] = True
+        return out
 
     @classmethod
     def from_payload(cls, p: Any) -> EnrolmentBundle:
@@ -137,6 +142,9 @@ class EnrolmentBundle:
         if not 1 <= port <= 65535:
             raise ValueError("broker port out of range")
         devices = tuple(BoundDevice.from_json(d) for d in p["devices"])
+        test_episode = p.get("test_episode", False)
+        if not isinstance(test_episode, bool):
+            raise TypeError("test_episode must be true or false")
         keys = [(d.transport, d.address.upper()) for d in devices]
         if len(set(keys)) != len(keys):
             raise ValueError("a device is listed twice")
@@ -150,6 +158,7 @@ class EnrolmentBundle:
             broker_ca_pem=str(broker["ca_pem"]),
             provider_hpke_public_pem=str(p["provider_hpke_public_pem"]),
             devices=devices,
+            test_episode=test_episode,
         )
 
 

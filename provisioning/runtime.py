@@ -92,6 +92,7 @@ def effective_config(cfg: Config) -> Config:
     return dataclasses.replace(
         cfg,
         episode_id=bundle.episode_id,
+        test_episode=bundle.test_episode,
         broker_host=bundle.broker_host,
         broker_port=bundle.broker_port,
     )

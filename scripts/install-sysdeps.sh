@@ -13,6 +13,9 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)  # the simulated BlueZ ru
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The power tests: the real NUT upsd with the dummy-ups driver (scripted UPS states), upsc.
+[ -x /lib/nut/dummy-ups ] || [ -x /usr/lib/nut/dummy-ups ] || need+=(nut-server)
+command -v upsc >/dev/null 2>&1 || need+=(nut-client)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -28,4 +31,6 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # The demo and tests start their own broker on a private port; the packaged service is not used.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    # Likewise NUT: the power tests start their own upsd and dummy-ups on a private port.
+    systemctl disable --now nut-server nut-monitor nut-driver.target >/dev/null 2>&1 || true
 fi

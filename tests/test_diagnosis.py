@@ -63,6 +63,12 @@ def healthy() -> dict[str, Any]:
         },
         "clock": {"source": "chrony", "synchronised": True, "offset_ms": 0.2, "stratum": 3},
         "certificate": {"not_after": "2026-03-01T00:00:00+00:00", "days_left": 55.0},
+        "power": {"state": "mains", "ups": "ups@127.0.0.1:3493", "on_battery": False,
+                  "low_battery": False, "charge_pct": 100, "runtime_s": 1800,
+                  "low_runtime_s": 300.0, "self_test": "passed",
+                  "self_test_result": "Done and passed", "outage_since": None,
+                  "flapping": False, "blips": 0, "error": None,
+                  "checked_at": "2026-01-05T09:59:59+00:00"},
         "alarms": [],
     }
 
@@ -205,6 +211,30 @@ SCENARIOS: dict[str, tuple[Change, str]] = {
     "clock-not-synchronised": (setter(("clock",), synchronised=False, stratum=16), "clock"),
     "clock-unchecked": (lambda s: s.__setitem__("clock", {"source": "unknown",
                                                           "synchronised": False}), "clock"),
+    alarms.POWER_ON_BATTERY: (
+        both(alarm(alarms.POWER_ON_BATTERY),
+             setter(("power",), state="battery", on_battery=True, charge_pct=87, runtime_s=1500,
+                    outage_since="2026-01-05T09:40:00+00:00")), "power"),
+    alarms.POWER_BATTERY_LOW: (
+        both(alarm(alarms.POWER_BATTERY_LOW),
+             setter(("power",), state="battery-low", on_battery=True, charge_pct=9,
+                    runtime_s=240)), "power"),
+    alarms.POWER_FLAPPING: (both(alarm(alarms.POWER_FLAPPING), setter(("power",), flapping=True)),
+                            "power"),
+    alarms.UPS_UNREACHABLE: (
+        both(alarm(alarms.UPS_UNREACHABLE),
+             setter(("power",), state="unreachable",
+                    error="cannot reach upsd at 127.0.0.1:3493: Connection refused")), "power"),
+    alarms.UPS_SELF_TEST_FAILED: (
+        both(alarm(alarms.UPS_SELF_TEST_FAILED),
+             setter(("power",), self_test="failed", self_test_result="Done and error")), "power"),
+    "power-cut-shutdown": (
+        setter(("power",), previous_stop={"reason": "power-cut-shutdown",
+                                          "at": "2026-01-05T08:00:00+00:00",
+                                          "outage_started": "2026-01-05T07:10:00+00:00"}),
+        "power"),
+    "power-unknown": (setter(("power",), state="unknown", on_battery=None,
+                             reason="the UPS reports neither on-line nor on-battery"), "power"),
     UNKNOWN_ALARM: (alarm("flux-capacitor-drained"), "flux-capacitor-drained"),
 }
 

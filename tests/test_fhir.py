@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,6 +27,7 @@ from gateway.fhir import device as fhir_device
 from gateway.fhir import observation as fhir
 from gateway.fhir import vocab as fhir_vocab
 from gateway.model import (
+    INTERPRETATION_CODES,
     AbsentReason,
     Component,
     DeviceId,
@@ -349,6 +351,9 @@ def measurements(draw: st.DrawFn) -> Measurement:
         status=MeasurementStatus(draw(st.integers(0, 0xFFFF))),
         device_record_id=draw(st.none() | st.integers(-(2**40), 2**40)),
         supplemental=draw(st.just("") | _printable),
+        interpretation=tuple(
+            draw(st.lists(st.sampled_from(sorted(INTERPRETATION_CODES)), max_size=3))
+        ),
     )
 
 
@@ -485,6 +490,22 @@ def test_status_bits_become_interpretations_with_the_ig_codes() -> None:
             ]
         },
     ]
+
+
+def test_the_devices_own_judgement_follows_the_status_bits_as_v3_interpretation() -> None:
+    """An analyser's abnormal flags reach the provider as HL7 v3 ObservationInterpretation codes,
+    in the order sent, after the status-bit concepts."""
+    m = make_measurement(status=MeasurementStatus.QUESTIONABLE, interpretation=("HH", "A"))
+    assert fhir.observation(m, GW)["interpretation"][1:] == [
+        {"coding": [{"system": fhir_vocab.CS_V3_INTERPRETATION, "code": "HH"}]},
+        {"coding": [{"system": fhir_vocab.CS_V3_INTERPRETATION, "code": "A"}]},
+    ]
+    assert _round_trip(m) == m
+    Observation.model_validate(_wire(fhir.observation(m, GW)))
+
+
+def test_no_interpretation_element_without_status_bits_or_flags() -> None:
+    assert "interpretation" not in fhir.observation(make_measurement(), GW)
 
 
 @pytest.mark.parametrize(
@@ -686,3 +707,18 @@ def test_urns_are_rfc_9562_version_5_uuids(parts: list[str]) -> None:
 def test_bundles_encode_identically_on_the_fast_path(ms: list[Measurement]) -> None:
     bundle = fhir.bundle(ms, GW)
     assert cjson.dumps(bundle, float_free=True) == cjson.dumps_reference(bundle)
+
+
+@given(st.text(max_size=60), st.sampled_from([":/[]{}^*'!+@", ":/|", ""]))
+@settings(max_examples=500)
+def test_the_fast_percent_encoder_writes_exactly_what_urllib_quote_writes(
+    text: str, safe: str
+) -> None:
+    """Identifiers and ifNoneExist go through our encoder for speed; the bytes must not change."""
+    try:
+        expected = urllib.parse.quote(text, safe=safe)
+    except UnicodeEncodeError:  # a lone surrogate: both refuse it
+        with pytest.raises(UnicodeEncodeError):
+            fhir.percent_encoder(safe)(text)
+        return
+    assert fhir.percent_encoder(safe)(text) == expected

@@ -25,7 +25,9 @@ class Devices:
     def health(self) -> list[DeviceHealth]:
         now = datetime.now(UTC)
         return [
-            DeviceHealth("btmac:C0:FF:EE:00:00:01", "sim", "streaming", now, 2.0, 10, 80),
+            DeviceHealth(
+                "btmac:C0:FF:EE:00:00:01", "ble", "streaming", now, 2.0, 10, 80, duplicates=3
+            ),
             DeviceHealth(
                 "btmac:C0:FF:EE:00:00:02", "sim", "waiting", now - timedelta(hours=1), 60.0, 1
             ),
@@ -81,10 +83,14 @@ async def test_report_is_sealed_into_the_outbox_and_opens_at_the_provider(tmp_pa
         "last_error": "cannot reach broker",
     }
     assert [d["silent"] for d in body["devices"]] == [False, True, False]
+    # BLE de-duplications (PHD IG: equal readings in one device second are one) are counted.
+    assert [d["duplicates"] for d in body["devices"]] == [3, None, None]
     assert body["alarms"] == ["device-silent:btmac:C0:FF:EE:00:00:02", "certificate-expires-soon"]
     assert 9 < body["certificate"]["days_left"] <= 10
     assert str(body["clock"]["offset_ms"]) == "0.25"
     assert body["outbox"]["depth"] == 0  # counted before the report itself was committed
+    assert body["outbox"]["last_seq"] == 0  # not counting the report's own record (seq 1)
+    assert seq == 1
     assert cjson.loads(cjson.dumps(body)) == body
     task.cancel()
     db.shutdown()

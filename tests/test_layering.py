@@ -26,11 +26,13 @@ SHARED = "gateway"  # gateway's top-level modules: model, errors, gaps, alarms, 
 # or gateway's shared top-level modules.
 _ROUTER_BELOW_CLI = {
     SHARED, "gateway.seal", "gateway.fhir", "gateway.pipeline", "gateway.config",
-    "gateway.uplink", "buffer", "drivers.ble", "drivers.serial", "provisioning",
+    "gateway.uplink", "gateway.power", "buffer", "drivers.ble", "drivers.serial",
+    "provisioning",
 }  # fmt: skip
 ALLOWED: dict[str, set[str]] = {
     SHARED: set(),
     "gateway.seal": {SHARED},
+    "gateway.power": {SHARED},  # the UPS (NUT client, debounce, monitor, power-off request)
     "gateway.fhir": {SHARED, "gateway.seal"},
     "buffer": {SHARED, "gateway.seal"},
     "gateway.pipeline": {SHARED, "gateway.seal", "gateway.fhir", "buffer"},

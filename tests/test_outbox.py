@@ -157,3 +157,19 @@ def test_lease_after_acks_continues_behind_the_in_flight_ones(box: Outbox) -> No
     append_n(box, 1, lane=0)
     assert [r.seq for r in box.lease(5, 10_000)] == [7]  # a more urgent lane first
     assert [r.seq for r in box.lease(5, 10_000)] == [5, 6]
+
+
+def test_checkpoint_folds_the_wal_into_the_database_before_a_power_off(tmp_path: Path) -> None:
+    """After checkpoint() the database file alone holds every record (the WAL is empty)."""
+    box = Outbox(tmp_path / "outbox.db")
+    append_n(box, 20)
+    wal = tmp_path / "outbox.db-wal"
+    assert wal.stat().st_size > 0
+    assert box.checkpoint() == 0
+    assert wal.stat().st_size == 0
+    box.close()
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 20
+    finally:
+        conn.close()

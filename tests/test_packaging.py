@@ -142,6 +142,7 @@ def test_expected_paths(package: Package) -> None:
         f"/usr/lib/sysusers.d/{NAME}.conf",
         f"/usr/lib/tmpfiles.d/{NAME}.conf",
         "/usr/lib/udev/rules.d/60-homecare-gateway.rules",
+        "/usr/share/polkit-1/rules.d/50-homecare-gateway.rules",
         f"/etc/{NAME}/gateway.toml.example",
         f"/usr/share/doc/{NAME}/README.systemd.md",
         f"/usr/share/doc/{NAME}/README.packaging.md",

@@ -12,6 +12,8 @@ reading (blood pressure) is listed as its components (systolic, diastolic, MAP, 
 MDC code), then the pulse rate. Device times without zone information print as naive ISO 8601:
 the device's local clock, as it sent it. Characteristics that carry no measurement (features,
 RACP, Device Information) have an empty "measurements" list and their content under "flags".
+Generic Health Sensor observations (2b8b live, 2bdd stored) build their entries in
+drivers/ble/ghs_show.py: the same keys, plus "samples" for a sample array.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from drivers.ble import device_info, racp
+from drivers.ble import device_info, ghs_show, racp
 from drivers.ble.blood_pressure import BloodPressureFeature, BloodPressureMeasurement
 from drivers.ble.cgm import CgmMeasurement, CgmSessionStartTime
 from drivers.ble.gatt_time import CurrentTime, decode_date_time
+from drivers.ble.ghs import HealthObservation
+from drivers.ble.ghs_features import ControlPoint, HealthSensorFeatures, ObservationSchedule
 from drivers.ble.glucose import GlucoseMeasurement
 from drivers.ble.glucose_context import GlucoseContext
 from drivers.ble.heart_rate import HeartRateMeasurement
@@ -89,9 +93,25 @@ _DECODERS: dict[int, Callable[[bytes], Decoded]] = {
     0x2AA7: lambda p: _measured(CgmMeasurement.decode(p)),
     0x2AAA: lambda p: _described(CgmSessionStartTime.decode(p)),
     **{uuid16: _string(uuid16) for uuid16 in device_info.STRING_UUIDS},
+
+    0x2BF1: lambda p: _described(ObservationSchedule.decode(p)),
+    0x2BF3: lambda p: _described(HealthSensorFeatures.decode(p)),
+    0x2BF4: lambda p: _described(ControlPoint.decode(p)),
 }
 
-SUPPORTED_UUIDS = frozenset(_DECODERS)
+
+def _ghs(stored: bool) -> Callable[[bytes], tuple[list[dict[str, Any]], dict[str, object]]]:
+    def decode(payload: bytes) -> tuple[list[dict[str, Any]], dict[str, object]]:
+        parsed = HealthObservation.decode_notification(payload, stored=stored)
+        return ghs_show.measurements(parsed), ghs_show.flags(parsed)
+
+    return decode
+
+
+# Characteristics whose entries are not built from Readings (strings, samples, codes).
+_SHOWN = {0x2B8B: _ghs(stored=False), 0x2BDD: _ghs(stored=True)}
+
+SUPPORTED_UUIDS = frozenset(_DECODERS) | frozenset(_SHOWN)
 
 
 def _entry(
@@ -122,6 +142,10 @@ def _entries(readings: tuple[Reading, ...]) -> list[dict[str, Any]]:
 def decode_characteristic(uuid16: int, payload: bytes) -> dict[str, Any]:
     """Decode ``payload`` of characteristic ``uuid16``; DecodeError for an unknown uuid or a
     malformed payload."""
+    shown = _SHOWN.get(uuid16)
+    if shown is not None:
+        entries, summary = shown(payload)
+        return {"uuid": uuid_text(uuid16), "measurements": entries, "flags": summary}
     decoder = _DECODERS.get(uuid16)
     if decoder is None:
         raise decode_error(uuid16, "no decoder for this characteristic")

@@ -20,7 +20,8 @@ de-duplicated by the PHD IG identifier against a bounded seen-set in the state d
 (drivers/ble/seen.py), written only from ``committed()``.
 
 ``streamed(m)`` tells which readings come from a continuous characteristic (PLX Continuous
-0x2A5F, Heart Rate 0x2A37, CGM 0x2AA7, Intermediate Temperature 0x2A1E): the stream lane.
+0x2A5F, Heart Rate 0x2A37, CGM 0x2AA7, Intermediate Temperature 0x2A1E, Intermediate Cuff
+Pressure 0x2A36): the stream lane. The final reading of the same device keeps the spot lane.
 
 Logs carry identifiers, characteristic UUIDs and error reasons, never clinical values.
 """
@@ -38,7 +39,11 @@ from pathlib import Path
 import structlog
 
 from drivers.ble import racp
-from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, BloodPressureMeasurement
+from drivers.ble.blood_pressure import (
+    BP_MEASUREMENT_UUID,
+    INTERMEDIATE_CUFF_PRESSURE_UUID,
+    BloodPressureMeasurement,
+)
 from drivers.ble.cgm import CGM_MEASUREMENT_UUID, CgmMeasurement, CgmSessionStartTime
 from drivers.ble.clock_sync import ClockSync
 from drivers.ble.glucose import (
@@ -83,6 +88,8 @@ _DECODERS: dict[int, Callable[[bytes], Readable]] = {
     TEMPERATURE_MEASUREMENT_UUID: TemperatureMeasurement.decode,
     INTERMEDIATE_TEMPERATURE_UUID: lambda p: TemperatureMeasurement.decode(p, intermediate=True),
     BP_MEASUREMENT_UUID: BloodPressureMeasurement.decode,
+    INTERMEDIATE_CUFF_PRESSURE_UUID:
+        lambda p: BloodPressureMeasurement.decode(p, intermediate=True),
     SPOT_CHECK_UUID: SpotCheckMeasurement.decode,
     CONTINUOUS_UUID: ContinuousMeasurement.decode,
     WEIGHT_MEASUREMENT_UUID: WeightMeasurement.decode,
@@ -98,8 +105,11 @@ _STREAM_SOURCES = {
 
 def _stream_uuid(m: Measurement) -> int | None:
     """The continuous characteristic ``m`` was decoded from, if it was one."""
-    if m.source == TemperatureMeasurement.SOURCE and m.supplemental == "intermediate":
-        return INTERMEDIATE_TEMPERATURE_UUID
+    if m.supplemental == "intermediate":
+        if m.source == TemperatureMeasurement.SOURCE:
+            return INTERMEDIATE_TEMPERATURE_UUID
+        if m.source == BloodPressureMeasurement.SOURCE:
+            return INTERMEDIATE_CUFF_PRESSURE_UUID
     return _STREAM_SOURCES.get(m.source)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID
+from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, INTERMEDIATE_CUFF_PRESSURE_UUID
 from drivers.ble.cgm import CGM_MEASUREMENT_UUID
 from drivers.ble.glucose import GLUCOSE_MEASUREMENT_UUID
 from drivers.ble.glucose_context import GLUCOSE_CONTEXT_UUID
@@ -36,7 +36,10 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "thermometer": Profile(TEMPERATURE_MEASUREMENT_UUID, (INTERMEDIATE_TEMPERATURE_UUID,),
                            stream=frozenset({INTERMEDIATE_TEMPERATURE_UUID}), backlog=True),
-    "blood-pressure": Profile(BP_MEASUREMENT_UUID, backlog=True),
+    # Intermediate Cuff Pressure (0x2A36, notified while the cuff inflates) streams; the final
+    # measurement (0x2A35) is a spot reading.
+    "blood-pressure": Profile(BP_MEASUREMENT_UUID, (INTERMEDIATE_CUFF_PRESSURE_UUID,),
+                              stream=frozenset({INTERMEDIATE_CUFF_PRESSURE_UUID}), backlog=True),
     "pulse-oximeter": Profile(SPOT_CHECK_UUID, backlog=True),
     # An oximeter worn continuously (0x2A5F, 1 Hz); its spot-checks are still taken, as SPOT.
     "pulse-oximeter-continuous": Profile(CONTINUOUS_UUID, (SPOT_CHECK_UUID,),

@@ -50,7 +50,7 @@ from drivers.ble.reconnect import Backoff, classify, pairing_failure
 from drivers.ble.seen import SeenSet
 from drivers.ble.uuids import uuid16_of, uuid128
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import DeviceId, DeviceIdKind, Measurement
+from gateway.model import DeviceId, DeviceIdKind, Measurement, ReceptionStamps
 from gateway.pipeline.health import DeviceHealth
 from gateway.pipeline.watchdog import LoopMark
 
@@ -132,6 +132,7 @@ class BleDeviceDriver:
         if self.racp and state_file is None:
             raise ConfigError("ble state file", f"a {profile} device needs a state file")
         initial = -1 if self.measurement_uuid == CGM_MEASUREMENT_UUID else 0
+        self._stamps = ReceptionStamps()  # identifiers of clockless readings stay apart
         self._intake = Intake(
             self.device, self.spec,
             state=RacpState(state_file, initial) if state_file is not None else None,
@@ -283,6 +284,7 @@ class BleDeviceDriver:
             readings=self.readings,
             battery_pct=self.battery_pct,
             rssi_dbm=self.rssi_dbm,
+            duplicates=self.duplicates,
             rejected_input=self._intake.malformed,
             last_rejected=self._intake.last_rejected,
         )]
@@ -306,7 +308,7 @@ class BleDeviceDriver:
                 self._intake.reject_flood(uuid16)
                 queue.put_nowait(None)  # ends this connection; the device is asked again
                 return
-            queue.put_nowait((uuid16, bytes(data), datetime.now(UTC)))
+            queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
 
         link = LinkState(await sync_clock(client, self.device, set_clock=self.set_clock))
         self.clock = link.clock

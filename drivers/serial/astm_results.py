@@ -16,6 +16,19 @@ validated. Preliminary results and corrections (C) get their status as ``supplem
 identifier differs from the final result they precede or correct (the provider de-duplicates by
 identifier: a correction must not be dropped as a duplicate). Header processing id T/D/Q
 (training, debugging, quality control) or an order action code Q (QC specimen) marks test data.
+
+Identity (docs/wire-format.md, section 6.5). A laboratory result is not identified by analyte,
+value and time: two specimens measured in the same second can give the same value. ASTM E1394 /
+CLSI LIS2-A2 place a result in a hierarchy whose sequence numbers restart below each parent
+(P field 2 per message, O field 2 per patient, R field 2 per order), and identify the specimen in
+the order record (O field 3 specimen ID, O field 4 instrument specimen ID). ``supplemental`` (which
+the PHD IG identifier includes) therefore carries ``astm`` then, joined by ``/``: the specimen IDs,
+the patient / order / result sequence numbers, the full universal test ID (R field 3: a dilution or
+a replicate in its later components is another result), the instrument (R field 14) when sent, the
+message time (H field 14) when the order names no specimen, and the status label above. Every part
+is percent-escaped, so the joined text is injective. A result sent twice (a link-layer retry, the
+same message again) keeps its identifier; over-distinguishing costs at most a duplicate
+Observation, a collision would lose a result at the provider.
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote
 
 from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
 from drivers.serial.errors import AstmRecordError, SerialUsageError
@@ -33,6 +48,7 @@ from gateway.errors import ModelError
 from gateway.fhir import codes
 from gateway.fhir.codes import Loinc
 from gateway.model import (
+    INTERPRETATION_CODES,
     MAX_DEVICE_ID_CHARS,
     AbsentReason,
     DeviceId,
@@ -195,6 +211,51 @@ def _status(record: Record, test_data: bool) -> tuple[MeasurementStatus, str]:
     return status | extra[0], extra[1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where a result sits in its message: what makes it one result and not another."""
+
+    message_time: str = ""  # H field 14, used only when the order names no specimen
+    patient_seq: str = ""  # P field 2
+    order_seq: str = ""  # O field 2
+    specimen_id: str = ""  # O field 3 (all components)
+    instrument_specimen_id: str = ""  # O field 4 (all components)
+
+
+def _esc(text: str) -> str:
+    """Percent-escape one identity part so that joining parts with '/' ':' '^' stays injective."""
+    return quote(text, safe="")
+
+
+def _field_text(record: Record, n: int) -> str:
+    """Field ``n`` with every component escaped, components joined by '^', repeats by '~'."""
+    text = "~".join("^".join(_esc(c.strip()) for c in rep) for rep in record.repeats(n))
+    return text if text.strip("^~") else ""
+
+
+def _identity(record: Record, position: _Position, label: str) -> str:
+    """The ``supplemental`` text that makes this result's PHD IG identifier its own."""
+    parts = ["astm"]
+    if position.specimen_id:
+        parts.append("specimen:" + position.specimen_id)
+    if position.instrument_specimen_id:
+        parts.append("instrument-specimen:" + position.instrument_specimen_id)
+    if not (position.specimen_id or position.instrument_specimen_id):
+        parts.append("message:" + _esc(position.message_time))
+    parts += [
+        "patient:" + _esc(position.patient_seq),
+        "order:" + _esc(position.order_seq),
+        "result:" + _esc(record.get(2).strip()),
+        "test:" + _field_text(record, 3),
+    ]
+    instrument = _field_text(record, 14)
+    if instrument:
+        parts.append("instrument:" + instrument)
+    if label:
+        parts.append(label)
+    return "/".join(parts)
+
+
 def _test_code(record: Record) -> str:
     comps = record.components(3)
     local = comps[3] if len(comps) > 3 else ""
@@ -208,6 +269,15 @@ def _unit(raw: str, analyte: Analyte) -> str:
     return UNIT_ALIASES.get(text.lower(), text)
 
 
+def _measurement(test: str, **fields: Any) -> Measurement:
+    """The Measurement, or AstmRecordError when the model refuses the fields an analyser sent
+    (a unit or status it cannot hold): the device's doing, never an untyped error."""
+    try:
+        return Measurement(**fields)
+    except ModelError:
+        raise AstmRecordError("result fields unusable for a measurement", test=test) from None
+
+
 def _result(
     record: Record,
     *,
@@ -216,6 +286,7 @@ def _result(
     received_at: datetime,
     options: AstmOptions,
     delimiters: Delimiters,
+    position: _Position,
 ) -> tuple[LabResult, list[AstmRecordError]]:
     warnings: list[AstmRecordError] = []
     code = _test_code(record)
@@ -227,7 +298,7 @@ def _result(
     loinc = analyte.loinc_for(unit)
     if loinc is None:
         raise AstmRecordError("unit not admitted for this test", test=code, unit=unit)
-    status, supplemental = _status(record, test_data)
+    status, label = _status(record, test_data)
     flags = tuple(rep[0].strip() for rep in record.repeats(7) if rep and rep[0].strip())
     text = record.get(4).strip()
     value: Decimal | None = None
@@ -257,24 +328,25 @@ def _result(
         local = None
         warnings.append(exc)
     device_time = local.replace(tzinfo=options.device_tz) if local else None
-    try:
-        measurement = Measurement(
-            device=device,
-            mdc_code=analyte.mdc_code,
-            value=value,
-            unit=unit,
-            received_at=received_at,
-            source=options.source,
-            raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
-            absent_reason=absent,
-            device_time=device_time,
-            time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
-            status=status,
-            supplemental=supplemental,
-        )
-    except ModelError:
-        # Fields the model refuses (a unit or status it cannot hold): the device's doing.
-        raise AstmRecordError("result fields unusable for a measurement", test=code) from None
+    measurement = _measurement(
+        code,
+        device=device,
+        mdc_code=analyte.mdc_code,
+        value=value,
+        unit=unit,
+        received_at=received_at,
+        source=options.source,
+        raw=record.raw.encode("latin-1", "replace"),  # records come from Latin-1 bytes
+        absent_reason=absent,
+        device_time=device_time,
+        time_quality=options.time_quality if device_time else TimeQuality.ABSENT,
+        status=status,
+        supplemental=_identity(record, position, label),
+        interpretation=tuple(f for f in flags if f in INTERPRETATION_CODES),
+    )
+    if any(f not in INTERPRETATION_CODES for f in flags):
+        warnings.append(AstmRecordError("abnormal flag not understood; kept in the raw record",
+                                        test=code))
     return LabResult(
         measurement,
         code,
@@ -305,9 +377,19 @@ def lab_results(
     results: list[LabResult] = []
     errors: list[AstmRecordError] = []
     order_qc = False
+    position = _Position(message_time=header.get(14).strip())
     for record in message.records:
-        if record.type == "O":
+        if record.type == "P":
+            position = _Position(message_time=position.message_time, patient_seq=_seq(record))
+        elif record.type == "O":
             order_qc = record.get(12).strip().upper() == "Q"
+            position = _Position(
+                message_time=position.message_time,
+                patient_seq=position.patient_seq,
+                order_seq=_seq(record),
+                specimen_id=_field_text(record, 3),
+                instrument_specimen_id=_field_text(record, 4),
+            )
         elif record.type == "R":
             try:
                 result, more = _result(
@@ -317,6 +399,7 @@ def lab_results(
                     received_at=received_at,
                     options=options,
                     delimiters=message.delimiters,
+                    position=position,
                 )
             except AstmRecordError as exc:
                 errors.append(exc)
@@ -324,3 +407,7 @@ def lab_results(
             results.append(result)
             warnings.extend(more)
     return LabResults(tuple(results), tuple(errors), tuple(warnings))
+
+
+def _seq(record: Record) -> str:
+    return record.get(2).strip()

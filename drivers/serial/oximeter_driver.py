@@ -8,7 +8,9 @@ deepens or ends) and yields those as measurements. ``supplemental`` says why a p
 reading of the same second apart in the provider's de-duplication.
 
 Oximeters have no clock: ``received_at`` is the gateway's time of the sample (an interval reading:
-the interval's end), placed on the wall clock from the monotonic time the bytes arrived. They keep
+the interval's end), placed on the wall clock from the monotonic time the bytes arrived, and never
+equal to the previous reading's (:class:`~gateway.model.ReceptionStamps`: samples of one read share
+their arrival time, and two equal status changes in it must not share an identifier). They keep
 no records either, so ``committed()`` has nothing to confirm. Liveness is in :meth:`health`:
 "streaming", "sensor-off", "no-data" (connected but nothing valid for ``no_data_s``), or the
 port's state ("unplugged", "busy", ...).
@@ -32,9 +34,11 @@ from drivers.serial.oximetry import NO_SIGNAL, OximetrySample, to_measurements
 from drivers.serial.port import LineSettings, Parity, PortSpec, SerialPort
 from drivers.serial.port_errors import SerialPortError
 from drivers.serial.reducer import OximetryReading, OximetryReducer, Reason, ReducerConfig
-from gateway.model import DeviceId, Measurement, utcnow
+from gateway.model import DeviceId, Measurement, ReceptionStamps, utcnow
 from gateway.pipeline.health import DeviceHealth
+from gateway.pipeline.ingest import Lane
 
+STATE_LOG_S = 1.0  # state changes are logged at most once a second (the latest in health)
 log = structlog.get_logger("drivers.serial.oximeter")
 
 ERROR_REPORT_S = 60.0  # frame errors are counted and logged at most this often
@@ -84,10 +88,13 @@ class OximeterDriver:
         self.progress = self._conn.progress  # the watchdog's view of this driver's loop
         self._monotonic = monotonic
         self._wallclock = wallclock
+        self._stamps = ReceptionStamps()
         self._last_sample: OximetrySample | None = None
         self._last_sample_mono: float | None = None
         self._last_seen: datetime | None = None
         self._last_rejected: datetime | None = None  # of the latest frame error
+        self._state_logged_mono = float("-inf")
+        self._state_changes = 0  # state changes not logged since the last state line
         self._connected_mono: float | None = None
         self._reported_errors = 0
         self._error_report_mono = 0.0
@@ -191,6 +198,13 @@ class OximeterDriver:
                     self.readings += 1
                     yield measurement
 
+    @staticmethod
+    def lane_of(m: Measurement) -> Lane:
+        """Interval readings are the stream; every event reading (a desaturation starting,
+        deepening or ending, the sensor coming off or back, artifact, out of track, low
+        perfusion, the device's sensor alarm) is an alarm condition and never waits."""
+        return Lane.STREAM if m.supplemental == Reason.INTERVAL.value else Lane.ALARM
+
     def _measurements(
         self,
         reading: OximetryReading,
@@ -198,7 +212,9 @@ class OximeterDriver:
         now: float,
     ) -> tuple[Measurement, Measurement]:
         # No log line per event reading: "a desaturation now" is itself clinical (DESIGN inv. 3).
-        received_at = self._wallclock() - timedelta(seconds=max(0.0, now - reading.time_s))
+        received_at = self._stamps.stamp(
+            self._wallclock() - timedelta(seconds=max(0.0, now - reading.time_s))
+        )
         return to_measurements(
             reading,
             device=self.config.device,
@@ -211,7 +227,19 @@ class OximeterDriver:
     def _update_state(self) -> None:
         state = self.state()
         if state != self._state:
-            self._log.info("serial.oximeter.state", state=state, previous=self._state)
+            # At most one line a second: a device flapping between states (noise that sometimes
+            # looks like a packet) must not become a log flood; health shows the state as of now.
+            now = self._monotonic()
+            if now - self._state_logged_mono >= STATE_LOG_S:
+                self._log.info(
+                    "serial.oximeter.state",
+                    state=state,
+                    previous=self._state,
+                    changes=self._state_changes + 1,
+                )
+                self._state_logged_mono, self._state_changes = now, 0
+            else:
+                self._state_changes += 1
             self._state = state
 
     def _report_errors(self, now: float) -> None:

@@ -75,6 +75,33 @@ _ENTRIES = (
           "renewed automatically.",
           "Check that the router can reach the provider (uplink) so it can renew; otherwise ask "
           "the provider to re-issue the certificate (re-enrol the router).", alarm=True),
+    Entry(alarms.POWER_ON_BATTERY, "problem", "power",
+          "The patient's home has no mains power since {since}: the router runs on its battery "
+          "({charge} charged, about {runtime} left). Readings are still taken and sent.",
+          "Call the patient or carer: is there a power cut in the home, or was the router's "
+          "power supply unplugged? The gateway stops cleanly before the battery is empty and "
+          "starts again when power returns.", alarm=True),
+    Entry(alarms.POWER_BATTERY_LOW, "problem", "power",
+          "The router's battery is nearly empty ({runtime} left, {charge} charged): the gateway "
+          "is stopping cleanly and powers the router off; it starts again when power returns.",
+          "Call the patient: if the power cut goes on, arrange another way to take "
+          "measurements. Stored readings arrive after the restart.", alarm=True),
+    Entry(alarms.POWER_FLAPPING, "problem", "power",
+          "The mains power keeps dropping out and coming back; the gateway reports it as one "
+          "flapping period, not every drop.",
+          "Ask the patient or carer whether the router's power supply is in a loose socket or a "
+          "switched power strip; if the home's supply itself is unstable, tell the provider.",
+          alarm=True),
+    Entry(alarms.UPS_UNREACHABLE, "problem", "power",
+          "The gateway cannot read the UPS ({ups}: {error}), so it cannot see a power cut nor "
+          "stop cleanly before the battery runs out.",
+          "Check the UPS's USB cable to the router and that NUT runs (sudo systemctl status "
+          "nut-server; upsc {ups}).", alarm=True),
+    Entry(alarms.UPS_SELF_TEST_FAILED, "problem", "power",
+          "The UPS's own battery test did not pass ({result}): the battery may not carry the "
+          "router through a power cut.",
+          "Replace the UPS or its battery at the next visit; tell the provider's logistics.",
+          alarm=True),
     Entry(alarms.DEVICE_SILENT, "problem", "device",
           "The device has sent nothing for longer than expected (last seen: {last_seen}; "
           "state {state}).",
@@ -224,6 +251,17 @@ _ENTRIES = (
     Entry("clock-unchecked", "warning", "clock",
           "The router's clock synchronisation cannot be checked ({source}: {error}).",
           "Check that chrony is installed and running (sudo systemctl status chrony)."),
+    # -- power (the health report's power section) ----------------------------------------------
+    Entry("power-cut-shutdown", "warning", "power",
+          "The gateway stopped cleanly at {at} because the battery ran low in a power cut "
+          "(outage since {since}), and started again when the power came back. Nothing stored "
+          "was lost; this was not a crash.",
+          "Nothing to do for the gateway. Devices without memory could not be read while the "
+          "router was off: check with the patient whether a measurement was missed."),
+    Entry("power-unknown", "warning", "power",
+          "The UPS answers but does not say whether it runs on mains or battery ({reason}).",
+          "Check the UPS model against the NUT hardware list; upsc {ups} shows what it "
+          "reports."),
     Entry(UNKNOWN_ALARM, "problem", "gateway",
           "The gateway raised an alarm this gatewayctl does not know: {alarm}.",
           f"Update gatewayctl with the gateway software, and {_SUPPORT}."),

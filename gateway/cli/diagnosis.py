@@ -4,8 +4,9 @@
 daemon's ``HealthReporter`` report) and returns :class:`Finding` s: every alarm the daemon raised
 (gateway/alarms.py) plus what a technician must see that is not an alarm - the uplink not
 connected and why, readings waiting too long, the clock, the certificate, each device's state and
-the 5G modem's SIM and registration. Pure: no I/O, so the CLI, the support bundle and tests can
-all use it on a snapshot. Snapshots carry no clinical value, and neither do findings.
+the 5G modem's SIM and registration, and a restart after a power-cut shutdown. Pure: no I/O,
+so the CLI, the support bundle and tests can all use it on a snapshot. Snapshots carry no
+clinical value, and neither do findings.
 
 A finding with severity "problem" makes ``gatewayctl status`` exit 1; a "warning" is shown but is
 not by itself a fault (a device out of reach between measurements, a clock nobody can check).
@@ -215,11 +216,47 @@ def _links(status: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-def _alarm_fields(  # noqa: PLR0911 - one answer per alarm code
+_POWER_ALARMS = frozenset(
+    {alarms.POWER_ON_BATTERY, alarms.POWER_BATTERY_LOW, alarms.POWER_FLAPPING,
+     alarms.UPS_UNREACHABLE, alarms.UPS_SELF_TEST_FAILED}
+)
+
+
+def _power_fields(power: Mapping[str, Any]) -> dict[str, Any]:
+    charge = _num(power.get("charge_pct"))
+    return {
+        "since": power.get("outage_since") or "an unknown time",
+        "charge": "unknown" if charge is None else f"{charge:.0f} %",
+        "runtime": _duration(_num(power.get("runtime_s"))),
+        "ups": power.get("ups"),
+        "error": _short(power.get("error") or "no answer"),
+        "result": _short(power.get("self_test_result") or "unknown"),
+        "reason": power.get("reason") or "unknown",
+    }
+
+
+def _power(status: Mapping[str, Any]) -> list[Finding]:
+    """What the power section says that is not an alarm: a power-cut restart, an odd UPS."""
+    power = status.get("power") or {}
+    if not isinstance(power, Mapping):
+        return []
+    out = []
+    previous = power.get("previous_stop")
+    if isinstance(previous, Mapping) and previous.get("reason") == "power-cut-shutdown":
+        out.append(_finding("power-cut-shutdown", at=previous.get("at"),
+                            since=previous.get("outage_started") or "an unknown time"))
+    if power.get("state") == "unknown" and power.get("ups"):
+        out.append(_finding("power-unknown", **_power_fields(power)))
+    return out
+
+
+def _alarm_fields(  # noqa: PLR0911 - one answer per alarm family
     code: str, subject: str | None, status: Mapping[str, Any]
 ) -> dict[str, Any]:
     """What the catalogue text of a raised alarm needs from the snapshot."""
     links = status.get("links") or {}
+    if code in _POWER_ALARMS:
+        return _power_fields(status.get("power") or {})
     if code == alarms.LOOP_STALLED:
         loop = (status.get("loops") or {}).get(subject) or {}
         return {"loop": subject, "age": _duration(_num(loop.get("age_s")))}
@@ -313,6 +350,7 @@ def diagnose(status: Mapping[str, Any]) -> list[Finding]:
     found += _links(status)
     found += _certificate(status)
     found += _clock(status)
+    found += _power(status)
     return _unique(sorted(found, key=lambda f: f.severity is not Severity.PROBLEM))
 
 

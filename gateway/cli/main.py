@@ -139,8 +139,46 @@ def render_status(s: dict[str, Any]) -> str:
             f"{k} {v}" for k, v in link.items() if v is not None and k not in ("state", "kind")
         )
         lines.append(f"link {name:<7} {head}" + (f": {details}" if details else ""))
+    lines.append(f"power        {power_text(s.get('power'))}")
     lines.append(f"alarms       {', '.join(s['alarms']) if s['alarms'] else 'none'}")
     return "\n".join(lines)
+
+
+_POWER_WORDS = {
+    "mains": "on mains",
+    "battery": "ON BATTERY (mains lost)",
+    "battery-low": "BATTERY LOW (stopping cleanly, then powering off)",
+    "unreachable": "UPS NOT READABLE",
+    "unchecked": "not checked yet",
+    "unknown": "unknown",
+}
+
+
+def power_text(power: Any) -> str:
+    """The power line of ``gatewayctl status``: the supply in plain words, then the details."""
+    if not isinstance(power, dict):
+        return "unknown (this gateway does not report its power)"
+    state = str(power.get("state"))
+    head = _POWER_WORDS.get(state, state)
+    if power.get("reason"):
+        head += f" ({power['reason']})"
+    parts = []
+    if power.get("charge_pct") is not None:
+        parts.append(f"charge {float(power['charge_pct']):.0f} %")
+    if power.get("runtime_s") is not None:
+        parts.append(f"runtime {float(power['runtime_s']) / 60:.0f} min")
+    if power.get("outage_since"):
+        parts.append(f"outage since {power['outage_since']}")
+    if power.get("self_test") and power["self_test"] != "none":
+        parts.append(f"self-test {power['self_test']}")
+    if state == "unreachable" and power.get("error"):
+        parts.append(str(power["error"]))
+    previous = power.get("previous_stop")
+    if isinstance(previous, dict):
+        parts.append(f"last stop: power-cut shutdown at {previous.get('at')}")
+    if power.get("ups"):
+        parts.append(f"UPS {power['ups']}")
+    return head + (f"; {', '.join(parts)}" if parts else "")
 
 
 def devices_table(devices: list[dict[str, Any]]) -> str:

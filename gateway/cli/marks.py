@@ -30,6 +30,7 @@ _PROBLEM_TEXT = re.compile(
     r"\bNOT [A-Za-z-]+"
     r"|\b(?:FAIL|FAILED|SILENT|MISSING|NO)\b"
     r"|\b(?:pairing-failed|failing|unplugged|no-permission|bad-settings)\b"
+    r"|\b(?:ON BATTERY|BATTERY LOW)\b"  # the power line (gateway/cli/main.py power_text)
     r"|last error: [^;\n]*"
     r"|(?m:^alarms +(?!none$)(?P<alarms>\S.*)$)"
 )

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ble as ble_config
+from gateway.config import power as power_config
 from gateway.config import serial as serial_config
 from gateway.config.ble import BleDeviceConfig
+from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
@@ -89,6 +91,10 @@ class Config:
     # Set: keys, certificate, broker, provider key and episode come from enrolment
     # (provisioning.runtime.effective_config fills them in from the state directory).
     provisioning: ProvisioningConfig | None = None
+    power: PowerConfig | None = None  # [power]: the UPS in upsd; None: no UPS configured
+    # Test / demo / training data: every Observation carries meta.security HTEST. Enrolled
+    # routers take it from the bundle (``test_episode``), others from ``[gateway] test_episode``.
+    test_episode: bool = False
 
     @property
     def records_topic(self) -> str:
@@ -147,16 +153,19 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
             "serial_devices",
             "ble_devices",
             "provisioning",
+            "power",
         ),
     )
 
-    gw = _table(data, "gateway", path, "id", "episode", "state_dir", "log_level")
+    gw = _table(data, "gateway", path, "id", "episode", "test_episode", "state_dir", "log_level")
     gateway_id = gw.get("id", str)
     if not _GATEWAY_ID.match(gateway_id):
         raise gw.error("id", "1-64 characters: letters, digits, '.', '_' or '-'")
     episode_id = gw.get("episode", str, "unbound")
     if not episode_id or len(episode_id) > 64 or not episode_id.isprintable():
         raise gw.error("episode", "must be a printable pseudonymous id of 1-64 characters")
+    # A rig, demo or training episode: every Observation is labelled HTEST (never clinical).
+    test_episode = gw.get("test_episode", bool, False, what="true or false")
     state_dir = gw.path("state_dir", base, "/var/lib/homecare-gateway")
     log_level = gw.get("log_level", str, "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -298,6 +307,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         path=path,
         gateway_id=gateway_id,
         episode_id=episode_id,
+        test_episode=test_episode,
         state_dir=state_dir,
         log_level=log_level,
         signing_key=signing_key,
@@ -329,6 +339,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         serial_devices=serial_config.parse(data.get("serial_devices", []), path),
         ble_devices=ble_config.parse(data.get("ble_devices", []), path),
         provisioning=provisioning,
+        power=power_config.parse(data, path),
     )
 
 

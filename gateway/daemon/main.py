@@ -3,6 +3,10 @@
 Start-up order: configuration -> keys -> outbox (durable from the first second, broker or not)
 -> ingest writer -> uplink -> drivers -> READY. Shutdown on SIGTERM: drivers stop first, the
 writer commits what it already holds, then the uplink and the database close.
+
+Shutdown on a low battery (gateway/power): the same, and then the "shutting-down-on-battery"
+record is sealed, the outbox checkpointed, the uplink given a bounded moment to deliver, the
+power-cut marker written and the system asked to power off.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import functools
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,13 @@ from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import ControlServer
 from gateway.daemon.answers import ControlHandlers
 from gateway.daemon.notify import SystemdNotifier
-from gateway.daemon.wiring import ble_for, bluetooth_links, build_agent, build_drivers
+from gateway.daemon.wiring import (
+    ble_for,
+    bluetooth_links,
+    build_agent,
+    build_drivers,
+    power_off_for,
+)
 from gateway.errors import GatewayError
 from gateway.fhir import observation as fhir
 from gateway.pipeline.dbthread import DatabaseThread
@@ -40,6 +50,9 @@ from gateway.pipeline.pump import driver_mark, pump
 from gateway.pipeline.seams import Driver, Notifier
 from gateway.pipeline.supervise import DriverSupervisor, Supervisors
 from gateway.pipeline.watchdog import LoopWatch, PumpMark
+from gateway.power.monitor import PowerMonitor, UpsSettings
+from gateway.power.poweroff import PowerOff, PowerOffError
+from gateway.power.tracker import DebounceRule
 from gateway.seal import wire
 from gateway.seal.keys import (
     load_provider_mlkem_public,
@@ -58,15 +71,35 @@ log = structlog.get_logger("gateway.daemon")
 WATCHDOG_STALL_S = 120.0  # a critical loop silent this long stops the watchdog pings
 SHUTDOWN_FLUSH_S = 10.0
 SHUTDOWN_DRAIN_S = 3.0
+POWER_CUT_DRAIN_S = 15.0  # on battery: how long the uplink may take for the last records
 
 
 class _Shutdown(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
-async def serve(  # noqa: PLR0915 - the one composition root
-    cfg: Config, notifier: Notifier, recent: logs.RecentEvents | None = None
+def ups_settings(cfg: Config) -> UpsSettings | None:
+    p = cfg.power
+    if p is None:
+        return None
+    return UpsSettings(
+        host=p.host,
+        port=p.port,
+        ups=p.ups,
+        low_runtime_s=p.low_runtime_s,
+        poll_interval_s=p.poll_interval_s,
+        timeout_s=min(5.0, max(1.0, p.poll_interval_s * 2)),
+        rule=DebounceRule(confirm_s=p.confirm_s),
+    )
+
+
+async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
+    cfg: Config,
+    notifier: Notifier,
+    recent: logs.RecentEvents | None = None,
+    power_off: PowerOff | None = None,
 ) -> None:
+    power_off = power_off or power_off_for(cfg)
     signing_key = load_signing_key(cfg.signing_key)
     provider_key = provider_public_key(
         load_provider_x25519_public(cfg.provider_hpke_public_key),
@@ -92,6 +125,7 @@ async def serve(  # noqa: PLR0915 - the one composition root
         eui64=None,
         time_sync="ntp",
         software_version=__version__,
+        test_episode=cfg.test_episode,
     )
     writer = IngestWriter(
         outbox,
@@ -139,6 +173,17 @@ async def serve(  # noqa: PLR0915 - the one composition root
     pump_marks = [PumpMark(driver_mark(d)) for d in drivers]
     for name, mark in zip(loop_names(drivers), pump_marks, strict=True):
         watch.add(name, mark.probe(name))
+    stop = asyncio.Event()
+
+    async def seal_lifecycle_event(body: dict[str, Any]) -> int:
+        return await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
+
+    power = PowerMonitor(
+        ups_settings(cfg),
+        state_dir=cfg.state_dir,
+        seal_event=seal_lifecycle_event,
+        on_low_battery=stop.set,
+    )
     health = HealthReporter(
         gateway_id=cfg.gateway_id,
         episode_id=cfg.episode_id,
@@ -158,10 +203,10 @@ async def serve(  # noqa: PLR0915 - the one composition root
         },
         link_alarms=links.alarms,
         loops=watch,
+        power=power,
         supervisors=supervisors,
     )
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     answers = ControlHandlers(
         writer=writer, db=db, outbox=outbox, health=health, links=links, bound=bound, stop=stop
     )
@@ -174,9 +219,6 @@ async def serve(  # noqa: PLR0915 - the one composition root
     except OSError as exc:
         # Diagnostics are not worth losing readings over: run on without the control socket.
         log.error("control.unavailable", socket=str(cfg.control_socket), error=str(exc))  # noqa: TRY400
-
-    async def seal_lifecycle_event(body: dict[str, Any]) -> int:
-        return await writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -203,6 +245,7 @@ async def serve(  # noqa: PLR0915 - the one composition root
                 tg.create_task(_report_replacement(writer, replacement), name="outbox.replaced")
             tg.create_task(links.run(), name="links")
             tg.create_task(health.run(), name="health")
+            tg.create_task(power.run(), name="power")
             tg.create_task(writer.report_gaps(cfg.health_interval_s), name="gaps")
             if agent is not None:
                 tg.create_task(agent.run(), name="ble.agent")
@@ -237,18 +280,26 @@ async def serve(  # noqa: PLR0915 - the one composition root
                 version=__version__,
             )
             await stop.wait()
-            notifier.notify("STOPPING=1")
-            log.info("gateway.stopping")
+            if power.stopping_on_battery:
+                notifier.notify("STOPPING=1", "STATUS=battery low: clean stop, then power-off")
+            else:
+                notifier.notify("STOPPING=1")
+            log.info("gateway.stopping", on_battery=power.stopping_on_battery)
             for t in driver_tasks:
                 t.cancel()
             await asyncio.gather(*driver_tasks, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(writer.drain(), SHUTDOWN_FLUSH_S)
+            if power.stopping_on_battery:
+                await _last_record_on_battery(power, seal_lifecycle_event)
             if upload.connected.is_set():
                 # Give the uplink a moment to deliver what was just committed; whatever is left
                 # stays durable in the outbox and goes out after the next start.
+                drain_s = POWER_CUT_DRAIN_S if power.stopping_on_battery else SHUTDOWN_DRAIN_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_outbox_empty(db, outbox), SHUTDOWN_DRAIN_S)
+                    await asyncio.wait_for(_outbox_empty(db, outbox), drain_s)
+            if power.stopping_on_battery:
+                await _checkpoint(db, outbox)  # after the acks: the file is final
             raise _Shutdown  # noqa: TRY301 - leaves the TaskGroup, cancelling what is left
     except* _Shutdown:
         pass
@@ -259,6 +310,44 @@ async def serve(  # noqa: PLR0915 - the one composition root
         await db.run(staging.close)
         db.shutdown()
         log.info("gateway.stopped")
+    if power.stopping_on_battery:
+        await _power_off(power, power_off)
+
+
+async def _last_record_on_battery(
+    power: PowerMonitor, seal: Callable[[dict[str, Any]], Awaitable[int]]
+) -> None:
+    """The battery is low: seal "shutting-down-on-battery" after every reading held."""
+    try:
+        seq = await asyncio.wait_for(seal(power.shutdown_body()), SHUTDOWN_FLUSH_S)
+        log.warning("power.shutdown_sealed", seq=seq)
+    except (GatewayError, TimeoutError) as exc:
+        # The readings are all committed; only this notice is missing. Say so and go on.
+        log.error("power.shutdown_not_sealed", error=str(exc))  # noqa: TRY400
+
+
+async def _checkpoint(db: DatabaseThread, outbox: Outbox) -> None:
+    """Before a planned power-off: the database file alone holds everything (WAL folded in)."""
+    try:
+        left = await db.run(outbox.checkpoint)
+        log.info("outbox.checkpointed", frames_left=left)
+    except GatewayError as exc:
+        log.error("outbox.checkpoint_failed", error=exc.message)  # noqa: TRY400
+
+
+async def _power_off(power: PowerMonitor, power_off: PowerOff) -> None:
+    """After the clean stop: the marker for the next start, then the system powers off."""
+    try:
+        await asyncio.to_thread(power.write_marker)
+    except OSError as exc:
+        log.error("power.marker_not_written", error=exc.strerror)  # noqa: TRY400
+    try:
+        await power_off.request()
+    except PowerOffError as exc:
+        # Everything is committed and checkpointed; the battery ends it if the system will not.
+        log.error("power.power_off_failed", error=exc.message, hint=exc.hint)  # noqa: TRY400
+        return
+    log.warning("power.power_off_requested")
 
 
 def loop_names(drivers: Sequence[Driver]) -> list[str]:

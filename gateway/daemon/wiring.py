@@ -20,6 +20,7 @@ from gateway.config.settings import Config
 from gateway.errors import ConfigError
 from gateway.model import Measurement
 from gateway.pipeline.ingest import IngestWriter, Lane
+from gateway.power.poweroff import LogindPowerOff, PowerOff
 from provisioning import runtime as provisioning
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ log = structlog.get_logger("gateway.daemon")
 # simulated home (rig/devices.py) provides "simulated" for the demo, the tests and training; a
 # router's package does not ship it, so [[sim_devices]] there is a configuration error.
 DRIVER_PLUGINS = "homecare_gateway.drivers"
+# Likewise the way to power off after a clean stop on battery ([power] power_off): "logind" is
+# the router's; the simulated home registers one that records the request instead.
+POWER_OFF_PLUGINS = "homecare_gateway.power_off"
 
 
 def plugin(kind: str) -> Callable[..., Any]:
@@ -45,6 +49,21 @@ def plugin(kind: str) -> Callable[..., Any]:
         )
     loaded: Callable[..., Any] = next(iter(found)).load()
     return loaded
+
+
+def power_off_for(cfg: Config) -> PowerOff:
+    """The power-off action ``[power] power_off`` names (logind unless a plug-in is named)."""
+    name = cfg.power.power_off if cfg.power else "logind"
+    if name == "logind":
+        return LogindPowerOff(cfg.state_dir)
+    found = entry_points(group=POWER_OFF_PLUGINS, name=name)
+    if not found:
+        raise ConfigError(
+            "power.power_off",
+            f"power-off plug-in {name!r} is not installed here; use \"logind\" on a router",
+        )
+    made: PowerOff = next(iter(found)).load()(cfg.state_dir)
+    return made
 
 
 def build_drivers(
@@ -71,7 +90,7 @@ def build_drivers(
     unusable = writer.report_unusable if writer is not None else None
     serial = [d for d in cfg.serial_devices if bound.admits_serial(d)]
     for drv in serial_config.build(serial, report_unusable=unusable):
-        drivers.append((drv, Lane.STREAM if isinstance(drv, OximeterDriver) else Lane.SPOT))
+        drivers.append((drv, drv.lane_of if isinstance(drv, OximeterDriver) else Lane.SPOT))
     ble_devices = ble_for(cfg, bound)
     ble = ble_config.build(ble_devices, cfg.state_dir)
     drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)

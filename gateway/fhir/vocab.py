@@ -44,6 +44,7 @@ CS_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CS_DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 CS_POCD_STATUS = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
 CS_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+CS_V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, OURS)
@@ -96,6 +97,8 @@ class GatewayInfo:
     eui64: str | None
     time_sync: str  # how the gateway clock is synchronised: "ntp", "sntp", "gps", "mobile"…
     software_version: str
+    # A test episode (rig, demo, training): every Observation is labelled HTEST.
+    test_episode: bool = False
 
     def __post_init__(self) -> None:
         for name in ("gateway_id", "episode_id", "time_sync", "software_version"):

@@ -51,6 +51,9 @@ class DeviceHealth:
     battery_pct: int | None = None
     rssi_dbm: int | None = None
     port: str | None = None  # a serial device's port path (its stable udev name)
+    # BLE: readings the device sent again that were recognised as already stored (PHD IG: equal
+    # readings with one device timestamp are one reading) and not handed over; None elsewhere.
+    duplicates: int | None = None
     rejected_input: int = 0  # frames, records or notifications refused as malformed / oversize
     last_rejected: datetime | None = None
 
@@ -79,6 +82,7 @@ class DeviceHealth:
             "battery_pct": self.battery_pct,
             "rssi_dbm": self.rssi_dbm,
             "port": self.port,
+            "duplicates": self.duplicates,
             "rejected_input": self.rejected_input,
             "last_rejected": self.last_rejected.isoformat() if self.last_rejected else None,
         }
@@ -86,6 +90,22 @@ class DeviceHealth:
 
 class ReportsHealth(Protocol):
     def health(self) -> Sequence[DeviceHealth]: ...
+
+
+class PowerView(Protocol):
+    """The router's power supply (gateway/power/monitor.py), as the report shows it."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def alarms(self) -> list[str]: ...
+
+    async def reported(self) -> None:
+        """A report with this snapshot was sealed (the power-cut marker has done its job)."""
+        ...
+
+
+# Without a [power] table nothing is known about the supply, and the report says so.
+NO_POWER = {"state": "unknown", "reason": "no UPS configured"}
 
 
 class UplinkView(Protocol):
@@ -157,9 +177,11 @@ class HealthReporter:
         links: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
         link_alarms: Callable[[], list[str]] | None = None,
         loops: LoopWatch | None = None,
+        power: PowerView | None = None,
         supervisors: Supervisors | None = None,
     ) -> None:
         self._loops = loops
+        self._power = power
         self._supervisors = supervisors
         self._links = dict(links or {})
         self._link_alarms = link_alarms
@@ -223,6 +245,9 @@ class HealthReporter:
         ]
         if cert_days is not None and cert_days < 14:
             alarms.append(alarms_.CERTIFICATE_EXPIRES_SOON)
+        power = self._power.snapshot() if self._power is not None else dict(NO_POWER)
+        if self._power is not None:
+            alarms += self._power.alarms()
         return {
             "type": "health",
             "version": 1,
@@ -258,6 +283,7 @@ class HealthReporter:
                 "days_left": cert_days,
             },
             "loops": loops,
+            "power": power,
             "supervision": supervisors.snapshot() if supervisors is not None else {},
             "alarms": alarms,
         }
@@ -272,6 +298,8 @@ class HealthReporter:
             log.warning("health.refused_quota", alarms=body["alarms"])
             return None
         self.reports += 1
+        if self._power is not None:
+            await self._power.reported()
         log.info(
             "health.reported", seq=seq, outbox_depth=body["outbox"]["depth"], alarms=body["alarms"]
         )

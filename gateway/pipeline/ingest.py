@@ -646,6 +646,7 @@ class IngestWriter:
             group = groups[slot][2] if slot >= 0 else None
             if (
                 group is None
+                or item.lane is Lane.ALARM  # an alarm is sealed alone: nothing rides with it
                 or item.starts_chunk
                 or len(group) + len(item.measurements) > MAX_OBSERVATIONS_PER_RECORD
             ):

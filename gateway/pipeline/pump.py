@@ -40,10 +40,17 @@ async def pump(  # noqa: PLR0915 - its two tasks share the driver, the mark and 
     """Move one driver's readings into the outbox; confirm to the driver in order once durable.
 
     ``lane`` is the driver's lane, or a function choosing it per reading (a BLE oximeter's
-    spot-checks and its continuous values). ``on_durable(reading, record seq)`` lets
-    install-check follow a device's reading to the provider's acknowledgement (the record leaves
-    the outbox only on PUBACK). ``mark`` tells the watchdog what the pump is doing."""
-    lane_of: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
+    spot-checks and its continuous values, a serial oximeter's events); a reading the device
+    flagged as an alarm (``Measurement.alarm``) goes on Lane.ALARM whatever the driver's lane.
+    ``on_durable(reading, record seq)`` lets install-check follow a device's reading to the
+    provider's acknowledgement (the record leaves the outbox only on PUBACK). ``mark`` tells the
+    watchdog what the pump is doing."""
+    base: Callable[[Measurement], Lane] = lane if callable(lane) else (lambda _m: lane)
+
+    def lane_of(m: Measurement) -> Lane:
+        # An alarm condition the device raised never waits for a stream chunk or a spot batch.
+        return Lane.ALARM if m.alarm else base(m)
+
     mark = mark or PumpMark(driver_mark(driver))
     confirmations: asyncio.Queue[tuple[asyncio.Future[int], Measurement, int]] = asyncio.Queue(
         maxsize=1024

@@ -8,7 +8,8 @@ Read back with :func:`loads`, which parses numbers with a fraction or exponent a
 Two encoders give the same bytes. The reference one below is pure Python (about 200 µs for one
 reading's FHIR Bundle). The fast path hands the structure to orjson (a C extension, ~15 µs) with
 sorted keys and each ``Decimal`` passed through as its exact digits. Its output is used only when
-it is pure ASCII (the reference escapes non-ASCII as ``\\uXXXX``, orjson writes UTF-8) and the
+it is pure ASCII without DEL (the reference escapes non-ASCII and U+007F as ``\\uXXXX``, orjson
+writes UTF-8 and a raw DEL) and the
 structure holds no float (orjson would write one; canonical JSON refuses them, since a reading's
 digits must be exact). Everything else (a float, a non-string key, an integer beyond 64 bits,
 another type) goes to the reference encoder, which gives the bytes or raises the error it always
@@ -90,7 +91,8 @@ def dumps(value: Any, *, float_free: bool = False) -> bytes:
         data = orjson.dumps(value, default=_fast_default, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, ValueError):
         return dumps_reference(value)  # gives the same bytes, or raises the reference's error
-    return data if data.isascii() else dumps_reference(value)
+    # orjson writes U+007F (DEL) as it is; the reference (and docs/wire-format.md 3.4) escapes it.
+    return data if data.isascii() and b"\x7f" not in data else dumps_reference(value)
 
 
 def _has_float(value: Any) -> bool:

@@ -201,17 +201,39 @@ def open_record(
             seq=hdr.seq,
         ) from None
     if hdr.flags & wire.FLAG_ZLIB:
-        try:
-            inflater = zlib.decompressobj()
-            body = inflater.decompress(body, MAX_PLAINTEXT_BYTES)
-            if inflater.unconsumed_tail or not inflater.eof:
-                raise VerifyError(
-                    "plaintext too large or truncated", reason="malformed", seq=hdr.seq
-                )
-        except zlib.error:
-            raise VerifyError(
-                f"record {hdr.seq}: compressed plaintext is corrupt", reason="malformed"
-            ) from None
-    elif hdr.flags != 0:
-        raise VerifyError(f"record {hdr.seq}: unknown flags {hdr.flags:#x}", reason="malformed")
+        body = _inflate(body, hdr.seq)
+    elif len(body) > MAX_PLAINTEXT_BYTES:
+        raise VerifyError(
+            f"record {hdr.seq}: plaintext over {MAX_PLAINTEXT_BYTES} bytes",
+            reason="plaintext-too-large",
+            seq=hdr.seq,
+        )
     return OpenedRecord(header=hdr, plaintext=body, record_hash=parts.record_hash, size=len(record))
+
+
+def _inflate(body: bytes, seq: int) -> bytes:
+    """One complete zlib stream (RFC 1950), nothing after it, at most MAX_PLAINTEXT_BYTES out."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(body, MAX_PLAINTEXT_BYTES)
+    except zlib.error:
+        raise VerifyError(
+            f"record {seq}: compressed plaintext is corrupt", reason="bad-compression", seq=seq
+        ) from None
+    if inflater.unconsumed_tail:
+        raise VerifyError(
+            f"record {seq}: plaintext over {MAX_PLAINTEXT_BYTES} bytes",
+            reason="plaintext-too-large",
+            seq=seq,
+        )
+    if not inflater.eof:
+        raise VerifyError(
+            f"record {seq}: compressed plaintext is truncated", reason="bad-compression", seq=seq
+        )
+    if inflater.unused_data:
+        raise VerifyError(
+            f"record {seq}: {len(inflater.unused_data)} bytes after the compressed plaintext",
+            reason="bad-compression",
+            seq=seq,
+        )
+    return out

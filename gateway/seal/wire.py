@@ -54,6 +54,9 @@ HASH_LEN = 32
 GENESIS_HASH = bytes(HASH_LEN)
 MAX_GATEWAY_ID = 64
 FLAG_ZLIB = 0x01
+KNOWN_FLAGS = FLAG_ZLIB  # every other flag bit is reserved: a record with one set is refused
+HEALTH_LANE = 3  # health records travel alone in this lane, on the health topic
+MAX_LANE = 3  # lanes 0 alarm, 1 spot, 2 stream chunk, 3 health
 
 _FIXED = struct.Struct(">4sBBBBHHHIQQ32sB")  # up to and including the gateway id length
 _LEN = struct.Struct(">I")
@@ -166,7 +169,16 @@ def parse_record(record: bytes) -> RecordParts:
     try:
         record_kind = RecordKind(kind)
     except ValueError:
-        raise _malformed(f"unknown record kind {kind}") from None
+        raise VerifyError(f"unknown record kind {kind}", reason="unknown-kind") from None
+    if lane > MAX_LANE:
+        raise VerifyError(f"unknown lane {lane}", reason="unknown-lane")
+    if (record_kind is RecordKind.HEALTH) != (lane == HEALTH_LANE):
+        raise VerifyError(
+            f"a record of kind {record_kind.name.lower()} cannot travel in lane {lane}",
+            reason="kind-lane-mismatch",
+        )
+    if flags & ~KNOWN_FLAGS:
+        raise VerifyError(f"reserved flag bits set ({flags:#04x})", reason="reserved-flags")
     if not (1 <= gid_len <= MAX_GATEWAY_ID):
         raise _malformed(f"gateway id length {gid_len}")
     hdr_end = _FIXED.size + gid_len

@@ -154,6 +154,7 @@ class SimRig:
             config = self.base / "gateway.toml"
             config.write_text(
                 f'[gateway]\nid = "{r.gateway_id}"\nstate_dir = "{r.state_dir}"\n'
+                "test_episode = true\n"  # ignored when enrolled: the bundle says it too
                 f'log_level = "debug"\n\n{self._provider.config_section()}\n'
                 f'[control]\nsocket = "{r.control_socket}"\n\n'
                 "[uplink]\nkeepalive_s = 5\nbatch_max_records = 20\n"

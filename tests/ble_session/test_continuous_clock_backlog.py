@@ -208,6 +208,7 @@ async def test_a_replayed_backlog_is_uploaded_once_across_reconnects_and_restart
     assert [m.value for m in [*first, new]] == [Decimal(v) for v in ("36.5", "36.6", "36.7",
                                                                      "36.8")]
     assert driver.duplicates == 3
+    assert [h.as_json(datetime.now(UTC))["duplicates"] for h in driver.health()] == [3]
     assert len(json.loads(seen.read_text())["seen"]) == 4
     assert "36.5" not in seen.read_text()  # digests only
 

@@ -31,9 +31,9 @@ class Received:
     health: int = 0  # health reports received
     gaps: list[dict[str, object]] = field(default_factory=list)  # GAP record bodies
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
+    health_reports: list[dict[str, Any]] = field(default_factory=list)  # HEALTH record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
     kinds: dict[int, wire.RecordKind] = field(default_factory=dict)  # record seq -> its kind
-    health_alarms: set[str] = field(default_factory=set)  # every alarm a health report carried
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
@@ -43,7 +43,7 @@ class Received:
                 self.kinds[rec.header.seq] = rec.header.kind
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
                 if rec.header.kind is wire.RecordKind.HEALTH:
-                    self.health_alarms.update(rec.body.get("alarms") or ())
+                    self.health_reports.append(rec.body)
                 if rec.header.kind is wire.RecordKind.GAP:
                     self.gaps.append(rec.body)
                 if rec.header.kind is wire.RecordKind.EVENT:
@@ -133,7 +133,7 @@ class Rig:
         )
         path = self.base / "gateway.toml"
         path.write_text(
-            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\n'
+            f'[gateway]\nid = "{self.gateway_id}"\nepisode = "ep-it"\ntest_episode = true\n'
             f'state_dir = "{self.state_dir}"\n'
             f'log_level = "debug"\n\n[identity]\nsigning_key = "{gw.identity_key}"\n\n'
             f'[provider]\nhpke_public_key = "{self.pki.hpke_pub}"\n{self._pq_lines()}\n'

@@ -121,6 +121,7 @@ def test_readings_taken_before_the_broker_was_ever_reachable_survive_a_restart(r
     assert summary["missing"] == 0, summary
     assert summary["signature_failures"] == 0
     assert summary["chain_breaks"] == 0
+    assert summary["test_readings"] == summary["readings"]  # the rig is a test episode: HTEST
     assert rig.stop_daemon() == 0, rig.log_text()
 
 

@@ -67,6 +67,7 @@ def make_bundle(
     *,
     gateway_id: str = GATEWAY,
     valid: tuple[timedelta, timedelta] = (timedelta(hours=-1), timedelta(days=2)),
+    test_episode: bool = True,
 ) -> EnrolmentBundle:
     now = datetime.now(UTC)
     return EnrolmentBundle(
@@ -79,6 +80,7 @@ def make_bundle(
         broker_ca_pem=rig.pki.ca_cert.read_text(),
         provider_hpke_public_pem=rig.pki.hpke_pub.read_text(),
         devices=devices,
+        test_episode=test_episode,  # the rig's data is test data (HTEST)
     )
 
 

@@ -62,7 +62,11 @@ def test_the_crp_result_becomes_exactly_this_measurement() -> None:
         raw=CRP_RESULT[:-1].encode(),
         device_time=datetime(2024, 3, 1, 10, 15, tzinfo=UTC),
         time_quality=TimeQuality.UNSYNCED,
+        interpretation=("N",),  # the analyser's abnormal flag: normal
+        supplemental="astm/specimen:S-0042/patient:1/order:1/result:1/test:^^^CRP"
+        "/instrument:AS0012345",
     )
+    assert not result.measurement.alarm
     assert result.loinc.code == "1988-5"
     assert result.analyte is CRP
     assert (result.test_code, result.result_status, result.abnormal_flags) == ("CRP", "F", ("N",))
@@ -134,8 +138,8 @@ def test_cannot_be_done_is_absent_not_measured() -> None:
     ("code", "status", "supplemental"),
     [
         ("F", MeasurementStatus.NONE, ""),
-        ("P", MeasurementStatus.EARLY_INDICATION, "preliminary"),
-        ("C", MeasurementStatus.NONE, "correction"),
+        ("P", MeasurementStatus.EARLY_INDICATION, "/preliminary"),
+        ("C", MeasurementStatus.NONE, "/correction"),
         ("W", MeasurementStatus.QUESTIONABLE, ""),
         ("V", MeasurementStatus.VALIDATED, ""),
     ],
@@ -145,7 +149,8 @@ def test_result_status_maps_to_measurement_status_and_identifier(
 ) -> None:
     (result,) = decode(message(f"R|1|^^^CRP|5.0|mg/L||||{code}\r")).results
     assert result.measurement.status == status
-    assert result.measurement.supplemental == supplemental
+    identity = "astm/specimen:S-1/patient:/order:1/result:1/test:^^^CRP"
+    assert result.measurement.supplemental == identity + supplemental
 
 
 def test_quality_control_results_are_marked_as_test_data() -> None:
