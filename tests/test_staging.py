@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from buffer.outbox import Outbox
 from buffer.staging import StagedChunk, StagingStore, open_staging, staging_path
@@ -22,7 +22,12 @@ from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import STAGED, IngestWriter, Lane
 from gateway.seal import cjson, staged, wire
-from gateway.seal.sealing import RecordSealer, SuiteName
+from gateway.seal.sealing import (
+    RecordSealer,
+    SuiteName,
+    provider_private_key,
+    provider_public_key,
+)
 from provider.verifier import Verifier
 from tests.factories import (
     RECEIVED_AT,
@@ -409,3 +414,20 @@ def test_the_stage_interval_is_configured_and_bounded(files: Path) -> None:
     assert cfg.stage_interval_s == 2.5
     with pytest.raises(ConfigError, match="stage_interval_s"):
         load(write_config(files, VALID_CONFIG + "\n[outbox]\nstage_interval_s = 11\n"))
+
+
+def test_the_chunk_key_is_wrapped_with_the_hybrid_suite_too() -> None:
+    mlkem_key = mlkem.MLKEM768PrivateKey.generate()
+    hybrid = provider_private_key(PROVIDER, mlkem_key)
+    sealer = RecordSealer(
+        GW.gateway_id, SIGNING, provider_public_key(PROVIDER.public_key(), mlkem_key.public_key())
+    )
+    cipher = staged.ChunkCipher.open(sealer, 1_700_000_000_000)
+    assert cipher.header.kem_id == 0x647A
+    rows = [cipher.encrypt(0, b'{"row":0}')]
+    body = staged.recovered_body(cipher.header, rows, int(Lane.STREAM), datetime.now(UTC))
+    assert staged.open_rows(body, hybrid, SuiteName.MLKEM768_X25519, GW.gateway_id) == [
+        b'{"row":0}'
+    ]
+    with pytest.raises(VerifyError):  # the X25519 half alone does not open it
+        staged.open_rows(body, PROVIDER, SuiteName.X25519, GW.gateway_id)
