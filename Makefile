@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: demo test lint unit hil bench sysdeps venv clean
+.PHONY: demo test lint unit hil bench field sysdeps venv clean
 
 # System packages: the broker for the simulated provider, openssl for inspecting certificates.
 $(SYSSTAMP): scripts/install-sysdeps.sh
@@ -53,6 +53,23 @@ hil: $(SYSSTAMP) $(STAMP)
 		echo "make hil: no scenario was collected (RIG=$${RIG:-sim}, HIL_ARGS=$(HIL_ARGS))" >&2; \
 		exit 1; \
 	fi; exit $$rc
+
+# The field tier (field/, issue 14): the .deb built from this tree, installed with apt in Debian
+# 12 containers with systemd as PID 1 (systemd-nspawn), amd64 natively and arm64 under qemu-user.
+# Needs root; installs mmdebstrap, systemd-container, qemu-user-static, binfmt-support when
+# missing; caches the roots in /var/cache/homecare-field. What this machine cannot do is skipped
+# with its reason printed (FIELD_REQUIRED=1 makes that a failure). Writes field/report/
+# (junit.xml, timings.json, each container's journal). Last line:
+#   field: N passed, M failed, arches=amd64,arm64
+FIELD_ARGS ?=
+field: $(SYSSTAMP) $(STAMP)
+	@mkdir -p field/report
+	@rm -f field/report/junit.xml field/report/arches.txt
+	@rc=0; $(PY) -m pytest field -p no:cacheprovider -rsx --junitxml=field/report/junit.xml \
+		-o junit_logging=system-out \
+		$(FIELD_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make field: no test was collected (FIELD_ARGS=$(FIELD_ARGS))" >&2; rc=1; fi; \
+	$(PY) field/summary.py field/report/junit.xml field/report/arches.txt; exit $$rc
 
 # Benchmarks: human-readable lines, then one JSON object on the last line (docs/performance.md).
 bench: $(SYSSTAMP) $(STAMP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds dist/homecare-gateway_<version>_<arch>.deb from this repository with dpkg-deb.
 #
-#   packaging/build-deb.sh [--out DIR] [--keep-staging]
+#   packaging/build-deb.sh [--out DIR] [--keep-staging] [--arch amd64|arm64]
 #
 # What goes in (packaging/README.md has the reasons):
 #   /opt/homecare-gateway            a virtualenv holding the app and every dependency, built here
@@ -23,8 +23,12 @@
 #   PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/wheelhouse   build offline from a wheelhouse (pip reads these)
 #   DEB_MAINTAINER   the Maintainer field
 #   DEB_COMPRESSION  dpkg-deb compressor (default xz)
-# Must run on the Debian release and CPU architecture of the router image (the venv holds
-# compiled wheels, e.g. cryptography, and is bound to that release's Python).
+# Must run on the Debian release of the router image (the venv is bound to that release's
+# Python). --arch builds for another CPU architecture (arm64 on amd64, for the usual provider
+# router): pip then fetches that architecture's binary wheels (manylinux, glibc <= the release's)
+# with --platform/--target instead of installing through the venv's own interpreter, and nothing
+# built for the target is executed here (byte-code is architecture-independent). The result is
+# only as good as its smoke test on that architecture: field/ runs it under qemu-user.
 set -euo pipefail
 umask 022
 
@@ -33,12 +37,15 @@ PREFIX=/opt/homecare-gateway
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT_DIR=${OUT_DIR:-$REPO/dist}
 KEEP_STAGING=0
+TARGET_ARCH=
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT_DIR=$2; shift 2 ;;
         --out=*) OUT_DIR=${1#--out=}; shift ;;
         --keep-staging) KEEP_STAGING=1; shift ;;
+        --arch) TARGET_ARCH=$2; shift 2 ;;
+        --arch=*) TARGET_ARCH=${1#--arch=}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-deb.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -69,7 +76,14 @@ sys.exit((major, minor) < (22, 3))
 EOF
 
 VERSION=$("$TARGET_PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
-ARCH=$(dpkg --print-architecture)
+HOST_ARCH=$(dpkg --print-architecture)
+ARCH=${TARGET_ARCH:-$HOST_ARCH}
+case "$ARCH" in
+    amd64) WHEEL_ARCH=x86_64 ;;
+    arm64) WHEEL_ARCH=aarch64 ;;
+    *) die "unsupported --arch $ARCH (amd64 or arm64)" ;;
+esac
+GLIBC_MINOR=$(getconf GNU_LIBC_VERSION | sed -n 's/^glibc 2\.\([0-9]*\).*/\1/p')
 DEB_COMPRESSION=${DEB_COMPRESSION:-xz}
 DEB_MAINTAINER=${DEB_MAINTAINER:-homecare-gateway maintainers <homecare-gateway@localhost>}
 
@@ -102,8 +116,42 @@ constraints=()
 if [ -n "${CONSTRAINTS:-}" ]; then constraints=(--constraint "$CONSTRAINTS"); fi
 # Binary wheels only: the build never compiles anything, and what ships is what PyPI (or the
 # given wheelhouse) published. --no-compile: byte-code is compiled in step 3 with final paths.
-pip_into_venv install --quiet --no-compile --only-binary=:all: --disable-pip-version-check \
-    "${constraints[@]}" "$WORK"/wheels/homecare_gateway-*.whl
+if [ "$ARCH" = "$HOST_ARCH" ]; then
+    pip_into_venv install --quiet --no-compile --only-binary=:all: --disable-pip-version-check \
+        "${constraints[@]}" "$WORK"/wheels/homecare_gateway-*.whl
+else
+    # Another architecture: pip cannot ask the venv's interpreter (this host's) for its tags, so
+    # it is told them - CPython $PYVER, manylinux up to this release's glibc - and installs into
+    # a plain directory that is then laid out as the venv's site-packages and bin.
+    [ -n "$GLIBC_MINOR" ] || die "cannot tell this system's glibc version (getconf)"
+    platforms=(--platform "manylinux2014_$WHEEL_ARCH")
+    for minor in $(seq 17 "$GLIBC_MINOR"); do
+        platforms+=(--platform "manylinux_2_${minor}_$WHEEL_ARCH")
+    done
+    CROSS=$WORK/cross
+    "$BUILD_PYTHON" -m pip install --quiet --no-compile --only-binary=:all: \
+        --disable-pip-version-check --target "$CROSS" "${platforms[@]}" --implementation cp \
+        --python-version "$PYVER" --abi "cp${PYVER/./}" \
+        "${constraints[@]}" "$WORK"/wheels/homecare_gateway-*.whl
+    SITE=$VENV/lib/python$PYVER/site-packages
+    mkdir -p "$SITE"
+    find "$CROSS" -mindepth 1 -maxdepth 1 ! -name bin -exec mv -t "$SITE" {} +
+    for script in "$CROSS"/bin/*; do
+        # Console scripts name the interpreter that ran pip; the venv's is the right one.
+        if head -1 "$script" | grep -q '^#!.*python'; then
+            sed -i "1s@.*@#!$VENV/bin/python@" "$script"
+        fi
+        mv "$script" "$VENV/bin/"
+    done
+    # --target records scripts relative to its own lib/python; the venv's is one level deeper.
+    sed -i 's@^\.\./\.\./bin/@../../../bin/@' "$SITE"/*.dist-info/RECORD
+    # Every shared object must be built for the target: ELF e_machine (offset 18) 62 or 183.
+    case "$ARCH" in amd64) machine=62 ;; arm64) machine=183 ;; esac
+    while IFS= read -r -d '' so; do
+        [ "$(od -An -tu2 -j18 -N2 "$so" | tr -d ' ')" = "$machine" ] \
+            || die "$so is not an $ARCH binary"
+    done < <(find "$SITE" -type f -name '*.so*' -print0)
+fi
 # pip records where the wheel came from (the temporary build dir): meaningless on the router.
 for f in "$VENV"/lib/python"$PYVER"/site-packages/homecare_gateway-*.dist-info/direct_url.json; do
     [ -e "$f" ] || continue
@@ -227,7 +275,7 @@ commit_window_ms = 2.0
 # count: stop after that many readings (default: forever).
 #     [[sim_devices]]
 #     kind = "thermometer"
-#     address = "SIM:00:00:00:00:01"
+#     address = "C0:FF:EE:00:00:01"
 #     interval_s = 5.0
 #     count = 10
 EOF

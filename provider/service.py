@@ -127,6 +127,12 @@ def _reading_text(m: Measurement) -> str:
     name = info.display if info else f"MDC {m.mdc_code}"
     if m.components:
         value = "/".join("-" if c.value is None else str(c.value) for c in m.components)
+    elif m.samples:
+        value = f"{len(m.samples)} samples every {m.sample_period_ms} ms, last {m.samples[-1]}"
+    elif m.text is not None:
+        value = repr(m.text[:60])  # device text: quoted and escaped for the terminal
+    elif m.value_code is not None:
+        value = f"code {m.value_code}"
     else:
         value = str(m.value) if m.value is not None else f"no value ({m.absent_reason})"
     when = f"device time {m.device_time.isoformat()}" if m.device_time else "no device time"
@@ -143,6 +149,10 @@ def _reading_json(seq: int, gateway_id: str, m: Measurement) -> str:
             "value": None if m.value is None else str(m.value),
             "unit": m.unit,
             "components": [[c.mdc_code, str(c.value), c.unit] for c in m.components],
+            "samples": [str(v) for v in m.samples],
+            "sample_period_ms": None if m.sample_period_ms is None else str(m.sample_period_ms),
+            "text": m.text,
+            "value_code": m.value_code,
             "device_time": m.device_time.isoformat() if m.device_time else None,
             "device_record_id": m.device_record_id,
         }
