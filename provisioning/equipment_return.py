@@ -413,6 +413,8 @@ class EquipmentReturn:
         removed = []
         ob = self.cfg.outbox_path
         outbox_tree = SafeTree(ob.parent)
+        # The outbox, its WAL and journal, and its staging folder (outbox.db.staging: the
+        # open chunk's encrypted staged readings) all start with the outbox's name.
         for name in outbox_tree.listdir():
             if name.startswith(ob.name) and ob.parent / name != epoch_marker(ob):
                 outbox_tree.remove(name)

@@ -29,6 +29,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 DEFAULT_STREAM_CHUNK_S = 30.0  # continuous streams: seconds of readings per sealed record
+DEFAULT_STAGE_INTERVAL_S = 1.0  # the open chunk's readings are durable (staged) within this
 SIM_KINDS = ("thermometer", "blood-pressure", "pulse-oximeter")
 
 
@@ -85,6 +86,7 @@ class Config:
     control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
     serial_devices: tuple[SerialDeviceConfig, ...] = ()
+    stage_interval_s: float = DEFAULT_STAGE_INTERVAL_S
     ble_devices: tuple[BleDeviceConfig, ...] = ()
     # Set: keys, certificate, broker, provider key and episode come from enrolment
     # (provisioning.runtime.effective_config fills them in from the state directory).
@@ -246,7 +248,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if set(wan) & set(broadband):
         raise up.error("broadband_interfaces", "an interface cannot be modem and broadband both")
 
-    ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s")
+    ob = _table(
+        data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s",
+        "stage_interval_s",
+    )
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
     window_ms = ob.get("commit_window_ms", float, 2.0, what="a number of milliseconds")
     if not 0 <= window_ms <= 1000:
@@ -256,6 +261,12 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     chunk_s = ob.get("stream_chunk_s", float, DEFAULT_STREAM_CHUNK_S, what="a number of seconds")
     if not 0 <= chunk_s <= 300:
         raise ob.error("stream_chunk_s", "must be between 0 and 300 seconds")
+    # How long an open chunk's readings may wait for their staging commit (one fsync each).
+    stage_s = ob.get(
+        "stage_interval_s", float, DEFAULT_STAGE_INTERVAL_S, what="a number of seconds"
+    )
+    if not 0 <= stage_s <= 10:
+        raise ob.error("stage_interval_s", "must be between 0 and 10 seconds")
 
     hl = _table(data, "health", path, "interval_s")
     health_interval = hl.get("interval_s", float, 60.0, what="a number of seconds")
@@ -323,6 +334,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,
         stream_chunk_s=chunk_s,
+        stage_interval_s=stage_s,
         health_interval_s=health_interval,
         control_socket=control_socket,
         sim_devices=tuple(sim_devices),

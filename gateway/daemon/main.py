@@ -27,6 +27,7 @@ import structlog
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
+from buffer.staging import open_staging, staging_path
 from drivers.serial.modem_driver import ModemDriver
 from gateway import __version__, logs
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
@@ -109,6 +110,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
     sealer = RecordSealer(cfg.gateway_id, signing_key, provider_key)
     db = DatabaseThread()
     outbox, replacement = await db.run(open_outbox, cfg.outbox_path)
+    staging, staging_damaged = await db.run(open_staging, staging_path(cfg.outbox_path))
     stats = await db.run(outbox.stats)
     log.info(
         "outbox.opened",
@@ -133,6 +135,9 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         window_s=cfg.commit_window_ms / 1000,
         policy=CapacityPolicy(cfg.outbox_quota_bytes),
         stream_chunk_s=cfg.stream_chunk_s,
+        staging=staging,
+        stage_interval_s=cfg.stage_interval_s,
+        staging_damaged=staging_damaged,
     )
     uplink = MqttUplink(UplinkSettings.from_config(cfg))
     upload = UploadLoop(
@@ -311,6 +316,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         await control.close()
         await uplink.close()
         await db.run(outbox.close)
+        await db.run(staging.close)
         db.shutdown()
         log.info("gateway.stopped")
     if power.stopping_on_battery:

@@ -33,12 +33,14 @@ class Received:
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
     health_reports: list[dict[str, Any]] = field(default_factory=list)  # HEALTH record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
+    kinds: dict[int, wire.RecordKind] = field(default_factory=dict)  # record seq -> its kind
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
             if not rec.duplicate:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.lanes[rec.header.seq] = rec.header.lane
+                self.kinds[rec.header.seq] = rec.header.kind
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
                 if rec.header.kind is wire.RecordKind.HEALTH:
                     self.health_reports.append(rec.body)
