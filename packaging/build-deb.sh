@@ -289,6 +289,10 @@ quota_bytes = 268435456
 # Continuous streams (oximetry, heart rate) are sealed in chunks of this many seconds (0-300;
 # 0: each reading at once).
 stream_chunk_s = 30.0
+# While a chunk is open its readings are staged on disk, encrypted to the provider, at most this
+# many seconds (0-10) after they arrive; a device is told "stored" only then. A power cut loses
+# nothing staged (docs/wire-format.md 6.4). Longer saves flash writes, shorter loses less.
+stage_interval_s = 1.0
 
 [health]
 # Seconds (1-3600) between health reports (link, outbox, devices, clock, power) to the provider.
