@@ -271,13 +271,18 @@ class MosquittoBroker:
                     f"mosquitto exited with status {status} before listening on "
                     f"{self._host}:{port}\n{self._log_tails()}"
                 )
-            try:
-                # Connect and hang up without a handshake: mosquitto logs one harmless
-                # "unexpected eof" line per start for this probe.
-                with socket.create_connection((self._host, port), timeout=0.5):
-                    return
-            except OSError:
-                pass
+            # mosquitto opens its listen socket before it loads the TLS key and certificates,
+            # and exits if they are bad: a connection alone can reach a broker about to die.
+            # Ready is its "running" line (logged once every listener is set up) and a listener
+            # that accepts TCP.
+            if self._logged_running():
+                try:
+                    # Connect and hang up without a handshake: mosquitto logs one harmless
+                    # "unexpected eof" line per start for this probe.
+                    with socket.create_connection((self._host, port), timeout=0.5):
+                        return
+                except OSError:
+                    pass
             if time.monotonic() >= deadline:
                 self.stop()
                 raise BrokerError(
@@ -285,6 +290,15 @@ class MosquittoBroker:
                     f"{START_TIMEOUT_S:.0f} s\n{self._log_tails()}"
                 )
             time.sleep(_POLL_INTERVAL_S)
+
+    def _logged_running(self) -> bool:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        # This start's lines only: a restart appends to the same log.
+        last_start = text.rfind(" starting")
+        return last_start >= 0 and text.find(" running", last_start) >= 0
 
     def _log_tails(self) -> str:
         return (
