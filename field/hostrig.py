@@ -155,8 +155,8 @@ def gateway_toml(
 
 
 # Before the rig moved out, simulated devices were part of the router's packages
-# (drivers/simulated.py); after, they are an entry point the .deb does not carry. (gatewayd
-# --check-config accepts [[sim_devices]] either way; only the start refuses them.)
+# (drivers/simulated.py); after, they are an entry point the .deb does not carry (gatewayd
+# --check-config and the start both refuse [[sim_devices]] then).
 _SIM_CHECK = (
     "import importlib.metadata as m, importlib.util as u, sys; "
     "sys.exit(0 if u.find_spec('drivers.simulated') or "
