@@ -1,9 +1,9 @@
 """The provider's half of a field run, on the host: rig PKI, mosquitto on loopback, a verifier.
 
 The container shares the host's network namespace, so a daemon inside reaches this broker on
-127.0.0.1. What enrolment would put in ``/etc/homecare-gateway`` (keys, certificates, the
-provider's HPKE key and ``gateway.toml``) is written by :func:`install_enrolment` by hand until
-fresh-install enrolment exists (issue 14, part 1).
+127.0.0.1. :func:`install_enrolment` writes a static configuration by hand (keys in
+``/etc/homecare-gateway``, as a rig or a previous package version runs); :func:`install_profile`
+installs the provider profile a fresh router enrols with (test_enrol_fresh.py).
 
 Only this module imports the repository's rig code, so a move of those modules is one edit here.
 """
@@ -45,6 +45,9 @@ _pki = _first_module("rig.pki", "provisioning.devpki")
 PROVIDER_SERVICE = _first_module("provider.service", "gateway.provider.service").__name__
 MosquittoBroker: Any = _broker.MosquittoBroker
 create_rig_pki: Any = _pki.create_rig_pki
+_est = _first_module("provider.est")
+EstAuthority: Any = _est.EstAuthority
+EstService: Any = _est.EstService
 
 CONFIG_DIR = "/etc/homecare-gateway"
 SIM_ADDRESS = "C0:FF:EE:00:F1:01"
@@ -73,14 +76,22 @@ class HostProvider:
         self.broker = MosquittoBroker(self.pki, base / "broker", host="127.0.0.1")
         self.out_path = base / "provider.jsonl"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._broker_started = False
 
-    def start(self) -> None:
-        self.broker.start()
+    def start_broker(self) -> None:
+        if not self._broker_started:
+            self.broker.start()
+            self._broker_started = True
+
+    def start(self, keys: dict[str, Path] | None = None) -> None:
+        """Broker (if not yet) and verifier; ``keys`` are record-signing keys of gateways that
+        enrolled (made their own keys), beside the rig PKI's ``gateway_ids``."""
+        self.start_broker()
+        known = {gid: self.pki.gateway(gid).identity_pub for gid in self.gateway_ids}
         gateways = [
-            arg
-            for gid in self.gateway_ids
-            for arg in ("--gateway", f"{gid}={self.pki.gateway(gid).identity_pub}")
-        ]
+            arg for gid, pub in {**known, **(keys or {})}.items()
+            for arg in ("--gateway", f"{gid}={pub}")
+        ]  # fmt: skip
         with self.out_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
@@ -135,6 +146,7 @@ class HostProvider:
                 self._proc.kill()
                 self._proc.wait(10)
         self.broker.stop()
+        self._broker_started = False
 
 
 def gateway_toml(
@@ -229,3 +241,21 @@ def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
     wait_until(lambda: c.run(["test", "-e", link], check=False).returncode == 0, 30,
                f"the {kind} simulator's pty at {link}")
     return f"{unit}.service"
+
+
+PROFILE_DIR = f"{CONFIG_DIR}/profile"
+
+
+def install_profile(c: Container, est_url: str, est_ca: Path, bundle_signing_pub: Path) -> None:
+    """The care provider's profile as its configuration package installs it: provider.toml and
+    the public files it names, root-owned, world-readable (nothing secret in them)."""
+    c.write_file(f"{PROFILE_DIR}/est-ca.crt", est_ca.read_text(), 0o644)
+    c.write_file(f"{PROFILE_DIR}/bundle-signing.pub", bundle_signing_pub.read_text(), 0o644)
+    c.run(["chmod", "0755", PROFILE_DIR])
+    c.write_file(
+        f"{CONFIG_DIR}/provider.toml",
+        "# The care provider's profile (field test provider)\n"
+        f'[provisioning]\nest_url = "{est_url}"\nest_ca_file = "profile/est-ca.crt"\n'
+        'bundle_signing_key = "profile/bundle-signing.pub"\nauth = "bearer"\n',
+        0o644,
+    )

@@ -456,8 +456,17 @@ case "$1" in
         fi
         # Literal paths: nothing here may ever expand to a parent directory.
         rm -rf "$root/opt/homecare-gateway" "$root/var/lib/homecare-gateway" \
-            "$root/var/log/homecare-gateway" "$root/run/homecare-gateway" \
-            "$root/etc/homecare-gateway"
+            "$root/var/log/homecare-gateway" "$root/run/homecare-gateway"
+        # The provider profile (provider.toml, profile/) belongs to the care provider's own
+        # configuration package when one installed it: that package removes it, not this one.
+        etc="$root/etc/homecare-gateway"
+        if [ -z "$root" ] && [ -e "$etc/provider.toml" ] \
+            && dpkg-query -S "$etc/provider.toml" >/dev/null 2>&1; then
+            find "$etc" -mindepth 1 -maxdepth 1 ! -name provider.toml ! -name profile \
+                -exec rm -rf {} +
+        else
+            rm -rf "$etc"
+        fi
         # Everything the account owned is gone above, so its uid can be freed without leaving
         # files that a later account with the same uid would inherit.
         if grep -q "^$PKG:" "$root/etc/passwd" 2>/dev/null; then
