@@ -200,9 +200,11 @@ install -d -m 0750 "$STAGE/etc/$PKG"
 cat > "$STAGE/etc/$PKG/gateway.toml.example" <<'EOF'
 # homecare-gateway configuration - skeleton of /etc/homecare-gateway/gateway.toml.
 #
-# On a router this file is NOT copied by hand: enrolment writes gateway.toml (with the keys and
-# certificates next to it) for one patient episode, and equipment return erases it. The service
-# does not start while gateway.toml is missing. Check a file with:
+# On a router this file is NOT copied by hand: `gatewayctl enrol` writes gateway.toml from the
+# care provider's profile (/etc/homecare-gateway/provider.toml, from the provider's own
+# configuration package) and the router's id (its host name); keys and certificates are made by
+# enrolment under /var/lib/homecare-gateway. The service does not start while gateway.toml is
+# missing, nor before enrolment. Check a file with:
 #     gatewayd --config /etc/homecare-gateway/gateway.toml --check-config
 # Every key below is shown with its default where it has one. Unknown keys are errors (a typo
 # must not fall back to a default silently). Relative paths are resolved against the directory
