@@ -244,18 +244,38 @@ def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
 
 
 PROFILE_DIR = f"{CONFIG_DIR}/profile"
+PROFILE_PACKAGE = "homecare-provider-profile-field"
 
 
-def install_profile(c: Container, est_url: str, est_ca: Path, bundle_signing_pub: Path) -> None:
-    """The care provider's profile as its configuration package installs it: provider.toml and
-    the public files it names, root-owned, world-readable (nothing secret in them)."""
-    c.write_file(f"{PROFILE_DIR}/est-ca.crt", est_ca.read_text(), 0o644)
-    c.write_file(f"{PROFILE_DIR}/bundle-signing.pub", bundle_signing_pub.read_text(), 0o644)
-    c.run(["chmod", "0755", PROFILE_DIR])
-    c.write_file(
-        f"{CONFIG_DIR}/provider.toml",
+def install_profile(
+    c: Container, est_url: str, est_ca: Path, bundle_signing_pub: Path, workdir: Path
+) -> None:
+    """The care provider's profile package, built as packaging/README.md shows and installed by
+    apt: provider.toml and the public files it names, root-owned, world-readable."""
+    stage = workdir / PROFILE_PACKAGE
+    (stage / "DEBIAN").mkdir(parents=True)
+    etc = stage / CONFIG_DIR.lstrip("/")
+    (etc / "profile").mkdir(parents=True)
+    (etc / "provider.toml").write_text(
         "# The care provider's profile (field test provider)\n"
         f'[provisioning]\nest_url = "{est_url}"\nest_ca_file = "profile/est-ca.crt"\n'
-        'bundle_signing_key = "profile/bundle-signing.pub"\nauth = "bearer"\n',
-        0o644,
+        'bundle_signing_key = "profile/bundle-signing.pub"\nauth = "bearer"\n'
     )
+    shutil.copyfile(est_ca, etc / "profile" / "est-ca.crt")
+    shutil.copyfile(bundle_signing_pub, etc / "profile" / "bundle-signing.pub")
+    for f in (etc / "provider.toml", etc / "profile" / "est-ca.crt",
+              etc / "profile" / "bundle-signing.pub"):  # fmt: skip
+        f.chmod(0o644)
+    (stage / "DEBIAN" / "control").write_text(
+        f"Package: {PROFILE_PACKAGE}\nVersion: 1\nArchitecture: all\n"
+        "Maintainer: Field Test Provider <it@provider.invalid>\nEnhances: homecare-gateway\n"
+        "Description: homecare-gateway provider profile for the field tests\n"
+    )
+    (stage / "DEBIAN" / "conffiles").write_text(f"{CONFIG_DIR}/provider.toml\n")
+    deb = workdir / f"{PROFILE_PACKAGE}_1_all.deb"
+    subprocess.run(  # noqa: S603 - dpkg-deb on our own staging directory
+        ["dpkg-deb", "--root-owner-group", "--build", str(stage), str(deb)],  # noqa: S607
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    c.copy_in(deb, f"/root/{deb.name}")
+    c.run(["apt-get", "install", "-y", f"/root/{deb.name}"], timeout_s=300)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from field.conftest import boot_installed
 from field.hostrig import (
     CONFIG_DIR,
+    PROFILE_PACKAGE,
     SERIAL_ID,
     SERIAL_LINK,
     SERIAL_TABLE,
@@ -110,8 +111,11 @@ def test_fresh_router_has_only_the_provider_profile(c: Container, desk: Desk) ->
     """The depot set the router's name (its label); the provider's profile package is installed."""
     c.run(["hostname", GW])
     c.write_file("/etc/hostname", GW + "\n")
-    install_profile(c, desk.est.url, desk.provider.pki.ca_cert, desk.signing_pub)
+    install_profile(c, desk.est.url, desk.provider.pki.ca_cert, desk.signing_pub, desk.base)
     assert c.run(["test", "-e", f"{CONFIG_DIR}/gateway.toml"], check=False).returncode == 1
+    # The profile package shares the directory; it must keep the gateway's owner and mode.
+    perms = c.run(["stat", "-c", "%U:%G %a", CONFIG_DIR]).stdout.strip()
+    assert perms == "root:homecare-gateway 750"
     c.systemctl("start", UNIT)
     assert c.show(UNIT, "ActiveState") == "inactive"
     assert c.show(UNIT, "ConditionResult") == "no"
@@ -192,8 +196,14 @@ def test_return_then_the_unit_is_skipped(c: Container, desk: Desk) -> None:
 def test_purge_removes_state_configuration_logs_and_user(c: Container) -> None:
     c.systemctl("stop", "field-sim-spo2.service", check=False)
     c.run(["apt-get", "purge", "-y", "homecare-gateway"], timeout_s=300)
-    for path in ("/etc/homecare-gateway", "/var/lib/homecare-gateway",
-                 "/var/log/homecare-gateway", "/opt/homecare-gateway"):  # fmt: skip
+    for path in ("/var/lib/homecare-gateway", "/var/log/homecare-gateway",
+                 "/opt/homecare-gateway"):  # fmt: skip
         assert c.run(["test", "-e", path], check=False).returncode == 1, path
     assert c.run(["id", "homecare-gateway"], check=False).returncode != 0
-    assert "homecare-gateway" not in c.run(["dpkg", "-l"]).stdout
+    # The provider's profile belongs to its own package: only that is left in the directory.
+    left = c.run(["find", CONFIG_DIR, "-mindepth", "1", "-maxdepth", "1"]).stdout.split()
+    assert sorted(left) == [f"{CONFIG_DIR}/profile", f"{CONFIG_DIR}/provider.toml"], left
+    c.run(["apt-get", "purge", "-y", PROFILE_PACKAGE], timeout_s=300)
+    assert c.run(["test", "-e", CONFIG_DIR], check=False).returncode == 1
+    for package in ("homecare-gateway", PROFILE_PACKAGE):
+        assert c.run(["dpkg", "-s", package], check=False).returncode != 0, package
