@@ -150,8 +150,9 @@ def enrolment_config(config_path: Path) -> ComposedConfig:
     """The configuration ``gatewayctl enrol`` works with.
 
     A hand-written gateway.toml is used as it is. Otherwise the profile next to it is composed
-    into one (the file is rewritten from the current profile on every enrolment, so a corrected
-    profile package takes effect at the next enrolment)."""
+    into one; ``write`` says the file is missing or differs (gatewayctl rewrites it only before
+    enrolment, so a corrected profile package takes effect at the next episode, never under a
+    running one)."""
     profile = config_path.parent / PROFILE_NAME
     if config_path.exists() and not is_generated(config_path):
         return ComposedConfig(load(config_path), "", write=False)
@@ -183,14 +184,19 @@ def write_config(path: Path, text: str) -> None:
     """Replace ``path`` atomically; the file gets mode 0640 and the group of its directory
     (root:homecare-gateway in /etc/homecare-gateway: the daemon reads it, nobody else)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    with os.fdopen(fd, "wb") as out:
-        if os.geteuid() == 0:
-            os.fchown(fd, 0, path.parent.stat().st_gid)
-        os.fchmod(fd, 0o640)  # not narrowed by the umask of whoever runs enrol
-        out.write(text.encode())
-        out.flush()
-        os.fsync(fd)
-    tmp.replace(path)
-    fsync_dir(path.parent)
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "wb") as out:
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, path.parent.stat().st_gid)
+            os.fchmod(fd, 0o640)  # not narrowed by the umask of whoever runs enrol
+            out.write(text.encode())
+            out.flush()
+            os.fsync(fd)
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise ConfigError(
+            "-", f"cannot write it: {exc.strerror} (run gatewayctl enrol as root)", path=str(path)
+        ) from None

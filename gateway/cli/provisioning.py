@@ -76,7 +76,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     composed = enrolment_config(args.config)
     cfg = composed.config
     token = _token(args, cfg)
-    if composed.write:
+    # Rewritten from a changed profile only before enrolment: never under a running episode.
+    fresh = LifecycleStore(cfg.state_dir).load().phase is Phase.FACTORY
+    if composed.write and (fresh or not cfg.path.exists()):
         write_config(cfg.path, composed.text)
     result = enrol(cfg, token)
     _out(
