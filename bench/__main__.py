@@ -9,7 +9,7 @@ status 1 and no JSON line, rather than print a figure that was not measured.
 
 Examples::
 
-    python -m bench                 # the full suite, 3 runs each (3.5-4 minutes on 2 cores)
+    python -m bench                 # the full suite, 3 runs each (8-9 minutes on 2 cores)
     python -m bench --quick         # a smoke run: 1 run, small sizes, short windows (<1 minute)
     python -m bench --runs 5
 """
@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import alarm, breakdown, daemon, drain, ingest, latency, wire
+from bench import alarm, breakdown, daemon, drain, flash, ingest, latency, wire
 from bench.common import BenchError, Window, machine_info, median, quiet_logs, say
 from bench.rig import BenchRig
 from gateway.errors import GatewayError
 
 # key -> (direction, target): ">=" figures must reach the target, "<=" must stay within it.
-# latency_p50_ms, disk_bytes_per_reading and cpu_pct_spot_load have no target of their own.
+# latency_p50_ms, disk_bytes_per_reading, cpu_pct_spot_load and flash_bytes_per_stream_reading
+# have no target of their own. flash_mb_per_day: bytes gatewayd wrote at the home load (one 1-Hz
+# stream, 20 spot readings a day, health every 60 s; bench/flash.py), extrapolated to a day.
 # cpu_pct_idle_load is a continuous stream at 10 readings/s; cpu_pct_spot_load the same rate as
 # spot readings, each sent alone (bench/latency.py).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -44,6 +46,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "startup_s": ("<=", 1.0),
     "wire_bytes_per_reading": ("<=", 150),
     "cpu_pct_idle_load": ("<=", 1.0),
+    "flash_mb_per_day": ("<=", 250),
     # device alarm condition -> verified at the provider (bench/alarm.py), idle and under a
     # 10 readings/s stream
     "alarm_p99_ms_idle": ("<=", 1000),
@@ -78,6 +81,7 @@ def run_all(rig: BenchRig, work: Path, runs: int, sizes: Sizes, quick: bool) -> 
     rss_runs = daemon.measure_rss(rig, work, runs, sizes.rss)
     startups = daemon.measure_startup(rig, work, runs, (stream_db, sizes.drain_readings))
     wire_runs = wire.measure(sizes.wire_readings, runs, work)
+    flash_runs = flash.measure(rig, work, runs, quick)
     alarm_idle, alarm_stream = alarm.measure(rig, work, runs, sizes.alarm_episodes)
     breakdown.measure(work, quick)
     return {
@@ -91,6 +95,10 @@ def run_all(rig: BenchRig, work: Path, runs: int, sizes: Sizes, quick: bool) -> 
         "disk_bytes_per_reading": round(median([r.disk_bytes for r in wire_runs]), 1),
         "cpu_pct_idle_load": round(median([r.cpu_pct for r in stream_cpu]), 2),
         "cpu_pct_spot_load": round(median([r.cpu_pct for r in load_runs]), 2),
+        "flash_mb_per_day": round(median([r.mb_per_day for r in flash_runs]), 1),
+        "flash_bytes_per_stream_reading": round(
+            median([r.bytes_per_stream_reading for r in flash_runs])
+        ),
         "alarm_p50_ms_idle": round(median([r.p50_ms for r in alarm_idle])),
         "alarm_p99_ms_idle": round(median([r.p99_ms for r in alarm_idle])),
         "alarm_p50_ms_stream": round(median([r.p50_ms for r in alarm_stream])),

@@ -23,9 +23,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bench.common import GATEWAY_ID, BenchError, median, percentile, say
+from bench.common import BenchError, median, percentile, say
 from bench.rig import BenchRig, Daemon, SimDevice
-from gateway.seal import keys
 from provider.broker import MosquittoBroker
 from provider.service import ProviderSubscriber, SubscriberSettings
 from provider.verifier import Verifier
@@ -78,18 +77,7 @@ class AlarmRun:
 
 
 def _subscriber(rig: BenchRig, broker: MosquittoBroker, name: str, sink: AlarmArrivals) -> Any:
-    verifier = Verifier(
-        keys.load_provider_x25519_private(rig.pki.hpke_key),
-        {GATEWAY_ID: keys.load_gateway_public_key(rig.pki.gateway(GATEWAY_ID).identity_pub)},
-    )
-    settings = SubscriberSettings(
-        broker.host,
-        broker.port,
-        rig.pki.ca_cert,
-        rig.pki.provider_cert,
-        rig.pki.provider_key,
-        client_id=f"provider-alarm-{name}",
-    )
+    settings, verifier = rig.provider_side(broker, f"provider-alarm-{name}")
     return AlarmSubscriber(settings, verifier, sink)
 
 

@@ -38,11 +38,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bench.common import GATEWAY_ID, BenchError, Window, median, percentile, say
+from bench.common import BenchError, Window, median, percentile, say
 from bench.rig import BenchRig, Daemon, SimDevice, thread_cpu_s
 from gateway.config.settings import DEFAULT_STREAM_CHUNK_S
 from gateway.pipeline.ingest import MAX_OBSERVATIONS_PER_RECORD
-from gateway.seal import keys, wire
+from gateway.seal import wire
 from provider.broker import MosquittoBroker
 from provider.service import ProviderSubscriber, SubscriberSettings
 from provider.verifier import Verifier
@@ -114,18 +114,7 @@ class LoadRun:
 def _subscriber(
     rig: BenchRig, broker: MosquittoBroker, run: int, sink: Arrivals
 ) -> StampingSubscriber:
-    verifier = Verifier(
-        keys.load_provider_x25519_private(rig.pki.hpke_key),
-        {GATEWAY_ID: keys.load_gateway_public_key(rig.pki.gateway(GATEWAY_ID).identity_pub)},
-    )
-    settings = SubscriberSettings(
-        broker.host,
-        broker.port,
-        rig.pki.ca_cert,
-        rig.pki.provider_cert,
-        rig.pki.provider_key,
-        client_id=f"provider-bench-{run}",  # a fresh session per run: no queue left over
-    )
+    settings, verifier = rig.provider_side(broker, f"provider-bench-{run}")
     return StampingSubscriber(settings, verifier, sink)
 
 

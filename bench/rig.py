@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import EPISODE_ID, GATEWAY_ID, BenchError
+from gateway.seal import keys
 from gateway.uplink.mqtt import UplinkSettings
 from provider.broker import MosquittoBroker
+from provider.service import SubscriberSettings
+from provider.verifier import Verifier
 from rig.pki import RigPki, create_rig_pki
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -56,6 +59,25 @@ class BenchRig:
             key_file=gw.client_key,
             client_id=GATEWAY_ID,
         )
+
+    def provider_side(
+        self, broker: MosquittoBroker, client_id: str
+    ) -> tuple[SubscriberSettings, Verifier]:
+        """What the provider's subscriber needs for ``broker``: its settings under ``client_id``
+        (a fresh id per run: no queue left over from another) and a verifier for our gateway."""
+        verifier = Verifier(
+            keys.load_provider_x25519_private(self.pki.hpke_key),
+            {GATEWAY_ID: keys.load_gateway_public_key(self.pki.gateway(GATEWAY_ID).identity_pub)},
+        )
+        settings = SubscriberSettings(
+            broker.host,
+            broker.port,
+            self.pki.ca_cert,
+            self.pki.provider_cert,
+            self.pki.provider_key,
+            client_id=client_id,
+        )
+        return settings, verifier
 
     def write_config(
         self, broker: MosquittoBroker, state_dir: Path, devices: Sequence[SimDevice]

@@ -359,6 +359,9 @@ def inspect(path: Path) -> OutboxStats:
         raise StoreError(f"no outbox at {path}", hint="check outbox.path / gateway.state_dir")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        # Root (gatewayctl) reads a file the service account can write: no function the file's
+        # schema names (a view, a trigger) runs unless SQLite marks it innocuous.
+        conn.execute("PRAGMA trusted_schema = OFF")
         try:
             depth, size, oldest = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM records"

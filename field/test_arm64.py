@@ -92,16 +92,13 @@ def test_runs_30s_and_delivers(c: Container, provider: HostProvider) -> None:
     before = len(provider.readings(GW))
     run_until = time.monotonic() + 30
     wait_until(lambda: time.monotonic() >= run_until, 40, "a 30 s run", 1.0)
-    got = len(provider.readings(GW)) - before
-    COUNTS[f"readings verified in 30 s {ARCH} (emulated, one every 2 s)"] = got
     assert c.show(unit, "ActiveState") == "active", c.journal(unit, lines=40)
-    # The count above is a figure, not the check: under emulation on a loaded 2-core machine
-    # the pty oximeter's chunks land 2 or 3 in a 30 s window. Delivery is the check, with a
-    # generous deadline.
-    wait_until(lambda: len(provider.readings(GW)) - before >= 3, 90,
-               "3 verified readings from the emulated arm64 daemon")  # fmt: skip
     stop_started = time.monotonic()
     c.systemctl("stop", unit, timeout_s=120)
     TIMINGS[f"systemctl stop {ARCH} (emulated)"] = round(time.monotonic() - stop_started, 2)
-    # One every 2 s from the timer device (before the rig move); the pty oximeter after it sends
-    # its readings in chunks, so fewer land inside the window (2-8 seen). Emulated: not a rate.
+    # The pty oximeter's interval readings travel in stream chunks that a clean stop seals: count
+    # what the 30 s delivered once the stop has sent the last chunk, not what happened to land
+    # inside the window (2 to 15 seen, depending on the load). Emulated: not a rate.
+    wait_until(lambda: len(provider.readings(GW)) - before >= 3, 60, "the run's readings", 1.0)
+    got = len(provider.readings(GW)) - before
+    COUNTS[f"readings verified from a 30 s run {ARCH} (emulated)"] = got

@@ -28,8 +28,13 @@ UPS_SELF_TEST_FAILED = "ups-self-test-failed"  # the UPS's own battery test did 
 # Codes with a subject: ``<code>:<subject>``.
 DEVICE_SILENT = "device-silent"  # subject: the device id; silent > 3 expected intervals
 LOOP_STALLED = "loop-stalled"  # subject: the loop name (driver.<device>, outbox-writer, uplink)
+# subject: "<driver name>:<ErrorType>" - a driver failed and is restarted (pipeline/supervise.py);
+# the error's type only, never its text (it may quote device bytes).
+DRIVER_RESTARTING = "driver-restarting"
+# subject: the device id - it sent input we had to refuse (malformed, oversize) in the last minutes
+DEVICE_INPUT_REJECTED = "device-input-rejected"
 
-WITH_SUBJECT = frozenset({DEVICE_SILENT, LOOP_STALLED})
+WITH_SUBJECT = frozenset({DEVICE_SILENT, LOOP_STALLED, DRIVER_RESTARTING, DEVICE_INPUT_REJECTED})
 ALL = frozenset(
     {
         OUTBOX_REPLACED,

@@ -40,6 +40,19 @@ class ConfigError(GatewayError):
         self.problem = problem
 
 
+class ConfigFileMissingError(ConfigError):
+    """The configuration file is not there at all (a wrong path, not a wrong key)."""
+
+    hint = (
+        "check the path given with --config (gatewayctl also reads $HOMECARE_GATEWAY_CONFIG; "
+        "the demo's file is .demo/gateway.toml)"
+    )
+
+    def __init__(self, path: str) -> None:
+        super().__init__("-", "file not found", path=path)
+        self.message = f"config error: {path}: file not found"
+
+
 class UsageError(GatewayError):
     """A command line asks for something the command cannot do. Blame: the person typing it."""
 

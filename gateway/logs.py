@@ -7,11 +7,18 @@ defence that drops keys that should never have been logged.
 The daemon also keeps its last events in memory (:class:`RecentEvents`, after redaction), served
 over the control socket: ``gatewayctl logs`` and the support bundle read them where no journal
 keeps the daemon's lines (a container, a rig, a daemon started by hand).
+
+Device text reaches log fields (an analyser's test code, a unit, an error's fields): every event
+is bounded and made safe before it is rendered or kept (:func:`bound_event`): control characters
+are escaped (an ESC sequence must never reach a technician's terminal), each text field is cut at
+MAX_FIELD_CHARS and the whole event at MAX_EVENT_CHARS. So the ring holds at most
+RECENT_EVENTS x MAX_EVENT_CHARS characters, whatever a device sends.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections import deque
@@ -27,6 +34,72 @@ FORBIDDEN_KEYS = frozenset(
     {"value", "values", "plaintext", "observation", "key", "private_key", "passkey", "token"}
 )
 
+RECENT_EVENTS = 2000  # events kept in the daemon's memory
+MAX_FIELD_CHARS = 256  # a text field longer than this is cut (device text: a unit, a test code)
+MAX_TRACEBACK_CHARS = 3072  # the rendered exception, when one is logged (its last part is kept)
+MAX_EVENT_CHARS = 4096  # the whole event: fields past it are dropped and counted
+_MAX_DEPTH = 3  # nested lists / dicts in a field, deeper is summarised
+_MAX_ITEMS = 32  # items of a list or dict field
+# C0 controls, DEL and C1 controls (0x80-0x9f: 0x9b is a one-byte CSI on some terminals).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` with control characters escaped (``\\x1b``) and cut to about ``limit``."""
+    cut = len(text) > limit
+    escaped = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text[:limit] if cut else text)
+    if len(escaped) > limit:  # escapes lengthen it: cut again
+        escaped, cut = escaped[:limit], True
+    return f"{escaped}...[+{len(text) - limit} chars]" if cut else escaped
+
+
+def _bound_value(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 - one return per kind
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, bytes | bytearray):
+        return f"[{len(value)} bytes]"  # never raw bytes: they are the device's
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= _MAX_DEPTH:
+        return f"[{type(value).__name__}]"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {safe_text(str(k), 64): _bound_value(v, depth + 1) for k, v in items[:_MAX_ITEMS]}
+        if len(items) > _MAX_ITEMS:
+            out["..."] = f"+{len(items) - _MAX_ITEMS} items"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        bounded = [_bound_value(v, depth + 1) for v in seq[:_MAX_ITEMS]]
+        if len(seq) > _MAX_ITEMS:
+            bounded.append(f"+{len(seq) - _MAX_ITEMS} items")
+        return bounded
+    return safe_text(str(value))
+
+
+def bound_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The structlog processor: every field escaped and cut, the event cut at MAX_EVENT_CHARS."""
+    total = 0
+    dropped = 0
+    for name in list(event):
+        value = event[name]
+        if name == "exception" and isinstance(value, str):
+            # The end of a traceback says what happened; escaped like any text.
+            tail = value[-MAX_TRACEBACK_CHARS:]
+            bounded: Any = safe_text(tail, MAX_TRACEBACK_CHARS + 1)
+        else:
+            bounded = _bound_value(value)
+        size = len(name) + len(str(bounded))
+        if total + size > MAX_EVENT_CHARS and name not in ("event", "level", "timestamp"):
+            del event[name]
+            dropped += 1
+            continue
+        event[name] = bounded
+        total += size
+    if dropped:
+        event["fields_dropped"] = dropped
+    return event
+
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in FORBIDDEN_KEYS.intersection(event):
@@ -40,7 +113,7 @@ class RecentEvents:
     Events are logged from the event loop and from threads (SQLite, paho), hence the lock.
     """
 
-    def __init__(self, capacity: int = 2000) -> None:
+    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
 
@@ -98,6 +171,7 @@ def processors(*, json: bool, recent: RecentEvents | None = None) -> list[Any]:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
         structlog.processors.format_exc_info,
+        bound_event,
         *([recent] if recent is not None else []),
         renderer,
     ]

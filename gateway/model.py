@@ -19,6 +19,7 @@ from decimal import Decimal
 from gateway.errors import ModelError
 
 _HEX = re.compile(r"^[0-9A-F]+$")
+MAX_DEVICE_ID_CHARS = 128  # a serial number or sender name longer than this is not an identity
 
 
 class DeviceIdKind(enum.StrEnum):
@@ -49,8 +50,13 @@ class DeviceId:
                 raise ModelError(f"not an EUI-64: {self.value!r}", kind=self.kind)
         else:
             norm = raw
-            if not norm or len(norm) > 128 or not norm.isprintable():
-                raise ModelError(f"bad {self.kind} device id: {self.value!r}", kind=self.kind)
+            if not norm or len(norm) > MAX_DEVICE_ID_CHARS or not norm.isprintable():
+                # The length, not the text: a device's garbage must not reach a log through us.
+                raise ModelError(
+                    f"bad {self.kind} device id ({len(raw)} characters, control characters or "
+                    f"more than {MAX_DEVICE_ID_CHARS})",
+                    kind=self.kind,
+                )
         object.__setattr__(self, "value", norm)
 
     def __str__(self) -> str:
@@ -95,6 +101,10 @@ ABNORMAL_CODES = frozenset({"L", "H", "LL", "HH", "<", ">", "A", "AA"})
 # IEEE 11073-20601 MeasurementStatus bit 14, msmt-value-exceed-boundaries (an IntFlag without a
 # member for it still carries it).
 IN_ALARM_BIT = 1 << 14
+# Bounds of the values a device can send as a sample array or a text (a GHS body is at most
+# 64 KiB: drivers/ble/ghs_segment.py).
+MAX_SAMPLES = 65536
+MAX_TEXT_CHARS = 65535
 
 
 class TimeQuality(enum.StrEnum):
@@ -147,6 +157,24 @@ class Component:
         return hash(self._key())
 
 
+def _check_samples(samples: tuple[Decimal, ...], period_ms: Decimal | None) -> None:
+    if period_ms is None or not period_ms.is_finite() or period_ms <= 0:
+        raise ModelError("a sample array needs a positive sample period")
+    if len(samples) > MAX_SAMPLES:
+        raise ModelError(f"a sample array holds at most {MAX_SAMPLES} samples")
+    if not all(isinstance(v, Decimal) and v.is_finite() for v in samples):
+        raise ModelError("samples must be finite decimals")
+
+
+def _check_text(text: str) -> None:
+    if not 0 < len(text) <= MAX_TEXT_CHARS:
+        raise ModelError(f"a text observation has 1 to {MAX_TEXT_CHARS} characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ModelError("a text observation must be valid Unicode") from None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Measurement:
     """One reading as a device handed it over.
@@ -177,13 +205,25 @@ class Measurement:
     # How the device itself judged the result, as HL7 v3 ObservationInterpretation codes (an
     # analyser's ASTM abnormal flags: H, L, HH, LL, A, AA, <, >, N, ...), in the order sent.
     interpretation: tuple[str, ...] = ()
+    # A sample array (a spirometry curve, a stretch of ECG: FHIR SampledData): the values in
+    # ``unit``, in order, ``sample_period_ms`` apart. ``value`` and ``absent_reason`` are None.
+    samples: tuple[Decimal, ...] = ()
+    sample_period_ms: Decimal | None = None
+    # A text observation (FHIR valueString), as the device sent it; ``value`` is None.
+    text: str | None = None
+    # A coded value: an MDC code the device reported as its result (a simple discrete
+    # observation; FHIR valueCodeableConcept); ``value`` is None.
+    value_code: int | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.mdc_code < 2**32):
             raise ModelError(f"MDC code out of range: {self.mdc_code}")
+        self._check_kind()
         if self.components and self.value is None and self.absent_reason is None:
             if not self.unit:
                 raise ModelError("compound measurement needs a unit")
+        elif self.samples or self.text is not None or self.value_code is not None:
+            _check_value(Decimal(0), None, self.unit, f"measurement {self.mdc_code}")
         else:
             _check_value(self.value, self.absent_reason, self.unit, f"measurement {self.mdc_code}")
         if self.received_at.tzinfo is None:
@@ -203,6 +243,24 @@ class Measurement:
         unknown = [c for c in self.interpretation if c not in INTERPRETATION_CODES]
         if unknown:
             raise ModelError(f"interpretation codes not in the supported set: {unknown!r}")
+
+    def _check_kind(self) -> None:
+        """A sample array, a text or a code is the whole value: nothing else beside it."""
+        if self.sample_period_ms is not None and not self.samples:
+            raise ModelError("a sample period without samples")
+        kinds = bool(self.samples) + (self.text is not None) + (self.value_code is not None)
+        if not kinds:
+            return
+        if kinds > 1:
+            raise ModelError("a measurement is one of a sample array, a text or a code")
+        if self.value is not None or self.absent_reason is not None or self.components:
+            raise ModelError("a sample array, text or code has no value, absence or components")
+        if self.value_code is not None and not 0 < self.value_code < 2**32:
+            raise ModelError(f"coded value out of range: {self.value_code}")
+        if self.samples:
+            _check_samples(self.samples, self.sample_period_ms)
+        if self.text is not None:
+            _check_text(self.text)
 
     @property
     def alarm(self) -> bool:
@@ -225,7 +283,8 @@ class Measurement:
 
     @property
     def is_absent(self) -> bool:
-        return self.value is None and not self.components
+        return (self.value is None and not self.components and not self.samples
+                and self.text is None and self.value_code is None)
 
 
 def utcnow() -> datetime:

@@ -12,6 +12,7 @@
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
 #   /usr/share/polkit-1/rules.d/50-homecare-gateway.rules   (power-off on a low UPS battery)
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
+#   /etc/dbus-1/system.d/homecare-gateway-bluez.conf   (conffile; BlueZ calls for root + service)
 #   /usr/share/doc/homecare-gateway/             READMEs and the exact Python package list
 #
 # Environment:
@@ -181,6 +182,10 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sys
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
     "$STAGE/usr/lib/udev/rules.d/60-homecare-gateway.rules"
+# BlueZ operations on the patient's devices for root and the service only (read after BlueZ's
+# own policy: /etc after /usr/share). dbus-daemon reloads policies by itself (inotify).
+install -D -m 0644 "$REPO/systemd/homecare-gateway-bluez.conf" \
+    "$STAGE/etc/dbus-1/system.d/homecare-gateway-bluez.conf"
 # Power-off after the clean stop on a low UPS battery: polkit allows the service user that one action.
 install -D -m 0644 "$REPO/packaging/polkit/50-homecare-gateway.rules" \
     "$STAGE/usr/share/polkit-1/rules.d/50-homecare-gateway.rules"
@@ -206,8 +211,9 @@ cat > "$STAGE/etc/$PKG/gateway.toml.example" <<'EOF'
 # enrolment under /var/lib/homecare-gateway. The service does not start while gateway.toml is
 # missing, nor before enrolment. Check a file with:
 #     gatewayd --config /etc/homecare-gateway/gateway.toml --check-config
-# Every key below is shown with its default where it has one. Unknown keys are errors (a typo
-# must not fall back to a default silently). Relative paths are resolved against the directory
+# Every table and key the gateway reads is below (tests/test_packaging.py checks it), shown with
+# its default where it has one; commented-out lines are optional tables or keys. Unknown keys are
+# errors (a typo must not fall back to a default silently). Relative paths are resolved against the directory
 # of this file. Key files: owner root, group homecare-gateway, mode 0640 - never world-readable.
 
 [gateway]
@@ -222,6 +228,18 @@ episode = "unbound"
 state_dir = "/var/lib/homecare-gateway"
 # debug, info, warning or error. Logs never carry clinical values or key material at any level.
 log_level = "info"
+# true only for a test, demo or training episode: every Observation is labelled HTEST (test
+# data). With [provisioning] the enrolment bundle decides instead.
+test_episode = false
+
+# Enrolment (docs/operations.md): with this table the router gets its keys, certificate, broker
+# and episode by `gatewayctl enrol`, and [identity], [provider] and [uplink]'s host and TLS files
+# are not needed (the daemon refuses to start before enrolment).
+#     [provisioning]
+#     est_url = "https://est.provider.example"         # the provider's EST enrolment service
+#     est_ca_file = "provider/est-ca.crt"              # the CA of that service's certificate
+#     bundle_signing_key = "provider/bundle-signing.pub" # Ed25519 key the episode bundle is signed with
+#     auth = "bearer"                                  # how the token is sent: bearer or basic
 
 [identity]
 # Ed25519 private key (PKCS#8 PEM) that signs every record. Required; the file must exist.
@@ -252,6 +270,14 @@ topic_prefix = "homecare/v1"
 batch_max_records = 500
 batch_max_bytes = 262144
 inflight_batches = 4
+# How long (0 s to 7 days) the broker keeps this gateway's session while it is offline.
+session_expiry_s = 3600
+# The VPN interface the route to the broker must leave through (checked by install-check and
+# reported in health); the interfaces the tunnel may run over: the mobile modem's
+# (wan_interfaces) and a broadband/LAN uplink (broadband_interfaces). Default: not checked.
+#     vpn_interface = "wg0"
+#     wan_interfaces = ["wwan0"]
+#     broadband_interfaces = ["eth1"]
 
 [outbox]
 # The SQLite outbox file. Default: <state_dir>/outbox.db
@@ -259,6 +285,51 @@ inflight_batches = 4
 # Group commit: readings arriving within this many milliseconds (0-1000) share one durable
 # commit. A device is told "stored" only after that commit.
 commit_window_ms = 2.0
+# The outbox's disk quota (16 KiB - 1 TiB). Reached, new readings are counted in a sealed gap
+# record instead of stored (nothing disappears silently).
+quota_bytes = 268435456
+# Continuous streams (oximetry, heart rate) are sealed in chunks of this many seconds (0-300;
+# 0: each reading at once).
+stream_chunk_s = 30.0
+# While a chunk is open its readings are staged on disk, encrypted to the provider, at most this
+# many seconds (0-10) after they arrive; a device is told "stored" only then. A power cut loses
+# nothing staged (docs/wire-format.md 6.4). Longer saves flash writes, shorter loses less.
+stage_interval_s = 1.0
+
+[health]
+# Seconds (1-3600) between health reports (link, outbox, devices, clock, power) to the provider.
+interval_s = 60.0
+
+[control]
+# The local socket gatewayctl talks to (the unit's RuntimeDirectory=).
+socket = "/run/homecare-gateway/control.sock"
+
+# Bluetooth devices bound to the episode (with [provisioning]: from the bundle instead).
+# profile: thermometer, blood-pressure, pulse-oximeter, pulse-oximeter-continuous, weight-scale,
+# glucose, heart-rate or cgm.
+#     [[ble_devices]]
+#     address = "A4:C1:38:10:00:02"
+#     profile = "blood-pressure"
+#     name = "bp"                  # default "<profile>-<last 5 of the address>"
+#     passkey = 246810             # the six digits the device shows, if it pairs with one
+#     expected_interval_s = 43200  # "silent" in health reports after twice this
+#     adapter = "hci0"             # default: BlueZ's default adapter
+
+# Serial devices. kind: astm (laboratory analyser), nonin or cms50 (oximeters), modem (the 5G
+# modem's AT port). path: a stable device path.
+#     [[serial_devices]]
+#     kind = "astm"
+#     name = "crp"                 # default: the kind
+#     path = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10KX3C2-if00-port0"
+#     line = "9600 8N1"            # default: the kind's usual settings
+#     flow = "none"                # none, rtscts, xonxoff or dsrdtr
+#     device_tz = "Europe/Berlin"  # the analyser's clock zone (default UTC)
+#     serial = "501234567"         # oximeters: the serial number on the label (required)
+#     interval_s = 60.0            # oximeters: seconds between spot readings
+#     desaturation_below_pct = 90  # oximeters: SpO2 below this starts a desaturation event
+#     drop_points = 4              # oximeters: ... as does a fall of this many points
+#     no_data_s = 10.0             # oximeters: "no data" after this many seconds without a frame
+#     poll_interval_s = 30.0       # modem: seconds between registration and signal polls
 
 # The UPS (battery backup), read from NUT's upsd. Without this table the health report says
 # "power: unknown (no UPS configured)". With it: power cuts are reported, and when the battery
@@ -274,12 +345,16 @@ commit_window_ms = 2.0
 
 # Simulated devices, for demos, training and the simulated rig only - never on a patient's
 # router. kind: thermometer, blood-pressure or pulse-oximeter; interval_s: 0.001-86400;
-# count: stop after that many readings (default: forever).
+# count: stop after that many readings (default: forever); memory: a file that plays the
+# device's own record memory (stored-records mode); stream: a continuous stream, not spot
+# readings.
 #     [[sim_devices]]
 #     kind = "thermometer"
 #     address = "C0:FF:EE:00:00:01"
 #     interval_s = 5.0
 #     count = 10
+#     memory = "sim-memory.json"
+#     stream = false
 EOF
 chmod 0644 "$STAGE/etc/$PKG/gateway.toml.example"
 
@@ -308,7 +383,8 @@ Description: hospital-at-home edge gateway agent
  environment under $PREFIX. The service starts once enrolment has
  written /etc/homecare-gateway/gateway.toml.
 EOF
-echo "/etc/$PKG/gateway.toml.example" > "$DEBIAN/conffiles"
+printf '%s\n' "/etc/$PKG/gateway.toml.example" "/etc/dbus-1/system.d/$PKG-bluez.conf" \
+    > "$DEBIAN/conffiles"
 
 # Maintainer scripts. They honour DPKG_ROOT (dpkg --root with --force-script-chrootless, as
 # image builders use) and call every tool by name, so tests can stand stubs in for them.

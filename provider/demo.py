@@ -30,7 +30,8 @@ GATEWAY_ID = "gw-demo-0001"
 # The simulated BlueZ plays this scenario: the patient's BLE devices (bound in the gateway's
 # [[ble_devices]]) and a neighbour's thermometer that the gateway must ignore.
 BLE_SCENARIO = Path(__file__).resolve().parents[1] / "rig" / "ble" / "scenarios" / "demo.json"
-_BLE_PROFILES = {"glucose-meter": "glucose"}  # scenario kind -> gateway profile, where they differ
+# scenario kind -> gateway profile, where they differ
+_BLE_PROFILES = {"glucose-meter": "glucose", "spirometer": "generic-health-sensor"}
 DEVICES = (
     ("thermometer", "C0:FF:EE:00:00:01", 3.0),
     ("blood-pressure", "C0:FF:EE:00:00:02", 7.0),

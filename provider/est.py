@@ -7,7 +7,9 @@ broker's CRL check are exercised for real:
 - ``/.well-known/est/cacerts``        GET, the CA as base64 PKCS#7 certs-only
 - ``/.well-known/est/simpleenroll``   POST base64 PKCS#10, one-time token (Basic or Bearer)
 - ``/.well-known/est/simplereenroll`` POST base64 PKCS#10, TLS client certificate, same subject
-- ``/homecare/v1/bundle``             GET, TLS client certificate: the signed episode bundle
+- ``/homecare/v1/bundle``             GET, TLS client certificate: the signed episode bundle,
+                                      bound to that certificate's key and the next generation
+                                      (``offer_bundle``); ``bundles`` serves fixed bytes (tests)
 - ``/homecare/v1/revoke``             POST, TLS client certificate: revoke every certificate
                                       issued to that gateway; the CRL is rewritten and
                                       ``on_revoke`` runs (the rig restarts mosquitto with it)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import secrets
 import ssl
 import threading
@@ -29,15 +32,23 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.atomicfile import atomic_write
+from provisioning.bundle import EnrolmentBundle, sign_bundle, tls_key_sha256
 from provisioning.est import SIGNING_KEY_OID, signing_key_of
 from rig.pki import RigPki
 
 _BACKDATE = timedelta(minutes=5)
+
+
+def make_token() -> str:
+    """A one-time enrolment token a person can type from a delivery note: no 0/O or 1/I/l,
+    five groups of four (100 bits)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(5))
 
 
 @dataclass
@@ -56,7 +67,12 @@ class EstAuthority:
     cert_valid: timedelta = timedelta(days=30)
     tokens: dict[str, str] = field(default_factory=dict)  # token -> gateway id (one use)
     signing_keys: dict[str, bytes] = field(default_factory=dict)  # gateway id -> SPKI DER
-    bundles: dict[str, bytes] = field(default_factory=dict)  # gateway id -> signed bundle
+    bundles: dict[str, bytes] = field(default_factory=dict)  # gateway id -> fixed signed bytes
+    # gateway id -> (episode bundle, signing key): signed at fetch, bound to the fetching key
+    offers: dict[str, tuple[EnrolmentBundle, ed25519.Ed25519PrivateKey]] = field(
+        default_factory=dict
+    )
+    generations: dict[str, int] = field(default_factory=dict)  # gateway id -> last issued
     issued: list[_Issued] = field(default_factory=list)
     on_revoke: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,12 +85,28 @@ class EstAuthority:
         self.write_crl()  # an empty CRL from the start: with CRL checking, none means "reject"
 
     def new_token(self, gateway_id: str) -> str:
-        # What a person can type from a delivery note: no 0/O or 1/I/l, groups of four.
-        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-        token = "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(5))
+        token = make_token()
         with self.lock:
             self.tokens[token] = gateway_id
+        self.saved()
         return token
+
+    def take_token(self, token: str, cn: str) -> str | None:
+        """The gateway a one-time token was issued for, if it is for ``cn``; spends it."""
+        with self.lock:
+            gateway = self.tokens.get(token)
+            if gateway is None or gateway != cn:
+                return None
+            del self.tokens[token]  # one time only
+        self.saved()
+        return gateway
+
+    def bundle_for(self, gateway_id: str) -> bytes | None:
+        with self.lock:
+            return self.bundles.get(gateway_id)
+
+    def saved(self) -> None:
+        """Called after tokens, certificates or revocations change (the desk keeps them on disk)."""
 
     def issue(self, csr: x509.CertificateSigningRequest, gateway_id: str) -> x509.Certificate:
         now = datetime.now(UTC)
@@ -106,7 +138,32 @@ class EstAuthority:
             self.issued.append(_Issued(gateway_id, cert.serial_number))
             if signing_spki is not None:
                 self.signing_keys[gateway_id] = signing_spki
+        self.saved()
         return cert
+
+    def offer_bundle(
+        self, gateway_id: str, bundle: EnrolmentBundle, key: ed25519.Ed25519PrivateKey
+    ) -> None:
+        """The logistics desk assigns the router to an episode (signed when it is fetched)."""
+        with self.lock:
+            self.offers[gateway_id] = (bundle, key)
+            self.bundles.pop(gateway_id, None)
+
+    def bound_bundle(self, gateway_id: str, cert: x509.Certificate) -> bytes | None:
+        """The offered bundle, bound to the certificate's key and the next generation."""
+        with self.lock:
+            offer = self.offers.get(gateway_id)
+            if offer is None:
+                return self.bundles.get(gateway_id)
+            generation = self.generations.get(gateway_id, 0) + 1
+            self.generations[gateway_id] = generation
+        bundle, key = offer
+        public = cert.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)  # the CA issues P-256 keys only
+        bound = dataclasses.replace(
+            bundle, tls_key_sha256=tls_key_sha256(public), generation=generation
+        )
+        return sign_bundle(bound, key)
 
     def is_revoked(self, serial: int) -> bool:
         with self.lock:
@@ -119,6 +176,7 @@ class EstAuthority:
             for i in fresh:
                 i.revoked_at = now
         if fresh:
+            self.saved()
             self.write_crl()
             if self.on_revoke is not None:
                 self.on_revoke()
@@ -188,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             if peer is None:
                 self._send(401)
                 return
-            bundle = ca.bundles.get(peer[0])
+            bundle = ca.bound_bundle(*peer)
             self._send(200, bundle, "application/json") if bundle else self._send(404)
         else:
             self._send(404)
@@ -250,13 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return None
             if user != cn:
                 return None
-        ca = self.server.authority
-        with ca.lock:
-            gateway = ca.tokens.get(token or "")
-            if gateway is None or gateway != cn:
-                return None
-            del ca.tokens[token or ""]  # one time only
-        return gateway
+        return self.server.authority.take_token(token or "", cn)
 
 
 class _EstHttpServer(ThreadingHTTPServer):
@@ -265,9 +317,9 @@ class _EstHttpServer(ThreadingHTTPServer):
 
 
 class EstService:
-    """Run the EST service on ``host`` (port picked by the kernel) in a background thread."""
+    """Run the EST service on ``host`` (``port`` 0: picked by the kernel) in a background thread."""
 
-    def __init__(self, authority: EstAuthority, host: str = "127.0.0.1") -> None:
+    def __init__(self, authority: EstAuthority, host: str = "127.0.0.1", port: int = 0) -> None:
         self.authority = authority
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -276,7 +328,7 @@ class EstService:
         ctx.load_cert_chain(str(pki.broker_cert), str(pki.broker_key))
         ctx.load_verify_locations(str(pki.ca_cert))
         ctx.verify_mode = ssl.CERT_OPTIONAL  # simpleenroll comes without a client certificate
-        self._httpd = _EstHttpServer((host, 0), _Handler, bind_and_activate=True)
+        self._httpd = _EstHttpServer((host, port), _Handler, bind_and_activate=True)
         self._httpd.authority = authority
         self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
@@ -294,3 +346,13 @@ class EstService:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+if __name__ == "__main__":
+    # Run as a program this module is the desk's EST service (provider/desk.py imports this
+    # module, so the desk is looked up at run time: no import cycle).
+    import importlib
+    import sys
+
+    desk = importlib.import_module("provider.desk")
+    raise SystemExit(desk.main(["serve-est", *sys.argv[1:]]))

@@ -153,6 +153,54 @@ def _value_of(
     return None, absent, unit
 
 
+# samples, sample period (ms), text, coded value, unit
+_SampledOrText = tuple[tuple[Decimal, ...], Decimal | None, str | None, int | None, str]
+
+
+def _decimal(number: object, where: str) -> Decimal:
+    # A float has already lost the transmitted precision (2.00 -> 2.0): refuse it.
+    if isinstance(number, bool) or not isinstance(number, int | Decimal):
+        raise FhirMappingError("must be an exact decimal", where=where)
+    return Decimal(number)
+
+
+def _sampled_or_text(obs: Mapping[str, Any], where: str) -> _SampledOrText | None:
+    """(samples, period ms, text, code, unit) of a valueSampledData / valueString /
+    valueCodeableConcept, None otherwise."""
+    sampled, text = obs.get("valueSampledData"), obs.get("valueString")
+    concept = obs.get("valueCodeableConcept")
+    given = [v for v in (sampled, text, concept) if v is not None]
+    if not given:
+        return None
+    if "valueQuantity" in obs or "dataAbsentReason" in obs or "component" in obs or len(given) > 1:
+        raise FhirMappingError("a sample array, text or code excludes any other value", where=where)
+    if text is not None or concept is not None:
+        unit = _ext_value(_extensions(obs, where), EXT_UNIT, "valueCode", where)
+        if unit is None:
+            raise FhirMappingError("a text or code without the unit extension", where=where)
+        if concept is not None:
+            code = _mdc_code(concept, f"{where}.valueCodeableConcept")
+            return (), None, None, code, unit
+        return (), None, _str(text, f"{where}.valueString"), None, unit
+    at = f"{where}.valueSampledData"
+    data = _obj(sampled, at)
+    origin = _obj(_need(data, "origin", at), f"{at}.origin")
+    if (
+        origin.get("system") != codes.UCUM_SYSTEM
+        or _decimal(_need(origin, "value", f"{at}.origin"), f"{at}.origin.value") != 0
+        or data.get("dimensions") != 1
+        or set(data) - {"origin", "period", "dimensions", "data"}
+    ):
+        raise FhirMappingError("only origin 0 (UCUM), one dimension, no factor or limits", where=at)
+    period = _decimal(_need(data, "period", at), f"{at}.period")
+    tokens = _str(_need(data, "data", at), f"{at}.data").split(" ")
+    try:
+        samples = tuple(Decimal(t) for t in tokens)
+    except ArithmeticError:  # decimal.InvalidOperation: "E", "L", "U" or garbage
+        raise FhirMappingError("data must be decimals only", where=f"{at}.data") from None
+    return samples, period, None, None, _str(origin.get("code"), f"{at}.origin.code")
+
+
 def _status_of(obs: Mapping[str, Any]) -> MeasurementStatus:
     bits = 0
     for i, concept in enumerate(_list(obs.get("interpretation", []), "Observation.interpretation")):
@@ -242,7 +290,15 @@ def measurement_from_observation(
     except binascii.Error:
         where = "Observation.extension(raw-device-bytes)"
         raise FhirMappingError("bad base64", where=where) from None
-    value, absent, unit = _value_of(o, "Observation")
+    special = _sampled_or_text(o, "Observation")
+    samples: tuple[Decimal, ...] = ()
+    period: Decimal | None = None
+    text: str | None = None
+    value_code: int | None = None
+    if special is None:
+        value, absent, unit = _value_of(o, "Observation")
+    else:
+        (samples, period, text, value_code, unit), value, absent = special, None, None
     status = _status_of(o)
     episode = _str(
         _obj(
@@ -272,6 +328,10 @@ def measurement_from_observation(
             device_record_id=None if record is None else int(record),
             supplemental=_ext_value(exts, EXT_SUPPLEMENTAL, "valueString", "Observation") or "",
             interpretation=_interpretation_of(o),
+            samples=samples,
+            sample_period_ms=period,
+            text=text,
+            value_code=value_code,
         )
     except ModelError as exc:
         raise FhirMappingError(exc.message, where="Observation") from None

@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.errors import VerifyError
 from gateway.model import Measurement
-from gateway.seal import cjson, wire
-from gateway.seal.sealing import ProviderPrivateKey, open_record
+from gateway.seal import cjson, staged, wire
+from gateway.seal.sealing import ProviderPrivateKey, SuiteName, open_record
 from provider import fhir_read
 from provider.chain import ChainTracker
 
@@ -130,12 +131,44 @@ class Verifier:
             measurements = tuple(fhir_read.measurements_from_bundle(body))
             self._check_episode_kind(hdr, fhir_read.is_test_episode(body))
             test_readings = fhir_read.test_labelled(body)
+        elif hdr.kind is wire.RecordKind.STAGED_CHUNK:
+            for bundle in self._staged_bundles(body, hdr):  # one reading each
+                measurements += tuple(fhir_read.measurements_from_bundle(bundle))
+                self._check_episode_kind(hdr, fhir_read.is_test_episode(bundle))
+                test_readings += fhir_read.test_labelled(bundle)
         fresh = self.chain.add(hdr, opened.record_hash)
         if fresh:
             self.records_ok += 1
             self.readings_ok += len(measurements)
             self.test_readings += test_readings
         return VerifiedRecord(header=hdr, duplicate=not fresh, body=body, measurements=measurements)
+
+    def _staged_bundles(self, body: Any, hdr: wire.RecordHeader) -> list[Any]:
+        """A chunk recovered after an unclean stop: unwrap its key, open every row (AEAD), and
+        parse each row's one-reading Bundle (docs/wire-format.md section 6.4)."""
+        if not isinstance(body, dict):
+            raise VerifyError(
+                f"record {hdr.seq}: staged chunk is not an object", reason="staged-chunk",
+                seq=hdr.seq,
+            )
+        suite = (
+            SuiteName.MLKEM768_X25519
+            if isinstance(self._provider_key, hpke.MLKEM768X25519PrivateKey)
+            else SuiteName.X25519
+        )
+        out: list[Any] = []
+        for n, row in enumerate(
+            staged.open_rows(body, self._provider_key, suite, hdr.gateway_id, hdr.seq)
+        ):
+            try:
+                out.append(cjson.loads(row))
+            except ValueError:  # the row decrypted but is not JSON
+                raise VerifyError(
+                    f"record {hdr.seq}: staged row {n} is not JSON",
+                    reason="staged-chunk",
+                    seq=hdr.seq,
+                ) from None
+        return out
 
     def _check_episode_kind(self, hdr: wire.RecordHeader, test: bool) -> None:
         key = (hdr.gateway_id, hdr.epoch)

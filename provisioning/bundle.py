@@ -4,6 +4,15 @@ Wire form (JSON)::
 
     {"format": 1, "payload": "<base64 of the payload JSON>", "signature": "<base64 Ed25519>"}
 
+The outer ``format`` is checked before anything else. Payload format 2 binds the bundle to one
+enrolment (issue 16): ``binding.tls_key_sha256`` is the SHA-256 of the DER SubjectPublicKeyInfo
+of the TLS key the provider certified for this router (the key that fetched the bundle over
+mutual TLS), and ``binding.generation`` a number the provider raises with every bundle it issues
+for the router. A previous episode's bundle names a key that return destroyed, so it is refused
+(it would attribute the new patient's readings to the old episode); an older generation is
+refused too. Enrolment accepts only format 2; a stored format-1 bundle (accepted before this
+check existed) still loads at start-up, so an upgrade does not silence a router in the field.
+
 The signature covers the exact payload bytes (so no canonicalisation question arises) and is
 made with the provider's bundle-signing key, whose public half ships in the router's
 configuration (``[provisioning] bundle_signing_key``). The payload holds the broker address and
@@ -18,6 +27,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,16 +36,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from provisioning.errors import (
     BundleExpiredError,
     BundleInvalidError,
+    BundleNotBoundError,
     BundleSignatureError,
     BundleWrongGatewayError,
 )
 
-FORMAT = 1
+FORMAT = 1  # the outer wire form
+PAYLOAD_FORMAT = 2  # 2: bound to an enrolment; 1: unbound (loaded, never enrolled any more)
+# Longest validity period a bundle may claim. The bundle is signed when the episode is booked and
+# fetched when the router is installed: a courier and a depot shelf take days to a few weeks.
+# A month covers that; beyond it the booking (patient, devices) must be re-confirmed and the
+# bundle re-issued rather than trusted from a stale document (a 400-day or 10-year bundle is a
+# standing credential for a patient who may have left the programme).
+MAX_BUNDLE_VALIDITY = timedelta(days=31)
 Transport = Literal["ble", "serial"]
 _BLE_ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -108,12 +128,20 @@ class EnrolmentBundle:
     broker_ca_pem: str
     provider_hpke_public_pem: str
     devices: tuple[BoundDevice, ...]
+    tls_key_sha256: str | None = None  # the enrolment it is bound to (payload format 2)
+    generation: int = 0
     # A test / demo / training episode: the router labels every Observation HTEST.
     test_episode: bool = False
 
     def payload_json(self) -> dict[str, Any]:
+        bound = self.tls_key_sha256 is not None
         out: dict[str, Any] = {
-            "format": FORMAT,
+            "format": PAYLOAD_FORMAT if bound else 1,
+            **(
+                {"binding": {"tls_key_sha256": self.tls_key_sha256, "generation": self.generation}}
+                if bound
+                else {}
+            ),
             "gateway_id": self.gateway_id,
             "episode_id": self.episode_id,
             "not_before": self.not_before.isoformat(),
@@ -132,8 +160,16 @@ class EnrolmentBundle:
 
     @classmethod
     def from_payload(cls, p: Any) -> EnrolmentBundle:
-        if not isinstance(p, dict) or p.get("format") != FORMAT:
-            raise ValueError(f"payload format must be {FORMAT}")
+        if not isinstance(p, dict) or p.get("format") not in (1, PAYLOAD_FORMAT):
+            raise ValueError(f"payload format must be 1 or {PAYLOAD_FORMAT}")
+        tls_key, generation = None, 0
+        if p["format"] == PAYLOAD_FORMAT:
+            binding = p["binding"]
+            tls_key, generation = str(binding["tls_key_sha256"]), binding["generation"]
+            if not re.fullmatch(r"[0-9a-f]{64}", tls_key):
+                raise ValueError("binding.tls_key_sha256 must be 64 lower-case hex digits")
+            if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+                raise ValueError("binding.generation must be a positive integer")
         broker = p["broker"]
         episode = str(p["episode_id"])
         if not _TOKEN.match(episode) or len(episode) > 64:
@@ -158,6 +194,8 @@ class EnrolmentBundle:
             broker_ca_pem=str(broker["ca_pem"]),
             provider_hpke_public_pem=str(p["provider_hpke_public_pem"]),
             devices=devices,
+            tls_key_sha256=tls_key,
+            generation=generation,
             test_episode=test_episode,
         )
 
@@ -167,6 +205,22 @@ def _utc(text: Any) -> datetime:
     if t.tzinfo is None:
         raise ValueError("times must carry a UTC offset")
     return t.astimezone(UTC)
+
+
+def tls_key_sha256(key: ec.EllipticCurvePublicKey) -> str:
+    """The binding of a bundle: SHA-256 of the certified TLS key's DER SubjectPublicKeyInfo."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What enrolment requires of a bundle: this TLS key, and no older generation."""
+
+    tls_key_sha256: str
+    min_generation: int = 1
 
 
 def sign_bundle(bundle: EnrolmentBundle, key: ed25519.Ed25519PrivateKey) -> bytes:
@@ -188,13 +242,17 @@ def verify_bundle(
     now: datetime | None = None,
     *,
     check_validity: bool = True,
+    binding: Binding | None = None,
 ) -> EnrolmentBundle:
-    """Check signature first (nothing unsigned is even parsed), then gateway, then validity."""
+    """Check signature first (nothing unsigned is even parsed), then gateway, then validity,
+    then (enrolment) the binding to this enrolment."""
     try:
         outer = json.loads(raw)
+        if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+            raise ValueError("unknown outer format")  # noqa: TRY301 - one refusal for all
         payload = base64.b64decode(outer["payload"], validate=True)
         signature = base64.b64decode(outer["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise BundleSignatureError(
             "the enrolment bundle is damaged (not a signed bundle)"
         ) from None
@@ -206,7 +264,7 @@ def verify_bundle(
         ) from None
     try:
         bundle = EnrolmentBundle.from_payload(json.loads(payload))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleInvalidError(f"the enrolment bundle content is unusable: {exc}") from None
     if bundle.gateway_id != gateway_id:
         raise BundleWrongGatewayError(
@@ -224,4 +282,28 @@ def verify_bundle(
             raise BundleExpiredError(
                 f"the enrolment bundle expired on {bundle.not_after:%Y-%m-%d %H:%M} UTC"
             )
+        if bundle.not_after - bundle.not_before > MAX_BUNDLE_VALIDITY:
+            raise BundleInvalidError(
+                f"the enrolment bundle claims {(bundle.not_after - bundle.not_before).days} days "
+                f"of validity; at most {MAX_BUNDLE_VALIDITY.days} are accepted"
+            )
+    if binding is not None:
+        _check_binding(bundle, binding)
     return bundle
+
+
+def _check_binding(bundle: EnrolmentBundle, binding: Binding) -> None:
+    if bundle.tls_key_sha256 is None:
+        raise BundleNotBoundError(
+            "the enrolment bundle is not bound to an enrolment (old format): refused"
+        )
+    if not hmac.compare_digest(bundle.tls_key_sha256, binding.tls_key_sha256):
+        raise BundleNotBoundError(
+            "the enrolment bundle was made for another certificate of this router "
+            "(a previous episode's?): refused"
+        )
+    if bundle.generation < binding.min_generation:
+        raise BundleNotBoundError(
+            f"the enrolment bundle is older (generation {bundle.generation}) than one this "
+            f"router already accepted (generation {binding.min_generation}): refused"
+        )

@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from gateway.atomicfile import atomic_write
 from gateway.config.settings import Config, ProvisioningConfig
+from provisioning.binding import binding_for, record_generation
 from provisioning.bundle import EnrolmentBundle, verify_bundle
 from provisioning.errors import (
     BundleInvalidError,
@@ -32,6 +32,7 @@ from provisioning.errors import (
 from provisioning.est import AuthKind, ClientCert, EstClient, EstServer, build_csr
 from provisioning.keystore import FileKeyStore, KeyStore
 from provisioning.layout import StateLayout
+from provisioning.safepath import SafeTree
 from provisioning.state import LifecycleStore, Phase, private_dir
 
 log = structlog.get_logger("provisioning.enrol")
@@ -125,7 +126,8 @@ def bundle_signer(cfg: Config) -> ed25519.Ed25519PublicKey:
 def current_certificate(layout: StateLayout, store: KeyStore) -> x509.Certificate | None:
     """The issued certificate if it belongs to the TLS key and is not expired; else None."""
     try:
-        cert = x509.load_pem_x509_certificate(layout.client_cert.read_bytes())
+        issued = SafeTree(layout.state_dir).read_bytes(layout.client_cert)
+        cert = x509.load_pem_x509_certificate(issued)
     except (OSError, ValueError):
         return None
     pem = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -178,7 +180,7 @@ def enrol(
             certs = client.simpleenroll(build_csr(store, cfg.gateway_id), token)
             pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
             private_dir(layout.identity_dir)
-            atomic_write(layout.client_cert, pem, 0o644)
+            SafeTree(layout.state_dir).atomic_write(layout.client_cert, pem, 0o644)
             cert = certs[0]
         lifecycle.transition(Phase.ENROLLED, detail={"certificate_serial": hex(cert.serial_number)})
     cert = current_certificate(layout, store)
@@ -188,8 +190,12 @@ def enrol(
             hint="call support: the router needs a depot reset",
         )
     raw = client.fetch_bundle(ClientCert(layout.client_cert, layout.tls_key))
-    bundle = verify_bundle(raw, signer, cfg.gateway_id)
+    # Bound to this enrolment: the certified TLS key, no older generation (issue 16).
+    bundle = verify_bundle(
+        raw, signer, cfg.gateway_id, binding=binding_for(store, layout.state_dir)
+    )
     _write_episode(layout, bundle, raw)
+    record_generation(layout.state_dir, bundle.generation)
     lifecycle.transition(
         Phase.BOUND, episode_id=bundle.episode_id, detail={"devices": len(bundle.devices)}
     )
@@ -211,6 +217,7 @@ def _write_episode(layout: StateLayout, bundle: EnrolmentBundle, raw: bytes) -> 
     if not ca or not isinstance(hpke, x25519.X25519PublicKey):
         raise BundleInvalidError("the bundle must carry a broker CA and an X25519 provider key")
     private_dir(layout.episode_dir)
-    atomic_write(layout.broker_ca, bundle.broker_ca_pem.encode(), 0o644)
-    atomic_write(layout.provider_hpke_pub, bundle.provider_hpke_public_pem.encode(), 0o644)
-    atomic_write(layout.bundle, raw, 0o600)  # device passkeys inside: service user only
+    tree = SafeTree(layout.state_dir)  # root writes in the service account's tree: no links
+    tree.atomic_write(layout.broker_ca, bundle.broker_ca_pem.encode(), 0o644)
+    tree.atomic_write(layout.provider_hpke_pub, bundle.provider_hpke_public_pem.encode(), 0o644)
+    tree.atomic_write(layout.bundle, raw, 0o600)  # device passkeys inside: service user only

@@ -16,7 +16,11 @@ each is safe to repeat (a power cut between doing a step and recording it repeat
                        is destroyed). The report goes first: a revoked certificate can no longer
                        reach the broker.
 7. ``erased``          keys destroyed, database with -wal/-shm and every other state file
-                       deleted, phase -> factory.
+                       deleted, the log folder (/var/log/homecare-gateway) emptied and, on a
+                       router whose journal holds gatewayd's lines, the journal rotated and
+                       vacuumed (device addresses, the episode pseudonym and when readings were
+                       taken are no values, but they are the patient's routine); phase ->
+                       factory.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -35,11 +40,11 @@ from typing import Any, Protocol
 import structlog
 
 from buffer.recovery import epoch_marker
-from gateway.atomicfile import fsync_dir
 from gateway.config.settings import Config
 from gateway.control import ControlError
 from gateway.errors import GatewayError
 from gateway.progress import NO_PROGRESS, Progress
+from provisioning.binding import GENERATION_FILE
 from provisioning.bundle import BoundDevice
 from provisioning.errors import (
     DaemonStillRunningError,
@@ -49,6 +54,7 @@ from provisioning.errors import (
 from provisioning.est import ClientCert, EstClient
 from provisioning.keystore import KeyStore
 from provisioning.layout import StateLayout
+from provisioning.safepath import SafeTree
 from provisioning.state import STATE_FILE, LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.return")
@@ -65,7 +71,49 @@ STEPS = (
 # Test seam for the kill -9 tests: SIGKILL ourselves after this step's effects, before it is
 # recorded - the worst moment, so the rerun must cope with a step done but not marked done.
 CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
-_KEEP = {STATE_FILE, ".lifecycle.lock"}
+# Kept through a return: the lifecycle (the router's history) and the highest bundle generation
+# accepted (one integer: a bundle once accepted can never be replayed onto this router).
+_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE}
+
+
+# systemd's LogsDirectory= for gatewayd.service (systemd/gatewayd.service).
+LOGS_DIR = Path("/var/log/homecare-gateway")
+UNIT = "gatewayd.service"
+
+
+class JournalEraser(Protocol):
+    def erase(self) -> bool:
+        """Erase what the journal keeps of the episode; True if something was erased."""
+        ...
+
+
+class SystemJournal:
+    """journald keeps no per-unit files: rotate, then vacuum every archived file.
+
+    Only on a router whose journal holds gatewayd's lines (a development machine or a CI host
+    running the tests keeps its journal), and only as root. The router is going back to the
+    depot: its whole journal belongs to the episode that ends here.
+    """
+
+    def erase(self) -> bool:
+        journalctl = shutil.which("journalctl")
+        if journalctl is None or os.geteuid() != 0:
+            return False
+        try:
+            probe = subprocess.run(  # noqa: S603 - fixed arguments
+                [journalctl, "-u", UNIT, "-n", "1", "-q", "-o", "cat", "--no-pager"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            if probe.returncode != 0 or not probe.stdout.strip():
+                return False
+            for argv in ([journalctl, "--rotate"], [journalctl, "--vacuum-time=1s"]):
+                subprocess.run(argv, capture_output=True, timeout=120, check=False)  # noqa: S603
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("provisioning.journal_not_erased", error=type(exc).__name__)
+            return False
+        return True
 
 
 class DaemonLink(Protocol):
@@ -95,6 +143,7 @@ class ReturnOptions:
     report_timeout_s: float = 60.0
     stop_timeout_s: float = 45.0
     poll_s: float = 0.2
+    logs_dir: Path | None = LOGS_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +185,7 @@ class EquipmentReturn:
         unbonder: Unbonder | None = None,
         options: ReturnOptions | None = None,
         progress: Progress = NO_PROGRESS,
+        journal: JournalEraser | None = None,
     ) -> None:
         self.cfg = cfg
         self.layout = StateLayout(cfg.state_dir)
@@ -147,6 +197,7 @@ class EquipmentReturn:
         self.unbonder = unbonder or NoUnbonder()
         self.opt = options or ReturnOptions()
         self.progress = progress
+        self.journal = journal or SystemJournal()
 
     def run(self) -> ReturnResult:
         lc = self.lifecycle.load()
@@ -357,23 +408,34 @@ class EquipmentReturn:
             self._ask("return.shutdown")
             self._wait_daemon_gone()
         destroyed = self.keystore.destroy()
+        # Root deletes in the service account's directories: never through a link it planted
+        # (provisioning.safepath removes links themselves and walks directories by descriptor).
         removed = []
-        for path in self._outbox_files():
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-        for path in sorted(self.cfg.state_dir.iterdir()):
-            if path.name in _KEEP or path == epoch_marker(self.cfg.outbox_path):
+        ob = self.cfg.outbox_path
+        outbox_tree = SafeTree(ob.parent)
+        # The outbox, its WAL and journal, and its staging folder (outbox.db.staging: the
+        # open chunk's encrypted staged readings) all start with the outbox's name.
+        for name in outbox_tree.listdir():
+            if name.startswith(ob.name) and ob.parent / name != epoch_marker(ob):
+                outbox_tree.remove(name)
+                removed.append(name)
+        state = SafeTree(self.cfg.state_dir)
+        for name in state.listdir():
+            if name in _KEEP or self.cfg.state_dir / name == epoch_marker(ob):
                 continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path.name)
-        fsync_dir(self.cfg.state_dir)
-        if (
-            self.cfg.outbox_path.parent != self.cfg.state_dir
-            and self.cfg.outbox_path.parent.exists()
-        ):
-            fsync_dir(self.cfg.outbox_path.parent)
-        log.info("provisioning.erased", keys=destroyed, files=removed)
-        return {"erased": {"keys": destroyed, "files": removed}}
+            if state.remove(name):
+                removed.append(name)
+        logs = self._erase_logs()
+        journal = self.journal.erase()
+        log.info("provisioning.erased", keys=destroyed, files=removed, logs=len(logs))
+        return {"erased": {"keys": destroyed, "files": removed, "logs": logs, "journal": journal}}
+
+    def _erase_logs(self) -> list[str]:
+        logs_dir = self.opt.logs_dir
+        if logs_dir is None or not logs_dir.is_dir():
+            return []
+        tree = SafeTree(logs_dir)  # service-owned: links removed themselves, never followed
+        names = tree.listdir()
+        for name in names:
+            tree.remove(name)
+        return names

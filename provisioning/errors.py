@@ -162,6 +162,26 @@ class InstallCheckFailedError(ProvisioningStepError):
     hint = "fix the line marked FAIL (the guide lists what each means), then run the check again"
 
 
+class BundleNotBoundError(ProvisioningStepError):
+    """The bundle was not made for this enrolment: another certificate key, or an older one."""
+
+    code = "P-BUNDLE-BINDING"
+    hint = (
+        "do not use this bundle (it may be a previous episode's, for another patient); ask the "
+        "logistics desk to issue the bundle again for this router's current enrolment"
+    )
+
+
+class UnsafePathError(ProvisioningStepError):
+    """Root found something in the service account's files it must not touch (link, FIFO...)."""
+
+    code = "P-UNSAFE-PATH"
+    hint = (
+        "someone changed the gateway's files: do not run the command again; "
+        "call support (the router needs a depot reset and an investigation)"
+    )
+
+
 ALL_ERRORS: tuple[type[ProvisioningStepError], ...] = (
     WrongStateError,
     NotEnrolledError,
@@ -179,4 +199,7 @@ ALL_ERRORS: tuple[type[ProvisioningStepError], ...] = (
     RevocationError,
     DaemonStillRunningError,
     InstallCheckFailedError,
+    BundleNotBoundError,
+    UnsafePathError,
 )
+

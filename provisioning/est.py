@@ -18,10 +18,11 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
+import re
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Literal
@@ -105,6 +106,23 @@ def signing_key_of(cert_or_csr: x509.Certificate | x509.CertificateSigningReques
     return value.value if isinstance(value, x509.UnrecognizedExtension) else None
 
 
+def http_date(text: str | None) -> datetime | None:
+    """An HTTP ``Date`` (RFC 9110 5.6.7) as an aware UTC time; None if absent or malformed.
+
+    The header is the provider's to send but the network's to mangle: a bad one means "the
+    provider did not say its time", never an uncaught exception in the install check.
+    """
+    if not text or len(text) > 64:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322 says the zone is unknown
+        return None
+    return when.astimezone(UTC)
+
+
 def parse_certs_only(body: bytes) -> list[x509.Certificate]:
     """RFC 7030 4.2.3 / 4.1.3: base64 DER PKCS#7 with certificates and nothing else."""
     try:
@@ -170,8 +188,8 @@ class EstClient:
             status=resp.status,
             body=data,
             content_type=resp.getheader("Content-Type", ""),
-            date=parsedate_to_datetime(date) if date else None,
-            retry_after_s=float(retry) if retry and retry.isdigit() else None,
+            date=http_date(date),
+            retry_after_s=float(retry) if retry and re.fullmatch(r"[0-9]{1,6}", retry) else None,
         )
 
     def _auth_header(self, token: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """``gatewayctl install-check``: is this installation collecting and delivering? (issue 6)
 
-Rows of the table the installer reads, each PASS, FAIL or SKIP (not applicable here):
+Rows of the table the installer reads, each PASS, WARN (passes, worth a look), FAIL or SKIP
+(not applicable here):
 
 - one row per bound device: a reading of it was stored *and* acknowledged by the provider (its
   record has left the outbox, which happens only on the broker's PUBACK)
@@ -26,7 +27,7 @@ from gateway.uplink.link import check_route
 from provisioning.equipment_return import DaemonLink
 from provisioning.est import EstClient
 
-Verdict = Literal["PASS", "FAIL", "SKIP"]
+Verdict = Literal["PASS", "WARN", "FAIL", "SKIP"]
 MAX_CLOCK_OFFSET_S = 60.0  # sealed records carry times; TLS and bundle checks allow minutes
 
 
@@ -60,7 +61,7 @@ def _waiting(device: dict[str, Any]) -> str:
     return f"{_name(device)}: stored, waiting for the provider's acknowledgement"
 
 
-def _wait_devices(
+def _wait_devices(  # noqa: PLR0912 - one loop: poll, note, show progress, stop when done
     daemon: DaemonLink, timeout_s: float, poll_s: float, progress: Progress
 ) -> list[Row]:
     """Poll until every bound device has a delivered reading or ``timeout_s`` has passed;
@@ -68,21 +69,26 @@ def _wait_devices(
     deadline = time.monotonic() + timeout_s
     tasks: dict[str, int] = {}
     over: set[str] = set()  # devices whose task has ended
+    # The record that showed a device's reading delivered, once seen: a later reading waiting
+    # for its acknowledgement does not undo it (the progress said "delivered", so does the table).
+    delivered: dict[str, Any] = {}
     while True:
         devices: list[dict[str, Any]] = daemon("provisioning.devices")
         for d in devices:
             name = _name(d)
             if name not in tasks:
                 tasks[name] = progress.begin(_waiting(d), total=1)
+            if d["delivered"] and name not in delivered:
+                delivered[name] = d["durable_seq"]
             if name in over:
                 continue
-            if d["delivered"]:
+            if name in delivered:
                 progress.update(tasks[name], 1)
                 progress.end(tasks[name], "reading delivered")
                 over.add(name)
             else:
                 progress.update(tasks[name], 0, label=_waiting(d))
-        if all(d["delivered"] for d in devices) or time.monotonic() > deadline:
+        if all(_name(d) in delivered for d in devices) or time.monotonic() > deadline:
             break
         time.sleep(poll_s)
     for name in tasks.keys() - over:
@@ -90,9 +96,9 @@ def _wait_devices(
     rows = []
     for d in devices:
         name = _name(d)
-        if d["delivered"]:
+        if name in delivered:
             rows.append(
-                Row(name, "PASS", f"reading delivered to the provider (record {d['durable_seq']})")
+                Row(name, "PASS", f"reading delivered to the provider (record {delivered[name]})")
             )
         elif d["durable_seq"] is not None:
             rows.append(
@@ -115,6 +121,9 @@ def install_check(
     poll_s: float = 0.5,
     progress: Progress = NO_PROGRESS,
 ) -> list[Row]:
+    # The record wait is bounded by the caller's timeout too (`install-check --timeout 15` must
+    # not wait 60 s for the record): each wait is at most the timeout asked for.
+    record_timeout_s = min(record_timeout_s, device_timeout_s)
     rows = _wait_devices(daemon, device_timeout_s, poll_s, progress)
     status: dict[str, Any] = daemon("status")
 
@@ -159,9 +168,12 @@ def install_check(
         if provider is None:
             return "FAIL", "the provider did not say its time"
         offset = (datetime.now(UTC) - provider).total_seconds()
-        ntp = "NTP synchronised" if status["clock"].get("synchronised") else "NTP not synchronised"
-        ok = abs(offset) <= MAX_CLOCK_OFFSET_S
-        return ("PASS" if ok else "FAIL", f"{offset:+.0f} s from the provider; {ntp}")
+        synced = bool(status["clock"].get("synchronised"))
+        ntp = "NTP synchronised" if synced else "NTP NOT synchronised"
+        if abs(offset) > MAX_CLOCK_OFFSET_S:
+            return "FAIL", f"{offset:+.0f} s from the provider; {ntp}"
+        # Right now, but not kept right: a warning, as in `gatewayctl status` and selftest.
+        return ("PASS" if synced else "WARN", f"{offset:+.0f} s from the provider; {ntp}")
 
     rows += [_row("uplink", uplink), _row("vpn", vpn), _row("modem", modem), _row("clock", clock)]
     passed = all(r.verdict != "FAIL" for r in rows)

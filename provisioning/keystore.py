@@ -13,9 +13,7 @@ provider URI there instead.)
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
 import structlog
@@ -24,8 +22,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.atomicfile import atomic_write, fsync_dir
 from provisioning.errors import KeyStoreError
+from provisioning.safepath import SafeTree, UnsafePathError
 from provisioning.state import private_dir
 
 log = structlog.get_logger("provisioning.keystore")
@@ -63,11 +61,19 @@ class KeyStore(Protocol):
 
 
 class FileKeyStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, signing: bool = True) -> None:
         self.directory = directory
+        # signing=False: the TLS key only (the identity key lives in a token: pkcs11store)
+        self._names = (SIGNING_KEY, TLS_KEY) if signing else (TLS_KEY,)
+        # Every file operation goes through the state directory's SafeTree: gatewayctl runs this
+        # as root in a directory the service account owns (provisioning.safepath).
+        self._tree = SafeTree(directory.parent)
 
     def _path(self, name: str) -> Path:
         return self.directory / name
+
+    def _rel(self, name: str) -> PurePath:
+        return PurePath(self.directory.name, name)
 
     def signing_key_path(self) -> Path:
         return self._path(SIGNING_KEY)
@@ -79,7 +85,9 @@ class FileKeyStore:
         try:
             private_dir(self.directory)
             created = False
-            if self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True) is None:
+            if SIGNING_KEY in self._names and self._load(
+                SIGNING_KEY, ed25519.Ed25519PrivateKey, missing_ok=True
+            ) is None:
                 self._store(SIGNING_KEY, ed25519.Ed25519PrivateKey.generate())
                 created = True
             if self._load(TLS_KEY, ec.EllipticCurvePrivateKey, missing_ok=True) is None:
@@ -101,16 +109,17 @@ class FileKeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        atomic_write(self._path(name), pem, 0o600)
+        self._tree.atomic_write(self._rel(name), pem, 0o600)
 
     def _load(self, name: str, kind: type, *, missing_ok: bool = False) -> object | None:
-        path = self._path(name)
         try:
-            data = path.read_bytes()
+            data = self._tree.read_bytes(self._rel(name))
         except FileNotFoundError:
             if missing_ok:
                 return None
             raise KeyStoreError(f"the key {name} is missing from {self.directory}") from None
+        except UnsafePathError:
+            raise
         except OSError as exc:
             raise KeyStoreError(f"the key {name} cannot be read: {exc.strerror}") from None
         try:
@@ -127,7 +136,7 @@ class FileKeyStore:
         return key
 
     def present(self) -> list[str]:
-        return [n for n in (SIGNING_KEY, TLS_KEY) if self._path(n).exists()]
+        return [n for n in self._names if self._tree.exists(self._rel(n))]
 
     def signing_key(self) -> ed25519.Ed25519PrivateKey:
         key = self._load(SIGNING_KEY, ed25519.Ed25519PrivateKey)
@@ -155,31 +164,20 @@ class FileKeyStore:
         TPM store (non-exportable keys) is the real answer - hence this interface.
         """
         destroyed = []
-        for name in (SIGNING_KEY, TLS_KEY, *_leftovers(self.directory)):
-            path = self._path(name)
+        leftovers = self._tree.listdir(self.directory.name)
+        for name in dict.fromkeys((SIGNING_KEY, TLS_KEY, *leftovers)):
             try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+                if not self._tree.destroy_file(self._rel(name)):
+                    continue
+            except UnsafePathError:
+                # A link, FIFO or hardlinked file planted under keys/ is never opened for writing
+                # (root would overwrite whatever it points at): its entry alone is removed.
+                self._tree.remove(self._rel(name))
+                log.warning("keystore.unsafe_entry_removed", entry=name)
                 continue
-            try:
-                with path.open("r+b") as f:
-                    f.write(secrets.token_bytes(max(size, 1)))
-                    f.flush()
-                    os.fsync(f.fileno())
-                path.unlink()
             except OSError as exc:
                 raise KeyStoreError(f"cannot destroy the key {name}: {exc.strerror}") from None
             destroyed.append(name)
-        if self.directory.exists():
-            fsync_dir(self.directory)
         if destroyed:
             log.info("keystore.keys_destroyed", keys=destroyed)
         return destroyed
-
-
-def _leftovers(directory: Path) -> list[str]:
-    """Temporary files of an interrupted write hold key material too."""
-    try:
-        return sorted(p.name for p in directory.iterdir() if p.name not in (SIGNING_KEY, TLS_KEY))
-    except FileNotFoundError:
-        return []

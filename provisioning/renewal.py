@@ -15,12 +15,12 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.atomicfile import atomic_write
 from gateway.errors import GatewayError
 from provisioning.enrol import current_certificate
 from provisioning.est import ClientCert, EstClient, build_csr
 from provisioning.keystore import KeyStore
 from provisioning.layout import StateLayout
+from provisioning.safepath import SafeTree
 
 log = structlog.get_logger("provisioning.renewal")
 
@@ -47,7 +47,7 @@ def renew_if_due(
     certs = client.simplereenroll(
         build_csr(store, gateway_id), ClientCert(layout.client_cert, store.tls_key_path())
     )
-    atomic_write(
+    SafeTree(layout.state_dir).atomic_write(
         layout.client_cert,
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs),
         0o644,

@@ -27,12 +27,14 @@ import structlog
 
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.settings import Config, SimDeviceConfig
+from provisioning.binding import check_episode_files
 from provisioning.bundle import BoundDevice, EnrolmentBundle, verify_bundle
 from provisioning.enrol import bundle_signer, est_client
 from provisioning.errors import NotEnrolledError
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
 from provisioning.renewal import renewal_loop
+from provisioning.safepath import SafeTree
 from provisioning.state import LifecycleStore, Phase
 
 log = structlog.get_logger("provisioning.runtime")
@@ -70,17 +72,23 @@ class BoundDevices:
         return tuple(b for b in self.devices if b.transport == "ble")
 
 
-def load_bundle(cfg: Config) -> EnrolmentBundle:
+def load_bundle(cfg: Config, *, check_files: bool = True) -> EnrolmentBundle:
     layout = StateLayout(cfg.state_dir)
     try:
-        raw = layout.bundle.read_bytes()
+        raw = SafeTree(layout.state_dir).read_bytes(layout.bundle)
     except FileNotFoundError:
         raise NotEnrolledError("the router has no episode bundle") from None
-    # Validity is checked at enrolment; an episode outlives the bundle's acceptance window.
-    return verify_bundle(raw, bundle_signer(cfg), cfg.gateway_id, check_validity=False)
+    # Validity and binding are checked at enrolment; an episode outlives the bundle's acceptance
+    # window. The episode files the daemon loads must still be the ones the bundle carries.
+    bundle = verify_bundle(raw, bundle_signer(cfg), cfg.gateway_id, check_validity=False)
+    if check_files:
+        check_episode_files(layout, bundle)
+    return bundle
 
 
-def effective_config(cfg: Config) -> Config:
+def effective_config(cfg: Config, *, check_files: bool = True) -> Config:
+    """The configuration with the episode's broker; ``check_files=False`` for the equipment
+    return, which must be able to erase a router whose episode files were tampered with."""
     if cfg.provisioning is None:
         return cfg
     lc = LifecycleStore(cfg.state_dir).load()
@@ -88,7 +96,7 @@ def effective_config(cfg: Config) -> Config:
         raise NotEnrolledError(
             f"the router is in the '{lc.phase}' state, not enrolled for an episode"
         )
-    bundle = load_bundle(cfg)
+    bundle = load_bundle(cfg, check_files=check_files)
     return dataclasses.replace(
         cfg,
         episode_id=bundle.episode_id,
@@ -103,6 +111,13 @@ def devices(cfg: Config) -> BoundDevices:
         return BoundDevices(intake=True, devices=None)
     lc = LifecycleStore(cfg.state_dir).load()
     return BoundDevices(intake=lc.phase is Phase.BOUND, devices=load_bundle(cfg).devices)
+
+
+def is_returning(cfg: Config) -> bool:
+    """Is an equipment return in progress? (the control socket's return commands need one)"""
+    if cfg.provisioning is None:
+        return False
+    return LifecycleStore(cfg.state_dir).load().phase is Phase.RETURNING
 
 
 async def report_pending_events(

@@ -28,8 +28,8 @@ from typing import Any
 
 import structlog
 
-from gateway.atomicfile import atomic_write, own_like_directory
 from provisioning.errors import WrongStateError
+from provisioning.safepath import SafeTree
 
 log = structlog.get_logger("provisioning.state")
 
@@ -93,13 +93,12 @@ class Lifecycle:
 
 
 def private_dir(path: Path) -> Path:
-    """mkdir 0700, owned like its parent when root creates it (see own_like_directory)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    if os.geteuid() == 0:
-        st = path.parent.stat()
-        if st.st_uid != 0:
-            os.chown(path, st.st_uid, st.st_gid)
+    """mkdir 0700 one level below the state directory, owned like it when root creates it.
+
+    fchmod/fchown act on the opened directory, never on its name: a ``keys`` the service account
+    replaced by a symlink is refused (provisioning.safepath), not followed.
+    """
+    SafeTree(path.parent).private_dir(path.name)
     return path
 
 
@@ -109,10 +108,11 @@ class LifecycleStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / STATE_FILE
+        self._tree = SafeTree(state_dir)
 
     def load(self) -> Lifecycle:
         try:
-            raw = self.path.read_bytes()
+            raw = self._tree.read_bytes(STATE_FILE)
         except FileNotFoundError:
             return Lifecycle()  # a router fresh from the factory has no file yet
         try:
@@ -125,19 +125,16 @@ class LifecycleStore:
             ) from None
 
     def _save(self, lc: Lifecycle) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(self.path, json.dumps(lc.to_json(), indent=1, sort_keys=True).encode())
+        data = json.dumps(lc.to_json(), indent=1, sort_keys=True).encode()
+        self._tree.atomic_write(STATE_FILE, data)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            own_like_directory(fd, self.state_dir)  # root's gatewayctl and the daemon share it
+        # Created owned like the state directory (root's gatewayctl and the daemon share it);
+        # a link, FIFO or foreign file planted under this name is refused, never fchown'ed.
+        with self._tree.open_file(_LOCK_FILE, os.O_RDWR | os.O_CREAT) as fd:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+            yield  # closing releases the lock
 
     def transition(
         self, to: Phase, *, episode_id: str | None = None, detail: dict[str, Any] | None = None

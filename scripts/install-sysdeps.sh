@@ -13,6 +13,8 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)  # the simulated BlueZ ru
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The PKCS#11 key store's tests: a software token with the interface of a TPM's tpm2-pkcs11.
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 # The power tests: the real NUT upsd with the dummy-ups driver (scripted UPS states), upsc.
 [ -x /lib/nut/dummy-ups ] || [ -x /usr/lib/nut/dummy-ups ] || need+=(nut-server)
 command -v upsc >/dev/null 2>&1 || need+=(nut-client)

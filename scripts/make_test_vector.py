@@ -5,11 +5,12 @@ when its plaintext format changes, then commit the files this writes and the doc
 (header lines and record hashes). The records form one chain: observation (seq 1), health (2),
 gap (3), event (4, uncompressed); ``alarm-batch`` holds the gap and event records (one lane, two
 records); ``pq-observation`` is the first record of a second gateway that uses the post-quantum
-hybrid suite. A vector not named on the command line is read back from its file, so the chain
-stays linked to the records already published.
+hybrid suite; ``staged-chunk`` (seq 5, after the event record) is a recovered stream chunk of two
+staged rows (section 8.1). A vector not named on the command line is read back from its file, so
+the chain stays linked to the records already published.
 
-Usage: .venv/bin/python -m scripts.make_test_vector [observation health gap event pq-observation]
-(no names: all of them)
+Usage: .venv/bin/python -m scripts.make_test_vector [observation health gap event pq-observation
+staged-chunk] (no names: all of them)
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
+from gateway.fhir import codes
 from gateway.fhir import observation as fhir
-from gateway.seal import cjson, sealing, wire
+from gateway.model import DeviceId, DeviceIdKind, TimeQuality
+from gateway.seal import cjson, sealing, staged, wire
 from gateway.seal.sealing import RecordSealer, provider_public_key
-from tests.factories import make_gateway_info, make_measurement
+from tests.factories import RECEIVED_AT, make_gateway_info, make_measurement
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 VECTORS = DOCS / "vectors"
@@ -45,6 +49,10 @@ PROVIDER_MLKEM = mlkem.MLKEM768PrivateKey.from_seed_bytes(
 GATEWAY_ID = "gw-vector-0001"
 PQ_GATEWAY_ID = "gw-vector-0002"
 CREATED_MS = 1714550405250  # 2024-05-01T08:00:05.250Z
+STAGED = "staged-chunk"
+CHUNK_ID = hashlib.sha256(b"homecare-gateway test vector: chunk id").digest()[:16]
+CHUNK_KEY = hashlib.sha256(b"homecare-gateway test vector: chunk key").digest()
+OXIMETER = DeviceId(DeviceIdKind.SERIAL, "501234567")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +196,44 @@ def _set_block(text: str, label: str, value: str) -> str:
     return re.sub(pattern, lambda m: m.group(1) + value + "\n```", text)
 
 
+def staged_vector(prev_hash: bytes) -> bytes:
+    """Section 8.1: a staged-chunk record of two SpO2 readings, chained after ``prev_hash``."""
+    gw = make_gateway_info(gateway_id=GATEWAY_ID, episode_id="ep-vector")
+    readings = [
+        make_measurement(
+            device=OXIMETER,
+            mdc_code=codes.MDC_PULS_OXIM_SAT_O2,
+            value=Decimal(v),
+            unit="%",
+            received_at=RECEIVED_AT + timedelta(seconds=i),
+            source="serial.nonin",
+            raw=b"",
+            device_time=None,
+            time_quality=TimeQuality.ABSENT,
+            supplemental="interval",
+        )
+        for i, v in enumerate(("97", "96"))
+    ]
+    sealer = RecordSealer(GATEWAY_ID, SIGNING, PROVIDER.public_key())
+    wrapped = sealer.wrap_key(CHUNK_KEY, staged.key_info(CHUNK_ID, GATEWAY_ID))
+    header = staged.ChunkHeader(CHUNK_ID, CREATED_MS - 30_000, sealer.kem_id, wrapped)
+    cipher = staged.ChunkCipher(header, CHUNK_KEY)
+    rows = []
+    for n, m in enumerate(readings):
+        plain = cjson.dumps(fhir.bundle([m], gw), float_free=True)
+        (VECTORS / f"staged-row-{n}.json").write_bytes(plain)
+        rows.append(cipher.encrypt(n, plain))
+    body = staged.recovered_body(header, rows, 2, RECEIVED_AT + timedelta(seconds=60))
+    text = cjson.dumps(body)
+    (VECTORS / f"{STAGED}-plaintext.json").write_bytes(text)
+    return sealer.seal(
+        text, kind=wire.RecordKind.STAGED_CHUNK, lane=2, epoch=1, seq=5, prev_hash=prev_hash,
+        created_ms=CREATED_MS + 60_000,
+    )
+
+
 def main(argv: Sequence[str]) -> None:
-    wanted = set(argv) or {v.name for v in (*CHAIN, PQ)}
+    wanted = set(argv) or {v.name for v in (*CHAIN, PQ)} | {STAGED}
     records: dict[str, bytes] = {}
     prev = wire.GENESIS_HASH
     for v in (*CHAIN, PQ):
@@ -203,6 +247,11 @@ def main(argv: Sequence[str]) -> None:
         else:
             records[v.name] = bytes.fromhex(record_file(v.name).read_text().strip())
         prev = wire.record_hash(records[v.name])
+    if STAGED in wanted:
+        staged_record = staged_vector(wire.record_hash(records["event"]))
+        record_file(STAGED).write_text(staged_record.hex() + "\n")
+    else:
+        staged_record = bytes.fromhex(record_file(STAGED).read_text().strip())
     (VECTORS / "observation-batch.hex").write_text(
         wire.encode_batch([records["observation"]]).hex() + "\n"
     )
@@ -211,6 +260,8 @@ def main(argv: Sequence[str]) -> None:
     )
     doc = DOCS / "wire-format.md"
     text = doc.read_text()
+    text = _set_block(text, "staged_record_hash", wire.record_hash(staged_record).hex())
+    text = _set_block(text, "staged_chunk_key", CHUNK_KEY.hex())
     for name, record in records.items():
         label = name.replace("-", "_")
         text = _set_block(text, f"{label}_header", describe(record))

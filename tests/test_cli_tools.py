@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+import structlog.testing
 
 from gateway import logs
 from gateway.cli import journal
@@ -205,11 +206,31 @@ def test_each_documented_exit_code_is_reachable(
 def test_log_lines_go_to_stderr_so_json_stdout_stays_one_document(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["version", "--json"]) == EXIT_OK
+    assert main(["--verbose", "version", "--json"]) == EXIT_OK
     structlog.get_logger("test").info("provisioning.return_step", step="drained")
     out, err = capsys.readouterr()
     assert "provisioning.return_step" in err
     json.loads(out)  # nothing but the answer on stdout
+
+
+@pytest.mark.parametrize("argv", [["version"], ["version", "--json"]])
+def test_without_verbose_an_operator_sees_no_log_lines(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """est.refused and friends stay out of enrol / return output unless asked for (-v)."""
+    assert main(argv) == EXIT_OK
+    structlog.get_logger("test").warning("est.refused", status=401)
+    assert "est.refused" not in capsys.readouterr().err
+    assert main(["version", "-v"]) == EXIT_OK
+    structlog.get_logger("test").warning("est.refused", status=401)
+    assert "est.refused" in capsys.readouterr().err
+
+
+def test_capture_logs_still_sees_a_quiet_commands_events() -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert main(["version"]) == EXIT_OK
+        structlog.get_logger("test").warning("est.refused", status=401)
+    assert [e["event"] for e in logs] == ["est.refused"]
 
 
 def test_the_daemon_keeps_its_last_events_redacted_in_memory() -> None:

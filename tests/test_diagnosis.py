@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import copy
 import json
 import re
@@ -18,11 +19,16 @@ from typing import Any
 
 import pytest
 
+from buffer.outbox import Outbox
 from gateway import alarms
 from gateway.cli.catalogue import CATALOGUE, UNKNOWN_ALARM
 from gateway.cli.diagnosis import Finding, Severity, diagnose, has_problem, render_findings
 from gateway.cli.main import main, render_status
 from gateway.control import ControlServer
+from gateway.errors import UploadError
+from gateway.pipeline.dbthread import DatabaseThread
+from gateway.uplink.mqtt import UplinkSettings
+from gateway.uplink.upload import UploadLoop, UploadSettings
 from tests.factories import VALID_CONFIG, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +163,14 @@ SCENARIOS: dict[str, tuple[Change, str]] = {
         both(alarm(alarms.LOOP_STALLED, f"driver.{TH}"),
              lambda s: s.__setitem__("loops", {f"driver.{TH}": {
                  "age_s": 181.5, "stalled": True, "paused": None}})), f"driver.{TH}"),
+    alarms.DRIVER_RESTARTING: (
+        both(alarm(alarms.DRIVER_RESTARTING, "serial.astm.crp:KeyError"),
+             lambda s: s.__setitem__("supervision", {"serial.astm.crp": {
+                 "failures": 3, "error_type": "KeyError", "state": "restarting"}})),
+        "serial.astm.crp:KeyError"),
+    alarms.DEVICE_INPUT_REJECTED: (
+        both(alarm(alarms.DEVICE_INPUT_REJECTED, TH), device("connected", rejected_input=7)),
+        TH),
     "uplink-not-connected": (uplink_down(None, state="connecting"), "uplink"),
     "uplink-broker-unreachable": (
         uplink_down("cannot reach broker 127.0.0.1:8883: [Errno 111] Connection refused"),
@@ -440,3 +454,55 @@ async def test_status_exit_code_and_json_findings(
         assert "problems     no problems found" in text.splitlines(), text
     else:
         assert data["findings"][0]["action"].split()[0] in text
+
+
+def test_a_tls_alert_seen_before_a_bare_eof_still_names_the_cause() -> None:
+    """TLS 1.3: the broker's alert races the socket's close, so the last attempt may only say
+    EOF; the alert kept since the last good connection still names the cause."""
+    status = healthy()
+    status["uplink"].update(
+        state="connecting",
+        last_error="connection failed (disconnected: Unspecified error; failed to receive on "
+        "socket: EOF occurred in violation of protocol (_ssl.c:2427))",
+        last_tls_alert=TLS_ALERT.format("CERTIFICATE_REVOKED", "certificate revoked"),
+    )
+    assert [f.code for f in diagnose(status)] == ["uplink-certificate-revoked"]
+    # A current error that names its own cause wins over the kept alert.
+    status["uplink"]["last_error"] = "cannot reach broker 127.0.0.1:8883: connection lost"
+    assert [f.code for f in diagnose(status)] == ["uplink-broker-unreachable"]
+
+
+async def test_the_upload_loop_keeps_the_tls_alert_until_a_connection_succeeds(
+    tmp_path: Path,
+) -> None:
+    alert = "cannot reach broker: [SSL] tlsv13 alert certificate revoked"
+    errors = [UploadError(alert), UploadError("connection failed: EOF")]
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Uplink:
+        settings = UplinkSettings("broker", 8883, Path("ca"), Path("c"), Path("k"), "gw")
+
+        async def connect(self) -> None:
+            seen.append((upload.last_error, upload.last_tls_alert))
+            if errors:
+                raise errors.pop(0)
+
+        async def close(self) -> None:
+            return None
+
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    settings = UploadSettings("t", "h", backoff_initial_s=0.001, backoff_max_s=0.002)
+    upload = UploadLoop(outbox, db, Uplink(), settings, asyncio.Event())  # type: ignore[arg-type]
+    task = asyncio.create_task(upload.run())
+    try:
+        await asyncio.wait_for(upload.connected.wait(), 10.0)
+        # Before the third attempt the last error was the bare EOF, and the alert was kept.
+        said = [e.one_line() for e in (UploadError(alert), UploadError("connection failed: EOF"))]
+        assert seen == [(None, None), (said[0], said[0]), (said[1], said[0])]
+        assert (upload.last_error, upload.last_tls_alert) == (None, None)  # connected: cleared
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        db.shutdown()

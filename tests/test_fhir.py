@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -330,11 +331,31 @@ _times = st.one_of(  # (device_time, time_quality)
 )
 
 
+_texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
+# (samples, sample_period_ms, text or coded value): most readings are plain numbers
+_kinds = st.one_of(
+    st.just(((), None, None)),
+    st.tuples(
+        st.lists(_decimals, min_size=1, max_size=20).map(tuple),
+        _decimals.filter(lambda d: d > 0),
+        st.none(),
+    ),
+    st.tuples(st.just(()), st.none(), _texts),
+    st.tuples(st.just(()), st.none(), st.integers(1, 2**32 - 1)),
+)
+
+
 @st.composite
 def measurements(draw: st.DrawFn) -> Measurement:
-    components = tuple(draw(_components))
+    samples, period, text_or_code = draw(_kinds)
+    text = text_or_code if isinstance(text_or_code, str) else None
+    code = text_or_code if isinstance(text_or_code, int) else None
+    special = bool(samples) or text_or_code is not None
+    components = tuple(draw(_components)) if not special else ()
     # A compound reading may carry no top-level value of its own.
     value, absent = draw(_reading if not components else st.one_of(_reading, st.just((None, None))))
+    if special:
+        value, absent = None, None
     device_time, quality = draw(_times)
     return Measurement(
         device=draw(_devices),
@@ -354,6 +375,10 @@ def measurements(draw: st.DrawFn) -> Measurement:
         interpretation=tuple(
             draw(st.lists(st.sampled_from(sorted(INTERPRETATION_CODES)), max_size=3))
         ),
+        samples=samples,
+        sample_period_ms=period,
+        text=text,
+        value_code=code,
     )
 
 
@@ -707,6 +732,91 @@ def test_urns_are_rfc_9562_version_5_uuids(parts: list[str]) -> None:
 def test_bundles_encode_identically_on_the_fast_path(ms: list[Measurement]) -> None:
     bundle = fhir.bundle(ms, GW)
     assert cjson.dumps(bundle, float_free=True) == cjson.dumps_reference(bundle)
+
+
+# --- sample arrays and text (Generic Health Sensor) -----------------------------------------------
+
+CURVE = make_measurement(
+    mdc_code=codes.MDC_VOL_AWAY, value=None, unit="L",
+    samples=(Decimal("0.39"), Decimal("0.76"), Decimal("1.10"), Decimal("4.05")),
+    sample_period_ms=Decimal(100),
+)
+NOTE = make_measurement(mdc_code=0x0002_F001, value=None, unit="1", text="effort: poor")
+
+
+def test_a_sample_array_is_sampled_data_with_the_exact_values() -> None:
+    """PHD IG: sample arrays as SampledData; origin 0 in the unit, the period in ms, the values
+    as sent (1.10 keeps its trailing zero) - and back to the very same Measurement."""
+    obs = _wire(fhir.observation(CURVE, GW))
+    assert obs["valueSampledData"] == {
+        "origin": {"value": 0, "unit": "L", "system": codes.UCUM_SYSTEM, "code": "L"},
+        "period": 100, "dimensions": 1, "data": "0.39 0.76 1.10 4.05"}
+    assert "valueQuantity" not in obs
+    assert "component" not in obs
+    Observation.model_validate(obs)
+    assert _round_trip(CURVE) == CURVE
+
+
+def test_a_text_observation_is_value_string() -> None:
+    obs = _wire(fhir.observation(NOTE, GW))
+    assert obs["valueString"] == "effort: poor"
+    Observation.model_validate(obs)
+    assert _round_trip(NOTE) == NOTE
+
+
+def test_a_coded_value_is_value_codeable_concept_with_its_mdc_coding() -> None:
+    coded = make_measurement(mdc_code=8410608, value=None, unit="1", value_code=196848)
+    obs = _wire(fhir.observation(coded, GW))
+    assert obs["valueCodeableConcept"]["coding"] == [
+        {"system": codes.MDC_SYSTEM, "code": "196848"}]
+    Observation.model_validate(obs)
+    assert _round_trip(coded) == coded
+    other = dataclasses.replace(coded, value_code=196846)
+    assert fhir.observation_identifier(coded, "ep") != fhir.observation_identifier(other, "ep")
+
+
+def test_sample_arrays_and_texts_that_differ_get_different_identifiers() -> None:
+    other = dataclasses.replace(CURVE, samples=(*CURVE.samples[:-1], Decimal("4.050")))  # precision
+    slower = dataclasses.replace(CURVE, sample_period_ms=Decimal(200))
+    idents = {fhir.observation_identifier(m, "ep") for m in (CURVE, other, slower, NOTE,
+                                                               dataclasses.replace(NOTE, text="x"))}
+    assert len(idents) == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d.update(factor=2), "origin 0"),
+        (lambda d: d.update(data="0.39 E 1.10"), "decimals only"),
+        (lambda d: d.update(period=100.5), "exact decimal"),
+        (lambda d: d["origin"].update(value=1), "origin 0"),
+    ],
+)
+def test_sampled_data_we_did_not_write_is_refused(change: Any, problem: str) -> None:
+    obs = _wire(fhir.observation(CURVE, GW))
+    change(obs["valueSampledData"])
+    dev = fhir_device.device_resource(CURVE.device)
+    with pytest.raises(fhir_vocab.FhirMappingError, match=problem):
+        fhir_read.measurement_from_observation(obs, dev)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"samples": (Decimal(1),)},  # no period
+        {"samples": (Decimal(1),), "sample_period_ms": Decimal(0)},
+        {"samples": (Decimal(1),), "sample_period_ms": Decimal(1), "value": Decimal(1)},
+        {"text": ""},
+        {"text": "a", "samples": (Decimal(1),), "sample_period_ms": Decimal(1)},
+        {"sample_period_ms": Decimal(1)},
+        {"value_code": 0},
+        {"value_code": 5, "text": "a"},
+    ],
+)
+def test_inconsistent_sample_arrays_and_texts_are_model_errors(fields: dict[str, Any]) -> None:
+    base: dict[str, Any] = {"value": None}
+    with pytest.raises(ModelError):
+        make_measurement(**(base | fields))
 
 
 @given(st.text(max_size=60), st.sampled_from([":/[]{}^*'!+@", ":/|", ""]))

@@ -81,6 +81,7 @@ async def test_report_is_sealed_into_the_outbox_and_opens_at_the_provider(tmp_pa
         "state": "backoff",
         "delivered_records": 7,
         "last_error": "cannot reach broker",
+        "last_tls_alert": None,
     }
     assert [d["silent"] for d in body["devices"]] == [False, True, False]
     # BLE de-duplications (PHD IG: equal readings in one device second are one) are counted.

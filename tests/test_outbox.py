@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer.outbox import ChainHead, NewRecord, Outbox
+from buffer.outbox import ChainHead, NewRecord, Outbox, inspect
 from gateway.errors import StoreError
 from gateway.seal import wire
 
@@ -173,3 +173,23 @@ def test_checkpoint_folds_the_wal_into_the_database_before_a_power_off(tmp_path:
         assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 20
     finally:
         conn.close()
+
+
+def test_root_reads_the_services_outbox_with_an_untrusted_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: gatewayctl (root) opens a file the service account can write; the schema's
+    views and triggers may then call only innocuous functions (PRAGMA trusted_schema=OFF)."""
+    path = tmp_path / "outbox.db"
+    Outbox(path).close()
+    settings: list[int] = []
+
+    class Probe(sqlite3.Connection):
+        def close(self) -> None:
+            settings.append(self.execute("PRAGMA trusted_schema").fetchone()[0])
+            super().close()
+
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, factory=Probe, **k))
+    inspect(path)
+    assert settings == [0]

@@ -142,6 +142,7 @@ def test_expected_paths(package: Package) -> None:
         f"/usr/lib/sysusers.d/{NAME}.conf",
         f"/usr/lib/tmpfiles.d/{NAME}.conf",
         "/usr/lib/udev/rules.d/60-homecare-gateway.rules",
+        f"/etc/dbus-1/system.d/{NAME}-bluez.conf",
         "/usr/share/polkit-1/rules.d/50-homecare-gateway.rules",
         f"/etc/{NAME}/gateway.toml.example",
         f"/usr/share/doc/{NAME}/README.systemd.md",
@@ -199,9 +200,12 @@ def test_no_secrets_or_databases_inside(package: Package) -> None:
     assert not with_keys
 
 
-def test_conffiles_are_only_the_example(package: Package) -> None:
+def test_conffiles_are_the_example_and_the_bluez_policy(package: Package) -> None:
     conffiles = (package.control / "conffiles").read_text(encoding="utf-8").split()
-    assert conffiles == [f"/etc/{NAME}/gateway.toml.example"]
+    assert conffiles == [
+        f"/etc/{NAME}/gateway.toml.example",
+        f"/etc/dbus-1/system.d/{NAME}-bluez.conf",
+    ]
 
 
 def test_venv_is_relocated_to_its_final_path(package: Package) -> None:

@@ -188,6 +188,23 @@ def test_support_bundle_reports_each_part_then_the_archive(files: Path) -> None:
     }  # fmt: skip
 
 
+def test_support_bundle_never_writes_through_a_planted_link(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root may write the bundle into the service's log folder: a link planted at the
+    predictable name must be refused, its target left as it was (issue 16)."""
+    cfg = load(write(files, VALID + f'\n[control]\nsocket = "{files / "none.sock"}"\n'))
+    monkeypatch.setattr(time, "strftime", lambda *_: "20260101T000000Z")
+    victim = files / "victim"
+    victim.write_bytes(b"root's file\n")
+    name = f"homecare-gateway-support-{cfg.gateway_id}-20260101T000000Z.tar.gz"
+    (files / name).symlink_to(victim)
+    path = bundle.build(cfg, files)
+    assert path.name == name.replace(".tar.gz", "-2.tar.gz")  # another name, the link untouched
+    assert victim.read_bytes() == b"root's file\n"
+    assert (files / name).is_symlink()
+
+
 def _on_terminals(argv: list[str], env: dict[str, str], timeout_s: float = 60.0) -> tuple[
     int, str, str
 ]:

@@ -368,3 +368,14 @@ def test_udev_rules_parse_and_apply_the_documented_policy() -> None:
     assert example, "the per-episode binding example is documented in the rules file"
     keys = {key for key, _, _ in _udev_rule_pairs(example[0])}
     assert {"ATTRS{idVendor}", "ATTRS{idProduct}", "ATTRS{serial}"} <= keys
+
+
+def test_memory_is_capped_and_the_soft_cap_sits_below_the_hard_one(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    """MemoryHigh= throttles before MemoryMax= kills; both sized in docs/performance.md."""
+    service = unit["Service"]
+    high, hard = one(service, "MemoryHigh"), one(service, "MemoryMax")
+    assert high.endswith("M")
+    assert hard.endswith("M")
+    assert 64 < int(high[:-1]) < int(hard[:-1]) <= 512

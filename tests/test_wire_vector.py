@@ -4,6 +4,7 @@ reason is what the reference receiver reports."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import VerifyError
-from gateway.seal import cjson, wire
+from gateway.seal import cjson, staged, wire
 from gateway.seal.sealing import (
     AEAD_AES_256_GCM,
     KDF_HKDF_SHA256,
@@ -91,6 +92,7 @@ def test_each_vector_opens_to_its_documented_plaintext_header_and_hash(name: str
 
 def test_the_vectors_cover_every_kind_both_suites_and_an_uncompressed_record() -> None:
     headers = {n: wire.parse_record(r).header for n, r in RECORDS.items()}
+    headers["staged-chunk"] = wire.parse_record(_hex("staged-chunk-record.hex")).header  # 8.1
     assert {int(h.kind) for h in headers.values()} == {int(k) for k in wire.RecordKind}
     assert {h.kem_id for h in headers.values()} == {0x0020, 0x647A}
     assert {h.flags for h in headers.values()} == {0, wire.FLAG_ZLIB}
@@ -314,3 +316,45 @@ def test_canonical_json_sorts_keys_by_code_point_and_keeps_decimal_digits() -> N
     assert cjson.dumps([Decimal("36.60"), Decimal("1E+2"), Decimal("1E-7"), 10**20]) == (
         b"[36.60,1E+2,1E-7,100000000000000000000]"
     )
+
+
+# -- section 8.1: the staged-chunk record ---------------------------------------------------
+
+STAGED_RECORD = _hex("staged-chunk-record.hex")
+STAGED_PLAINTEXT = (DOCS / "vectors" / "staged-chunk-plaintext.json").read_bytes()
+STAGED_ROWS = [(DOCS / "vectors" / f"staged-row-{n}.json").read_bytes() for n in range(2)]
+
+
+def test_staged_vector_opens_unwraps_and_yields_the_documented_readings() -> None:
+    opened = open_record(STAGED_RECORD, PROVIDER, SIGNING_PUB)
+    assert opened.header.kind is wire.RecordKind.STAGED_CHUNK
+    assert (opened.header.lane, opened.header.seq) == (2, 5)
+    assert opened.header.prev_hash.hex() == VECTORS["event_record_hash"]  # chained after it
+    assert opened.record_hash.hex() == VECTORS["staged_record_hash"]
+    assert opened.plaintext == STAGED_PLAINTEXT
+    body = cjson.loads(STAGED_PLAINTEXT)
+    assert cjson.dumps(body) == STAGED_PLAINTEXT
+    key = hpke_suite(Suite.X25519).decrypt(
+        base64.b64decode(body["key"]),
+        PROVIDER,
+        info=staged.key_info(bytes.fromhex(body["chunk"]), "gw-vector-0001"),
+    )
+    assert key.hex() == VECTORS["staged_chunk_key"]
+    rows = staged.open_rows(body, PROVIDER, Suite.X25519, "gw-vector-0001")
+    assert rows == STAGED_ROWS
+    values = [
+        (str(m.value), m.unit, m.supplemental)
+        for row in rows
+        for m in fhir_read.measurements_from_bundle(cjson.loads(row))
+    ]
+    assert values == [("97", "%", "interval"), ("96", "%", "interval")]
+
+
+def test_staged_vector_verifies_after_the_chain_of_section_8() -> None:
+    verifier = Verifier(PROVIDER, {"gw-vector-0001": SIGNING_PUB})
+    for name in CHAIN:
+        verifier.accept_record(RECORDS[name])
+    verified = verifier.accept_record(STAGED_RECORD)
+    assert len(verified.measurements) == 2
+    summary = verifier.summary()
+    assert (summary["missing"], summary["chain_breaks"], summary["failures"]) == (0, 0, {})

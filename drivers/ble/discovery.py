@@ -25,6 +25,11 @@ from gateway.model import DeviceId
 
 log = structlog.get_logger("drivers.ble.discovery")
 
+# Neighbours' addresses remembered at most (each a 17-character string). A street full of
+# health devices, or one rotating random addresses, stops being remembered at the cap: later
+# ones are counted as "more" only, so neither memory nor log lines grow with what is in the air.
+MAX_NEIGHBOURS = 256
+
 
 class AdvertiserTally:
     """Advertisers of a health service that are not bound to this episode, shared by the BLE
@@ -33,19 +38,25 @@ class AdvertiserTally:
     def __init__(self, bound: Iterable[str]) -> None:
         self.bound = frozenset(a.upper() for a in bound)
         self.ignored: set[str] = set()  # addresses; identifiers, not clinical data
+        self.beyond_cap = False  # more neighbours than MAX_NEIGHBOURS were seen
 
     def saw(self, address: str, service_uuids: Iterable[str]) -> None:
         address = address.upper()
         if address in self.bound or address in self.ignored:
             return
         if any(uuid16_of(u) in HEALTH_SERVICES for u in service_uuids):
-            self.ignored.add(address)
-            log.info("ble.neighbour_ignored", device=f"btmac:{address}",
+            if len(self.ignored) >= MAX_NEIGHBOURS:
+                if not self.beyond_cap:
+                    log.warning("ble.neighbours_capped", cap=MAX_NEIGHBOURS)
+                self.beyond_cap = True
+                return
+            self.ignored.add(address[:17])
+            log.info("ble.neighbour_ignored", device=f"btmac:{address[:17]}",
                      ignored=len(self.ignored))
 
     def snapshot(self) -> dict[str, object]:
         """For the health report's links: how many foreign health devices are in the air."""
-        return {"ignored_advertisers": len(self.ignored)}
+        return {"ignored_advertisers": len(self.ignored), "beyond_cap": self.beyond_cap}
 
 
 async def find_device(device: DeviceId, *, timeout_s: float, adapter: str | None,

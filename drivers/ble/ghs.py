@@ -22,13 +22,17 @@ silently dropped):
 - numeric: the FLOAT with its precision and the UCUM unit of its MDC unit code (``UCUM_UNITS``;
   an unknown unit code is unusable, never guessed); NaN, NRes and the infinities give no value
   and their absent reason;
-- simple discrete: the code as the value, unit "1"; compound discrete: one reading per code;
-  compound state/event: the value bits as the value, unit "1";
+- simple discrete: the code as a coded value (``value_code``; FHIR valueCodeableConcept), unit
+  "1"; compound discrete: one such reading per code; compound state/event: the value bits as
+  the (numeric) value, unit "1";
 - compound: one reading with one component per part (as a blood pressure), numeric or discrete
   parts only;
-- sample array: one reading whose components are the scaled samples, in order (the model has no
-  sample list yet; the FHIR mapping will want SampledData);
-- string: unusable for now (the model has no text value); ``gatewayctl decode`` shows the text;
+- sample array: one reading whose ``samples`` are the scaled samples, in order, with the sample
+  period in ms (FHIR SampledData); a special scale factor or offset gives no samples and its
+  absent reason; a special, zero or negative period is unusable (SampledData needs one);
+  ``samples per period`` is not kept (one sample per period is all FHIR SampledData says);
+- string: one reading with the text (FHIR valueString), unit "1"; a string part of a compound
+  is unusable (a component has no text value);
 - time stamp: a tick counter gives no device time; a time of day not on the current timeline
   gives an untrusted clock (TimeQuality UNSYNCED); UTC or a TZ/DST offset give an aware time;
 - Measurement Status: invalid, questionable, not available, calibrating, test data and early
@@ -70,7 +74,7 @@ from drivers.ble.ghs_values import (
 from drivers.ble.ieee11073 import Numeric
 from drivers.ble.measure import Reading, split
 from drivers.ble.wire import Reader, Writer
-from gateway.model import AbsentReason, Component, MeasurementStatus
+from gateway.model import MAX_SAMPLES, MAX_TEXT_CHARS, AbsentReason, Component, MeasurementStatus
 
 GHS_SERVICE_UUID = 0x1840
 LIVE_HEALTH_OBSERVATIONS_UUID = 0x2B8B
@@ -252,11 +256,23 @@ class HealthObservation:
         scaled = value.scaled()
         if isinstance(scaled, AbsentReason):
             return self._reading(part, scaled, unit)
-        if not scaled:
-            return replace(unusable, reason="sample array without samples")
-        components = tuple(Component(part.mdc_code, s, unit) for s in scaled)
+        if not scaled or len(scaled) > MAX_SAMPLES:
+            return replace(unusable, reason=f"sample array without samples or over {MAX_SAMPLES}")
+        period = value.period_s
+        if isinstance(period, AbsentReason) or period <= 0:
+            return replace(unusable, reason="sample array without a positive sample period")
+        period_ms = period.scaleb(3)
+        if period_ms.as_tuple().exponent > 0:  # type: ignore[operator] # finite: int exponent
+            period_ms = period_ms.quantize(Decimal(1))  # 1E+2 ms is written 100
         return replace(self._reading(part, AbsentReason.NAN, unit), absent_reason=None,
-                       components=components)
+                       samples=scaled, sample_period_ms=period_ms)
+
+    def _coded(self, part: Part, code: int) -> Reading | UnusableObservation:
+        if not 0 < code < 1 << 32:  # no MDC code is 0
+            return UnusableObservation(int(_class_of(part.value)), part.mdc_code,
+                                       "discrete value 0 is no MDC code")
+        return replace(self._reading(part, AbsentReason.NAN, DIMENSIONLESS), absent_reason=None,
+                       value_code=code)
 
     def _part_readings(self, part: Part) -> Iterator[Reading | UnusableObservation]:
         value = part.value
@@ -264,16 +280,20 @@ class HealthObservation:
         if isinstance(value, NumericValue | SampleArrayValue):
             yield self._measured(part, value, unusable)
         elif isinstance(value, DiscreteValue):
-            yield self._reading(part, _code_value(value.code), DIMENSIONLESS)
+            yield self._coded(part, value.code)
         elif isinstance(value, StateEventValue):
             yield self._reading(part, _code_value(value.value), DIMENSIONLESS)
         elif isinstance(value, CompoundDiscreteValue):
             if not value.codes:
                 yield replace(unusable, reason="compound discrete without terms")
             for code in value.codes:
-                yield self._reading(part, _code_value(code), DIMENSIONLESS)
+                yield self._coded(part, code)
         elif isinstance(value, StringValue):
-            yield replace(unusable, reason="string observation: the model has no text value")
+            if not value.text or len(value.text) > MAX_TEXT_CHARS:
+                yield replace(unusable, reason="string observation empty or too long")
+            else:
+                yield replace(self._reading(part, AbsentReason.NAN, DIMENSIONLESS),
+                              absent_reason=None, text=value.text)
         else:
             parts = [_component(c.component_type, c.value) for c in value.components]
             why = next((p for p in parts if isinstance(p, str)), None)

@@ -23,6 +23,14 @@ de-duplicated by the PHD IG identifier against a bounded seen-set in the state d
 0x2A5F, Heart Rate 0x2A37, CGM 0x2AA7, Intermediate Temperature 0x2A1E, Intermediate Cuff
 Pressure 0x2A36): the stream lane. The final reading of the same device keeps the spot lane.
 
+Generic Health Sensor: Live (0x2B8B) and Stored (0x2BDD) Health Observations each go through an
+``ObservationStream`` of the connection's ``LinkState`` (so a body half-received by the last
+connection is never glued to the next). One stored record (uint32 record number, the RACP key) can
+carry several readings (a bundle); the cursor advances past a record only once every reading of it
+is durable. An observation part that has no place in the model, and a body that cannot be
+decoded, is handed to the driver as an ``UnusableReading`` (``take_unusable``) for a gap record,
+never dropped silently.
+
 Logs carry identifiers, characteristic UUIDs and error reasons, never clinical values.
 """
 
@@ -46,6 +54,13 @@ from drivers.ble.blood_pressure import (
 )
 from drivers.ble.cgm import CGM_MEASUREMENT_UUID, CgmMeasurement, CgmSessionStartTime
 from drivers.ble.clock_sync import ClockSync
+from drivers.ble.ghs import (
+    LIVE_HEALTH_OBSERVATIONS_UUID,
+    STORED_HEALTH_OBSERVATIONS_UUID,
+    HealthObservation,
+)
+from drivers.ble.ghs_features import GHS_CONTROL_POINT_UUID, ControlPoint
+from drivers.ble.ghs_stream import ObservationStream
 from drivers.ble.glucose import (
     GLUCOSE_MEASUREMENT_UUID,
     GlucoseJoiner,
@@ -71,11 +86,21 @@ from drivers.ble.thermometer import (
 )
 from drivers.ble.weight_scale import WEIGHT_MEASUREMENT_UUID, WeightMeasurement
 from gateway.atomicfile import atomic_write
-from gateway.errors import ConfigError, GatewayError, StoreError
+from gateway.errors import ConfigError, DecodeError, GatewayError, StoreError
 from gateway.fhir.observation import observation_identifier
+from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, Measurement
 
 log = structlog.get_logger("drivers.ble.intake")
+
+# Live CGM records held back while a RACP transfer runs, at most. At the cap the connection is
+# ended (``LinkState.overflow``): dropping one would let a later record's commit move the cursor
+# past it; ending the link leaves them all on the sensor, and the next connection's RACP request
+# (from the durable cursor) asks for them again.
+MAX_HELD = 512
+LOGGED_REJECTIONS = 10  # refused payloads logged one by one; after that every 100th
+MAX_PENDING_UNUSABLE = 300  # unusable readings waiting for the driver (a bundle has <= 255)
+MAX_REASON_CHARS = 200
 
 _DECODERS: dict[int, Callable[[bytes], Readable]] = {
     TEMPERATURE_MEASUREMENT_UUID: TemperatureMeasurement.decode,
@@ -142,6 +167,10 @@ class LinkState:
     cgm_start: CgmSessionStartTime | None = None
     racp_busy: bool = False  # a RACP transfer runs: live CGM records wait for its end
     held: list[tuple[bytes, datetime]] = field(default_factory=list)
+    overflow: str | None = None  # why this connection must end now (a cap was reached)
+    # GHS: one reassembler per observation characteristic, new with every connection
+    ghs_live: ObservationStream = field(default_factory=lambda: ObservationStream(stored=False))
+    ghs_stored: ObservationStream = field(default_factory=lambda: ObservationStream(stored=True))
 
 
 class Intake:
@@ -156,8 +185,14 @@ class Intake:
         self._seen = seen
         self._pending_ids: set[str] = set()  # backlog identifiers handed over, not yet durable
         self.readings = 0
-        self.malformed = 0
+        self.malformed = 0  # payloads refused (malformed, oversize, over a cap)
+        self.last_rejected: datetime | None = None
         self.duplicates = 0  # backlog readings recognised as already stored, not handed over
+        self.unusable_count = 0  # GHS observations (or parts) with no place in the model
+        self._unusable: list[UnusableReading] = []  # for the driver to report, bounded
+        self._parts: dict[int, int] = {}  # GHS record number -> its readings not yet durable
+        self._gap_only: list[int] = []  # GHS records with nothing usable, gap not yet durable
+        self._gap_done: set[int] = set()  # ... gap durable, the cursor not yet past them
 
     @property
     def last_committed_sequence(self) -> int:
@@ -179,10 +214,13 @@ class Intake:
         if self._state is None:
             return
         sequences = [m.device_record_id for m in mine if m.device_record_id is not None]
+        if self._parts:
+            sequences = self._whole_records(sequences)
         if sequences and max(sequences) > self._state.last_sequence:
             await asyncio.to_thread(self._state.save, max(sequences))
             cursor = self._state.last_sequence
             self._handed = {s for s in self._handed if s > cursor}
+        await self._pass_gap_done()
 
     async def refused(self, measurements: Sequence[Measurement]) -> None:
         """The pipeline could not store these: ask the device for them again next time."""
@@ -193,6 +231,29 @@ class Intake:
         if sequences:
             first = min(sequences)
             self._handed = {s for s in self._handed if s < first}
+            self._parts = {r: n for r, n in self._parts.items() if r < first}
+
+    def _whole_records(self, sequences: list[int]) -> list[int]:
+        """The GHS records of a committed batch all of whose readings are now durable (the
+        pipeline commits in order, so every earlier record is too). Untracked keys pass."""
+        whole = []
+        for record in sequences:
+            left = self._parts.get(record)
+            if left is None:
+                whole.append(record)
+                continue
+            left -= 1
+            if left > 0:
+                self._parts[record] = left
+            else:
+                del self._parts[record]
+                whole.append(record)
+        return whole
+
+    def take_unusable(self) -> list[UnusableReading]:
+        """What could not be mapped since the last call, for the driver to report."""
+        out, self._unusable = self._unusable, []
+        return out
 
     # -- one connection's payloads ------------------------------------------------------------
 
@@ -208,8 +269,14 @@ class Intake:
             if uuid16 == GLUCOSE_CONTEXT_UUID:
                 records = link.joiner.add_context(GlucoseContext.decode(payload))
                 return [m for r in records for m in self._glucose(link, r, received_at)]
+            if uuid16 in (LIVE_HEALTH_OBSERVATIONS_UUID, STORED_HEALTH_OBSERVATIONS_UUID):
+                return self._ghs(link, uuid16, payload, received_at)
+            if uuid16 == GHS_CONTROL_POINT_UUID:
+                log.info("ble.ghs_control", device=str(self.device),
+                         **ControlPoint.decode(payload).flag_summary())
+                return []
             if uuid16 == RACP_UUID:
-                answer = racp.decode(payload)
+                answer = racp.decode(payload, octets=self.spec.racp_key_octets)
                 log.info("ble.racp_done", device=str(self.device), **answer.flag_summary())
                 link.racp_busy = False
                 records = link.joiner.flush()
@@ -220,6 +287,10 @@ class Intake:
                 return out
             if uuid16 == CGM_MEASUREMENT_UUID:
                 if link.racp_busy:  # after the stored records, in order (module docstring)
+                    if len(link.held) >= MAX_HELD:
+                        self._reject("held-records-cap", uuid16, payload)
+                        link.overflow = "held-records-cap"
+                        return []
                     link.held.append((payload, received_at))
                     return []
                 cgm = CgmMeasurement.decode(payload).in_session(link.cgm_start)
@@ -228,16 +299,104 @@ class Intake:
             if decode is None:
                 return []
             out = self._convert(link, decode(payload), payload, received_at)
-        except (GatewayError, ValueError) as exc:
-            self.malformed += 1
-            reason = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
-            log.warning("ble.malformed_payload", device=str(self.device),
-                        uuid=f"{uuid16:04x}", length=len(payload), error=type(exc).__name__,
-                        reason=reason)
+        except Exception as exc:  # noqa: BLE001 - the border: a payload's failure is the device's
+            # Typed decode errors (DecodeError, ModelError) and a decoder's untyped slip alike:
+            # the payload is refused and counted, the connection and the driver go on.
+            self._reject(type(exc).__name__, uuid16, payload,
+                         exc.message if isinstance(exc, GatewayError) else None)
             return []
         out = self._not_seen(out)
         self.readings += len(out)
         return out
+
+    def _reject(self, error: str, uuid16: int, payload: bytes, reason: str | None = None) -> None:
+        self.malformed += 1
+        self.last_rejected = datetime.now(UTC)
+        # Rate-bounded: the first few, then every 100th (a flood must not become a log flood).
+        if self.malformed <= LOGGED_REJECTIONS or self.malformed % 100 == 0:
+            log.warning("ble.malformed_payload", device=str(self.device),
+                        uuid=f"{uuid16:04x}", length=len(payload), error=error,
+                        reason=reason, malformed=self.malformed)
+
+    def reject_oversize(self, uuid16: int, length: int) -> None:
+        """A notification longer than any attribute value may be (session.py's cap)."""
+        self._reject("oversize", uuid16, b"", f"{length} bytes")
+
+    def reject_flood(self, uuid16: int) -> None:
+        """Notifications arrive faster than they are decoded (session.py's queue cap)."""
+        self._reject("flood", uuid16, b"", "notification queue full: connection ended")
+
+    # -- Generic Health Sensor ----------------------------------------------------------------
+
+    def _ghs(self, link: LinkState, uuid16: int, payload: bytes, received_at: datetime
+             ) -> list[Measurement]:
+        stream = link.ghs_stored if uuid16 == STORED_HEALTH_OBSERVATIONS_UUID else link.ghs_live
+        out: list[Measurement] = []
+        for item in stream.feed(payload):
+            if isinstance(item, DecodeError):
+                self._reject(type(item).__name__, uuid16, payload, item.message)
+                self._unusable_reading(uuid16, type(item).__name__, item.message, payload,
+                                       received_at=received_at)
+                continue
+            out.extend(self._ghs_observation(link, item, received_at))
+        return out
+
+    def _ghs_observation(self, link: LinkState, observation: HealthObservation,
+                         received_at: datetime) -> list[Measurement]:
+        record = observation.record_number
+        if record is not None and (record <= self.last_committed_sequence
+                                   or record in self._handed):
+            return []  # already with the pipeline (fetched again after a reconnect)
+        raw = observation.encode_body()
+        for unusable in observation.unusable():
+            self._unusable_reading(observation.uuid16, "UnusableObservation", unusable.reason,
+                                   raw, received_at=received_at, fields=(
+                                       ("class_type", str(unusable.class_type)),
+                                       ("observation_type", str(unusable.observation_type))))
+        out = self._convert(link, observation, raw, received_at)
+        if record is not None:
+            self._handed.add(record)
+            if out:
+                self._parts[record] = len(out)
+            elif len(self._gap_only) < MAX_PENDING_UNUSABLE:
+                self._gap_only.append(record)  # its gap records decide when the cursor passes
+        self.readings += len(out)
+        return out
+
+    async def unusable_recorded(self, *, durable: bool) -> None:
+        """The gap records of the last ``take_unusable`` are durable (or were refused). A stored
+        record that carried nothing usable is then done: the cursor may pass it once no earlier
+        record still waits for its readings. Refused: it is asked for again next connection."""
+        records, self._gap_only = self._gap_only, []
+        if not durable:
+            self._handed.difference_update(records)
+            return
+        self._gap_done.update(records)
+        await self._pass_gap_done()
+
+    async def _pass_gap_done(self) -> None:
+        """Move the cursor past the gapped-only records no earlier record holds back."""
+        if self._state is None or not self._gap_done:
+            return
+        waiting = min(self._parts, default=None)
+        done = {r for r in self._gap_done if waiting is None or r < waiting}
+        self._gap_done -= done
+        if done and max(done) > self._state.last_sequence:
+            await asyncio.to_thread(self._state.save, max(done))
+
+    def _unusable_reading(self, uuid16: int, error: str, reason: str, raw: bytes, *,
+                          received_at: datetime, fields: tuple[tuple[str, str], ...] = ()
+                          ) -> None:
+        self.unusable_count += 1
+        log.warning("ble.observation_unusable", device=str(self.device), uuid=f"{uuid16:04x}",
+                    error=error, reason=reason[:MAX_REASON_CHARS])
+        if len(self._unusable) < MAX_PENDING_UNUSABLE:
+            self._unusable.append(UnusableReading(
+                str(self.device), HealthObservation.SOURCE, f"{error}: {reason}"[:MAX_REASON_CHARS],
+                received_at, raw, (("uuid", f"{uuid16:04x}"), *fields)))
+        else:  # the driver drains this after every value; a flood is counted, not stored
+            log.error("ble.unusable_overflow", device=str(self.device),
+                      dropped_total=self.unusable_count)
 
     def link_lost(self, link: LinkState) -> Iterator[Measurement]:
         """The connection ended: glucose measurements still waiting for a context go out alone.

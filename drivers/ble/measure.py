@@ -69,6 +69,10 @@ class Reading:
     components: tuple[Component, ...] = ()
     record_id: int | None = None
     supplemental: str = ""
+    samples: tuple[Decimal, ...] = ()  # a sample array (see gateway.model.Measurement)
+    sample_period_ms: Decimal | None = None
+    text: str | None = None  # a text observation
+    value_code: int | None = None  # a coded result (an MDC code)
 
     @classmethod
     def of(
@@ -173,6 +177,10 @@ def to_measurements(
                 components=reading.components,
                 device_record_id=reading.record_id,
                 supplemental=reading.supplemental,
+                samples=reading.samples,
+                sample_period_ms=reading.sample_period_ms,
+                text=reading.text,
+                value_code=reading.value_code,
             )
         )
     return tuple(out)

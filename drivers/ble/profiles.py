@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from drivers.ble.blood_pressure import BP_MEASUREMENT_UUID, INTERMEDIATE_CUFF_PRESSURE_UUID
 from drivers.ble.cgm import CGM_MEASUREMENT_UUID
+from drivers.ble.ghs import LIVE_HEALTH_OBSERVATIONS_UUID, STORED_HEALTH_OBSERVATIONS_UUID
 from drivers.ble.glucose import GLUCOSE_MEASUREMENT_UUID
 from drivers.ble.glucose_context import GLUCOSE_CONTEXT_UUID
 from drivers.ble.heart_rate import HEART_RATE_MEASUREMENT_UUID
@@ -31,6 +32,7 @@ class Profile:
     # from the Session Start Time, which carries its own zone; rewriting the sensor's wall
     # clock in our zone would only make the two disagree.
     sets_clock: bool = True
+    racp_key_octets: int = 2  # a RACP record key (filter operand, count): GHS record numbers 4
 
 
 PROFILES: dict[str, Profile] = {
@@ -51,6 +53,12 @@ PROFILES: dict[str, Profile] = {
     # CGM records are keyed by time offset; RACP fetches what was measured while out of reach.
     "cgm": Profile(CGM_MEASUREMENT_UUID, racp=True, stream=frozenset({CGM_MEASUREMENT_UUID}),
                    sets_clock=False),
+    # Generic Health Sensor (drivers/ble/ghs*.py): live observations once started through the GHS
+    # Control Point, stored observations through RACP by uint32 record number; the device clock
+    # is its Elapsed Time (0x2BF2), read, never set.
+    "generic-health-sensor": Profile(LIVE_HEALTH_OBSERVATIONS_UUID,
+                                     (STORED_HEALTH_OBSERVATIONS_UUID,), racp=True,
+                                     sets_clock=False, racp_key_octets=4),
 }
 RACP_PROFILES = frozenset(name for name, p in PROFILES.items() if p.racp)
 BACKLOG_PROFILES = frozenset(name for name, p in PROFILES.items() if p.backlog)

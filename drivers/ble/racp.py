@@ -1,4 +1,4 @@
-"""Record Access Control Point 0x2A52 (Glucose, CGM, Pulse Oximeter stored records).
+"""Record Access Control Point 0x2A52 (Glucose, CGM, Pulse Oximeter, Generic Health Sensor).
 
 A value is: uint8 op code, uint8 operator, operand (variable). The collector writes requests;
 the device answers by indication with either "Number of Stored Records Response" (op code 5,
@@ -9,6 +9,15 @@ characteristic between the request and its Response Code.
 Catch-up after a reconnect (reference: health-devices.md): keep the last durably stored sequence
 number N and ask for ``RacpRequest.report_from(N + 1)`` - no loss, no duplicates. For CGM the
 filter (type 0x01) is the time offset in minutes instead of the sequence number.
+
+Operand width. GLS / CGMS key records with a uint16 (sequence number, time offset); the Generic
+Health Sensor keys its stored observations with the uint32 Record Number that starts each Stored
+Health Observations body (drivers/ble/ghs.py), so its filter operand (type 0x01, "record
+number") and its Number of Stored Records count are uint32 (``octets=4``; the public GHS
+prototypes - Philips' GHS client and server, the STM32WBA sample - write 0x01 followed by four
+octets). Those prototypes also offer "Combined Report" (op code 0x07, answered 0x08); we use the
+plain "Report Stored Records" every RACP server has, closed by its Response Code (assumed
+sufficient: the Combined Report only adds a count).
 """
 
 from __future__ import annotations
@@ -57,9 +66,14 @@ class ResponseCode(OpenIntEnum):
     OPERAND_NOT_SUPPORTED = 9
 
 
-def _sequence_operand(sequence: int) -> bytes:
-    return Writer().u8(FilterType.SEQUENCE_NUMBER, "filter type").u16(
-        sequence, "sequence number").getvalue()
+KEY_OCTETS = (2, 4)  # GLS / CGMS uint16 keys; GHS uint32 record numbers
+
+
+def _sequence_operand(sequence: int, octets: int = 2) -> bytes:
+    if octets not in KEY_OCTETS:
+        raise ValueError(f"a RACP record key has 2 or 4 octets, not {octets}")
+    return Writer().u8(FilterType.SEQUENCE_NUMBER, "filter type").uint(
+        sequence, octets, "sequence number").getvalue()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +89,25 @@ class RacpRequest:
         return cls(OpCode.REPORT_STORED_RECORDS, Operator.ALL_RECORDS)
 
     @classmethod
-    def report_from(cls, sequence: int) -> RacpRequest:
+    def report_from(cls, sequence: int, *, octets: int = 2) -> RacpRequest:
         """Report stored records with sequence number (CGM: time offset) >= ``sequence``."""
         return cls(OpCode.REPORT_STORED_RECORDS, Operator.GREATER_THAN_OR_EQUAL,
-                   _sequence_operand(sequence))
+                   _sequence_operand(sequence, octets))
 
     @classmethod
     def count_all(cls) -> RacpRequest:
         return cls(OpCode.REPORT_NUMBER_OF_STORED_RECORDS, Operator.ALL_RECORDS)
 
     @classmethod
-    def count_from(cls, sequence: int) -> RacpRequest:
+    def count_from(cls, sequence: int, *, octets: int = 2) -> RacpRequest:
         return cls(OpCode.REPORT_NUMBER_OF_STORED_RECORDS, Operator.GREATER_THAN_OR_EQUAL,
-                   _sequence_operand(sequence))
+                   _sequence_operand(sequence, octets))
 
     @classmethod
-    def delete_up_to(cls, sequence: int) -> RacpRequest:
+    def delete_up_to(cls, sequence: int, *, octets: int = 2) -> RacpRequest:
         """Delete records <= ``sequence`` (only after they are durably stored here)."""
         return cls(OpCode.DELETE_STORED_RECORDS, Operator.LESS_THAN_OR_EQUAL,
-                   _sequence_operand(sequence))
+                   _sequence_operand(sequence, octets))
 
     @classmethod
     def abort(cls) -> RacpRequest:
@@ -111,8 +125,9 @@ class RacpRequest:
 
     @property
     def sequence_filter(self) -> int | None:
-        """The sequence number (CGM: time offset) of a filter-type-0x01 operand, if any."""
-        if len(self.operand) == 3 and self.operand[0] == FilterType.SEQUENCE_NUMBER:
+        """The sequence number (CGM: time offset; GHS: record number) of a filter-type-0x01
+        operand, if any (a uint16, or a GHS uint32)."""
+        if len(self.operand) in (3, 5) and self.operand[0] == FilterType.SEQUENCE_NUMBER:
             return int.from_bytes(self.operand[1:], "little")
         return None
 
@@ -124,10 +139,11 @@ class NumberOfRecords:
     OP_CODE: ClassVar[OpCode] = OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE
 
     count: int
+    octets: int = 2  # GHS: uint32
 
     def encode(self) -> bytes:
-        return Writer().u8(self.OP_CODE, "op code").u8(Operator.NULL, "operator").u16(
-            self.count, "count").getvalue()
+        return Writer().u8(self.OP_CODE, "op code").u8(Operator.NULL, "operator").uint(
+            self.count, self.octets, "count").getvalue()
 
     def flag_summary(self) -> dict[str, object]:
         return {"op_code": OpCode(self.OP_CODE).label, "number_of_records": self.count}
@@ -162,8 +178,9 @@ class ResponseCodeResponse:
 RacpIndication: TypeAlias = NumberOfRecords | ResponseCodeResponse
 
 
-def decode(payload: bytes) -> RacpIndication:
-    """Decode an indication from the device (op code 5 or 6); anything else is a DecodeError."""
+def decode(payload: bytes, *, octets: int = 2) -> RacpIndication:
+    """Decode an indication from the device (op code 5 or 6); anything else is a DecodeError.
+    ``octets``: the width of a Number of Stored Records count (4 for GHS)."""
     reader = Reader(payload, RACP_UUID)
     op_code = OpCode(reader.u8("op code"))
     if op_code not in (OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE, OpCode.RESPONSE_CODE):
@@ -172,7 +189,7 @@ def decode(payload: bytes) -> RacpIndication:
         raise reader.error("responses carry the Null operator")
     result: RacpIndication
     if op_code == OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE:
-        result = NumberOfRecords(reader.u16("number of records"))
+        result = NumberOfRecords(reader.uint(octets, "number of records"), octets)
     else:
         request = OpCode(reader.u8("request op code"))
         result = ResponseCodeResponse(request, ResponseCode(reader.u8("response code")))

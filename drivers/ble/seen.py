@@ -8,15 +8,23 @@ timestamp,
 supplemental info), so only readings with a device timestamp can be recognised again; readings
 without one carry their reception time and are never dropped here.
 
-The set holds SHA-256 digests (no clinical value on disk in plaintext: the identifier contains
-the value), the newest ``capacity`` of them, in a JSON file written atomically and fsynced - only
-for readings the pipeline confirmed as durable (``add`` is called from ``committed``).
+The set holds HMAC-SHA-256 digests under a per-episode key, the newest ``capacity`` of them, in a
+JSON file written atomically and fsynced - only for readings the pipeline confirmed as durable
+(``add`` is called from ``committed``). Not plain SHA-256: the identifier contains the value and
+the device's time, a small space - a plain digest of "38.7 Cel at 07:00" was found by brute force
+in seconds (issue 16). The key (32 random bytes, ``seen.key`` beside the files, 0600) is made
+on first use in an episode; the equipment return erases the folder with it, so no digest left
+in a flash block can be tested against guesses. A file of the older plain-digest format is
+dropped on load: at worst a backlog is read again, and duplicates are allowed upstream (the
+identifier de-duplicates them), losses are not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,10 +33,33 @@ from gateway.atomicfile import atomic_write
 from gateway.errors import ConfigError, StoreError
 
 DEFAULT_CAPACITY = 2048  # a device's memory holds a few hundred readings at most
+KEY_FILE = "seen.key"
+KEY_BYTES = 32
+_FORMAT = 2  # 2: HMAC-SHA-256 under the episode key; 1 (no "format"): plain SHA-256, dropped
 
 
-def digest(identifier: str) -> str:
-    return hashlib.sha256(identifier.encode()).hexdigest()[:32]
+def digest(key: bytes, identifier: str) -> str:
+    return hmac.new(key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def episode_key(directory: Path) -> bytes:
+    """The seen-sets' HMAC key in ``directory``, created (0600, atomically) when missing."""
+    path = directory / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    except OSError as exc:
+        raise StoreError(f"cannot read the BLE seen key: {exc.strerror}", path=str(path)) from exc
+    if len(key) == KEY_BYTES:
+        return key
+    key = secrets.token_bytes(KEY_BYTES)  # missing or damaged: a new one (old digests unmatched)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, key, mode=0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot write the BLE seen key: {exc.strerror}", path=str(path)) from exc
+    return key
 
 
 class SeenSet:
@@ -37,9 +68,11 @@ class SeenSet:
     def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
         self.path = path
         self.capacity = capacity
+        self._key = episode_key(path.parent)
         self._digests: OrderedDict[str, None] = OrderedDict()
         try:
-            items = json.loads(path.read_text())["seen"]
+            data = json.loads(path.read_text())
+            items = data["seen"]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -48,11 +81,14 @@ class SeenSet:
         if not isinstance(items, list) or not all(isinstance(d, str) for d in items):
             raise ConfigError("ble seen file", "unreadable (not a list of digests)",
                               path=str(path))
+        if data.get("format") != _FORMAT:
+            self._save()  # plain digests on disk: overwrite them now, do not keep them
+            return
         for d in items[-capacity:]:
             self._digests[d] = None
 
     def __contains__(self, identifier: str) -> bool:
-        return digest(identifier) in self._digests
+        return digest(self._key, identifier) in self._digests
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -61,7 +97,7 @@ class SeenSet:
         """Remember ``identifiers`` (durably). False when all were known already (no write)."""
         changed = False
         for identifier in identifiers:
-            d = digest(identifier)
+            d = digest(self._key, identifier)
             if d in self._digests:
                 self._digests.move_to_end(d)
                 continue
@@ -75,7 +111,8 @@ class SeenSet:
 
     def _save(self) -> None:
         try:
-            atomic_write(self.path, json.dumps({"seen": list(self._digests)}).encode(), mode=0o644)
+            data = {"format": _FORMAT, "seen": list(self._digests)}
+            atomic_write(self.path, json.dumps(data).encode(), mode=0o600)
         except OSError as exc:
             raise StoreError(f"cannot write the BLE seen file: {exc.strerror}",
                              path=str(self.path)) from exc

@@ -15,6 +15,13 @@ Temperature), and for RACP devices (glucose, CGM) the request for the stored rec
 last durably committed one. A quiet link is probed with a GATT read, which notices a bluetoothd
 that went away when bleak does not.
 
+A Generic Health Sensor (profile ``generic-health-sensor``) has no Current Time: its clock is
+read from Current Elapsed Time (0x2BF2) for the coincident timestamp, never set. The driver reads
+its Health Sensor Features (0x2BF3, logged as a count of observation types), subscribes to Live
+and Stored Health Observations, starts live observations through the GHS Control Point (0x2BF4)
+and fetches stored observations through RACP with a uint32 record number. Observations that
+cannot be used are reported as gap records (``report_unusable``) before anything else happens.
+
 Each attempt starts a fresh discovery (``find_device``), so there is no long-lived scanner to
 watch; it notes the device's RSSI for the health report.
 
@@ -26,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -42,14 +49,26 @@ from drivers.ble.clock_sync import ClockSync
 from drivers.ble.current_time import sync_clock
 from drivers.ble.device_info import BATTERY_LEVEL_UUID
 from drivers.ble.discovery import AdvertiserTally, find_device
+from drivers.ble.elapsed_time import CURRENT_ELAPSED_TIME_UUID, read_elapsed_time
 from drivers.ble.errors import PairingError
+from drivers.ble.ghs import LIVE_HEALTH_OBSERVATIONS_UUID
+from drivers.ble.ghs_features import (
+    GHS_CONTROL_POINT_UUID,
+    HEALTH_SENSOR_FEATURES_UUID,
+    ControlOpCode,
+    ControlPoint,
+    HealthSensorFeatures,
+)
 from drivers.ble.intake import Intake, LinkState, RacpState
+from drivers.ble.measure import clock_offset_from
 from drivers.ble.profiles import PROFILES
 from drivers.ble.racp import RACP_UUID, RacpRequest
 from drivers.ble.reconnect import Backoff, classify, pairing_failure
 from drivers.ble.seen import SeenSet
 from drivers.ble.uuids import uuid16_of, uuid128
+from drivers.ble.wire import Reader
 from gateway.errors import ConfigError, GatewayError
+from gateway.gaps import UnusableReading
 from gateway.model import DeviceId, DeviceIdKind, Measurement, ReceptionStamps
 from gateway.pipeline.health import DeviceHealth
 from gateway.pipeline.watchdog import LoopMark
@@ -69,6 +88,16 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 _Item = tuple[int, bytes, datetime] | None  # None: the link is gone
+
+# Notifications waiting to be decoded, per connection, at most. A device notifying faster than we
+# decode (a flood) reaches it: the connection is ended (a None is queued past the cap, so the end
+# always gets in) and later notifications of that connection are dropped. Dropping single ones
+# could let a later stored record's commit move the RACP cursor past them; after the reconnect the
+# device is asked again from the durable cursor, and a live-only device's flood is not readings.
+MAX_QUEUED_NOTIFICATIONS = 1024
+# An attribute value is at most 512 octets (Core 5.4 Vol 3 Part F 3.2.9): anything longer is not
+# a GATT health measurement and is refused before it is copied or queued.
+MAX_NOTIFICATION_BYTES = 512
 
 
 def _on_disconnect(queue: asyncio.Queue[_Item]) -> Callable[[BleakClient], None]:
@@ -100,6 +129,7 @@ class BleDeviceDriver:
         liveness_s: float = 30.0,
         set_clock: bool = True,
         tally: AdvertiserTally | None = None,
+        report_unusable: Callable[[UnusableReading], Awaitable[bool]] | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ConfigError("ble profile", f"unknown profile {profile!r}")
@@ -117,11 +147,14 @@ class BleDeviceDriver:
         self.liveness_s = liveness_s
         self.set_clock = set_clock and PROFILES[profile].sets_clock
         self.tally = tally
+        self.report_unusable = report_unusable  # seals a gap record; None: logged and counted
         self.measurement_uuid = self.spec.measurement
         self.racp = self.spec.racp
         if self.racp and state_file is None:
             raise ConfigError("ble state file", f"a {profile} device needs a state file")
-        initial = -1 if self.measurement_uuid == CGM_MEASUREMENT_UUID else 0
+        # CGM time offsets and GHS record numbers may start at 0; glucose sequence numbers at 1.
+        initial = -1 if self.measurement_uuid in (CGM_MEASUREMENT_UUID,
+                                                  LIVE_HEALTH_OBSERVATIONS_UUID) else 0
         self._stamps = ReceptionStamps()  # identifiers of clockless readings stay apart
         self._intake = Intake(
             self.device, self.spec,
@@ -275,18 +308,42 @@ class BleDeviceDriver:
             battery_pct=self.battery_pct,
             rssi_dbm=self.rssi_dbm,
             duplicates=self.duplicates,
+            rejected_input=self._intake.malformed,
+            last_rejected=self._intake.last_rejected,
         )]
 
     # -- one connection -----------------------------------------------------------------------
 
+    def _on_value(self, queue: asyncio.Queue[_Item]
+                  ) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+        """bleak's notification callback for one connection, with the caps of this module."""
+        flooded = False
+
+        def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
+            nonlocal flooded
+            uuid16 = uuid16_of(char.uuid)
+            if uuid16 is None or flooded:
+                return
+            if len(data) > MAX_NOTIFICATION_BYTES:
+                self._intake.reject_oversize(uuid16, len(data))
+                return
+            if queue.qsize() >= MAX_QUEUED_NOTIFICATIONS:
+                flooded = True
+                self._intake.reject_flood(uuid16)
+                queue.put_nowait(None)  # ends this connection; the device is asked again
+                return
+            queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
+
+        return on_value
+
     async def _session(self, client: BleakClient, queue: asyncio.Queue[_Item]
                        ) -> AsyncGenerator[Measurement, None]:
-        def on_value(char: BleakGATTCharacteristic, data: bytearray) -> None:
-            uuid16 = uuid16_of(char.uuid)
-            if uuid16 is not None:
-                queue.put_nowait((uuid16, bytes(data), self._stamps.stamp(datetime.now(UTC))))
-
+        on_value = self._on_value(queue)
         link = LinkState(await sync_clock(client, self.device, set_clock=self.set_clock))
+        ghs = self.measurement_uuid == LIVE_HEALTH_OBSERVATIONS_UUID
+        if ghs:
+            link.clock = ClockSync(await self._read_elapsed_time(client))
+            await self._read_features(client)
         self.clock = link.clock
         await self._read_battery(client)
         if self.measurement_uuid == CGM_MEASUREMENT_UUID:
@@ -295,14 +352,22 @@ class BleDeviceDriver:
         for optional in self.spec.optional:  # resubscribed on every connection
             if client.services.get_characteristic(uuid128(optional)) is not None:
                 await client.start_notify(uuid128(optional), on_value)
+        if ghs:
+            await client.start_notify(uuid128(GHS_CONTROL_POINT_UUID), on_value)
+            await client.write_gatt_char(
+                uuid128(GHS_CONTROL_POINT_UUID),
+                ControlPoint(ControlOpCode.START_SEND_LIVE_OBSERVATIONS).encode(), response=True)
         if self.racp:
             await client.start_notify(uuid128(RACP_UUID), on_value)
-            start = min(self.last_committed_sequence + 1, 0xFFFF)  # wrap-around: not handled
+            octets = self.spec.racp_key_octets
+            # wrap-around: not handled
+            start = min(self.last_committed_sequence + 1, (1 << 8 * octets) - 1)
             self.racp_requests.append(start)
             log.info("ble.racp_request", device=str(self.device), from_key=start)
             link.racp_busy = True
             await client.write_gatt_char(uuid128(RACP_UUID),
-                                         RacpRequest.report_from(start).encode(), response=True)
+                                         RacpRequest.report_from(start, octets=octets).encode(),
+                                         response=True)
         while True:
             # A quiet link waits liveness_s, then a probe read bounded by connect_timeout_s.
             self.progress.turn(within_s=self.liveness_s + self.connect_timeout_s)
@@ -318,8 +383,59 @@ class BleDeviceDriver:
                 return
             uuid16, payload, received_at = item
             self.last_seen = received_at
-            for m in self._intake.handle(link, uuid16, payload, received_at):
+            out = self._intake.handle(link, uuid16, payload, received_at)
+            await self._report_unusable()
+            for m in out:
                 yield m
+            if link.overflow is not None:
+                log.warning("ble.connection_ended_at_cap", device=str(self.device),
+                            cap=link.overflow)
+                return
+
+    async def _report_unusable(self) -> None:
+        """Seal a gap record for each observation that could not be used (a GHS part with no
+        place in the model, a body that could not be decoded)."""
+        durable = self.report_unusable is not None
+        for reading in self._intake.take_unusable():
+            if self.report_unusable is not None and not await self.report_unusable(reading):
+                # even the gap reserve is full: the ingest writer logged it; the count stays
+                log.error("ble.unusable_not_recorded", device=str(self.device))
+                durable = False
+        await self._intake.unusable_recorded(durable=durable)
+
+    async def _read_elapsed_time(self, client: BleakClient) -> timedelta | None:
+        """GHS: the coincident timestamp from Current Elapsed Time (0x2BF2); None when the
+        device has none, or only a tick counter."""
+        if client.services.get_characteristic(uuid128(CURRENT_ELAPSED_TIME_UUID)) is None:
+            return None
+        try:
+            data = bytes(await client.read_gatt_char(uuid128(CURRENT_ELAPSED_TIME_UUID)))
+            reader = Reader(data, CURRENT_ELAPSED_TIME_UUID)
+            stamp = read_elapsed_time(reader, "current elapsed time")
+            reader.done()
+        except (BleakError, GatewayError) as exc:
+            log.info("ble.elapsed_time_unavailable", device=str(self.device),
+                     error=type(exc).__name__)
+            return None
+        device_now = stamp.device_time()
+        offset = None if device_now is None else clock_offset_from(device_now, datetime.now(UTC))
+        log.info("ble.clock", device=str(self.device), source="elapsed-time",
+                 tick_counter=stamp.tick_counter,
+                 offset_before_s=None if offset is None else round(offset.total_seconds()))
+        return offset
+
+    async def _read_features(self, client: BleakClient) -> None:
+        if client.services.get_characteristic(uuid128(HEALTH_SENSOR_FEATURES_UUID)) is None:
+            return
+        try:
+            features = HealthSensorFeatures.decode(bytes(await client.read_gatt_char(
+                uuid128(HEALTH_SENSOR_FEATURES_UUID))))
+        except (BleakError, GatewayError) as exc:
+            log.info("ble.ghs_features_unavailable", device=str(self.device),
+                     error=type(exc).__name__)
+            return
+        log.info("ble.ghs_features", device=str(self.device),
+                 observation_types=len(features.observation_types))
 
     async def _probe(self, client: BleakClient) -> None:
         """A quiet link: is it still there? bleak does not notice bluetoothd going away

@@ -60,6 +60,8 @@ from gateway.pipeline.health import DeviceHealth
 
 log = structlog.get_logger("drivers.serial.astm")
 
+LOGGED_PROBLEMS = 10  # link problems logged one by one; after that every 100th
+
 
 @dataclass(frozen=True, slots=True)
 class AstmDriverConfig:
@@ -101,6 +103,8 @@ class AstmDriver:
         self.recent_results: deque[LabResult] = deque(maxlen=64)  # for diagnostics and tests
         self.readings = 0
         self.unusable_records = 0
+        self.rejected_input = 0  # records and frames refused as malformed (health, status)
+        self._last_rejected: datetime | None = None
         self._report_unusable = report_unusable
         self._unreported: list[UnusableReading] = []  # R records of the current frame, unusable
         self._conn = PortConnection(
@@ -171,8 +175,14 @@ class AstmDriver:
                 expected_interval_s=None,
                 readings=self.readings,
                 port=self.config.port.path,
+                rejected_input=self.rejected_input,
+                last_rejected=self._last_rejected,
             )
         ]
+
+    def _rejected(self) -> None:
+        self.rejected_input += 1
+        self._last_rejected = self._wallclock()
 
     # --- one connection -----------------------------------------------------------------------
 
@@ -239,12 +249,18 @@ class AstmDriver:
 
     def _note(self, event: Event, context: _MessageContext) -> None:
         if isinstance(event, LinkProblem):
-            self._log.warning(
-                "serial.astm.link_problem",
-                error=event.error.message,
-                hint=event.error.hint,
-                **event.error.fields,
-            )
+            self._rejected()
+            # Rate-bounded: a line full of noise must not become a log full of noise.
+            if self.rejected_input <= LOGGED_PROBLEMS or self.rejected_input % 100 == 0:
+                self._log.warning(
+                    "serial.astm.link_problem",
+                    **{
+                        **event.error.fields,
+                        "error": event.error.message,
+                        "hint": event.error.hint,
+                        "rejected": self.rejected_input,
+                    },
+                )
         elif isinstance(event, TransferAborted):
             self._held = None
             context.delimiters = context.header = context.order = None
@@ -252,7 +268,7 @@ class AstmDriver:
         elif isinstance(event, MessageComplete):  # EOT: the end, or the sender gave up early
             context.delimiters = context.header = context.order = None
             self._log.info(
-                "serial.astm.transfer_ended", records=event.records_text.count("\r") or 1
+                "serial.astm.transfer_ended", records=event.records, truncated=event.truncated
             )
         elif isinstance(event, DuplicateFrame):
             self._log.debug("serial.astm.duplicate_frame", frame=event.number)
@@ -270,12 +286,24 @@ class AstmDriver:
         return True
 
     def _record(self, text: str, context: _MessageContext) -> list[Measurement]:
-        """Measurements of one record; unusable R records are queued in ``_unreported``."""
+        """Measurements of one record; unusable R records are queued in ``_unreported``.
+
+        This is the border between the analyser's bytes and our model: whatever goes wrong in
+        turning a record into measurements is the device's typed error here (an unusable record,
+        a gap record for an R), never an exception out of the driver."""
         kind = text[:1].upper()
         try:
             return self._parse(kind, text.rstrip("\r"), context)
         except AstmRecordError as exc:
             self._unusable(exc, kind, text)
+        except Exception as exc:  # noqa: BLE001 - the border: any decoding failure is the device's
+            # A decoder bug met by device input: the record is still accounted for (gap record,
+            # then ACK) instead of stopping the line; the type says where to look.
+            self._unusable(
+                AstmRecordError("record could not be decoded", error_type=type(exc).__name__),
+                kind,
+                text,
+            )
         return []
 
     def _parse(self, kind: str, text: str, context: _MessageContext) -> list[Measurement]:
@@ -316,12 +344,11 @@ class AstmDriver:
 
     def _unusable(self, error: AstmRecordError, kind: str, text: str) -> None:
         self.unusable_records += 1
+        self._rejected()
+        # The error's fields first: ours (record_type) win a name clash instead of raising.
         self._log.error(
             "serial.astm.record_unusable",
-            record_type=kind,
-            error=error.message,
-            hint=error.hint,
-            **error.fields,
+            **{**error.fields, "record_type": kind, "error": error.message, "hint": error.hint},
         )
         if kind != "R":
             return  # headers, orders, comments: no reading in them (a bad H fails its R records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.serial.errors import AstmLinkError
 from drivers.serial.events import NeedData, SendBytes
@@ -47,9 +47,12 @@ class LinkProblem:
 
 @dataclass(frozen=True, slots=True)
 class MessageComplete:
-    """The sender ended the transfer with EOT; ``records_text`` holds every accepted record."""
+    """The sender ended the transfer with EOT; ``records_text`` holds the accepted records (up
+    to astm_link.MAX_MESSAGE_CHARS of them: ``truncated`` says some were only counted)."""
 
     records_text: str
+    records: int = field(default=0, compare=False)  # how many were accepted
+    truncated: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,16 @@ __all__ = [
     "TransferAborted",
 ]
 
-_MAX_RECORD = 1 << 20  # refuse (NAK) continuation frames past 1 MiB: a stuck sender, not a record
+# Bounds on what one sender can make us hold (CONVENTIONS 8), each with its behaviour at the cap:
+# - a record longer than MAX_RECORD_CHARS: its further frames are NAKed (a stuck sender, not a
+#   record); the sender retries, then ends the transfer and keeps the message;
+# - more than MAX_RECORDS_PER_MESSAGE records in one transfer: the next record's last frame is
+#   NAKed the same way (each earlier record was handled, and ACKed, on its own);
+# - accepted record text kept for MessageComplete: up to MAX_MESSAGE_CHARS, then only counted
+#   (``MessageComplete.truncated``); the driver needs the count, not the text.
+MAX_RECORD_CHARS = 64 * 1024
+MAX_RECORDS_PER_MESSAGE = 10_000
+MAX_MESSAGE_CHARS = 256 * 1024
 
 
 class Role(enum.Enum):
@@ -134,6 +143,9 @@ class AstmLink:
         self._last: int | None = None
         self._partial: list[str] = []
         self._records: list[str] = []
+        self._record_count = 0  # records accepted in this transfer (MAX_RECORDS_PER_MESSAGE)
+        self._kept_chars = 0  # their text kept for MessageComplete (MAX_MESSAGE_CHARS)
+        self._truncated = False
         self._held: Frame | None = None
         self._outbox: deque[tuple[int, tuple[str, ...]]] = deque()
         self._next_id = 1
@@ -252,16 +264,18 @@ class AstmLink:
         self._collector.reset()
         self._expected, self._last, self._held = 1, None, None
         self._partial, self._records = [], []
+        self._record_count, self._kept_chars, self._truncated = 0, 0, False
 
     def _on_receiving_byte(self, byte: int) -> None:
         if not self._collector.in_frame and byte == EOT:
             if self._partial:
                 self._emit(LinkProblem(AstmLinkError("transfer ended inside a record")))
             records = "".join(self._records)
+            count, truncated = self._record_count, self._truncated
             self._reset_receiver()
             self._enter(LinkState.NEUTRAL, None)
-            if records:
-                self._emit(MessageComplete(records))
+            if count:
+                self._emit(MessageComplete(records, records=count, truncated=truncated))
             self._maybe_start()
             return
         raw, restarted = self._collector.push(byte)
@@ -278,8 +292,21 @@ class AstmLink:
             self._reply(NAK, LinkState.RECEIVING, self.timers.receive_s)
             return
         if frame.number == self._expected:
-            if sum(map(len, self._partial)) + len(frame.text) > _MAX_RECORD:
-                self._emit(LinkProblem(AstmLinkError("record exceeds the size limit")))
+            if sum(map(len, self._partial)) + len(frame.text) > MAX_RECORD_CHARS:
+                self._emit(
+                    LinkProblem(
+                        AstmLinkError("record exceeds the size limit", cap=MAX_RECORD_CHARS)
+                    )
+                )
+                self._reply(NAK, LinkState.RECEIVING, self.timers.receive_s)
+            elif frame.final and self._record_count >= MAX_RECORDS_PER_MESSAGE:
+                self._emit(
+                    LinkProblem(
+                        AstmLinkError(
+                            "message exceeds the record limit", cap=MAX_RECORDS_PER_MESSAGE
+                        )
+                    )
+                )
                 self._reply(NAK, LinkState.RECEIVING, self.timers.receive_s)
             elif self.policy is AcceptPolicy.HOLD_ALL or (
                 self.policy is AcceptPolicy.HOLD_RECORDS and frame.final
@@ -311,7 +338,12 @@ class AstmLink:
         record: str | None = None
         if frame.final:
             record = "".join(self._partial) + frame.text
-            self._records.append(record)
+            self._record_count += 1
+            if self._kept_chars + len(record) <= MAX_MESSAGE_CHARS:
+                self._records.append(record)
+                self._kept_chars += len(record)
+            else:
+                self._truncated = True
             self._partial = []
         else:
             self._partial.append(frame.text)

@@ -39,14 +39,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import quote
 
 from drivers.serial.astm_records import Delimiters, Message, Record, parse_ts
 from drivers.serial.errors import AstmRecordError, SerialUsageError
+from gateway.errors import ModelError
 from gateway.fhir import codes
 from gateway.fhir.codes import Loinc
 from gateway.model import (
     INTERPRETATION_CODES,
+    MAX_DEVICE_ID_CHARS,
     AbsentReason,
     DeviceId,
     DeviceIdKind,
@@ -165,19 +168,33 @@ class LabResults:
     warnings: tuple[AstmRecordError, ...]  # measurements made, but something was off
 
 
+def _serial_id(text: str, what: str) -> DeviceId:
+    """The analyser's identity from header text; AstmRecordError (never ModelError) when the
+    text cannot be one (a control byte, more than the model's 128 characters). The error names
+    the length only: the text itself is the device's and stays out of logs."""
+    try:
+        return DeviceId(DeviceIdKind.SERIAL, text)
+    except ModelError:
+        raise AstmRecordError(
+            f"analyser {what} unusable as its identity (control characters, or longer than "
+            f"{MAX_DEVICE_ID_CHARS} characters)",
+            length=len(text),
+        ) from None
+
+
 def _device(header: Record, options: AstmOptions) -> tuple[DeviceId, list[AstmRecordError]]:
     comps = header.components(5)
     k = options.serial_component
     serial = comps[k - 1].strip() if 0 < k <= len(comps) else ""
     if serial:
-        return DeviceId(DeviceIdKind.SERIAL, serial), []
+        return _serial_id(serial, "serial number"), []
     if options.fallback_device is not None:
         return options.fallback_device, []
     name = "^".join(c for c in comps if c).strip()
     if not name:
         raise AstmRecordError("header names no sender: the analyser cannot be identified")
     warning = AstmRecordError("header has no serial-number component; using the sender name")
-    return DeviceId(DeviceIdKind.SERIAL, name[:128]), [warning]
+    return _serial_id(name[:MAX_DEVICE_ID_CHARS], "sender name"), [warning]
 
 
 def _status(record: Record, test_data: bool) -> tuple[MeasurementStatus, str]:
@@ -252,6 +269,15 @@ def _unit(raw: str, analyte: Analyte) -> str:
     return UNIT_ALIASES.get(text.lower(), text)
 
 
+def _measurement(test: str, **fields: Any) -> Measurement:
+    """The Measurement, or AstmRecordError when the model refuses the fields an analyser sent
+    (a unit or status it cannot hold): the device's doing, never an untyped error."""
+    try:
+        return Measurement(**fields)
+    except ModelError:
+        raise AstmRecordError("result fields unusable for a measurement", test=test) from None
+
+
 def _result(
     record: Record,
     *,
@@ -302,7 +328,8 @@ def _result(
         local = None
         warnings.append(exc)
     device_time = local.replace(tzinfo=options.device_tz) if local else None
-    measurement = Measurement(
+    measurement = _measurement(
+        code,
         device=device,
         mdc_code=analyte.mdc_code,
         value=value,

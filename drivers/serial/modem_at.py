@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from drivers.serial.errors import SerialUsageError
 from drivers.serial.events import NEED_DATA, NeedData, SendBytes
 
-_MAX_LINE = 1024
+_MAX_LINE = 1024  # a longer run without CR/LF is cut into lines of this length
+# Information lines kept for the command being answered. A modem that keeps sending matching
+# lines without a final result: the lines past the cap are dropped (StrayLine), the command
+# then ends with its final result or its timeout as usual.
+MAX_RESPONSE_LINES = 64
 _BARE_URCS = frozenset({"RING", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
 _ERROR_PREFIXES = ("+CME ERROR:", "+CMS ERROR:")
 
@@ -199,7 +203,7 @@ class AtSession:
             code = text.partition(":")[2].strip()
             error: int | str = int(code) if code.isdigit() else code
             self._finish(CommandFailed(command, tuple(self._lines), text, error))
-        elif _matches(command, text):
+        elif _matches(command, text) and len(self._lines) < MAX_RESPONSE_LINES:
             self._lines.append(text)
         elif _looks_unsolicited(text):
             self._events.append(UnsolicitedResult(text))

@@ -73,6 +73,8 @@ class ModemDriver:
         self.device = DeviceId(DeviceIdKind.SERIAL, f"modem-{config.name}")
         self.rounds = 0
         self.failed_commands = 0
+        self.rejected_input = 0  # lines that were no answer (stray, malformed, over a cap)
+        self._last_rejected: datetime | None = None
         self._conn = PortConnection(
             config.port, name=self.name, backoff=config.backoff, opener=opener, monotonic=monotonic
         )
@@ -132,8 +134,14 @@ class ModemDriver:
                 readings=0,
                 rssi_dbm=self.status().rssi_dbm,
                 port=self.config.port.path,
+                rejected_input=self.rejected_input,
+                last_rejected=self._last_rejected,
             )
         ]
+
+    def _rejected(self) -> None:
+        self.rejected_input += 1
+        self._last_rejected = self._wallclock()
 
     # --- Driver protocol ----------------------------------------------------------------------
 
@@ -235,6 +243,11 @@ class ModemDriver:
                 if self._tracker.apply(event).registered:
                     self._sim = self._sim_from = None  # on the network: the SIM works
             except AtResponseError as exc:
+                self._rejected()
                 self._log.warning("serial.modem.bad_response", error=exc.message, **exc.fields)
         elif isinstance(event, StrayLine):
-            self._log.debug("serial.modem.stray_line", length=len(event.line))
+            self._rejected()
+            if self.rejected_input <= 10 or self.rejected_input % 100 == 0:  # rate-bounded
+                self._log.debug(
+                    "serial.modem.stray_line", length=len(event.line), rejected=self.rejected_input
+                )

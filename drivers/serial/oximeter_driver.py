@@ -38,6 +38,7 @@ from gateway.model import DeviceId, Measurement, ReceptionStamps, utcnow
 from gateway.pipeline.health import DeviceHealth
 from gateway.pipeline.ingest import Lane
 
+STATE_LOG_S = 1.0  # state changes are logged at most once a second (the latest in health)
 log = structlog.get_logger("drivers.serial.oximeter")
 
 ERROR_REPORT_S = 60.0  # frame errors are counted and logged at most this often
@@ -91,6 +92,9 @@ class OximeterDriver:
         self._last_sample: OximetrySample | None = None
         self._last_sample_mono: float | None = None
         self._last_seen: datetime | None = None
+        self._last_rejected: datetime | None = None  # of the latest frame error
+        self._state_logged_mono = float("-inf")
+        self._state_changes = 0  # state changes not logged since the last state line
         self._connected_mono: float | None = None
         self._reported_errors = 0
         self._error_report_mono = 0.0
@@ -128,6 +132,8 @@ class OximeterDriver:
                 expected_interval_s=self.config.reducer.interval_s,
                 readings=self.readings,
                 port=self.config.port.path,
+                rejected_input=self.frame_errors,
+                last_rejected=self._last_rejected,
             )
         ]
 
@@ -159,7 +165,21 @@ class OximeterDriver:
             data = await port.read(self.config.poll_s)
             now = self._monotonic()
             due: list[tuple[OximetryReading, bytes]] = []
-            for item in decoder.feed(data, now) if data else ():
+            try:
+                items = decoder.feed(data, now) if data else []
+            except Exception as exc:  # noqa: BLE001 - the border: the device's bytes, not a crash
+                # The framers never raise on bad bytes (property-tested); should one, the bytes
+                # are dropped as a frame error and the framer starts afresh.
+                decoder = (
+                    NoninDecoder()
+                    if self.config.protocol is OximeterProtocol.NONIN
+                    else Cms50Decoder()
+                )
+                self._log.error("serial.oximeter.decoder_failed", error_type=type(exc).__name__)
+                items = []
+                self.frame_errors += 1
+                self._last_rejected = self._wallclock()
+            for item in items:
                 if isinstance(item, OximetrySample):
                     self._last_sample, self._last_sample_mono = item, now
                     self._last_seen = self._wallclock()
@@ -169,6 +189,7 @@ class OximeterDriver:
                     ]
                 else:
                     self.frame_errors += 1
+                    self._last_rejected = self._wallclock()
             due += [(r, b"") for r in reducer.tick(now)]
             self._update_state()
             self._report_errors(now)
@@ -206,7 +227,19 @@ class OximeterDriver:
     def _update_state(self) -> None:
         state = self.state()
         if state != self._state:
-            self._log.info("serial.oximeter.state", state=state, previous=self._state)
+            # At most one line a second: a device flapping between states (noise that sometimes
+            # looks like a packet) must not become a log flood; health shows the state as of now.
+            now = self._monotonic()
+            if now - self._state_logged_mono >= STATE_LOG_S:
+                self._log.info(
+                    "serial.oximeter.state",
+                    state=state,
+                    previous=self._state,
+                    changes=self._state_changes + 1,
+                )
+                self._state_logged_mono, self._state_changes = now, 0
+            else:
+                self._state_changes += 1
             self._state = state
 
     def _report_errors(self, now: float) -> None:

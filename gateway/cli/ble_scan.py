@@ -36,6 +36,7 @@ HEALTH_SERVICES = {
     0x181D: "weight-scale",
     0x181F: "cgm",
     0x1822: "pulse-oximeter",
+    0x1840: "generic-health-sensor",
 }
 _BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 

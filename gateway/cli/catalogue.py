@@ -112,6 +112,18 @@ _ENTRIES = (
           "restarts the gateway if it stays stuck.",
           f"If this is still shown in a few minutes, restart the gateway ({_RESTART}) and "
           f"{_SUPPORT}.", alarm=True),
+    Entry(alarms.DRIVER_RESTARTING, "problem", "device",
+          "The gateway's reader for this device failed ({error_type}) and is restarted by "
+          "itself ({failures} failures so far); the other devices are not affected. What the "
+          "device had not been told was stored, it sends again.",
+          "If this stays for more than a few minutes, switch the device off and on and "
+          f"{_SUPPORT}.", alarm=True),
+    Entry(alarms.DEVICE_INPUT_REJECTED, "warning", "device",
+          "The device sent data the gateway could not accept ({rejected} times; e.g. damaged "
+          "or oversized messages): those parts were refused, the rest is read normally.",
+          "Check the device's cable and settings (baud rate, data format); if it repeats, "
+          "replace the device or its cable and tell the provider which device it was.",
+          alarm=True),
     # -- the uplink, from its state and last error ---------------------------------------------
     Entry("uplink-not-connected", "problem", "uplink",
           "The gateway is not connected to the provider (state {state}; last error: {error}). "

@@ -128,7 +128,8 @@ def _uplink(status: Mapping[str, Any], codes: set[str]) -> list[Finding]:
     up = status.get("uplink") or {}
     error = up.get("last_error")
     fields = {"state": up.get("state"), "error": _short(error) if error else "none"}
-    cause = uplink_cause(error)
+    # A bare EOF after a TLS alert (TLS 1.3 races them) must not hide what the broker said.
+    cause = uplink_cause(error) or uplink_cause(up.get("last_tls_alert"))
     if alarms.UPLINK_REFUSED in codes:
         specific = ("uplink-broker-untrusted", "uplink-certificate-revoked",
                     "uplink-certificate-rejected")
@@ -272,6 +273,13 @@ def _alarm_fields(  # noqa: PLR0911 - one answer per alarm family
                 "age": "never" if age is None else f"{_duration(age)} ago"}
     if code == alarms.WAN_UNEXPECTED_INTERFACE:
         return {"interface": (links.get("wan-route") or {}).get("interface")}
+    if code == alarms.DRIVER_RESTARTING:
+        driver, _, error_type = (subject or "").rpartition(":")
+        state = (status.get("supervision") or {}).get(driver) or {}
+        return {"error_type": error_type or "unknown", "failures": state.get("failures", "?")}
+    if code == alarms.DEVICE_INPUT_REJECTED:
+        found = [d for d in status.get("devices") or [] if d.get("device") == subject]
+        return {"rejected": found[0].get("rejected_input", "?") if found else "?"}
     return {}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.control import ControlError, ask
 from gateway.errors import ConfigError, GatewayError, UsageError
-from gateway.logs import FORBIDDEN_KEYS
+from gateway.logs import FORBIDDEN_KEYS, bound_event
 
 UNIT = "gatewayd.service"
 # Where journald keeps its files (persistent, volatile): with neither, there is nothing to read and
@@ -68,7 +68,10 @@ class LogLines:
 
 
 def redact_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("[redacted]" if k in FORBIDDEN_KEYS else v) for k, v in event.items()}
+    """Redacted, and bounded and escaped like the daemon does it (gateway/logs.py): a journal
+    line from elsewhere, or an older daemon, must not put an ESC sequence on this terminal."""
+    redacted = {k: ("[redacted]" if k in FORBIDDEN_KEYS else v) for k, v in event.items()}
+    return dict(bound_event(None, "", redacted))
 
 
 def redact_line(line: str) -> dict[str, Any]:

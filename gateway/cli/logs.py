@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from gateway.cli import journal, output, tables
 from gateway.config.settings import load
@@ -31,6 +32,13 @@ def positive_int(text: str) -> int:
     return number
 
 
+def stopped_daemon_log(config: Path) -> Path | None:
+    """The log file a daemon started by hand keeps beside its configuration (``make demo``:
+    .demo/gatewayd.log beside .demo/gateway.toml), if there is one."""
+    candidate = config.absolute().parent / "gatewayd.log"
+    return candidate if candidate.is_file() else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--since", help="only lines since then, as journalctl reads it: '1 h ago', '2026-11-23'"
@@ -45,8 +53,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
     """0 with the lines (maybe none); neither a journal nor a daemon to ask raises (exit 1,
     with a hint)."""
     query = journal.JournalQuery(args.unit, args.lines, args.since)
+    log_file = stopped_daemon_log(args.config)
     # The configuration is read only if the daemon must be asked (for its control socket).
-    found = journal.read(query, lambda: load(args.config).control_socket, datetime.now(UTC))
+    try:
+        found = journal.read(query, lambda: load(args.config).control_socket, datetime.now(UTC))
+    except journal.JournalUnavailableError as exc:
+        if log_file is None:
+            raise
+        raise journal.JournalUnavailableError(
+            exc.message,
+            hint=f"a daemon started by hand (the demo) wrote its log to a file: less {log_file}",
+        ) from None
     events = found.events
     if args.json:
         print(json.dumps(events, sort_keys=True, default=str))
@@ -58,6 +75,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         )
     if not events:
         print(f"no log lines from {args.unit}" + (f" since {args.since}" if args.since else ""))
+        if log_file is not None:
+            print(f"a daemon started by hand (the demo) wrote its log to {log_file}")
     else:
         # A terminal gets a table; a pipe gets journal.render's lines (grep-able, unchanged).
         output.screen().table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.testing import LogCapture
 
 from buffer.outbox import inspect
 from drivers.ble.decode import decode_characteristic
@@ -41,7 +43,7 @@ def _render(data: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+        print(f"{key.replace('_', ' '):<{width}}  {tables.cell(value)}")
 
 
 def _render_table(data: dict[str, Any], as_json: bool) -> None:
@@ -59,16 +61,32 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    facts = {
+        "config": str(cfg.path),
+        "valid": True,
+        "gateway_id": cfg.gateway_id,
+        "broker": f"{cfg.broker_host}:{cfg.broker_port}",
+        "suite": str(cfg.suite),
+        "ble_devices": len(cfg.ble_devices),
+        "serial_devices": len(cfg.serial_devices),
+        "simulated_devices": len(cfg.sim_devices),
+    }
+    if args.json:
+        _render(facts, True)
+        return EXIT_OK
+    serial_kinds = ", ".join(sorted({d.kind for d in cfg.serial_devices}))
     _render(
         {
-            "config": str(cfg.path),
-            "valid": True,
+            "config": f"{cfg.path}: valid",
             "gateway_id": cfg.gateway_id,
-            "broker": f"{cfg.broker_host}:{cfg.broker_port}",
-            "suite": str(cfg.suite),
-            "simulated_devices": len(cfg.sim_devices),
+            "broker": facts["broker"],
+            "suite": facts["suite"],
+            # Each entry becomes one driver: the daemon runs as many as these three add up to.
+            "devices": f"{len(cfg.ble_devices)} BLE, {len(cfg.serial_devices)} serial"
+            + (f" ({serial_kinds})" if serial_kinds else "")
+            + f", {len(cfg.sim_devices)} simulated",
         },
-        args.json,
+        False,
     )
     return EXIT_OK
 
@@ -136,7 +154,9 @@ def render_status(s: dict[str, Any]) -> str:
         # A modem and the VPN report a state; the WAN under the tunnel reports what kind it is.
         head = link.get("state") or link.get("kind") or "unknown"
         details = ", ".join(
-            f"{k} {v}" for k, v in link.items() if v is not None and k not in ("state", "kind")
+            f"{k.replace('_', ' ')} {tables.cell(v)}"
+            for k, v in link.items()
+            if v is not None and k not in ("state", "kind")
         )
         lines.append(f"link {name:<7} {head}" + (f": {details}" if details else ""))
     lines.append(f"power        {power_text(s.get('power'))}")
@@ -258,7 +278,7 @@ def _render_checks(checks: list[diagnostics.Check], as_json: bool) -> int:
     if as_json:
         print(json.dumps(diagnostics.as_json(checks)))
     else:
-        output.screen().checks([("PASS" if c.ok else "FAIL", c.name, c.detail) for c in checks])
+        output.screen().checks([(c.verdict, c.name, c.detail) for c in checks])
     return EXIT_OK if all(c.ok for c in checks) else EXIT_PROBLEM
 
 
@@ -288,7 +308,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_support_bundle(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     with output.progress(args.json) as progress:
-        path = bundle.build(cfg, Path(args.output), progress=progress)
+        path = bundle.build(cfg, Path(args.out), progress=progress)
     if args.json:
         print(json.dumps({"bundle": str(path)}))
     else:
@@ -316,7 +336,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "support-bundle": (
         cmd_support_bundle,
         "write one archive for support: status, self-test, versions, config, redacted logs",
-        "gatewayctl support-bundle --output /tmp",
+        "gatewayctl support-bundle --out /tmp",
     ),
     "decode": (
         cmd_decode,
@@ -351,25 +371,53 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
+CONFIG_ENV = "HOMECARE_GATEWAY_CONFIG"
+
+
+def _global_options(p: argparse.ArgumentParser) -> None:
+    """Options accepted before and after the command (SUPPRESS: the one given wins)."""
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"configuration file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}; "
+        "the demo's: --config .demo/gateway.toml)",
+    )
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also print the log lines the command writes (stderr)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatewayctl",
         description="homecare-gateway technician and logistics commands.",
-        epilog="example: gatewayctl outbox --config /etc/homecare-gateway/gateway.toml",
+        epilog="examples: gatewayctl status (reads /etc/homecare-gateway/gateway.toml); "
+        "gatewayctl --config .demo/gateway.toml status (the running demo); "
+        f"export {CONFIG_ENV}=.demo/gateway.toml",
     )
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text, example) in COMMANDS.items():
         p = sub.add_parser(
             name, help=help_text, description=help_text, epilog=f"example: {example}"
         )
-        p.add_argument(
-            "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="configuration file"
-        )
+        _global_options(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if name in ARGUMENTS:
             ARGUMENTS[name](p)
         if name == "support-bundle":
-            p.add_argument("--output", default=".", help="folder to write the archive to")
+            p.add_argument(
+                "--out",
+                "--output",
+                dest="out",
+                default=".",
+                help="folder to write the archive to (default: the current folder)",
+            )
         if name == "decode":
             p.add_argument("--uuid", help="16-bit GATT characteristic UUID in hex, e.g. 2a35")
             p.add_argument("--protocol", help="serial protocol: astm, nonin or cms50")
@@ -382,12 +430,25 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+def _quiet(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Without --verbose a command's log lines stay out of what the operator reads: the
+    command's own output says what happened (and errors come as one ``gatewayctl:`` line)."""
+    raise structlog.DropEvent
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "config" not in args:
+        args.config = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    verbose = bool(getattr(args, "verbose", False))
     # Log lines go to stderr: stdout is the command's answer (``--json`` is parsed by scripts).
-    # Only the sink changes, looked up at each call (never a stale stream of an earlier caller),
-    # and loggers are not cached, so tests' capture_logs() still works.
-    structlog.configure(logger_factory=_stderr_logger)
+    # Only the sink and the first processor change; the sink is looked up at each call (never a
+    # stale stream of an earlier caller), and loggers are not cached, so tests' capture_logs()
+    # (which replaces the processors) still sees every event.
+    processors = [p for p in structlog.get_config()["processors"] if p is not _quiet]
+    if not verbose and not any(isinstance(p, LogCapture) for p in processors):
+        processors = [_quiet, *processors]  # a test's capture_logs() keeps seeing everything
+    structlog.configure(logger_factory=_stderr_logger, processors=processors)
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)

@@ -21,7 +21,7 @@ PROBLEM_CELLS = frozenset(
         "error", "critical",
     }
 )  # fmt: skip
-WARN_CELLS = frozenset({"warning", "backoff", "connecting"})
+WARN_CELLS = frozenset({"WARN", "warning", "backoff", "connecting"})
 GOOD_CELLS = frozenset({"PASS", "PASSED", "ok", "yes", "connected", "streaming", "bound", "info"})
 MUTED_CELLS = frozenset({"SKIP", "-", "never", "neighbour", "not configured", "debug"})
 

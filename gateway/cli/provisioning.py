@@ -125,8 +125,9 @@ def cmd_return(args: argparse.Namespace) -> int:
     raw = load(args.config)
     phase = LifecycleStore(raw.state_dir).load().phase
     bound = phase in (Phase.BOUND, Phase.RETURNING) and StateLayout(raw.state_dir).bundle.exists()
-    cfg = runtime.effective_config(raw) if bound else raw
-    devices = runtime.load_bundle(cfg).devices if bound else ()
+    # A router whose episode files were changed must still be erasable: no file check here.
+    cfg = runtime.effective_config(raw, check_files=False) if bound else raw
+    devices = runtime.load_bundle(cfg, check_files=False).devices if bound else ()
     with output.progress(args.json) as progress:
         result = _return_flow(args, cfg, devices, progress).run()
     return _after_return(args, result)
@@ -181,6 +182,20 @@ def _after_return(args: argparse.Namespace, result: ReturnResult) -> int:
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    if cfg.provisioning is None:
+        # The demo and hand-configured rigs: no enrolment, the file names keys and episode, so
+        # the lifecycle file (still "factory") says nothing about this gateway.
+        if args.json:
+            data = {"state": "configured", "episode": cfg.episode_id, "provisioning": False}
+            print(json.dumps(data, sort_keys=True))
+            return EXIT_OK
+        output.screen().key_values(
+            [
+                ("state", "configured (no [provisioning] table: no enrolment or return)"),
+                ("episode", f"{cfg.episode_id} (from {cfg.path})"),
+            ]
+        )
+        return EXIT_OK
     lc = LifecycleStore(cfg.state_dir).load()
     if args.json:
         data = {

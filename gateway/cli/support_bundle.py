@@ -9,8 +9,11 @@ certificates' private parts, the outbox and its sealed records are never read in
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import json
+import os
 import platform
 import tarfile
 import time
@@ -65,17 +68,27 @@ def _versions() -> dict[str, str]:
 
 def _config_summary(cfg: Config) -> dict[str, Any]:
     # Paths and settings only: no file is opened, so no key can end up in the bundle.
-    return {k: str(v) if isinstance(v, Path) else v for k, v in _fields(cfg).items()}
+    summary = _plain(cfg)
+    assert isinstance(summary, dict)
+    return summary
 
 
-def _fields(cfg: Config) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in cfg.__dataclass_fields__:
-        value = getattr(cfg, name)
-        if isinstance(value, tuple):
-            value = [repr(v) for v in value]
-        out[name] = value
-    return out
+def _plain(value: Any) -> Any:
+    """JSON for support staff, not Python reprs (``BleDeviceConfig(address=...)``). A field
+    kept out of its dataclass's repr (a passkey) stays out of the bundle too."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # Path, Decimal, timedelta ...
 
 
 def _status(cfg: Config) -> dict[str, Any]:
@@ -84,6 +97,24 @@ def _status(cfg: Config) -> dict[str, Any]:
     except ControlError as exc:
         return {"error": exc.one_line()}
     return status
+
+
+MAX_NAME_TRIES = 100  # bundles written within one second, at most
+
+
+def _new_file(destination: Path, stem: str) -> tuple[Path, int]:
+    """A new file, never an existing name (O_EXCL | O_NOFOLLOW): root may write this into the
+    service's log folder, where a planted link of the predictable name would otherwise make root
+    overwrite its target. A taken name (a second bundle within the second, or a planted entry)
+    gets a suffix."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for n in range(1, MAX_NAME_TRIES + 1):
+        path = destination / (f"{stem}.tar.gz" if n == 1 else f"{stem}-{n}.tar.gz")
+        try:
+            return path, os.open(path, flags, 0o640)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{destination}: {MAX_NAME_TRIES} support bundles of this second exist")
 
 
 def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> Path:
@@ -102,14 +133,14 @@ def build(cfg: Config, destination: Path, progress: Progress = NO_PROGRESS) -> P
         parts[name] = fn()
     progress.update(task, len(collect), label="support bundle: writing the archive")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = destination / f"homecare-gateway-support-{cfg.gateway_id}-{stamp}.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
+    path, fd = _new_file(destination, f"homecare-gateway-support-{cfg.gateway_id}-{stamp}")
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as archive:
+        os.fchmod(fd, 0o640)
         for name, content in parts.items():
             data = json.dumps(content, indent=2, sort_keys=True, default=str).encode()
             info = tarfile.TarInfo(f"support/{name}")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             archive.addfile(info, io.BytesIO(data))
-    path.chmod(0o640)
     progress.update(task, len(collect) + 1, label="support bundle")
     progress.end(task)
     return path

@@ -13,10 +13,15 @@ from dataclasses import dataclass
 
 
 def cell(value: object) -> str:
+    """A value as a person reads it: never a Python repr (True, None, ['a'], {'k': 1})."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {cell(v)}" for k, v in value.items())
     return str(value)
 
 

@@ -9,7 +9,8 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
     [[ble_devices]]
     address = "A4:C1:38:10:00:02"
     profile = "blood-pressure"        # or thermometer, pulse-oximeter, pulse-oximeter-continuous,
-                                     # weight-scale, glucose, heart-rate, cgm
+                                     # weight-scale, glucose, heart-rate, cgm,
+                                     # generic-health-sensor
     name = "bp"                      # optional, default "<profile>-<last 5 of the address>"
     passkey = 246810                 # optional; the device shows it, the gateway's agent types it
     expected_interval_s = 43200      # optional; "silent" in health reports after 2x this
@@ -19,7 +20,7 @@ construction, so the episode binding (provisioning's ``BoundDevice`` records) co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.ble.profiles import BACKLOG_PROFILES, PROFILES, RACP_PROFILES, STREAM_PROFILES
 from gateway.config.tomltable import Table
 from gateway.errors import ConfigError
+from gateway.gaps import UnusableReading
 from gateway.model import Measurement
 from gateway.pipeline.ingest import Lane
 
@@ -173,8 +175,14 @@ def _one(raw: Mapping[str, Any], where: str, path: Path) -> BleDeviceConfig:
         raise err(exc.key, exc.problem) from None
 
 
-def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDeviceDriver]:
-    """One driver per bound device; stored-record devices get their cursor file."""
+def build(
+    configs: Sequence[BleDeviceConfig],
+    state_dir: Path,
+    report_unusable: Callable[[UnusableReading], Awaitable[bool]] | None = None,
+) -> list[BleDeviceDriver]:
+    """One driver per bound device; stored-record devices get their cursor file.
+    ``report_unusable`` accounts for observations that cannot be mapped (Generic Health
+    Sensor)."""
     if not configs:
         return []
     from drivers.ble.discovery import AdvertiserTally  # noqa: PLC0415 - see top
@@ -194,5 +202,5 @@ def build(configs: Sequence[BleDeviceConfig], state_dir: Path) -> list[BleDevice
         drivers.append(BleDeviceDriver(
             c.address, c.profile, name=c.name, expected_interval_s=c.expected_interval_s,
             passkey=c.passkey, adapter=c.adapter, state_file=state_file, seen_file=seen_file,
-            tally=tally))
+            tally=tally, report_unusable=report_unusable))
     return drivers

@@ -21,7 +21,7 @@ from gateway.config.ble import BleDeviceConfig
 from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigFileMissingError
 from gateway.seal.sealing import SuiteName
 from provisioning.layout import StateLayout
 
@@ -29,6 +29,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/homecare-gateway/gateway.toml")
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 DEFAULT_STREAM_CHUNK_S = 30.0  # continuous streams: seconds of readings per sealed record
+DEFAULT_STAGE_INTERVAL_S = 1.0  # the open chunk's readings are durable (staged) within this
 SIM_KINDS = ("thermometer", "blood-pressure", "pulse-oximeter")
 
 
@@ -85,6 +86,7 @@ class Config:
     control_socket: Path
     sim_devices: tuple[SimDeviceConfig, ...]
     serial_devices: tuple[SerialDeviceConfig, ...] = ()
+    stage_interval_s: float = DEFAULT_STAGE_INTERVAL_S
     ble_devices: tuple[BleDeviceConfig, ...] = ()
     # Set: keys, certificate, broker, provider key and episode come from enrolment
     # (provisioning.runtime.effective_config fills them in from the state directory).
@@ -108,7 +110,7 @@ def load(path: Path) -> Config:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("-", "configuration file not found", path=str(path)) from None
+        raise ConfigFileMissingError(str(path)) from None
     except OSError as exc:
         raise ConfigError("-", f"cannot read: {exc.strerror}", path=str(path)) from None
     try:
@@ -134,7 +136,9 @@ def _table(data: Mapping[str, Any], name: str, path: Path, *known: str) -> Table
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0915 - one check per key, in file order
-    base = path.parent
+    # Absolute: paths derived from these (the enrolled keys, the outbox) must not be resolved
+    # against a relative folder twice, nor change meaning if a process changes directory.
+    base = path.absolute().parent
     Table(
         data,
         "",
@@ -244,7 +248,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     if set(wan) & set(broadband):
         raise up.error("broadband_interfaces", "an interface cannot be modem and broadband both")
 
-    ob = _table(data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s")
+    ob = _table(
+        data, "outbox", path, "path", "commit_window_ms", "quota_bytes", "stream_chunk_s",
+        "stage_interval_s",
+    )
     outbox_path = ob.path("path", base, str(state_dir / "outbox.db"))
     window_ms = ob.get("commit_window_ms", float, 2.0, what="a number of milliseconds")
     if not 0 <= window_ms <= 1000:
@@ -254,6 +261,12 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
     chunk_s = ob.get("stream_chunk_s", float, DEFAULT_STREAM_CHUNK_S, what="a number of seconds")
     if not 0 <= chunk_s <= 300:
         raise ob.error("stream_chunk_s", "must be between 0 and 300 seconds")
+    # How long an open chunk's readings may wait for their staging commit (one fsync each).
+    stage_s = ob.get(
+        "stage_interval_s", float, DEFAULT_STAGE_INTERVAL_S, what="a number of seconds"
+    )
+    if not 0 <= stage_s <= 10:
+        raise ob.error("stage_interval_s", "must be between 0 and 10 seconds")
 
     hl = _table(data, "health", path, "interval_s")
     health_interval = hl.get("interval_s", float, 60.0, what="a number of seconds")
@@ -321,6 +334,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,
         stream_chunk_s=chunk_s,
+        stage_interval_s=stage_s,
         health_interval_s=health_interval,
         control_socket=control_socket,
         sim_devices=tuple(sim_devices),
@@ -343,7 +357,7 @@ def _provisioning(data: Mapping[str, Any], path: Path) -> ProvisioningConfig | N
         raise t.error("auth", f"must be bearer or basic, got {auth!r}")
     return ProvisioningConfig(
         est_url=url,
-        est_ca_file=t.path("est_ca_file", path.parent, must_exist=True),
-        bundle_signing_key=t.path("bundle_signing_key", path.parent, must_exist=True),
+        est_ca_file=t.path("est_ca_file", path.absolute().parent, must_exist=True),
+        bundle_signing_key=t.path("bundle_signing_key", path.absolute().parent, must_exist=True),
         est_auth=auth,
     )

@@ -1,8 +1,14 @@
 """The daemon's answers on the control socket (``gatewayctl`` talks to these).
 
-``status`` for everyone in the socket's group; the provisioning requests (install-check's
-delivery tracking, lifecycle events, the equipment return's intake stop and shutdown) only on an
-enrolled router. Each handler takes the decoded request and returns JSON-ready data.
+Who may ask what (gateway.control checks the peer's kernel credentials):
+- read-only, for root, the service account and the technicians (the socket's group): ``status``,
+  ``logs``, ``provisioning.devices``, ``provisioning.pending``;
+- root only: ``provisioning.event`` (seals a signed record: one of the defined reports of
+  gateway/daemon/reports.py, never caller-made content), ``return.stop_intake`` and
+  ``return.shutdown`` (and these two only while an equipment return is in progress: a stop that
+  is not a return must not end the daemon with the clean exit systemd does not restart).
+The provisioning requests exist only on an enrolled router. Each handler takes the decoded
+request and returns JSON-ready data.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox
+from gateway.control import Authority, Command
+from gateway.daemon.reports import checked_report
 from gateway.errors import GatewayError
 from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
@@ -26,6 +34,13 @@ from provisioning import runtime as provisioning
 log = structlog.get_logger("gateway.daemon")
 
 Handler = Callable[[Any], Awaitable[Any]]
+MAX_PENDING_SEQS = 1000  # provisioning.pending asks about a handful of records
+
+
+class NotReturningError(GatewayError):
+    """A return command arrived while no equipment return is in progress."""
+
+    hint = "start the equipment return with 'gatewayctl return' (it stops the service itself)"
 
 
 class ControlHandlers:
@@ -41,6 +56,9 @@ class ControlHandlers:
         links: LinkMonitor,
         bound: provisioning.BoundDevices,
         stop: asyncio.Event,
+        gateway_id: str,
+        episode: str | None,
+        returning: Callable[[], bool],
     ) -> None:
         self._writer = writer
         self._db = db
@@ -49,20 +67,29 @@ class ControlHandlers:
         self._links = links
         self._bound = bound
         self._stop = stop
+        self._gateway_id = gateway_id
+        self._episode = episode
+        self._returning = returning  # reads the lifecycle file (a thread: file I/O)
         self.driver_tasks: list[asyncio.Task[None]] = []
         self.durable_seq: dict[str, int] = {}  # device id -> seq of its latest durable reading
 
-    def handlers(self, provisioned: bool) -> dict[str, Handler]:
-        out: dict[str, Handler] = {"status": self.status}
+    def handlers(self, provisioned: bool) -> dict[str, Command]:
+        read, root = Authority.READ, Authority.ROOT
+        out = {"status": Command(self.status, read)}
         if provisioned:
             out |= {
-                "provisioning.devices": self.bound_devices,
-                "provisioning.event": self.submit_event,
-                "provisioning.pending": self.pending,
-                "return.stop_intake": self.stop_intake,
-                "return.shutdown": self.shutdown,
+                "provisioning.devices": Command(self.bound_devices, read),
+                "provisioning.pending": Command(self.pending, read),
+                "provisioning.event": Command(self.submit_event, root),
+                "return.stop_intake": Command(self.stop_intake, root),
+                "return.shutdown": Command(self.shutdown, root),
             }
         return out
+
+    async def _require_returning(self, command: str) -> None:
+        if not await asyncio.to_thread(self._returning):
+            log.warning("control.not_returning", command=command)
+            raise NotReturningError(f"{command}: no equipment return is in progress")
 
     def note_durable(self, m: Measurement, seq: int) -> None:
         self.durable_seq[str(m.device.value).upper()] = seq
@@ -73,6 +100,7 @@ class ControlHandlers:
 
     async def stop_intake(self, _: object) -> dict[str, object]:
         """Equipment return: no more readings; what was handed over is committed first."""
+        await self._require_returning("return.stop_intake")
         for t in self.driver_tasks:
             t.cancel()
         await asyncio.gather(*self.driver_tasks, return_exceptions=True)
@@ -81,15 +109,22 @@ class ControlHandlers:
         return {"stopped_drivers": len(self.driver_tasks)}
 
     async def submit_event(self, request: Any) -> dict[str, object]:
-        body = request.get("body")
-        if not isinstance(body, dict):
-            raise GatewayError("provisioning.event needs a JSON object 'body'")
+        body = checked_report(
+            request.get("body"), gateway_id=self._gateway_id, episode=self._episode
+        )
         seq = await self._writer.submit_payload(wire.RecordKind.EVENT, body, Lane.ALARM)
-        log.info("provisioning.event_sealed", kind=body.get("event"), seq=seq)
+        log.info("provisioning.event_sealed", kind=body["event"], seq=seq)
         return {"seq": seq}
 
     async def pending(self, request: Any) -> dict[str, object]:
-        seqs = [int(s) for s in request.get("seqs", [])]
+        seqs = request.get("seqs", [])
+        if (
+            not isinstance(seqs, list)
+            or len(seqs) > MAX_PENDING_SEQS
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seqs)
+        ):
+            # An answer, not a dropped connection: the asker learns what was wrong.
+            raise GatewayError(f"'seqs' must be a list of at most {MAX_PENDING_SEQS} numbers")
         pending = await self._db.run(self._outbox.pending, seqs)
         return {"pending": sorted(pending)}
 
@@ -113,5 +148,8 @@ class ControlHandlers:
         return out
 
     async def shutdown(self, _: object) -> dict[str, object]:
+        # Only a real return ends the daemon this way: it exits 0, which systemd (Restart=
+        # on-failure) does not restart - right after a return, a silent gateway otherwise.
+        await self._require_returning("return.shutdown")
         asyncio.get_running_loop().call_later(0.2, self._stop.set)  # answer first, then stop
         return {"stopping": True}

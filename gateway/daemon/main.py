@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,10 +27,11 @@ import structlog
 from buffer.capacity import CapacityPolicy
 from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
+from buffer.staging import open_staging, staging_path
 from drivers.serial.modem_driver import ModemDriver
 from gateway import __version__, logs
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
-from gateway.control import ControlServer
+from gateway.control import Authority, Command, ControlServer
 from gateway.daemon.answers import ControlHandlers
 from gateway.daemon.notify import SystemdNotifier
 from gateway.daemon.wiring import (
@@ -47,6 +49,7 @@ from gateway.pipeline.health import HealthReporter
 from gateway.pipeline.ingest import IngestWriter, Lane
 from gateway.pipeline.pump import driver_mark, pump
 from gateway.pipeline.seams import Driver, Notifier
+from gateway.pipeline.supervise import DriverSupervisor, Supervisors
 from gateway.pipeline.watchdog import LoopWatch, PumpMark
 from gateway.power.monitor import PowerMonitor, UpsSettings
 from gateway.power.poweroff import PowerOff, PowerOffError
@@ -108,6 +111,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
     sealer = RecordSealer(cfg.gateway_id, signing_key, provider_key)
     db = DatabaseThread()
     outbox, replacement = await db.run(open_outbox, cfg.outbox_path)
+    staging, staging_damaged = await db.run(open_staging, staging_path(cfg.outbox_path))
     stats = await db.run(outbox.stats)
     log.info(
         "outbox.opened",
@@ -132,6 +136,9 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         window_s=cfg.commit_window_ms / 1000,
         policy=CapacityPolicy(cfg.outbox_quota_bytes),
         stream_chunk_s=cfg.stream_chunk_s,
+        staging=staging,
+        stage_interval_s=cfg.stage_interval_s,
+        staging_damaged=staging_damaged,
     )
     uplink = MqttUplink(UplinkSettings.from_config(cfg))
     upload = UploadLoop(
@@ -160,6 +167,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         )
     )
     agent = build_agent(ble_for(cfg, bound), drivers)
+    supervisors = Supervisors()
     watch = LoopWatch(WATCHDOG_STALL_S)
     watch.add_last_progress("outbox-writer", lambda: writer.last_progress)
     watch.add_last_progress("uplink", lambda: upload.last_progress)
@@ -197,14 +205,24 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         link_alarms=links.alarms,
         loops=watch,
         power=power,
+        supervisors=supervisors,
     )
     loop = asyncio.get_running_loop()
     answers = ControlHandlers(
-        writer=writer, db=db, outbox=outbox, health=health, links=links, bound=bound, stop=stop
+        writer=writer,
+        db=db,
+        outbox=outbox,
+        health=health,
+        links=links,
+        bound=bound,
+        stop=stop,
+        gateway_id=cfg.gateway_id,
+        episode=cfg.episode_id,
+        returning=lambda: provisioning.is_returning(cfg),
     )
     handlers = answers.handlers(cfg.provisioning is not None)
     if recent is not None:  # gatewayctl logs where no journal keeps our lines
-        handlers["logs"] = recent.answer
+        handlers["logs"] = Command(recent.answer, Authority.READ)  # redacted lines
     control = ControlServer(cfg.control_socket, handlers)
     try:
         await control.start()
@@ -224,6 +242,10 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
                 continue
             notifier.notify("WATCHDOG=1", _status_line(writer, upload))
 
+    # What may end this TaskGroup (and the daemon, exit 1, so systemd restarts it): the writer,
+    # the outbox, the uplink and the other shared loops - each device's readings depend on them,
+    # and a restart rebuilds them from durable state. What may not: one driver. Each runs under
+    # a supervisor that restarts it after a fault (gateway/pipeline/supervise.py).
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(writer.run(), name="ingest.writer")
@@ -246,7 +268,13 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             driver_tasks = answers.driver_tasks
             driver_tasks.extend(
                 tg.create_task(
-                    pump(d, writer, lane, answers.note_durable, mark),
+                    supervisors.add(
+                        DriverSupervisor(
+                            d.name,
+                            functools.partial(pump, d, writer, lane, answers.note_durable, mark),
+                            mark,
+                        )
+                    ).run(),
                     name=f"driver.{d.name}",
                 )
                 for (d, lane), mark in zip(lanes, pump_marks, strict=True)
@@ -289,6 +317,7 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         await control.close()
         await uplink.close()
         await db.run(outbox.close)
+        await db.run(staging.close)
         db.shutdown()
         log.info("gateway.stopped")
     if power.stopping_on_battery:
@@ -389,7 +418,7 @@ def check_enrolled(config: Path) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit per outcome
     parser = argparse.ArgumentParser(
         prog="gatewayd",
         description="homecare-gateway daemon: reads home medical devices, seals and uploads "
@@ -434,7 +463,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("gateway.fatal", error=exc.message, hint=exc.hint)  # noqa: TRY400 - no traceback
         print(f"gatewayd: {exc.one_line()}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        # A failure of the writer, the outbox or the uplink left the TaskGroup (drivers never do:
+        # their supervisors keep them). Say which, plainly, and exit 1: systemd restarts us.
+        failures = _leaves(exc)
+        first = failures[0]
+        message = first.one_line() if isinstance(first, GatewayError) else type(first).__name__
+        log.critical(
+            "gateway.fatal",
+            error_types=[type(e).__name__ for e in failures],
+            error=message,
+            exc_info=first,
+        )
+        print(f"gatewayd: stopped by {message}; systemd restarts it", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)] or [exc]
+    return [exc]
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def build_drivers(
     for drv in serial_config.build(serial, report_unusable=unusable):
         drivers.append((drv, drv.lane_of if isinstance(drv, OximeterDriver) else Lane.SPOT))
     ble_devices = ble_for(cfg, bound)
-    ble = ble_config.build(ble_devices, cfg.state_dir)
+    ble = ble_config.build(ble_devices, cfg.state_dir, report_unusable=unusable)
     drivers.extend((drv, ble_config.lanes_of(drv)) for drv in ble)
     return drivers
 

@@ -39,6 +39,15 @@ MDC_CONC_GLU_CAPILLARY_PLASMA = 160188  # 2::29116
 MDC_CONC_GLU_ISF = 160212  # 2::29140, interstitial fluid: what a CGM sensor measures
 MDC_ATTR_VAL_BATT_CHARGE = 67996  # 1::2460, battery level (PHD IG: reported as an Observation)
 
+# --- Spirometry (Generic Health Sensor spirometers; 11073-10101 partition 2). Term codes 21512
+# and 21514 are the ones IEEE 11073-10421 (peak expiratory flow monitor) names; 188928 / 188948
+# and the 2::21636 waveform as the MDC code system (HL7 terminology server, 2024-12-05) lists them.
+MDC_FLOW_AWAY_EXP_FORCED_PEAK = 152584  # 2::21512, peak expiratory flow (PEF)
+MDC_VOL_AWAY_EXP_FORCED_1S = 152586  # 2::21514, FEV1
+MDC_VOL_AWAY_EXP_FORCED_CAPACITY = 188928  # 2::57856, forced vital capacity (FVC)
+MDC_RATIO_AWAY_EXP_FORCED_1S_FVC = 188948  # 2::57876, FEV1/FVC
+MDC_VOL_AWAY = 152708  # 2::21636, airway volume: a spirometry waveform (volume-time curve)
+
 # --- Point-of-care laboratory results (serial analysers, ASTM) ----------------------------------
 MDC_CONC_HBA1C = 160220  # 2::29148, ISO/IEEE 11073-10417
 MDC_RATIO_INR_COAG = 160260  # 2::29188, ISO/IEEE 11073-10418
@@ -232,6 +241,21 @@ _ENTRIES = (
         ),
         _LAB,
     ),
+    # Spirometry. LOINC 20150-9 "FEV1" and 19868-9 "Forced vital capacity [Volume] Respiratory
+    # system by Spirometry" are volumes (L), as public FHIR profiles and CDA documents code them.
+    # No LOINC for PEF, the ratio or the curve: the PEF terms name the instrument (peak flow meter
+    # vs spirometry) and we could not confirm which one applies.
+    CodeInfo(MDC_VOL_AWAY_EXP_FORCED_1S, "MDC_VOL_AWAY_EXP_FORCED_1S", "FEV1", ("L",),
+             (Loinc("20150-9", "FEV1", ("L",)),)),
+    CodeInfo(MDC_VOL_AWAY_EXP_FORCED_CAPACITY, "MDC_VOL_AWAY_EXP_FORCED_CAPACITY",
+             "Forced vital capacity", ("L",),
+             (Loinc("19868-9", "Forced vital capacity [Volume] Respiratory system by Spirometry",
+                    ("L",)),)),
+    CodeInfo(MDC_RATIO_AWAY_EXP_FORCED_1S_FVC, "MDC_RATIO_AWAY_EXP_FORCED_1S_FVC", "FEV1/FVC",
+             ("%", "1")),
+    CodeInfo(MDC_FLOW_AWAY_EXP_FORCED_PEAK, "MDC_FLOW_AWAY_EXP_FORCED_PEAK",
+             "Peak expiratory flow", ("L/min",)),
+    CodeInfo(MDC_VOL_AWAY, "MDC_VOL_AWAY", "Airway volume (spirometry curve)", ("L",)),
     # A device state, not a clinical observation: no LOINC term and no category.
     CodeInfo(MDC_ATTR_VAL_BATT_CHARGE, "MDC_ATTR_VAL_BATT_CHARGE", "Battery level", ("%",)),
     # Laboratory results of point-of-care analysers (ASTM). LOINC terms per admitted unit.

@@ -16,6 +16,13 @@ Choices the IG leaves open, made here:
 - Status (IG: no rule for Observation.status): INVALID -> "cancelled" ("measurement not completed";
   "entered-in-error" would claim the record should never have existed, and servers treat it as a
   retraction); early-indication / msmt-ongoing / calibration-ongoing -> "preliminary"; else "final".
+- Sample arrays (a spirometry curve) are valueSampledData (IG: sample arrays as SampledData):
+  origin 0 in the reading's UCUM unit, period in ms, dimensions 1, no factor, and ``data`` the
+  values themselves, each as its exact decimal text (so 2.50 stays 2.50); text observations are
+  valueString with the unit in our extension; a coded result (a simple discrete observation)
+  is valueCodeableConcept with its MDC coding. In the identifier the value part of a sample
+  array or text is a SHA-256 of the data ("sd" / "st" prefix: injective in practice, bounded in
+  length), of a code "cc" and the code.
 - Test data (PHD IG: test / demo data -> meta.security HTEST from v3-ActReason): an Observation
   whose device flags test or demo data, a simulator's reading, and every Observation of a test
   episode (``GatewayInfo.test_episode``: enrolment bundle or ``[gateway] test_episode``); the
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -161,6 +169,13 @@ def observation_identifier(m: Measurement, episode_id: str) -> str:
     readings never collide: a false match would make the server drop a reading. The model has no
     measurement duration, so the IG's "..duration" suffix never appears."""
     value = _q(_number(m.value, m.absent_reason))
+    if m.samples:
+        data = f"{m.sample_period_ms} {_sample_data(m.samples)}".encode()
+        value = "sd" + hashlib.sha256(data).hexdigest()
+    elif m.text is not None:
+        value = "st" + hashlib.sha256(m.text.encode()).hexdigest()
+    elif m.value_code is not None:
+        value = f"cc{m.value_code}"
     if m.components:
         value += ";" + ";".join(
             f"{c.mdc_code},{_q(_number(c.value, c.absent_reason))},{_q(c.unit)}"
@@ -203,6 +218,37 @@ def _value_elements(
             "text": f"device reported no value ({absent.value})",
         }
     return out
+
+
+def _sample_data(samples: Sequence[Decimal]) -> str:
+    """SampledData.data: the decimals, space-separated, each exactly as held."""
+    return " ".join(str(v) for v in samples)
+
+
+def _measured_elements(m: Measurement) -> dict[str, Any]:
+    """The value[x] of ``m`` (with the unit extension where value[x] cannot carry the unit)."""
+    if m.samples:
+        return {
+            "valueSampledData": {
+                "origin": {
+                    "value": Decimal(0),
+                    "unit": m.unit,
+                    "system": codes.UCUM_SYSTEM,
+                    "code": m.unit,
+                },
+                "period": m.sample_period_ms,
+                "dimensions": 1,
+                "data": _sample_data(m.samples),
+            }
+        }
+    if m.text is not None:
+        return {"extension": [{"url": EXT_UNIT, "valueCode": m.unit}], "valueString": m.text}
+    if m.value_code is not None:
+        return {
+            "extension": [{"url": EXT_UNIT, "valueCode": m.unit}],
+            "valueCodeableConcept": _mdc_concept(m.value_code, m.unit),
+        }
+    return _value_elements(m.value, m.absent_reason, m.unit)
 
 
 def _interpretation(status: MeasurementStatus) -> list[dict[str, Any]]:
@@ -253,7 +299,7 @@ def observation(m: Measurement, gw: GatewayInfo) -> dict[str, Any]:
     meta: dict[str, Any] = {"tag": _TIME_TAGS[m.time_quality]}
     if gw.test_episode or is_test(m.status, m.device):
         meta["security"] = [HTEST]  # IG: test-data / demo-data -> HTEST
-    values = _value_elements(m.value, m.absent_reason, m.unit)
+    values = _measured_elements(m)
     ext: list[dict[str, Any]] = [
         _gateway_extension(gw),
         {"url": EXT_RECEIVED_AT, "valueInstant": _fhir_time(m.received_at, "received_at")},

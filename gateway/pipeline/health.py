@@ -29,12 +29,15 @@ from gateway import alarms as alarms_
 from gateway.errors import GatewayError
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import IngestWriter, Lane, QuotaExceededError
+from gateway.pipeline.supervise import Supervisors
 from gateway.pipeline.watchdog import LoopWatch
 from gateway.seal import wire
 
 log = structlog.get_logger("gateway.health")
 
 SILENT_FACTOR = 3.0  # a device is "silent" after this many of its expected intervals
+# A device that sent input we refused (malformed, oversize) keeps its alarm this long after.
+REJECTED_INPUT_ALARM_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,14 @@ class DeviceHealth:
     # BLE: readings the device sent again that were recognised as already stored (PHD IG: equal
     # readings with one device timestamp are one reading) and not handed over; None elsewhere.
     duplicates: int | None = None
+    rejected_input: int = 0  # frames, records or notifications refused as malformed / oversize
+    last_rejected: datetime | None = None
+
+    def rejecting(self, now: datetime) -> bool:
+        return (
+            self.last_rejected is not None
+            and (now - self.last_rejected).total_seconds() < REJECTED_INPUT_ALARM_S
+        )
 
     def silent(self, now: datetime) -> bool:
         if self.expected_interval_s is None:
@@ -72,6 +83,8 @@ class DeviceHealth:
             "rssi_dbm": self.rssi_dbm,
             "port": self.port,
             "duplicates": self.duplicates,
+            "rejected_input": self.rejected_input,
+            "last_rejected": self.last_rejected.isoformat() if self.last_rejected else None,
         }
 
 
@@ -165,9 +178,11 @@ class HealthReporter:
         link_alarms: Callable[[], list[str]] | None = None,
         loops: LoopWatch | None = None,
         power: PowerView | None = None,
+        supervisors: Supervisors | None = None,
     ) -> None:
         self._loops = loops
         self._power = power
+        self._supervisors = supervisors
         self._links = dict(links or {})
         self._link_alarms = link_alarms
         self._gateway_id = gateway_id
@@ -203,6 +218,15 @@ class HealthReporter:
         alarms += [
             alarms_.about(alarms_.DEVICE_SILENT, d["device"]) for d in devices if d["silent"]
         ]
+        alarms += [
+            alarms_.about(alarms_.DEVICE_INPUT_REJECTED, str(d.device))
+            for drv in self._devices
+            for d in drv.health()
+            if d.rejecting(now)
+        ]
+        supervisors = self._supervisors
+        if supervisors is not None:
+            alarms += [alarms_.about(alarms_.DRIVER_RESTARTING, s) for s in supervisors.failing()]
         if self._writer.last_error:
             alarms.append(alarms_.OUTBOX_COMMIT_FAILING)
         if self._writer.refusing:
@@ -250,6 +274,7 @@ class HealthReporter:
                 "state": self._uplink.state,
                 "delivered_records": self._uplink.delivered_records,
                 "last_error": self._uplink.last_error,
+                "last_tls_alert": getattr(self._uplink, "last_tls_alert", None),
             },
             "devices": devices,
             "links": {name: probe() for name, probe in self._links.items()},
@@ -260,6 +285,7 @@ class HealthReporter:
             },
             "loops": loops,
             "power": power,
+            "supervision": supervisors.snapshot() if supervisors is not None else {},
             "alarms": alarms,
         }
 

@@ -96,6 +96,15 @@ class RecordSealer:
         self.suite_name = _suite_name_of_public(provider_key)
         self._suite = hpke_suite(self.suite_name)
 
+    @property
+    def kem_id(self) -> int:
+        return KEM_IDS[self.suite_name]
+
+    def wrap_key(self, key: bytes, info: bytes) -> bytes:
+        """``key`` encrypted to the provider (HPKE single-shot, this sealer's suite): the
+        router can store it and never read it back (gateway/seal/staged.py)."""
+        return self._suite.encrypt(key, self._provider_key, info=info)
+
     def seal(
         self,
         plaintext: bytes,

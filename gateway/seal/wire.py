@@ -69,6 +69,7 @@ class RecordKind(enum.IntEnum):
     HEALTH = 2  # gateway health report (JSON)
     GAP = 3  # readings the gateway could not accept (JSON)
     EVENT = 4  # lifecycle / alarm event (JSON)
+    STAGED_CHUNK = 5  # a stream chunk recovered after an unclean stop (JSON, staged rows inside)
 
 
 @dataclass(frozen=True, slots=True)

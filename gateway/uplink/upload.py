@@ -37,6 +37,9 @@ class UploadSettings:
     backoff_max_s: float = 60.0
 
 
+_TLS_ALERT = " alert "  # OpenSSL's words for a peer's TLS alert: "sslv3 alert certificate revoked"
+
+
 class UploadLoop:
     def __init__(
         self,
@@ -55,6 +58,11 @@ class UploadLoop:
         self.delivered_records = 0
         self.delivered_batches = 0
         self.last_error: str | None = None
+        # The last error since the last good connection in which the broker's TLS stack said
+        # why it refused us (an alert such as "certificate revoked"). Under TLS 1.3 the alert
+        # races the socket's close, so one attempt names it and the next may see a bare EOF;
+        # keeping it lets gatewayctl status name the cause whichever attempt came last.
+        self.last_tls_alert: str | None = None
         self.refused = False  # the broker said no (ACL, quota, identity): someone must act
         self.outside_vpn = False  # the route to the broker does not go through the VPN
         self.last_progress = 0.0
@@ -74,13 +82,15 @@ class UploadLoop:
                         await self._uplink.connect()
                     except UploadError as exc:
                         self.last_error = exc.one_line()
+                        if _TLS_ALERT in self.last_error.lower():
+                            self.last_tls_alert = self.last_error
                         kind = classify(exc).kind
                         self.refused = kind is FailureKind.REFUSED
                         self.outside_vpn = kind is FailureKind.OUTSIDE_VPN
                         raise
             self.state = "connected"
             self.connected.set()
-            self.last_error = None
+            self.last_error = self.last_tls_alert = None
             self.refused = self.outside_vpn = False
             log.info("uplink.connected", host=self._uplink.settings.host)
             try:

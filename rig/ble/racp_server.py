@@ -5,7 +5,8 @@ procedures; op codes, operators and response codes in ``drivers.ble.racp``).
 ``RecordStore.handle(request)`` returns the records to send (in key order) and the indication
 that closes the procedure. Supported: report stored records, delete stored records, report
 number of stored records, with operators all / <= / >= / within range / first / last and
-filter type 0x01 (sequence number; CGM: time offset). User-facing time filters (0x02) are
+filter type 0x01 (sequence number; CGM: time offset; GHS: the uint32 record number, with
+``RecordStore(key_octets=4)``). User-facing time filters (0x02) are
 answered "operand not supported". Abort is the caller's business (it owns the transfer).
 """
 
@@ -53,6 +54,7 @@ def respond(op_code: OpCode, code: ResponseCode) -> bytes:
 @dataclass
 class RecordStore:
     records: list[StoredRecord] = field(default_factory=list)
+    key_octets: int = 2  # the width of a filter operand and of a count: GHS uses 4
 
     def add(self, record: StoredRecord) -> None:
         keys = [r.key for r in self.records]
@@ -75,7 +77,7 @@ class RecordStore:
         except _Refused as refused:
             return Outcome((), respond(op, refused.code))
         if op == OpCode.REPORT_NUMBER_OF_STORED_RECORDS:
-            return Outcome((), NumberOfRecords(len(selected)).encode())
+            return Outcome((), NumberOfRecords(len(selected), self.key_octets).encode())
         if not selected:
             return Outcome((), respond(op, ResponseCode.NO_RECORDS_FOUND))
         if op == OpCode.DELETE_STORED_RECORDS:
@@ -105,12 +107,13 @@ class RecordStore:
             return [r for r in self.records if low <= r.key <= high]
         raise _Refused(ResponseCode.OPERATOR_NOT_SUPPORTED)
 
-    @staticmethod
-    def _bounds(operand: bytes, count: int) -> list[int]:
+    def _bounds(self, operand: bytes, count: int) -> list[int]:
         if not operand:
             raise _Refused(ResponseCode.INVALID_OPERAND)
         if operand[0] != FilterType.SEQUENCE_NUMBER:
             raise _Refused(ResponseCode.OPERAND_NOT_SUPPORTED)
-        if len(operand) != 1 + 2 * count:
+        size = self.key_octets
+        if len(operand) != 1 + size * count:
             raise _Refused(ResponseCode.INVALID_OPERAND)
-        return [int.from_bytes(operand[1 + 2 * i:3 + 2 * i], "little") for i in range(count)]
+        return [int.from_bytes(operand[1 + size * i:1 + size * (i + 1)], "little")
+                for i in range(count)]

@@ -9,7 +9,7 @@ A scenario is JSON::
         "pairing": {"method": "passkey", "passkey": 123456},
         "clock": {"zone_min": 60, "offset_s": -90, "drift_ppm": 50, "unset": false},
         "options": {"fahrenheit": false},          # constructor keywords of the class
-        "stored": 20}],                            # glucose meter: fill(20)
+        "stored": 20}],                            # glucose meter, spirometer: fill(20)
      "events": [
        {"at_s": 2, "device": "A4:C1:38:00:00:01", "action": "measure",
         "args": {"temperature": "37.2"}, "every_s": 60, "count": 10},
@@ -33,6 +33,7 @@ from typing import Any
 
 from rig.ble.clock import DeviceClock
 from rig.ble.errors import SimError
+from rig.ble.ghs import Spirometer
 from rig.ble.peripheral import Pairing, PairingMethod, Peripheral
 from rig.ble.profiles import (
     BloodPressureMonitor,
@@ -46,7 +47,7 @@ from rig.ble.timing import Timing
 
 KINDS: dict[str, type[Peripheral]] = {cls.kind: cls for cls in (
     Thermometer, BloodPressureMonitor, WeightScale, PulseOximeter, HeartRateSensor,
-    GlucoseMeter, CgmSensor)}
+    GlucoseMeter, CgmSensor, Spirometer)}
 ACTIONS = ("measure", "out_of_range", "back_in_range", "malformed_next",
            "disconnect_after_records", "restart_bluetoothd")
 
@@ -106,7 +107,7 @@ def _device(raw: dict[str, Any]) -> Peripheral:
                      pairing=pairing, clock=clock, **raw.get("options", {}))
     except (KeyError, TypeError) as error:
         raise SimError(f"scenario device {raw.get('address')}: {error}") from None
-    if isinstance(device, GlucoseMeter) and raw.get("stored"):
+    if isinstance(device, GlucoseMeter | Spirometer) and raw.get("stored"):
         device.fill(int(raw["stored"]))
     return device
 

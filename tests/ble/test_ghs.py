@@ -172,17 +172,16 @@ def test_simple_discrete_with_a_tick_counter_has_no_device_time() -> None:
     assert same(_decoded(LIVE_DISCRETE_TICKS), expected)
     assert stamp.device_time() is None
     assert same(decode_live(LIVE_DISCRETE_TICKS).readings(), (
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_LOOSE), "1"),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_LOOSE),
     ))
 
 
-def test_string_is_decoded_but_unusable_in_the_model() -> None:
+def test_string_is_one_reading_with_its_text() -> None:
     parsed = decode_live(LIVE_STRING)
     assert same(parsed.observation, Observation(ObservationHeader(0x0001, CUFF_IMPROPERLY_PLACED),
                                                 StringValue("Café ok")))
-    assert parsed.readings() == ()
-    assert parsed.unusable() == (UnusableObservation(
-        3, CUFF_IMPROPERLY_PLACED, "string observation: the model has no text value"),)
+    assert parsed.readings() == (Reading(CUFF_IMPROPERLY_PLACED, None, "1", text="Café ok"),)
+    assert parsed.unusable() == ()
 
 
 def test_sample_array_scales_every_sample_in_order() -> None:
@@ -194,8 +193,8 @@ def test_sample_array_scales_every_sample_in_order() -> None:
     (reading,) = decode_live(LIVE_SAMPLE_ARRAY).readings()
     assert same(reading, Reading(
         MDC_ECG_ELEC_POTL_I, None, "mV", device_time=AT_UTC,
-        components=tuple(ModelComponent(MDC_ECG_ELEC_POTL_I, Decimal(v), "mV")
-                         for v in ("0.000", "0.010", "-0.290")),
+        samples=tuple(Decimal(v) for v in ("0.000", "0.010", "-0.290")),
+        sample_period_ms=Decimal("4"),  # 0.004 s
     ))
 
 
@@ -206,8 +205,8 @@ def test_compound_discrete_gives_one_reading_per_term() -> None:
     )
     assert same(_decoded(LIVE_COMPOUND_DISCRETE), expected)
     assert same(decode_live(LIVE_COMPOUND_DISCRETE).readings(), (
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_LOOSE), "1"),
-        Reading(MDC_BLP_MEASUREMENT_STATUS, Decimal(CUFF_IMPROPERLY_PLACED), "1"),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_LOOSE),
+        Reading(MDC_BLP_MEASUREMENT_STATUS, None, "1", value_code=CUFF_IMPROPERLY_PLACED),
     ))
 
 

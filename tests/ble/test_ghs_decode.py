@@ -99,12 +99,10 @@ def test_simple_discrete_prints_its_code_and_a_tick_counter_no_time() -> None:
         "time_value": 12345}
 
 
-def test_string_prints_its_text_and_is_listed_as_unusable() -> None:
+def test_string_prints_its_text_and_is_usable() -> None:
     out = decode_characteristic(0x2B8B, LIVE_STRING)
     assert out["measurements"] == [_m(CUFF_IMPROPERLY_PLACED, "Café ok", None)]
-    assert out["flags"]["unusable"] == [{
-        "class_type": 3, "type": CUFF_IMPROPERLY_PLACED,
-        "reason": "string observation: the model has no text value"}]
+    assert out["flags"]["unusable"] == []  # the model carries text (FHIR valueString)
 
 
 def test_sample_array_prints_one_entry_with_its_scaled_samples() -> None:

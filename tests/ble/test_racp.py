@@ -15,7 +15,7 @@ from drivers.ble.racp import (
     ResponseCode,
     ResponseCodeResponse,
 )
-from gateway.errors import DecodeError
+from gateway.errors import DecodeError, GatewayError
 from tests.ble.helpers import decode_or_reject
 
 # Requests: op code, operator, [filter type 0x01 (sequence number), uint16 operand].
@@ -119,3 +119,48 @@ def test_report_from_round_trips_any_sequence_number(sequence: int) -> None:
     request_ = RacpRequest.decode(RacpRequest.report_from(sequence).encode())
     assert request_.operator is Operator.GREATER_THAN_OR_EQUAL
     assert request_.sequence_filter == sequence
+
+
+# GHS (uint32 record numbers): filter type 0x01 then a uint32 operand; the count is a uint32.
+GHS_REPORT_FROM_0X01020304 = bytes.fromhex("01 03 01 04030201")
+GHS_COUNT_FROM_70000 = bytes.fromhex("04 03 01 70110100")  # 70000 = 0x00011170
+GHS_DELETE_UP_TO_5 = bytes.fromhex("02 02 01 05000000")
+GHS_NUMBER_OF_RECORDS_70000 = bytes.fromhex("05 00 70110100")
+
+
+@pytest.mark.parametrize(
+    ("request_", "payload"),
+    [
+        (RacpRequest.report_from(0x01020304, octets=4), GHS_REPORT_FROM_0X01020304),
+        (RacpRequest.count_from(70_000, octets=4), GHS_COUNT_FROM_70000),
+        (RacpRequest.delete_up_to(5, octets=4), GHS_DELETE_UP_TO_5),
+    ],
+)
+def test_ghs_requests_carry_uint32_record_numbers(request_: RacpRequest, payload: bytes) -> None:
+    assert request_.encode() == payload
+    assert RacpRequest.decode(payload) == request_
+
+
+def test_ghs_sequence_filter_reads_a_uint32_operand() -> None:
+    assert RacpRequest.decode(GHS_REPORT_FROM_0X01020304).sequence_filter == 0x01020304
+    assert RacpRequest.decode(REPORT_FROM_6).sequence_filter == 6  # glucose unchanged
+
+
+def test_ghs_number_of_records_is_a_uint32() -> None:
+    assert racp.decode(GHS_NUMBER_OF_RECORDS_70000, octets=4) == NumberOfRecords(70_000, 4)
+    assert NumberOfRecords(70_000, 4).encode() == GHS_NUMBER_OF_RECORDS_70000
+    with pytest.raises(DecodeError):  # a 16-bit reader refuses the longer count
+        racp.decode(GHS_NUMBER_OF_RECORDS_70000)
+
+
+def test_a_record_key_wider_than_its_field_is_refused() -> None:
+    with pytest.raises(GatewayError):
+        RacpRequest.report_from(0x10000)  # glucose: uint16
+    with pytest.raises(ValueError, match="2 or 4 octets"):
+        RacpRequest.report_from(1, octets=3)
+
+
+@given(st.integers(0, 0xFFFF_FFFF))
+def test_ghs_report_from_round_trips_any_record_number(record: int) -> None:
+    request_ = RacpRequest.decode(RacpRequest.report_from(record, octets=4).encode())
+    assert request_.sequence_filter == record

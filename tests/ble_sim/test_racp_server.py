@@ -74,3 +74,20 @@ def test_first_last_range_and_refusals() -> None:
     for request, code in refusals.items():
         assert answer(store, request) == ([], ResponseCodeResponse(request.op_code, code))
     assert store.keys == [1, 3, 5, 9]
+
+
+@given(st.lists(st.integers(0, 0xFFFF_FFFF), unique=True, max_size=40),
+       st.integers(0, 0xFFFF_FFFF))
+def test_ghs_store_selects_by_uint32_record_number(keys: list[int], n: int) -> None:
+    store = RecordStore(key_octets=4)
+    for key in keys:
+        store.add(StoredRecord(key, ((0x2BDD, key.to_bytes(4, "little")),)))
+    outcome = store.handle(RacpRequest.report_from(n, octets=4))
+    assert [r.key for r in outcome.records] == sorted(k for k in keys if k >= n)
+    count = store.handle(RacpRequest.count_from(n, octets=4))
+    assert racp.decode(count.response, octets=4) == NumberOfRecords(
+        len(outcome.records), 4)
+    # a 16-bit operand sent to a GHS store is an invalid operand, never misread
+    short = store.handle(RacpRequest.report_from(n & 0xFFFF))
+    assert racp.decode(short.response) == ResponseCodeResponse(
+        OpCode.REPORT_STORED_RECORDS, ResponseCode.INVALID_OPERAND)

@@ -33,12 +33,14 @@ class Received:
     events: list[dict[str, object]] = field(default_factory=list)  # EVENT record bodies
     health_reports: list[dict[str, Any]] = field(default_factory=list)  # HEALTH record bodies
     lanes: dict[int, int] = field(default_factory=dict)  # record seq -> its upload lane
+    kinds: dict[int, wire.RecordKind] = field(default_factory=dict)  # record seq -> its kind
 
     def on_batch(self, result: BatchResult) -> None:
         for rec in result.records:
             if not rec.duplicate:
                 self.readings.extend((rec.header.seq, m) for m in rec.measurements)
                 self.lanes[rec.header.seq] = rec.header.lane
+                self.kinds[rec.header.seq] = rec.header.kind
                 self.health += rec.header.kind is wire.RecordKind.HEALTH
                 if rec.header.kind is wire.RecordKind.HEALTH:
                     self.health_reports.append(rec.body)
@@ -209,6 +211,18 @@ class Rig:
                 conn.close()
         except sqlite3.Error:
             return -1
+
+    def rss_kib(self) -> int | None:
+        """The daemon's resident set (VmRSS, KiB) now; None once it has exited."""
+        if self.daemon is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

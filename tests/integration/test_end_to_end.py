@@ -208,10 +208,27 @@ def test_broker_refusal_is_retried_alarmed_and_deletes_nothing(rig: Rig) -> None
     config = rig.write_config([(*THERMO, 0.05, 20)], topic_prefix='"homecare/v0"')
     rig.start_daemon(config)
     wait_for(lambda: "uplink.batch_failed" in rig.log_text(), 30, "the refusal")
-    time.sleep(2.0)
+
+    def status() -> dict[str, object]:
+        try:
+            return rig.status(config)
+        except ValueError:  # the control socket is answering a restart of the uplink
+            return {}
+
+    def all_stored() -> bool:
+        ingest = status().get("ingest")
+        return isinstance(ingest, dict) and ingest.get("committed_readings") == 20
+
+    wait_for(all_stored, 60, "all 20 readings stored")
     assert rig.daemon is not None
     assert rig.daemon.poll() is None
     assert '"kind": "refused"' in rig.log_text()
-    assert rig.outbox_depth() >= 20  # every reading still held (and the health reports too)
+    now = status()
+    outbox, uplink = now["outbox"], now["uplink"]
+    assert isinstance(outbox, dict)
+    assert isinstance(uplink, dict)
+    # Every record sealed is still in the outbox (last_seq counts them: one epoch, none acked).
+    assert uplink["delivered_records"] == 0
+    assert rig.outbox_depth() >= outbox["last_seq"] > 0
     assert rig.received.readings == []
     assert rig.stop_daemon() == 0

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from provider.broker import MosquittoBroker
 from provider.est import EstAuthority, EstService
-from provisioning.bundle import BoundDevice, EnrolmentBundle, sign_bundle
+from provisioning.bundle import BoundDevice, EnrolmentBundle
 from tests.integration.rig import Rig
 
 GATEWAY = "gw-prov-0001"
@@ -117,7 +117,7 @@ class EstProvider:
         """The provider's logistics desk: a bundle for the gateway and a one-time token."""
         gateway = self.rig.gateway_id
         bundle = make_bundle(self.rig, episode, devices, gateway_id=gateway)
-        self.authority.bundles[gateway] = sign_bundle(bundle, self.signing_key)
+        self.authority.offer_bundle(gateway, bundle, self.signing_key)
         return self.authority.new_token(gateway)
 
     def config_section(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.config.settings import load
 from provider.est import EstAuthority, EstService
-from provisioning.bundle import EnrolmentBundle, sign_bundle
+from provisioning.bundle import EnrolmentBundle
 from provisioning.enrol import token_from_text
 from provisioning.profile import router_id
 from provisioning.state import LifecycleStore, Phase
@@ -65,7 +66,7 @@ class Desk:
             provider_hpke_public_pem=self.pki.hpke_pub.read_text(),
             devices=(THERMO,),
         )
-        self.authority.bundles[bundle_for] = sign_bundle(b, key or self.key)
+        self.authority.offer_bundle(bundle_for, b, key or self.key)
 
     def enrol(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
         """gatewayctl enrol; ``token`` goes to ``--token-file -`` (never on the command line)."""
@@ -274,3 +275,31 @@ def test_no_profile_and_no_configuration_is_its_own_message(desk: Desk, tmp_path
     assert run.returncode == 1
     assert "[P-PROFILE] this router knows no care provider" in run.stderr
     assert "profile package" in run.stderr
+
+
+def test_a_previous_episodes_bundle_is_refused_after_a_return(desk: Desk) -> None:
+    """Wrong-patient replay (issue 16): the last episode's bundle - genuinely signed, for this
+    router, still valid - must not bind the router again once its keys were renewed."""
+    desk.bundle()
+    first = desk.enrol(token=desk.authority.new_token(GATEWAY))
+    assert first.returncode == 0, first.stderr
+    old = (desk.state / "episode" / "bundle.json").read_bytes()
+    # The equipment return, as far as enrolment is concerned: keys, certificate and episode
+    # erased, phase back to factory; the lifecycle and bundle.generation stay.
+    store = LifecycleStore(desk.state)
+    store.transition(Phase.RETURNING)
+    store.transition(Phase.FACTORY)
+    for name in ("keys", "identity", "episode"):
+        shutil.rmtree(desk.state / name)
+    desk.authority.offers.clear()
+    desk.authority.bundles[GATEWAY] = old  # the old bundle served again
+    replay = desk.enrol(token=desk.authority.new_token(GATEWAY))
+    assert replay.returncode == 1, replay.stdout + replay.stderr
+    assert "[P-BUNDLE-BINDING]" in replay.stderr
+    assert "another certificate" in replay.stderr
+    assert desk.phase() is Phase.ENROLLED
+    assert not (desk.state / "episode").exists() or not any((desk.state / "episode").iterdir())
+    desk.bundle()  # the desk issues the new episode's bundle: bound to the new key, generation 2
+    fresh = desk.enrol()
+    assert fresh.returncode == 0, fresh.stderr
+    assert (desk.state / "bundle.generation").read_text().strip() == "2"

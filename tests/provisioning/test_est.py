@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives import serialization
 
 from provider.est import EstAuthority, EstService
 from provisioning.errors import ProviderIdentityError, ProviderUnreachableError, TokenRejectedError
-from provisioning.est import ClientCert, EstClient, EstServer, build_csr, signing_key_of
+from provisioning.est import (
+    ClientCert,
+    EstClient,
+    EstServer,
+    build_csr,
+    http_date,
+    signing_key_of,
+)
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
 from provisioning.renewal import renew_if_due, renewal_due
@@ -128,3 +135,24 @@ def test_renewal_with_simplereenroll_keeps_the_key_and_revocation_ends_it(
     with pytest.raises(TokenRejectedError):  # a revoked certificate cannot renew itself
         client.simplereenroll(build_csr(store, GW), me)
     client.request_revocation(me, "again")  # idempotent: a resumed return asks twice
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        "Mon, 99 Dec 2026 07:00:00 GMT",
+        "Mon, 07 Dec 99999999999 07:00:00 GMT",
+        "Mon, 07 Dec 2026 07:00:00 -0000",  # zone unknown: no time at all
+        "x" * 10_000,
+        "",
+        None,
+    ],
+)
+def test_a_malformed_date_header_is_no_time_not_an_exception(header: str | None) -> None:
+    """Issue 16: parsedate_to_datetime raised out of the install check on a bad Date."""
+    assert http_date(header) is None
+
+
+def test_a_good_date_header_is_aware_utc() -> None:
+    assert http_date("Mon, 07 Dec 2026 08:00:00 +0100") == datetime(2026, 12, 7, 7, tzinfo=UTC)

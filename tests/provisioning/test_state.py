@@ -75,3 +75,10 @@ def test_reported_events_leave_the_queue(tmp_path: Path) -> None:
     first = store.load().events[0]["id"]
     store.events_reported({first})
     assert [e["to"] for e in store.load().events] == ["bound"]
+
+
+def test_a_state_directory_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
+    """The lock file is the first thing a transition touches: it creates the tree."""
+    store = LifecycleStore(tmp_path / "var" / "lib" / "homecare-gateway")
+    assert store.transition(Phase.ENROLLED).phase is Phase.ENROLLED
+    assert store.path.exists()

@@ -77,7 +77,7 @@ class Consumer:
 
 
 async def eventually(
-    predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
+    predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition"
 ) -> None:
     """Poll ``predicate`` on the loop (the loop stays free) until true or fail after timeout."""
     deadline = time.monotonic() + timeout_s
