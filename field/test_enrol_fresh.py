@@ -34,7 +34,7 @@ from field.hostrig import (
     start_serial_sim,
 )
 from field.nspawn import Container, wait_until
-from provisioning.bundle import BoundDevice, EnrolmentBundle, sign_bundle
+from provisioning.bundle import BoundDevice, EnrolmentBundle
 
 ARCH = "amd64"
 GW = "gw-field-fresh"
@@ -68,7 +68,8 @@ class Desk:
             devices=(BoundDevice("serial", SERIAL_ID, "nonin", 60.0),),
             test_episode=True,
         )
-        self.authority.bundles[GW] = sign_bundle(bundle, self.signing_key)
+        # Signed when the router fetches it, bound to its certificate's key (issue 16).
+        self.authority.offer_bundle(GW, bundle, self.signing_key)
         token: str = self.authority.new_token(GW)
         return token
 
