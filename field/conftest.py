@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,45 @@ HOST_ARCH = subprocess.run(
 TIMINGS: dict[str, float] = {}
 COUNTS: dict[str, int] = {}  # facts that are not durations
 EXERCISED: set[str] = set()  # architectures whose container actually booted
+
+
+UPGRADE_GATEWAY = "gw-field-upgrade"  # test_package_upgrade.py's router
+# The previous package version the upgrade starts from: the first commit with the field tier
+# on main (same layout, static configuration). FIELD_PREVIOUS_REF names another commit.
+PREVIOUS_REF = os.environ.get("FIELD_PREVIOUS_REF", "e215172")
+PREVIOUS_VERSION = "0.0.1"  # below any version this tree builds, so apt sees an upgrade
+
+
+def previous_deb(arch: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as built from PREVIOUS_REF (git archive: no worktree, nothing in .git)."""
+    require(arch)
+    started = time.monotonic()
+    src = tmp_path_factory.mktemp("previous-src")
+    archive = subprocess.run(  # noqa: S603 - git on our own repository
+        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_REF],  # noqa: S607
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    if archive.returncode != 0:
+        pytest.fail(f"git archive {PREVIOUS_REF}: {archive.stderr.decode()[-500:]}")
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True, timeout=120)  # noqa: S603, S607
+    pyproject = src / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(
+        re.sub(r'^version = "[^"]+"', f'version = "{PREVIOUS_VERSION}"', text, count=1,
+               flags=re.MULTILINE)
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp(f"dist-previous-{arch}")
+    env = {**os.environ, "BUILD_PYTHON": os.environ.get("FIELD_BUILD_PYTHON", sys.executable)}
+    proc = subprocess.run(  # noqa: S603 - the previous version's own build script
+        [str(src / "packaging" / "build-deb.sh"), "--arch", arch, "--out", str(out)],
+        capture_output=True, text=True, timeout=900, check=False, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"building {PREVIOUS_REF} failed:\n{proc.stderr[-3000:]}")
+    timed(f"deb build {arch} previous ({PREVIOUS_REF})", started)
+    debs = sorted(out.glob(f"homecare-gateway_{PREVIOUS_VERSION}_{arch}.deb"))
+    assert debs, f"no {PREVIOUS_VERSION} .deb in {out}"
+    return debs[-1]
 
 
 def gateway_id(arch: str) -> str:
@@ -139,7 +179,8 @@ def deb_for(arch: str, out_dir: Path) -> Path:
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProvider]:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         subprocess.run(["bash", str(REPO / "scripts" / "install-sysdeps.sh")], check=False)  # noqa: S603, S607
-    prov = HostProvider(tmp_path_factory.mktemp("provider"), [gateway_id(a) for a in ARCHES])
+    gateways = [gateway_id(a) for a in ARCHES] + [UPGRADE_GATEWAY]
+    prov = HostProvider(tmp_path_factory.mktemp("provider"), gateways)
     try:
         prov.start()
         yield prov
@@ -148,11 +189,12 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProvider]
 
 
 def boot_installed(
-    arch: str, tmp_path_factory: pytest.TempPathFactory, name: str
+    arch: str, tmp_path_factory: pytest.TempPathFactory, name: str, deb: Path | None = None
 ) -> Iterator[Container]:
-    """A fresh container of ``arch`` with the package installed by apt, as on a new router."""
+    """A fresh container of ``arch`` with the package (``deb``, by default the one built from
+    this tree) installed by apt, as on a new router."""
     template = root_for(arch)
-    deb = deb_for(arch, tmp_path_factory.mktemp(f"dist-{arch}"))
+    deb = deb or deb_for(arch, tmp_path_factory.mktemp(f"dist-{arch}"))
     keep = os.environ.get("FIELD_KEEP") == "1"
     workdir = (
         REPORT / "runs" / f"{name}-{int(time.time())}"

@@ -1,9 +1,9 @@
 """The provider's half of a field run, on the host: rig PKI, mosquitto on loopback, a verifier.
 
 The container shares the host's network namespace, so a daemon inside reaches this broker on
-127.0.0.1. What enrolment would put in ``/etc/homecare-gateway`` (keys, certificates, the
-provider's HPKE key and ``gateway.toml``) is written by :func:`install_enrolment` by hand until
-fresh-install enrolment exists (issue 14, part 1).
+127.0.0.1. :func:`install_enrolment` writes a static configuration by hand (keys in
+``/etc/homecare-gateway``, as a rig or a previous package version runs); :func:`install_profile`
+installs the provider profile a fresh router enrols with (test_enrol_fresh.py).
 
 Only this module imports the repository's rig code, so a move of those modules is one edit here.
 """
@@ -45,6 +45,9 @@ _pki = _first_module("rig.pki", "provisioning.devpki")
 PROVIDER_SERVICE = _first_module("provider.service", "gateway.provider.service").__name__
 MosquittoBroker: Any = _broker.MosquittoBroker
 create_rig_pki: Any = _pki.create_rig_pki
+_est = _first_module("provider.est")
+EstAuthority: Any = _est.EstAuthority
+EstService: Any = _est.EstService
 
 CONFIG_DIR = "/etc/homecare-gateway"
 SIM_ADDRESS = "C0:FF:EE:00:F1:01"
@@ -73,14 +76,22 @@ class HostProvider:
         self.broker = MosquittoBroker(self.pki, base / "broker", host="127.0.0.1")
         self.out_path = base / "provider.jsonl"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._broker_started = False
 
-    def start(self) -> None:
-        self.broker.start()
+    def start_broker(self) -> None:
+        if not self._broker_started:
+            self.broker.start()
+            self._broker_started = True
+
+    def start(self, keys: dict[str, Path] | None = None) -> None:
+        """Broker (if not yet) and verifier; ``keys`` are record-signing keys of gateways that
+        enrolled (made their own keys), beside the rig PKI's ``gateway_ids``."""
+        self.start_broker()
+        known = {gid: self.pki.gateway(gid).identity_pub for gid in self.gateway_ids}
         gateways = [
-            arg
-            for gid in self.gateway_ids
-            for arg in ("--gateway", f"{gid}={self.pki.gateway(gid).identity_pub}")
-        ]
+            arg for gid, pub in {**known, **(keys or {})}.items()
+            for arg in ("--gateway", f"{gid}={pub}")
+        ]  # fmt: skip
         with self.out_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
@@ -135,6 +146,7 @@ class HostProvider:
                 self._proc.kill()
                 self._proc.wait(10)
         self.broker.stop()
+        self._broker_started = False
 
 
 def gateway_toml(
@@ -155,8 +167,8 @@ def gateway_toml(
 
 
 # Before the rig moved out, simulated devices were part of the router's packages
-# (drivers/simulated.py); after, they are an entry point the .deb does not carry. (gatewayd
-# --check-config accepts [[sim_devices]] either way; only the start refuses them.)
+# (drivers/simulated.py); after, they are an entry point the .deb does not carry (gatewayd
+# --check-config and the start both refuse [[sim_devices]] then).
 _SIM_CHECK = (
     "import importlib.metadata as m, importlib.util as u, sys; "
     "sys.exit(0 if u.find_spec('drivers.simulated') or "
@@ -229,3 +241,41 @@ def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
     wait_until(lambda: c.run(["test", "-e", link], check=False).returncode == 0, 30,
                f"the {kind} simulator's pty at {link}")
     return f"{unit}.service"
+
+
+PROFILE_DIR = f"{CONFIG_DIR}/profile"
+PROFILE_PACKAGE = "homecare-provider-profile-field"
+
+
+def install_profile(
+    c: Container, est_url: str, est_ca: Path, bundle_signing_pub: Path, workdir: Path
+) -> None:
+    """The care provider's profile package, built as packaging/README.md shows and installed by
+    apt: provider.toml and the public files it names, root-owned, world-readable."""
+    stage = workdir / PROFILE_PACKAGE
+    (stage / "DEBIAN").mkdir(parents=True)
+    etc = stage / CONFIG_DIR.lstrip("/")
+    (etc / "profile").mkdir(parents=True)
+    (etc / "provider.toml").write_text(
+        "# The care provider's profile (field test provider)\n"
+        f'[provisioning]\nest_url = "{est_url}"\nest_ca_file = "profile/est-ca.crt"\n'
+        'bundle_signing_key = "profile/bundle-signing.pub"\nauth = "bearer"\n'
+    )
+    shutil.copyfile(est_ca, etc / "profile" / "est-ca.crt")
+    shutil.copyfile(bundle_signing_pub, etc / "profile" / "bundle-signing.pub")
+    for f in (etc / "provider.toml", etc / "profile" / "est-ca.crt",
+              etc / "profile" / "bundle-signing.pub"):  # fmt: skip
+        f.chmod(0o644)
+    (stage / "DEBIAN" / "control").write_text(
+        f"Package: {PROFILE_PACKAGE}\nVersion: 1\nArchitecture: all\n"
+        "Maintainer: Field Test Provider <it@provider.invalid>\nEnhances: homecare-gateway\n"
+        "Description: homecare-gateway provider profile for the field tests\n"
+    )
+    (stage / "DEBIAN" / "conffiles").write_text(f"{CONFIG_DIR}/provider.toml\n")
+    deb = workdir / f"{PROFILE_PACKAGE}_1_all.deb"
+    subprocess.run(  # noqa: S603 - dpkg-deb on our own staging directory
+        ["dpkg-deb", "--root-owner-group", "--build", str(stage), str(deb)],  # noqa: S607
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    c.copy_in(deb, f"/root/{deb.name}")
+    c.run(["apt-get", "install", "-y", f"/root/{deb.name}"], timeout_s=300)

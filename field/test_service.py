@@ -144,7 +144,10 @@ def test_kill_restarts_with_nothing_lost(c: Container, provider: HostProvider) -
     wait_until(lambda: c.show(UNIT, "ActiveState") == "active", 60, "the restarted daemon")
     assert c.show(UNIT, "MainPID") != pid
     top = max(r.seq for r in provider.readings(GW))
-    wait_until(lambda: max(r.seq for r in provider.readings(GW)) > top + 2, 60,
+    # The pty oximeter's readings travel in 30-s stream chunks (one record each), so one new
+    # reading-bearing record is what a minute after the restart can promise; the gapless
+    # sequence is proven by the provider's summary at the end.
+    wait_until(lambda: max(r.seq for r in provider.readings(GW)) > top, 90,
                "readings after the restart")
 
 

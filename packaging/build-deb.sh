@@ -205,9 +205,11 @@ install -d -m 0750 "$STAGE/etc/$PKG"
 cat > "$STAGE/etc/$PKG/gateway.toml.example" <<'EOF'
 # homecare-gateway configuration - skeleton of /etc/homecare-gateway/gateway.toml.
 #
-# On a router this file is NOT copied by hand: enrolment writes gateway.toml (with the keys and
-# certificates next to it) for one patient episode, and equipment return erases it. The service
-# does not start while gateway.toml is missing. Check a file with:
+# On a router this file is NOT copied by hand: `gatewayctl enrol` writes gateway.toml from the
+# care provider's profile (/etc/homecare-gateway/provider.toml, from the provider's own
+# configuration package) and the router's id (its host name); keys and certificates are made by
+# enrolment under /var/lib/homecare-gateway. The service does not start while gateway.toml is
+# missing, nor before enrolment. Check a file with:
 #     gatewayd --config /etc/homecare-gateway/gateway.toml --check-config
 # Every table and key the gateway reads is below (tests/test_packaging.py checks it), shown with
 # its default where it has one; commented-out lines are optional tables or keys. Unknown keys are
@@ -532,8 +534,17 @@ case "$1" in
         fi
         # Literal paths: nothing here may ever expand to a parent directory.
         rm -rf "$root/opt/homecare-gateway" "$root/var/lib/homecare-gateway" \
-            "$root/var/log/homecare-gateway" "$root/run/homecare-gateway" \
-            "$root/etc/homecare-gateway"
+            "$root/var/log/homecare-gateway" "$root/run/homecare-gateway"
+        # The provider profile (provider.toml, profile/) belongs to the care provider's own
+        # configuration package when one installed it: that package removes it, not this one.
+        etc="$root/etc/homecare-gateway"
+        if [ -z "$root" ] && [ -e "$etc/provider.toml" ] \
+            && dpkg-query -S "$etc/provider.toml" >/dev/null 2>&1; then
+            find "$etc" -mindepth 1 -maxdepth 1 ! -name provider.toml ! -name profile \
+                -exec rm -rf {} +
+        else
+            rm -rf "$etc"
+        fi
         # Everything the account owned is gone above, so its uid can be freed without leaving
         # files that a later account with the same uid would inherit.
         if grep -q "^$PKG:" "$root/etc/passwd" 2>/dev/null; then

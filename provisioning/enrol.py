@@ -48,6 +48,29 @@ class EnrolResult:
     certificate_expires: datetime
 
 
+# The delivery note's form: groups of four from an alphabet without 0/O or 1/I/l, so case,
+# spaces and dashes carry no information and people may type them as they like.
+NOTE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+NOTE_GROUP = 4
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")
+
+
+def normalise_token(text: str) -> str:
+    """The token in its canonical form: a delivery-note token in upper case, in dash-separated
+    groups of four (``k7qx m2pd-9htw...`` -> ``K7QX-M2PD-9HTW...``); any other token as given,
+    without the spaces people type into it (a space is never part of a token)."""
+    compact = re.sub(r"\s+", "", text)
+    letters = compact.replace("-", "").upper()
+    if (
+        len(letters) >= 2 * NOTE_GROUP
+        and len(letters) % NOTE_GROUP == 0
+        and all(ch in NOTE_ALPHABET for ch in letters)
+    ):
+        groups = [letters[i : i + NOTE_GROUP] for i in range(0, len(letters), NOTE_GROUP)]
+        return "-".join(groups)
+    return compact
+
+
 def token_from_text(text: str, gateway_id: str) -> str:
     """A token as typed, or the text of the QR code on the delivery note.
 
@@ -64,7 +87,8 @@ def token_from_text(text: str, gateway_id: str) -> str:
                 hint="use the delivery note that belongs to this router (compare the label)",
             )
         text = token
-    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{8,256}", text):
+    text = normalise_token(text)
+    if not _TOKEN.fullmatch(text):
         raise TokenRejectedError(
             "that does not look like an enrolment token (8-256 letters/digits)"
         )
@@ -131,6 +155,14 @@ def enrol(
         raise WrongStateError(
             "an equipment return is in progress on this router",
             hint="finish it first: gatewayctl return",
+        )
+    if token and lc.phase is Phase.ENROLLED:
+        # The token was spent when this router got its certificate; sending it again would only
+        # earn "refused" from the provider and send people looking for a new one.
+        raise TokenRejectedError(
+            "this router already used its token (its certificate is issued): "
+            "rerun without the token",
+            hint="run 'gatewayctl enrol' with no token; 'gatewayctl lifecycle' shows the state",
         )
     if lc.phase is Phase.BOUND:
         raise WrongStateError(

@@ -60,6 +60,26 @@ class ProviderUnreachableError(ProvisioningStepError):
     )
 
 
+class BundleMissingError(ProvisioningStepError):
+    """The provider has no episode bundle for this router (not yet assigned to an episode)."""
+
+    code = "P-BUNDLE-MISSING"
+    hint = (
+        "ask the logistics desk to assign the router to the episode, then run "
+        "'gatewayctl enrol' again (no new token needed)"
+    )
+
+
+class ProfileMissingError(ProvisioningStepError):
+    """No provider profile (provider.toml) and no gateway.toml: the router knows no provider."""
+
+    code = "P-PROFILE"
+    hint = (
+        "install the care provider's profile package (it puts provider.toml in "
+        "/etc/homecare-gateway), then run the same command again; call support if you have none"
+    )
+
+
 class ProviderIdentityError(ProvisioningStepError):
     """The enrolment service's TLS certificate is not the provider's: refuse to talk to it."""
 
@@ -167,6 +187,8 @@ ALL_ERRORS: tuple[type[ProvisioningStepError], ...] = (
     NotEnrolledError,
     TokenRejectedError,
     ProviderUnreachableError,
+    BundleMissingError,
+    ProfileMissingError,
     ProviderIdentityError,
     BundleSignatureError,
     BundleWrongGatewayError,

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from provisioning.errors import (
+    BundleMissingError,
     ProviderIdentityError,
     ProviderUnreachableError,
     TokenRejectedError,
@@ -244,11 +245,7 @@ class EstClient:
     def fetch_bundle(self, client: ClientCert) -> bytes:
         answer = self._request("GET", BUNDLE_PATH, client=client)
         if answer.status == 404:
-            raise ProviderUnreachableError(
-                "the provider has no episode bundle for this router yet",
-                hint="ask the logistics desk to assign the router to the episode, then run "
-                "'gatewayctl enrol' again (no new token needed)",
-            )
+            raise BundleMissingError("the provider has no episode bundle for this router yet")
         if answer.status != 200:
             raise ProviderUnreachableError(
                 f"the provider answered {answer.status} when asked for the bundle"

@@ -153,3 +153,37 @@ def test_check_enrolled_fails_the_unit_for_a_broken_configuration(files: Path) -
     assert proc.returncode == 255
     assert proc.stderr.startswith("gatewayd: ")
     assert "Traceback" not in proc.stderr
+
+
+def _daemon(path: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from gateway.daemon.main import main  # noqa: PLC0415 - only these tests run it in-process
+
+    code = main(["--config", str(path), *extra])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_check_config_refuses_sim_devices_without_the_plug_in_as_the_start_does(
+    files: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A router's package carries no simulated devices: --check-config must say so, in the
+    start's words, instead of passing a file the service then refuses."""
+    import gateway.daemon.wiring as wiring  # noqa: PLC0415
+
+    monkeypatch.setattr(wiring, "entry_points", lambda **_kw: ())
+    path = write(files, VALID)
+    checked = _daemon(path, "--check-config", capsys=capsys)
+    started = _daemon(path, capsys=capsys)
+    assert checked[0] == started[0] == 2
+    assert "device kind 'simulated' is not installed here" in checked[1]
+    assert checked[1] == started[1]
+
+
+def test_check_config_refuses_a_bad_sim_device_address_as_the_start_does(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(files, re.sub(r'address = "[^"]*"', 'address = "not-an-address"', VALID, count=1))
+    checked = _daemon(path, "--check-config", capsys=capsys)
+    started = _daemon(path, capsys=capsys)
+    assert checked[0] == started[0] == 2
+    assert "sim_devices[0].address: not a Bluetooth address: 'not-an-address'" in checked[1]
+    assert checked[1] == started[1]

@@ -27,6 +27,7 @@ from provisioning.errors import InstallCheckFailedError, TokenRejectedError
 from provisioning.install_check import install_check
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
+from provisioning.profile import enrolment_config, write_config
 from provisioning.state import LifecycleStore, Phase
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
@@ -39,12 +40,25 @@ def _out(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         output.screen().text("\n".join(lines))
 
 
+COMMAND_LINE_REFUSAL = (
+    "a token on the command line is readable by every program on the router (/proc): "
+    "it was not used"
+)
+
+
 def _token(args: argparse.Namespace, cfg: Config) -> str | None:
     if args.token is not None:
-        return token_from_text(args.token, cfg.gateway_id)
+        raise TokenRejectedError(
+            COMMAND_LINE_REFUSAL,
+            hint="run 'gatewayctl enrol' and type the token when asked, or "
+            "'gatewayctl enrol --token-file FILE' ('-' reads it from standard input)",
+        )
+    if args.token_file == "-":  # noqa: S105 - the stdin convention, not a secret
+        return token_from_text(sys.stdin.read(4096), cfg.gateway_id)
     if args.token_file is not None:
         try:
-            text = Path(args.token_file).read_text()
+            with Path(args.token_file).open() as f:
+                text = f.read(4096)
         except OSError as exc:
             raise TokenRejectedError(f"cannot read {args.token_file}: {exc.strerror}") from None
         return token_from_text(text, cfg.gateway_id)
@@ -58,8 +72,15 @@ def _token(args: argparse.Namespace, cfg: Config) -> str | None:
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
-    result = enrol(cfg, _token(args, cfg))
+    # A fresh router has no gateway.toml: enrolment writes it from the provider profile.
+    composed = enrolment_config(args.config)
+    cfg = composed.config
+    token = _token(args, cfg)
+    # Rewritten from a changed profile only before enrolment: never under a running episode.
+    fresh = LifecycleStore(cfg.state_dir).load().phase is Phase.FACTORY
+    if composed.write and (fresh or not cfg.path.exists()):
+        write_config(cfg.path, composed.text)
+    result = enrol(cfg, token)
     _out(
         {
             "gateway_id": result.gateway_id,
@@ -199,8 +220,17 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "enrol":
         group = p.add_mutually_exclusive_group()
-        group.add_argument("--token", help="the one-time enrolment token, or the scanned QR text")
-        group.add_argument("--token-file", help="a file holding the token or the QR text")
+        group.add_argument(
+            "--token",
+            metavar="VALUE",
+            help="refused: the command line is visible to every program (/proc); without "
+            "options enrol asks for the token, or use --token-file",
+        )
+        group.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="a file holding the token or the QR text; '-' reads standard input",
+        )
     if name == "install-check":
         p.add_argument(
             "--timeout", type=float, default=300.0, help="seconds to wait for each device's reading"
@@ -220,7 +250,7 @@ COMMANDS = {
     "enrol": (
         cmd_enrol,
         "enrol this router for a patient episode (one-time token from the delivery note)",
-        "gatewayctl enrol --token K7QX-...; gatewayctl enrol --token-file /media/usb/token.txt",
+        "gatewayctl enrol (asks for the token); gatewayctl enrol --token-file /media/usb/token.txt",
     ),
     "install-check": (
         cmd_install_check,

@@ -39,6 +39,7 @@ from gateway.daemon.wiring import (
     bluetooth_links,
     build_agent,
     build_drivers,
+    check_devices,
     power_off_for,
 )
 from gateway.errors import GatewayError
@@ -443,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
         return check_enrolled(args.config)
     try:
         cfg = provisioning.effective_config(load(args.config))
+        check_devices(cfg)
     except NotEnrolledError as exc:
         # Exit 2: systemd does not restart it (RestartPreventExitStatus); enrolment must come first.
         print(f"gatewayd: {exc.one_line()}", file=sys.stderr)

@@ -17,8 +17,8 @@ from drivers.serial.oximeter_driver import OximeterDriver
 from gateway.config import ble as ble_config
 from gateway.config import serial as serial_config
 from gateway.config.settings import Config
-from gateway.errors import ConfigError
-from gateway.model import Measurement
+from gateway.errors import ConfigError, ModelError
+from gateway.model import DeviceId, DeviceIdKind, Measurement
 from gateway.pipeline.ingest import IngestWriter, Lane
 from gateway.power.poweroff import LogindPowerOff, PowerOff
 from provisioning import runtime as provisioning
@@ -51,6 +51,22 @@ def plugin(kind: str) -> Callable[..., Any]:
     return loaded
 
 
+def check_devices(cfg: Config) -> None:
+    """The start's device checks, opening nothing: ``gatewayd --check-config`` and the start
+    both call this, so a configuration the start would refuse is refused by the check too, with
+    the same line (a simulated device's address; a device kind no installed package provides -
+    [[sim_devices]] on a router, which does not carry the simulated home)."""
+    for i, d in enumerate(cfg.sim_devices):
+        try:
+            DeviceId(DeviceIdKind.BTMAC, d.address)
+        except ModelError as exc:
+            raise ConfigError(
+                f"sim_devices[{i}].address", exc.message, path=str(cfg.path)
+            ) from None
+    if cfg.sim_devices:
+        plugin("simulated")
+
+
 def power_off_for(cfg: Config) -> PowerOff:
     """The power-off action ``[power] power_off`` names (logind unless a plug-in is named)."""
     name = cfg.power.power_off if cfg.power else "logind"
@@ -60,7 +76,7 @@ def power_off_for(cfg: Config) -> PowerOff:
     if not found:
         raise ConfigError(
             "power.power_off",
-            f"power-off plug-in {name!r} is not installed here; use \"logind\" on a router",
+            f'power-off plug-in {name!r} is not installed here; use "logind" on a router',
         )
     made: PowerOff = next(iter(found)).load()(cfg.state_dir)
     return made

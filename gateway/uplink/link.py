@@ -23,10 +23,18 @@ class OutsideVpnError(UploadError):
     hint = "check the WireGuard tunnel (wg show) and the routes; nothing is sent meanwhile"
 
 
+IP_ERROR_MAX_CHARS = 200  # ip's own message, as much as a log line or a status line needs
+IP_TIMEOUT_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
     address: str
     interface: str | None
+    # Why there is no interface, in ip's own words ("RTNETLINK answers: Network is unreachable",
+    # "Cannot open netlink socket: ..."): a missing route and a check that could not run are
+    # different problems for whoever reads the message.
+    error: str | None = None
 
 
 def route_to(host: str, port: int) -> RouteInfo:
@@ -38,21 +46,35 @@ def route_to(host: str, port: int) -> RouteInfo:
     ip = shutil.which("ip")
     if ip is None:
         raise OutsideVpnError("cannot check the route to the broker: iproute2 (ip) is missing")
-    proc = subprocess.run(  # noqa: S603 - fixed tool, an address we resolved
-        [ip, "-j", "route", "get", str(address)],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=False,
-    )
+    argv = [ip, "-j", "route", "get", str(address)]
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed tool, an address we resolved
+            argv, capture_output=True, text=True, timeout=IP_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return RouteInfo(str(address), None, f"ip route get gave no answer in {IP_TIMEOUT_S:.0f} s")
+    except OSError as exc:
+        return RouteInfo(str(address), None, f"cannot run ip: {exc.strerror}")
     if proc.returncode != 0:
-        return RouteInfo(str(address), None)  # no route at all: nothing would leave anyway
+        return RouteInfo(str(address), None, _ip_error(proc))
     try:
         routes = json.loads(proc.stdout)
         interface = routes[0].get("dev") if routes else None
     except (ValueError, IndexError, AttributeError):
-        interface = None
-    return RouteInfo(str(address), interface)
+        return RouteInfo(str(address), None, "ip route get printed no JSON route")
+    if interface is None:
+        return RouteInfo(str(address), None, "ip route get named no interface")
+    return RouteInfo(str(address), str(interface))
+
+
+def _ip_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """ip's first line of complaint, printable and bounded; its exit status when it said nothing
+    (it exits 1 silently when, for one, capset(2) is denied to it)."""
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    if not lines:
+        return f"ip route get failed with exit status {proc.returncode} and no message"
+    text = "".join(ch if ch.isprintable() else "?" for ch in lines[0])
+    return text[:IP_ERROR_MAX_CHARS]
 
 
 def check_route(host: str, port: int, vpn_interface: str | None) -> RouteInfo | None:
@@ -60,9 +82,15 @@ def check_route(host: str, port: int, vpn_interface: str | None) -> RouteInfo | 
     if not vpn_interface:
         return None
     route = route_to(host, port)
+    if route.interface is None:
+        raise OutsideVpnError(
+            f"no route to broker {route.address} through the VPN interface {vpn_interface} "
+            f"could be found ({route.error}): not connecting",
+            ip_error=route.error,
+        )
     if route.interface != vpn_interface:
         raise OutsideVpnError(
-            f"route to broker {route.address} goes via {route.interface or 'no interface'}, "
+            f"route to broker {route.address} goes via {route.interface}, "
             f"not the VPN interface {vpn_interface}: not connecting"
         )
     return route

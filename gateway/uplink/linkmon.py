@@ -112,6 +112,8 @@ class LinkMonitor:
         try:
             route = route_to(self.settings.broker_host, self.settings.broker_port)
             snap["route_via_vpn"] = route.interface == iface
+            if route.error:
+                snap["route_error"] = route.error
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the health loop
             snap["route_via_vpn"] = None
             snap["route_error"] = str(exc)
@@ -139,6 +141,8 @@ class LinkMonitor:
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the health loop
             return {"interface": None, "kind": "unknown", "error": str(exc)}
         iface = route.interface
+        if iface is None and route.error:
+            return {"interface": None, "kind": "unknown", "error": route.error}
         if not endpoints and iface and iface == self.settings.vpn_interface:
             # The broker route is the tunnel; what carries the tunnel needs its endpoint.
             return {"interface": None, "kind": "unknown", "error": "tunnel endpoint not known"}

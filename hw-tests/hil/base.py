@@ -52,7 +52,8 @@ class HilRig(Protocol):
     def wait_daemon_up(self, timeout_s: float) -> None: ...
     def outbox_depth(self) -> int | None: ...
     def confirmed(self, device: DeviceRef) -> int | None: ...
-    def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    def gatewayctl(self, *args: str, timeout_s: float = 30,
+                   stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         ...
     def facts(self) -> dict[str, Any]: ...
 
@@ -93,9 +94,9 @@ def no_token_issuer(episode: str) -> str:
 
 class CliLifecycle:
     """``Lifecycle`` through gatewayctl, as provisioning builds it: ``return [--force]``
-    (``--json``: state, unsent_records, forced, revoked, erased), ``enrol --token T``,
-    ``lifecycle --json`` (state, episode). ``token_for(episode)`` gets a one-time enrolment
-    token from the provider's test service (connected at merge)."""
+    (``--json``: state, unsent_records, forced, revoked, erased), ``enrol --token-file -``
+    (the token on stdin), ``lifecycle --json`` (state, episode). ``token_for(episode)`` gets a
+    one-time enrolment token from the provider's test service (connected at merge)."""
 
     def __init__(self, rig: HilRig, token_for: Callable[[str], str] = no_token_issuer,
                  after_enrol: Callable[[], None] = lambda: None) -> None:
@@ -115,7 +116,8 @@ class CliLifecycle:
 
     def enrol(self, episode: str) -> None:
         token = self._token_for(episode)
-        self._check(self._rig.gatewayctl("enrol", "--token", token, timeout_s=120), "enrol")
+        self._check(self._rig.gatewayctl("enrol", "--token-file", "-", timeout_s=120, stdin=token),
+                    "enrol")
         self._after_enrol()
 
     def state(self) -> tuple[str, str | None]:

@@ -154,9 +154,10 @@ class RealRig:
     def confirmed(self, device: DeviceRef) -> int | None:
         return None  # a real device does not tell us what it forgot
 
-    def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    def gatewayctl(self, *args: str, timeout_s: float = 30,
+                   stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.profile.gatewayctl, *args], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+                              timeout=timeout_s, check=False, input=stdin)
 
     def wait_daemon_up(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -105,8 +105,8 @@ class SimRig:
         self.rig.start_provider()
         self.config = self._write_config()
         if self.enrolled:
-            enrol = self.gatewayctl("enrol", "--token", self.enrolment_token(FIRST_EPISODE),
-                                    timeout_s=120)
+            enrol = self.gatewayctl("enrol", "--token-file", "-", timeout_s=120,
+                                    stdin=self.enrolment_token(FIRST_EPISODE))
             assert enrol.returncode == 0, f"enrolment failed: {enrol.stderr.strip()[-500:]}"
             self.after_enrolment(start_only=True)
         self.rig.start_daemon(self.config, self._daemon_env())
@@ -306,14 +306,15 @@ class SimRig:
             return sum(1 for e in list(sim.events) if e.get("event") == "delivered")
         return None
 
-    def gatewayctl(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    def gatewayctl(self, *args: str, timeout_s: float = 30,
+                   stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         # On the router: in the home namespace (EST behind the tunnel) and on its BlueZ.
         argv = [*self.vpn.exec_prefix(self.vpn.home), sys.executable, "-m", "gateway.cli.main",
         *args]
         if self.config is not None and not any(a == "--help" for a in args):
             argv += ["--config", str(self.config)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              check=False, env={**os.environ, **self._daemon_env()})
+                              check=False, env={**os.environ, **self._daemon_env()}, input=stdin)
 
     def wait_daemon_up(self, timeout_s: float) -> None:
         def answering() -> bool:

@@ -169,7 +169,11 @@ class ProvisioningRig:
         return self.config
 
     def ctl(
-        self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 60,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", *args, "--config", str(self.config)],
@@ -178,6 +182,7 @@ class ProvisioningRig:
             timeout=timeout_s,
             check=False,
             env={**os.environ, **(env or {})},
+            input=stdin,
         )
 
     def trust_enrolled_key(self) -> None:

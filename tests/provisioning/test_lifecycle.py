@@ -212,7 +212,8 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
     # --- the next patient: a new episode with other devices -------------------------------------
     before = len(rig.received.readings)
     token2 = prig.offer("ep-two", (OXI,))
-    done = prig.ctl("enrol", f"--token={token2}")
+    # Typed by a person: lower case, spaces instead of dashes; read from standard input.
+    done = prig.ctl("enrol", "--token-file", "-", stdin=token2.lower().replace("-", " "))
     assert done.returncode == 0, done.stderr
     assert state.load().episode_id == "ep-two"
     prig.trust_enrolled_key()

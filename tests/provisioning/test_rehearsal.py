@@ -185,7 +185,7 @@ def test_the_desk_hands_out_an_enrolled_routers_signing_key(walk: Walk) -> None:
     (walk.cwd / "rehearsal").mkdir()
     (walk.cwd / "rehearsal" / "gateway.toml").write_text(blocks("toml")[0])
     lines = commands()
-    for line in lines[: lines.index("gatewayctl enrol --token $TOKEN") + 1]:
+    for line in lines[: lines.index('gatewayctl enrol --token-file - <<< "$TOKEN"') + 1]:
         walk.run(line, deadline)
     walk.run("homecare-provider signing-key --desk rehearsal/desk --gateway gw-rehearsal-01 "
              "--out rehearsal/gw.pub", deadline)

@@ -30,7 +30,7 @@ def test_undeliverable_records_block_the_return_until_forced_and_are_counted(
     rig = prig.rig
     config = prig.write_config([("thermometer", THERMO.address)])
     token = prig.offer("ep-force", (THERMO,))
-    assert prig.ctl("enrol", f"--token={token}").returncode == 0
+    assert prig.ctl("enrol", "--token-file", "-", stdin=token).returncode == 0
     prig.trust_enrolled_key()
     rig.start_daemon(config)
     wait_for(lambda: bool(rig.received.readings), 30, "a first reading delivered")
