@@ -479,8 +479,14 @@ async def test_the_upload_loop_keeps_the_tls_alert_until_a_connection_succeeds(
     errors = [UploadError(alert), UploadError("connection failed: EOF")]
     seen: list[tuple[str | None, str | None]] = []
 
-    class Uplink:
+    class Uplink:  # the part of MqttUplink the loop uses; connected, it stays idle
         settings = UplinkSettings("broker", 8883, Path("ca"), Path("c"), Path("k"), "gw")
+
+        def __init__(self) -> None:
+            self.lost = asyncio.Event()
+
+        def alive(self) -> bool:
+            return True
 
         async def connect(self) -> None:
             seen.append((upload.last_error, upload.last_tls_alert))
