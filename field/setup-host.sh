@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the host tools the field tier needs, only when missing (idempotent; needs root):
 #   mmdebstrap (Debian roots), systemd-container (systemd-nspawn), and for foreign architectures
-#   qemu-user-static and binfmt-support.
+#   qemu-user-static, binfmt-support and arch-test.
 #
 #   field/setup-host.sh [ARCH...]     e.g. field/setup-host.sh amd64 arm64
 #
@@ -16,6 +16,9 @@ for arch in "$@"; do
     [ "$arch" = "$host_arch" ] && continue
     [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
     command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)
+    # mmdebstrap only Recommends arch-test, which --no-install-recommends leaves out, and
+    # refuses a foreign --arch without it ("install arch-test for foreign architecture support").
+    command -v arch-test >/dev/null 2>&1 || need+=(arch-test)
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
