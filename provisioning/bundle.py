@@ -132,6 +132,9 @@ class EnrolmentBundle:
     generation: int = 0
     # A test / demo / training episode: the router labels every Observation HTEST.
     test_episode: bool = False
+    # The provider's command key (issue 20): base64 of the raw Ed25519 public key that signs
+    # commands for this router. None: the router refuses every command (no-command-key).
+    command_key: str | None = None
 
     def payload_json(self) -> dict[str, Any]:
         bound = self.tls_key_sha256 is not None
@@ -156,6 +159,8 @@ class EnrolmentBundle:
         }
         if self.test_episode:  # absent for clinical episodes: older routers read those unchanged
             out["test_episode"] = True
+        if self.command_key is not None:  # absent without one: older routers read it unchanged
+            out["command_key"] = self.command_key
         return out
 
     @classmethod
@@ -181,6 +186,9 @@ class EnrolmentBundle:
         test_episode = p.get("test_episode", False)
         if not isinstance(test_episode, bool):
             raise TypeError("test_episode must be true or false")
+        command_key = p.get("command_key")
+        if command_key is not None and not _is_command_key(command_key):
+            raise ValueError("command_key must be base64 of a 32-byte Ed25519 public key")
         keys = [(d.transport, d.address.upper()) for d in devices]
         if len(set(keys)) != len(keys):
             raise ValueError("a device is listed twice")
@@ -197,7 +205,17 @@ class EnrolmentBundle:
             tls_key_sha256=tls_key,
             generation=generation,
             test_episode=test_episode,
+            command_key=command_key,
         )
+
+
+def _is_command_key(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (ValueError, binascii.Error):
+        return False
 
 
 def _utc(text: Any) -> datetime:

@@ -73,7 +73,13 @@ STEPS = (
 CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
 # Kept through a return: the lifecycle (the router's history) and the highest bundle generation
 # accepted (one integer: a bundle once accepted can never be replayed onto this router).
-_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE}
+# Kept across a return: the lifecycle, the highest bundle generation accepted, and the command
+# ledger (gateway/commands/ledger.py: command names, ids and the last counter, nothing about the
+# patient) - with it, a command signed during this episode cannot be replayed onto the next one.
+_KEEP = {
+    STATE_FILE, ".lifecycle.lock", GENERATION_FILE, "commands.db", "commands.db-wal",
+    "commands.db-shm",
+}  # fmt: skip
 
 
 # systemd's LogsDirectory= for gatewayd.service (systemd/gatewayd.service).
