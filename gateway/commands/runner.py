@@ -36,7 +36,7 @@ log = structlog.get_logger("gateway.commands")
 
 MAX_QUEUED = 8  # messages waiting for the runner; more are dropped (counted)
 RATE_PER_MINUTE = 30  # commands processed per minute, sustained
-RATE_BURST = 10  # ... and at once
+RATE_BURST = 20  # ... and at once (a shift handover may send a handful together)
 DROP_REPORT_INTERVAL_S = 60.0  # at most one command-dropped record per this
 MAX_DETAIL = 300  # characters of an error or refusal message in a record
 

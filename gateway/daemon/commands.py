@@ -201,7 +201,7 @@ class DaemonCommands:
         await asyncio.to_thread(overrides.save, self._cfg.state_dir, key, value)
         live = overrides.ALLOWED[key].live
         if key == "health_interval_s":
-            self._health.interval_s = float(value)
+            self._health.set_interval(float(value))
         log.info("commands.config_set", key=key, live=live)
         return {"key": key, "applies": "now" if live else "next-start"}
 
