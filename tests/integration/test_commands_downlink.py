@@ -231,7 +231,8 @@ def test_each_command_runs_and_its_outcome_is_sealed(rig: Rig, centre: Centre) -
     # No reading's value: the simulated thermometer's readings are in the verifier's hands only.
     values = {str(m.value) for _, m in rig.received.readings if m.value is not None}
     assert values
-    assert not any(f'"{v}"'.encode() in text for v in values)
+    assert b"valueQuantity" not in text  # no FHIR Observation content at all
+    assert not any(f'"value": {v}'.encode() in text or f'"{v}"'.encode() in text for v in values)
 
     # The setting survives a restart (applied from the state directory at start-up).
     assert rig.stop_daemon() == 0
