@@ -113,7 +113,7 @@ class CommandRunner:
 
     async def run(self) -> None:
         await self.recover()
-        last_report = self._monotonic()
+        last_report = -DROP_REPORT_INTERVAL_S  # the first drops are reported at once
         while True:
             try:
                 raw = await asyncio.wait_for(self._queue.get(), DROP_REPORT_INTERVAL_S)
@@ -179,8 +179,9 @@ class CommandRunner:
             )  # fmt: skip
         except GatewayError as exc:
             body = self._failed(sha, command, exc)
-        except Exception as exc:
-            log.exception("command.handler_crashed", command=command.name)
+        except Exception as exc:  # noqa: BLE001 - a handler's bug must not end the command loop
+            # The type only: a bug's message (or traceback) may quote a value it was handed.
+            log.error("command.handler_crashed", command=command.name, error=type(exc).__name__)  # noqa: TRY400
             body = self._body("failed", sha, command=command, error=type(exc).__name__)
         else:
             body = self._body("done", sha, command=command, result=_bounded(result))
