@@ -31,7 +31,7 @@ import secrets
 import ssl
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -315,19 +315,9 @@ def parse_args_list(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _broker(args: argparse.Namespace, root: Path) -> BrokerSettings:
-    from provider.desk import Desk  # noqa: PLC0415 - only the send command needs the desk's PKI
-
-    desk = Desk(root)
-    pki = desk.existing_pki()
-    info = desk.listening()
-    return BrokerSettings(
-        host=args.host or str(info["broker_host"]),
-        port=args.port or int(info["broker_port"]),
-        ca=pki.ca_cert,
-        cert=pki.provider_cert,
-        key=pki.provider_key,
-    )
+# The desk (provider/desk.py, which imports this module) says where its broker and PKI are:
+# homecare-provider (provider/service.py) passes this in, so no import cycle.
+BrokerFor = Callable[[Path, str | None, int | None], BrokerSettings]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,17 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, broker_for: BrokerFor | None = None) -> int:
     args = build_parser().parse_args(argv)
     centre = CommandCentre(args.desk.resolve())
     try:
-        return _run(args, centre)
+        return _run(args, centre, broker_for)
     except GatewayError as exc:
         print(f"homecare-provider command: {exc.one_line()}", file=sys.stderr)
         return 1
 
 
-def _run(args: argparse.Namespace, centre: CommandCentre) -> int:
+def _run(args: argparse.Namespace, centre: CommandCentre, broker_for: BrokerFor | None) -> int:
     if args.action == "keygen":
         centre.root.mkdir(parents=True, exist_ok=True)
         print(public_key_text(keygen(centre.key_path)))
@@ -384,7 +374,9 @@ def _run(args: argparse.Namespace, centre: CommandCentre) -> int:
         if args.action == "sign":
             sys.stdout.write(signed.decode() + "\n")
             return 0
-        centre.send(_broker(args, centre.root), command, signed)
+        if broker_for is None:
+            raise CommandDeskError("no broker to send to (run it as homecare-provider command)")
+        centre.send(broker_for(centre.root, args.host, args.port), command, signed)
         print(f"sent {command.name} #{command.counter} ({command.command_id}) to {args.gateway}")
         return 0
     if args.action == "outcomes":

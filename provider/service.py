@@ -446,6 +446,20 @@ def receive(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def desk_broker(root: Path, host: str | None, port: int | None) -> provider_commands.BrokerSettings:
+    """Where ``command send`` publishes: the desk's broker, with the provider's certificate."""
+    desk = Desk(root)
+    pki = desk.existing_pki()
+    info = desk.listening()
+    return provider_commands.BrokerSettings(
+        host=host or str(info["broker_host"]),
+        port=port or int(info["broker_port"]),
+        ca=pki.ca_cert,
+        cert=pki.provider_cert,
+        key=pki.provider_key,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``homecare-provider COMMAND``: the desk's commands (provider/desk.py) and ``receive``.
     Without a command the options are the receiver's, as before the desk existed."""
@@ -456,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "receive":
         return receive(args[1:])
     if args[0] == "command":
-        return provider_commands.main(args[1:])
+        return provider_commands.main(args[1:], desk_broker)
     if args[0] in desk_main.COMMANDS:
         return desk_main.main(args)
     return receive(args)

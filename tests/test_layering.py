@@ -54,7 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "rig": {*_ROUTER_BELOW_CLI, "rig.ble", "rig.serial"},
     "rig.ble": {*_ROUTER_BELOW_CLI, "rig"},
     "rig.serial": {*_ROUTER_BELOW_CLI, "rig"},
-    "provider": {*_ROUTER_BELOW_CLI, "rig", "rig.ble", "rig.serial"},
+    "provider": {*_ROUTER_BELOW_CLI, "gateway.commands", "rig", "rig.ble", "rig.serial"},
 }
 
 
