@@ -89,6 +89,11 @@ def keygen(path: Path) -> ed25519.Ed25519PrivateKey:
     return key
 
 
+def keygen_in_memory() -> ed25519.Ed25519PrivateKey:
+    """A throwaway command key (tests, demos)."""
+    return ed25519.Ed25519PrivateKey.generate()
+
+
 def load_key(path: Path) -> ed25519.Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
