@@ -18,6 +18,8 @@ made with the provider's bundle-signing key, whose public half ships in the rout
 configuration (``[provisioning] bundle_signing_key``). The payload holds the broker address and
 CA, the provider's HPKE public key, the pseudonymous episode id, a validity period, the gateway
 id it was made for and the devices bound to the episode. Nothing about the patient.
+Optionally ``command_key`` (issue 20): base64 of the provider's Ed25519 command-signing public
+key, which the router pins for signed commands (gateway/commands); absent, it refuses them all.
 
 ``verify_bundle`` refuses, with a typed error the person on the doorstep can act on: a bad
 signature, a bundle for another gateway, one outside its validity period, or unusable content.

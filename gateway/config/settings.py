@@ -7,8 +7,6 @@ keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import tomllib
 from collections.abc import Mapping
@@ -98,7 +96,9 @@ class Config:
     # routers take it from the bundle (``test_episode``), others from ``[gateway] test_episode``.
     test_episode: bool = False
     # The provider's command key (base64, raw Ed25519 public): signed commands are verified with
-    # it. None: every command is refused (no-command-key). Enrolled routers: from the bundle.
+    # it. None: every command is refused (no-command-key). Not a TOML key: an enrolled router
+    # takes it from its signed bundle (provisioning/runtime.py), a router set up without
+    # enrolment (rig, demo) from <state_dir>/command-key.pub (gateway/daemon/overrides.py).
     command_key: str | None = None
 
     @property
@@ -113,13 +113,6 @@ class Config:
     @property
     def health_topic(self) -> str:
         return f"{self.topic_prefix}/gw/{self.gateway_id}/health"
-
-
-def _is_ed25519_b64(text: str) -> bool:
-    try:
-        return len(base64.b64decode(text, validate=True)) == 32
-    except (ValueError, binascii.Error):
-        return False
 
 
 def load(path: Path) -> Config:
@@ -198,9 +191,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         "signing_key", base, str(enrolled.signing_key) if enrolled else ..., must_exist=not enrolled
     )
 
-    prov = _table(
-        data, "provider", path, "hpke_public_key", "mlkem_public_key", "suite", "command_key"
-    )
+    prov = _table(data, "provider", path, "hpke_public_key", "mlkem_public_key", "suite")
     hpke_pub = prov.path(
         "hpke_public_key",
         base,
@@ -217,11 +208,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         raise prov.error("mlkem_public_key", "required when suite is mlkem768-x25519")
     if suite is SuiteName.X25519 and mlkem_pub is not None:
         raise prov.error("suite", 'set suite = "mlkem768-x25519" to use mlkem_public_key')
-    # The provider's command key (issue 20) for a router set up without enrolment; an enrolled
-    # router takes it from its signed bundle instead (provisioning/runtime.py).
-    command_key = prov.get("command_key", str, None, what="base64 of a raw Ed25519 public key")
-    if command_key is not None and not _is_ed25519_b64(command_key):
-        raise prov.error("command_key", "must be base64 of the 32 bytes of an Ed25519 public key")
+
 
     up = _table(
         data,
@@ -358,7 +345,6 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         commit_window_ms=window_ms,
         outbox_quota_bytes=quota,
         stream_chunk_s=chunk_s,
-        command_key=command_key,
         stage_interval_s=stage_s,
         health_interval_s=health_interval,
         control_socket=control_socket,

@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
     try:
         cfg = provisioning.effective_config(load(args.config))
         # Settings the command centre changed (config.set), kept across restarts.
-        cfg = overrides.apply(cfg, overrides.load(cfg.state_dir))
+        cfg = overrides.static_command_key(overrides.apply(cfg, overrides.load(cfg.state_dir)))
         check_devices(cfg)
     except NotEnrolledError as exc:
         # Exit 2: systemd does not restart it (RestartPreventExitStatus); enrolment must come first.

@@ -10,6 +10,8 @@ it with the rest of the state directory. A damaged or hand-edited file is ignore
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import math
@@ -26,6 +28,9 @@ from gateway.config.settings import Config
 log = structlog.get_logger("gateway.daemon")
 
 OVERRIDES_FILE = "config-overrides.json"
+# The command key of a router set up without enrolment (the rig, the demo): base64 of the raw
+# Ed25519 public key, one line. An enrolled router pins the bundle's and ignores this file.
+COMMAND_KEY_FILE = "command-key.pub"
 MAX_OVERRIDES_BYTES = 4096
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -91,3 +96,22 @@ def save(state_dir: Path, key: str, value: Any) -> dict[str, Any]:
         state_dir / OVERRIDES_FILE, json.dumps(current, sort_keys=True).encode(), 0o640
     )
     return current
+
+
+def static_command_key(cfg: Config) -> Config:
+    """A router without enrolment: the command key from ``<state_dir>/command-key.pub``."""
+    if cfg.provisioning is not None or cfg.command_key is not None:
+        return cfg
+    path = cfg.state_dir / COMMAND_KEY_FILE
+    try:
+        text = path.read_bytes()[:200].decode("ascii").strip()
+        raw = base64.b64decode(text, validate=True)
+    except FileNotFoundError:
+        return cfg
+    except (OSError, ValueError, binascii.Error) as exc:
+        log.error("config.command_key_unusable", file=str(path), error=str(exc)[:100])  # noqa: TRY400
+        return cfg
+    if len(raw) != 32:
+        log.error("config.command_key_unusable", file=str(path), error="not 32 bytes")
+        return cfg
+    return dataclasses.replace(cfg, command_key=text)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.commands import envelope
 from gateway.commands.ledger import LEDGER_FILE, Ledger
+from gateway.daemon.overrides import COMMAND_KEY_FILE
 from provider.commands import (
     BrokerSettings,
     CommandDeskError,
@@ -94,12 +95,11 @@ class Centre:
 
 
 def _config(rig: Rig, key_text: str | None, devices: list[Any]) -> Path:
-    path = rig.write_config(devices)
-    text = path.read_text()
+    """The rig's configuration; the command key as a router without enrolment pins it."""
     if key_text is not None:
-        text = text.replace("[provider]\n", f'[provider]\ncommand_key = "{key_text}"\n', 1)
-    path.write_text(text)
-    return path
+        rig.state_dir.mkdir(parents=True, exist_ok=True)
+        (rig.state_dir / COMMAND_KEY_FILE).write_text(key_text + "\n")
+    return rig.write_config(devices)
 
 
 def _ledger_counter(rig: Rig) -> int:
