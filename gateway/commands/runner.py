@@ -112,7 +112,11 @@ class CommandRunner:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.recover()
+        """Forever; a ledger error fails the one command (logged), never the daemon."""
+        try:
+            await self.recover()
+        except GatewayError as exc:
+            log.error("command.recover_failed", error=exc.one_line())  # noqa: TRY400
         last_report = -DROP_REPORT_INTERVAL_S  # the first drops are reported at once
         while True:
             try:
@@ -120,7 +124,10 @@ class CommandRunner:
             except TimeoutError:
                 raw = None
             if raw is not None:
-                await self.handle(raw)
+                try:
+                    await self.handle(raw)
+                except GatewayError as exc:  # the ledger's database: no outcome could be kept
+                    log.error("command.ledger_failed", error=exc.one_line())  # noqa: TRY400
             if self.dropped and self._monotonic() - last_report >= DROP_REPORT_INTERVAL_S:
                 await self._report_dropped()
                 last_report = self._monotonic()

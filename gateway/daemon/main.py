@@ -29,7 +29,7 @@ from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from buffer.staging import open_staging, staging_path
 from drivers.serial.modem_driver import ModemDriver
-from gateway import __version__, logs
+from gateway import __version__, alarms, logs
 from gateway.commands.ledger import LEDGER_FILE, Ledger
 from gateway.commands.runner import CommandRunner
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
@@ -230,11 +230,9 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         driver_tasks=driver_tasks,
         durable_seq=durable_seq,
     )
-    runner = CommandRunner(
-        gateway_id=cfg.gateway_id,
-        episode=cfg.episode_id,
-        key_text=cfg.command_key,
-        registry=DaemonCommands(
+    runner = await _command_runner(
+        cfg,
+        DaemonCommands(
             cfg=cfg,
             intake=intake,
             health=health,
@@ -243,11 +241,13 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             db=db,
             outbox=outbox,
             seal_event=seal_lifecycle_event,
-        ).registry(),
-        ledger=await asyncio.to_thread(Ledger, cfg.state_dir / LEDGER_FILE),
-        seal=seal_lifecycle_event,
+        ),
+        seal_lifecycle_event,
     )
-    uplink.subscribe(cfg.commands_topic, runner.offer)
+    if runner is None:
+        health.alarms.add(alarms.COMMAND_LEDGER_UNUSABLE)
+    else:
+        uplink.subscribe(cfg.commands_topic, runner.offer)
     intake.on_rebound.append(answers.rebound)
     handlers = answers.handlers(cfg.provisioning is not None)
     if recent is not None:  # gatewayctl logs where no journal keeps our lines
@@ -295,7 +295,8 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             if cfg.provisioning is not None and bound.intake:
                 tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
             intake.start(tg)
-            tg.create_task(runner.run(), name="commands")
+            if runner is not None:
+                tg.create_task(runner.run(), name="commands")
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:
                 tg.create_task(watchdog(wd), name="watchdog")
@@ -335,7 +336,8 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         await uplink.close()
         await db.run(outbox.close)
         await db.run(staging.close)
-        await asyncio.to_thread(runner.close)
+        if runner is not None:
+            await asyncio.to_thread(runner.close)
         db.shutdown()
         log.info("gateway.stopped")
     if power.stopping_on_battery:
@@ -376,6 +378,26 @@ async def _power_off(power: PowerMonitor, power_off: PowerOff) -> None:
         log.error("power.power_off_failed", error=exc.message, hint=exc.hint)  # noqa: TRY400
         return
     log.warning("power.power_off_requested")
+
+
+async def _command_runner(
+    cfg: Config, commands: DaemonCommands, seal: Callable[[dict[str, Any]], Awaitable[int]]
+) -> CommandRunner | None:
+    """The signed-command loop; None (commands not taken, an alarm raised) when the ledger
+    cannot be opened: without it no replay can be refused, and readings matter more."""
+    try:
+        ledger = await asyncio.to_thread(Ledger, cfg.state_dir / LEDGER_FILE)
+    except GatewayError as exc:
+        log.error("commands.ledger_unusable", error=exc.one_line())  # noqa: TRY400
+        return None
+    return CommandRunner(
+        gateway_id=cfg.gateway_id,
+        episode=cfg.episode_id,
+        key_text=cfg.command_key,
+        registry=commands.registry(),
+        ledger=ledger,
+        seal=seal,
+    )
 
 
 def note_durable(durable_seq: dict[str, int], m: Measurement, seq: int) -> None:

@@ -291,3 +291,15 @@ def test_a_command_cut_short_by_a_stop_is_reported_interrupted(rig: Rig) -> None
     got = c.run(c.signed("health.report"))
     assert (got["outcome"], got["reason"]) == ("refused", "replayed")
     assert rig.stop_daemon() == 0
+
+
+def test_an_unusable_command_ledger_costs_commands_not_readings(rig: Rig) -> None:
+    """A damaged commands.db: the daemon reads and delivers as ever, takes no commands (no
+    replay could be refused) and says so in its health report's alarms."""
+    rig.state_dir.mkdir(parents=True, exist_ok=True)
+    (rig.state_dir / LEDGER_FILE).write_bytes(b"this is not a database" * 100)
+    rig.start_daemon(_config(rig, public_key_text(ed25519.Ed25519PrivateKey.generate()), [THERMO]))
+    wait_for(lambda: len(rig.received.readings) >= 3, 60, "readings")
+    wait_for(lambda: bool(rig.received.health_reports), 60, "a health report")
+    assert "command-ledger-unusable" in rig.received.health_reports[0]["alarms"]
+    assert rig.stop_daemon() == 0
