@@ -73,13 +73,10 @@ STEPS = (
 CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
 # Kept through a return: the lifecycle (the router's history) and the highest bundle generation
 # accepted (one integer: a bundle once accepted can never be replayed onto this router).
-# Kept across a return: the lifecycle, the highest bundle generation accepted, and the command
-# ledger (gateway/commands/ledger.py: command names, ids and the last counter, nothing about the
-# patient) - with it, a command signed during this episode cannot be replayed onto the next one.
-_KEEP = {
-    STATE_FILE, ".lifecycle.lock", GENERATION_FILE, "commands.db", "commands.db-wal",
-    "commands.db-shm",
-}  # fmt: skip
+# Kept across a return: the lifecycle, the highest bundle generation accepted and the last
+# signed-command counter accepted (gateway/commands/ledger.py; one integer each, nothing about
+# the patient) - so neither a bundle nor a command of this episode can be replayed onto the next.
+_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE, "commands.counter"}
 
 
 # systemd's LogsDirectory= for gatewayd.service (systemd/gatewayd.service).

@@ -191,6 +191,18 @@ def test_the_ledger_keeps_the_counter_and_unfinished_commands_across_a_reopen(
     again.close()
 
 
+def test_a_ledger_erased_with_the_episode_goes_on_from_the_kept_counter(tmp_path: Path) -> None:
+    """The equipment return erases commands.db but keeps commands.counter: a command of the
+    previous episode is still a replay for the next."""
+    ledger = Ledger(tmp_path / "commands.db")
+    ledger.accept(12, "c-12", "rescan")
+    ledger.close()
+    for p in tmp_path.glob("commands.db*"):
+        p.unlink()
+    assert (tmp_path / "commands.counter").read_text() == "12\n"
+    assert Ledger(tmp_path / "commands.db").last_counter() == 12
+
+
 # -- the runner ---------------------------------------------------------------------------------
 
 

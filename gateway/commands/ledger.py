@@ -1,5 +1,10 @@
 """The command ledger: the highest counter accepted and the commands still running, durable.
 
+The last counter is also written to ``<state_dir>/commands.counter`` (one integer, atomically) at
+each accept: the equipment return erases the database with the episode but keeps that file (like
+``bundle.generation``), and a new ledger starts from it, so a command signed during one episode
+can never be replayed onto the next.
+
 A separate SQLite file (``<state_dir>/commands.db``, WAL, ``synchronous=FULL``) rather than a
 table in the outbox: the outbox schema stays as it is, so a software rollback (issue 20, part 2)
 never meets an outbox it does not know. The price: the counter is committed here *before* the
@@ -19,9 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.atomicfile import atomic_write
 from gateway.errors import StoreError
 
 LEDGER_FILE = "commands.db"
+COUNTER_FILE = "commands.counter"
 MAX_KEPT = 1000  # finished commands kept for ``gatewayctl``-side inspection; older ones pruned
 
 
@@ -52,8 +59,26 @@ class Ledger:
                     "outcome TEXT)"
                 )
                 self._db.execute("INSERT OR IGNORE INTO counter (id, last) VALUES (1, 0)")
+                # A ledger erased with an episode (or lost) goes on from the kept counter.
+                self._db.execute(
+                    "UPDATE counter SET last = ? WHERE id = 1 AND last < ?",
+                    (self._kept_counter(), self._kept_counter()),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"command ledger {path}: {exc}") from exc
+
+    @property
+    def _counter_file(self) -> Path:
+        return self.path.with_name(COUNTER_FILE)
+
+    def _kept_counter(self) -> int:
+        try:
+            return int(self._counter_file.read_bytes()[:32].decode().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError):
+            # Damaged: the database's own counter stands (it is the same unless it was erased).
+            return 0
 
     def last_counter(self) -> int:
         try:
@@ -79,8 +104,12 @@ class Ledger:
                     "VALUES (?, ?, ?, ?)",
                     (counter, command_id, name, time.time_ns() // 1_000_000),
                 )
+                # Inside the transaction: if this write fails, nothing is accepted.
+                atomic_write(self._counter_file, f"{counter}\n".encode(), 0o640)
         except sqlite3.Error as exc:
             raise StoreError(f"command ledger commit: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"command counter {self._counter_file}: {exc.strerror}") from exc
 
     def finish(self, counter: int, outcome: str) -> None:
         try:

@@ -135,6 +135,17 @@ def test_devices_bound_and_unbound_by_command_and_a_remote_return_drain(
     refused = send.run("device.bind", THERMO.to_json() | {"passkey": None})
     assert (refused["outcome"], refused["reason"]) == ("refused", "not-allowed")
     assert len(rig.received.readings) == mark  # intake stays stopped
-    # The depot's gatewayctl return resumes after the steps done remotely.
-    assert prig.ctl("lifecycle", "--json").returncode == 0
-    assert rig.stop_daemon() == 0
+    # The depot's gatewayctl return resumes after the steps done remotely and finishes the
+    # physical half; the command counter outlives the episode, the command ledger does not.
+    final = prig.ctl("return", timeout_s=120)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "records not delivered: 0" in final.stdout
+    assert LifecycleStore(rig.state_dir).load().phase is Phase.FACTORY
+    assert rig.daemon is not None
+    assert rig.daemon.wait(30) == 0  # the return stopped it
+    left = sorted(p.name for p in rig.state_dir.iterdir())
+    assert "commands.counter" in left
+    assert not any(name.startswith(("commands.db", "binding-changes", "config-overrides"))
+                   for name in left)  # fmt: skip
+    # The last accepted counter: the bind refused by its handler was accepted (and used one).
+    assert (rig.state_dir / "commands.counter").read_text() == f"{send.counter}\n"
