@@ -148,6 +148,9 @@ class DaemonCommands:
         r.register("rescan", no_args, self.rescan, summary="re-probe links, restart drivers")
         r.register("health.report", no_args, self.health_report, summary="a health record now")
         r.register("return.drain", no_args, self.return_drain, summary="stop intake and deliver")
+        # Software updates (issue 20 part 2) add theirs here, the same way: e.g.
+        # r.register("update.offer", <pure args check>, <handler>, timeout_s=...). The runner
+        # then verifies, audits, rate-limits and replay-protects it like every other command.
         return r
 
     # -- device binding -------------------------------------------------------------------------
