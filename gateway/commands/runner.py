@@ -18,6 +18,8 @@ nor the outbox without bound.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -39,6 +41,10 @@ RATE_PER_MINUTE = 30  # commands processed per minute, sustained
 RATE_BURST = 20  # ... and at once (a shift handover may send a handful together)
 DROP_REPORT_INTERVAL_S = 60.0  # at most one command-dropped record per this
 MAX_DETAIL = 300  # characters of an error or refusal message in a record
+# Tests only (as provisioning/equipment_return.py's CRASH_ENV): the daemon kills itself with
+# SIGKILL right after a command named here was accepted and its "accepted" record sealed - the
+# worst moment, which the next start must report as "interrupted".
+CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_ACCEPT"
 
 Seal = Callable[[dict[str, Any]], Awaitable[int]]
 
@@ -172,6 +178,7 @@ class CommandRunner:
             await self._ledger_call(self._ledger.finish, command.counter, "failed")
             return "failed"
         log.info("command.accepted", command=command.name, counter=command.counter)
+        _crash_point(command.name)
         self.running = command.name
         try:
             result = await asyncio.wait_for(spec.handler(command, args), spec.timeout_s)
@@ -277,6 +284,11 @@ class CommandRunner:
     async def _ledger_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _bounded(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sqlite3
 import tarfile
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.commands import envelope
-from gateway.commands.ledger import LEDGER_FILE, Ledger
+from gateway.commands.ledger import LEDGER_FILE
+from gateway.commands.runner import CRASH_ENV
 from gateway.daemon.overrides import COMMAND_KEY_FILE
 from provider.commands import (
     BrokerSettings,
@@ -268,28 +270,33 @@ def test_a_router_without_a_command_key_refuses_every_command(rig: Rig) -> None:
     assert rig.stop_daemon() == 0
 
 
-def test_a_command_cut_short_by_a_stop_is_reported_interrupted(rig: Rig) -> None:
-    """The ledger holds a command accepted before a crash and never finished (as the accept
-    step leaves it): the next start seals ``interrupted`` for it, and its counter stays used."""
+def test_a_command_cut_short_by_a_crash_is_reported_interrupted(rig: Rig) -> None:
+    """gatewayd killed (SIGKILL) right after a command was accepted - its counter durable, its
+    "accepted" record sealed, its outcome never: the next start seals ``interrupted`` for it,
+    and its counter stays used (the same envelope again is a replay, it never runs twice)."""
     key = ed25519.Ed25519PrivateKey.generate()
-    rig.state_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(rig.state_dir / LEDGER_FILE)
-    ledger.accept(7, "c-cut-short", "support.bundle")
-    ledger.close()
-    rig.start_daemon(_config(rig, public_key_text(key), [THERMO]))
+    c = Centre(rig, key)
+    config = _config(rig, public_key_text(key), [THERMO])
+    rig.start_daemon(config, env_extra={CRASH_ENV: "rescan"})
+    wait_for(lambda: len(rig.received.readings) >= 1, 60, "readings")
+    raw = c.signed("rescan")
+    sha = c.send_raw(raw)
+    assert rig.daemon is not None
+    assert rig.daemon.wait(60) == -signal.SIGKILL
+    assert _ledger_counter(rig) == c.counter  # durable before anything ran
+    rig.start_daemon(config)
     wait_for(
         lambda: any(e.get("outcome") == "interrupted" for e in rig.received.events),
         60,
         "the interrupted record",
     )
     rec = next(e for e in rig.received.events if e.get("outcome") == "interrupted")
-    assert (rec["command_id"], rec["counter"], rec["command"]) == (
-        "c-cut-short", 7, "support.bundle",
-    )  # fmt: skip
-    c = Centre(rig, key)
-    c.counter = 6  # at or below the ledger's 7: a replay
-    got = c.run(c.signed("health.report"))
-    assert (got["outcome"], got["reason"]) == ("refused", "replayed")
+    assert (rec["command"], rec["counter"]) == ("rescan", c.counter)
+    assert "accepted" in c.records_of(sha)  # sealed before the crash, delivered after
+    again = c.send_raw(raw)
+    wait_for(lambda: c.records_of(again).count("refused") == 1, OUTCOME_S, "the replay")
+    assert [e["reason"] for e in rig.received.events
+            if e.get("envelope_sha256") == sha and e.get("outcome") == "refused"] == ["replayed"]
     assert rig.stop_daemon() == 0
 
 
