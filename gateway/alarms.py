@@ -24,6 +24,8 @@ POWER_BATTERY_LOW = "power-battery-low"  # on battery, LB or runtime below [powe
 POWER_FLAPPING = "power-flapping"  # more outages in the window than are sealed one by one
 UPS_UNREACHABLE = "ups-unreachable"  # upsd does not answer or has no data for the UPS
 UPS_SELF_TEST_FAILED = "ups-self-test-failed"  # the UPS's own battery test did not pass
+# The signed-command ledger (state_dir/commands.db) cannot be opened: commands are not taken.
+COMMAND_LEDGER_UNUSABLE = "command-ledger-unusable"
 
 # Codes with a subject: ``<code>:<subject>``.
 DEVICE_SILENT = "device-silent"  # subject: the device id; silent > 3 expected intervals
@@ -51,6 +53,7 @@ ALL = frozenset(
         POWER_FLAPPING,
         UPS_UNREACHABLE,
         UPS_SELF_TEST_FAILED,
+        COMMAND_LEDGER_UNUSABLE,
     }
     | WITH_SUBJECT
 )

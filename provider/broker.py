@@ -244,9 +244,14 @@ class MosquittoBroker:
             "# %u is the client certificate CN (use_identity_as_username): a gateway may publish\n"
             "# only below its own id, so one router cannot forge another's records or health.\n"
             "pattern write homecare/v1/gw/%u/#\n"
+            "# Signed commands (issue 20): a gateway reads only its own command topic; only the\n"
+            "# provider writes there. (The signature is the real guard; this keeps a compromised\n"
+            "# router from even offering forged or replayed commands to another one.)\n"
+            "pattern read homecare/v1/cmd/%u\n"
             "\n"
             f"user {PROVIDER_CN}\n"
             "topic read homecare/v1/gw/#\n"
+            "topic write homecare/v1/cmd/#\n"
         )
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:

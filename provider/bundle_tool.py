@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="a test, demo or training episode: the router labels every Observation HTEST",
     )
+    p.add_argument(
+        "--command-key",
+        help="base64 Ed25519 public key the router pins for signed commands "
+        "(homecare-provider command keygen prints it); without it the router refuses commands",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if not 0 < args.valid_days <= MAX_BUNDLE_VALIDITY.days:
@@ -124,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_key_sha256=tls_key_sha256(cert_key),
         generation=args.generation if args.generation is not None else int(time.time()),
         test_episode=args.test_episode,
+        command_key=args.command_key,
     )
     atomic_write(args.out, sign_bundle(bundle, load_or_create_key(args.key, args.new_key)), 0o600)
     print(f"signed bundle for {args.gateway}, episode {args.episode}: {args.out}", file=sys.stderr)

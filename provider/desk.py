@@ -55,6 +55,7 @@ from gateway.atomicfile import atomic_write
 from gateway.errors import GatewayError
 from provider.broker import MosquittoBroker
 from provider.bundle_tool import load_or_create_key, parse_device
+from provider.commands import CommandCentre
 from provider.est import EstAuthority, EstService, _Issued, make_token
 from provisioning.bundle import EnrolmentBundle, sign_bundle, tls_key_sha256
 from rig.pki import RigPki, create_rig_pki
@@ -368,6 +369,8 @@ def cmd_sign_bundle(args: argparse.Namespace) -> int:
         provider_hpke_public_pem=pki.hpke_pub.read_text(),
         devices=tuple(args.device),
         test_episode=True,  # a test CA's episode is never clinical: every Observation is HTEST
+        # The command key, once ``homecare-provider command keygen`` made one (issue 20).
+        command_key=CommandCentre(desk.root).public_key(),
     )
     out = desk.bundle_path(args.gateway)
     desk.create()
@@ -512,7 +515,8 @@ def build_parser(prog: str = "homecare-provider") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
         + "".join(f"  {n:<12} {h}\n" for n, (_, h, _e) in COMMANDS.items())
-        + "  receive      receive and verify what routers send (homecare-provider receive -h)\n",
+        + "  receive      receive and verify what routers send (homecare-provider receive -h)\n"
+        + "  command      sign and send commands to routers (homecare-provider command -h)\n",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text, example) in COMMANDS.items():

@@ -32,6 +32,7 @@ from gateway.fhir import codes
 from gateway.model import Measurement
 from gateway.seal import keys, wire
 from gateway.seal.sealing import provider_private_key
+from provider import commands as provider_commands
 from provider import desk as desk_main
 from provider.desk import MAX_ROUTERS, Desk
 from provider.verifier import BatchResult, VerifiedRecord, Verifier
@@ -283,6 +284,7 @@ class RouterBook:
         self.verifier = verifier
         self._keys_mtime: float | None = None
         self.seen: dict[str, dict[str, Any]] = desk.read(desk.routers, {})
+        self.commands = provider_commands.CommandCentre(desk.root)
 
     def trust_enrolled(self) -> None:
         try:
@@ -311,6 +313,15 @@ class RouterBook:
             )
             if rec.header.kind is wire.RecordKind.HEALTH and isinstance(rec.body, dict):
                 entry["health"] = _health_facts(rec.body)
+            if (
+                not rec.duplicate
+                and rec.header.kind is wire.RecordKind.EVENT
+                and isinstance(rec.body, dict)
+            ):
+                try:
+                    self.commands.note_event(rec.body)  # outcomes, support bundles (issue 20)
+                except GatewayError as exc:
+                    print(f"receive: {exc.one_line()}", file=sys.stderr)
         for err in result.failures:
             gw = str(err.fields.get("gateway_id") or "unknown")
             if gw in self.seen:
@@ -435,6 +446,20 @@ def receive(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def desk_broker(root: Path, host: str | None, port: int | None) -> provider_commands.BrokerSettings:
+    """Where ``command send`` publishes: the desk's broker, with the provider's certificate."""
+    desk = Desk(root)
+    pki = desk.existing_pki()
+    info = desk.listening()
+    return provider_commands.BrokerSettings(
+        host=host or str(info["broker_host"]),
+        port=port or int(info["broker_port"]),
+        ca=pki.ca_cert,
+        cert=pki.provider_cert,
+        key=pki.provider_key,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``homecare-provider COMMAND``: the desk's commands (provider/desk.py) and ``receive``.
     Without a command the options are the receiver's, as before the desk existed."""
@@ -444,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     if args[0] == "receive":
         return receive(args[1:])
+    if args[0] == "command":
+        return provider_commands.main(args[1:], desk_broker)
     if args[0] in desk_main.COMMANDS:
         return desk_main.main(args)
     return receive(args)

@@ -18,6 +18,8 @@ made with the provider's bundle-signing key, whose public half ships in the rout
 configuration (``[provisioning] bundle_signing_key``). The payload holds the broker address and
 CA, the provider's HPKE public key, the pseudonymous episode id, a validity period, the gateway
 id it was made for and the devices bound to the episode. Nothing about the patient.
+Optionally ``command_key`` (issue 20): base64 of the provider's Ed25519 command-signing public
+key, which the router pins for signed commands (gateway/commands); absent, it refuses them all.
 
 ``verify_bundle`` refuses, with a typed error the person on the doorstep can act on: a bad
 signature, a bundle for another gateway, one outside its validity period, or unusable content.
@@ -132,6 +134,9 @@ class EnrolmentBundle:
     generation: int = 0
     # A test / demo / training episode: the router labels every Observation HTEST.
     test_episode: bool = False
+    # The provider's command key (issue 20): base64 of the raw Ed25519 public key that signs
+    # commands for this router. None: the router refuses every command (no-command-key).
+    command_key: str | None = None
 
     def payload_json(self) -> dict[str, Any]:
         bound = self.tls_key_sha256 is not None
@@ -156,6 +161,8 @@ class EnrolmentBundle:
         }
         if self.test_episode:  # absent for clinical episodes: older routers read those unchanged
             out["test_episode"] = True
+        if self.command_key is not None:  # absent without one: older routers read it unchanged
+            out["command_key"] = self.command_key
         return out
 
     @classmethod
@@ -181,6 +188,9 @@ class EnrolmentBundle:
         test_episode = p.get("test_episode", False)
         if not isinstance(test_episode, bool):
             raise TypeError("test_episode must be true or false")
+        command_key = p.get("command_key")
+        if command_key is not None and not _is_command_key(command_key):
+            raise ValueError("command_key must be base64 of a 32-byte Ed25519 public key")
         keys = [(d.transport, d.address.upper()) for d in devices]
         if len(set(keys)) != len(keys):
             raise ValueError("a device is listed twice")
@@ -197,7 +207,17 @@ class EnrolmentBundle:
             tls_key_sha256=tls_key,
             generation=generation,
             test_episode=test_episode,
+            command_key=command_key,
         )
+
+
+def _is_command_key(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (ValueError, binascii.Error):
+        return False
 
 
 def _utc(text: Any) -> datetime:

@@ -71,9 +71,11 @@ STEPS = (
 # Test seam for the kill -9 tests: SIGKILL ourselves after this step's effects, before it is
 # recorded - the worst moment, so the rerun must cope with a step done but not marked done.
 CRASH_ENV = "HOMECARE_TEST_KILL_AFTER_STEP"
-# Kept through a return: the lifecycle (the router's history) and the highest bundle generation
-# accepted (one integer: a bundle once accepted can never be replayed onto this router).
-_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE}
+# Kept through a return: the lifecycle (the router's history), the highest bundle generation
+# accepted and the last signed-command counter accepted (gateway/commands/ledger.py; one integer
+# each, nothing about the patient) - so neither a bundle nor a command once accepted can be
+# replayed onto this router in its next episode.
+_KEEP = {STATE_FILE, ".lifecycle.lock", GENERATION_FILE, "commands.counter"}
 
 
 # systemd's LogsDirectory= for gatewayd.service (systemd/gatewayd.service).

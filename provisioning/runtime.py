@@ -30,9 +30,10 @@ from gateway.config.settings import Config, SimDeviceConfig
 from provisioning.binding import check_episode_files
 from provisioning.bundle import BoundDevice, EnrolmentBundle, verify_bundle
 from provisioning.enrol import bundle_signer, est_client
-from provisioning.errors import NotEnrolledError
+from provisioning.errors import BundleInvalidError, NotEnrolledError
 from provisioning.keystore import FileKeyStore
 from provisioning.layout import StateLayout
+from provisioning.rebinding import load_changes
 from provisioning.renewal import renewal_loop
 from provisioning.safepath import SafeTree
 from provisioning.state import LifecycleStore, Phase
@@ -103,14 +104,22 @@ def effective_config(cfg: Config, *, check_files: bool = True) -> Config:
         test_episode=bundle.test_episode,
         broker_host=bundle.broker_host,
         broker_port=bundle.broker_port,
+        # Pinned at enrolment: the bundle's key replaces any in the configuration.
+        command_key=bundle.command_key,
     )
 
 
 def devices(cfg: Config) -> BoundDevices:
+    """The devices to read: the bundle's, with the changes signed commands made since."""
     if cfg.provisioning is None:
         return BoundDevices(intake=True, devices=None)
     lc = LifecycleStore(cfg.state_dir).load()
-    return BoundDevices(intake=lc.phase is Phase.BOUND, devices=load_bundle(cfg).devices)
+    listed = load_bundle(cfg).devices
+    try:
+        listed = load_changes(cfg.state_dir).apply(listed)
+    except BundleInvalidError as exc:
+        log.error("provisioning.binding_changes_unusable", error=exc.one_line())  # noqa: TRY400
+    return BoundDevices(intake=lc.phase is Phase.BOUND, devices=listed)
 
 
 def is_returning(cfg: Config) -> bool:

@@ -134,6 +134,7 @@ TLS_ALERT = "cannot reach broker 127.0.0.1:8883: [SSL: TLSV1_ALERT_{}] tlsv1 ale
 # For each catalogue code: a snapshot change that must produce it (and the subject it names).
 SCENARIOS: dict[str, tuple[Change, str]] = {
     alarms.OUTBOX_REPLACED: (alarm(alarms.OUTBOX_REPLACED), "outbox"),
+    alarms.COMMAND_LEDGER_UNUSABLE: (alarm(alarms.COMMAND_LEDGER_UNUSABLE), "commands"),
     alarms.OUTBOX_COMMIT_FAILING: (
         both(alarm(alarms.OUTBOX_COMMIT_FAILING),
              setter(("ingest",), last_error="disk I/O error")), "outbox"),

@@ -45,12 +45,16 @@ ALLOWED: dict[str, set[str]] = {
         "provisioning",
     },
     "provisioning": {SHARED, "gateway.seal", "gateway.config", "gateway.uplink", "buffer"},
-    "gateway.daemon": _ROUTER_BELOW_CLI,
+    # Signed commands (issue 20): the pure envelope, registry, ledger and runner.
+    "gateway.commands": {SHARED},
+    # The composition root; it runs the technician's support bundle (gateway.cli.support_bundle)
+    # for the command centre's support.bundle command.
+    "gateway.daemon": {*_ROUTER_BELOW_CLI, "gateway.commands", "gateway.cli"},
     "gateway.cli": _ROUTER_BELOW_CLI,
     "rig": {*_ROUTER_BELOW_CLI, "rig.ble", "rig.serial"},
     "rig.ble": {*_ROUTER_BELOW_CLI, "rig"},
     "rig.serial": {*_ROUTER_BELOW_CLI, "rig"},
-    "provider": {*_ROUTER_BELOW_CLI, "rig", "rig.ble", "rig.serial"},
+    "provider": {*_ROUTER_BELOW_CLI, "gateway.commands", "rig", "rig.ble", "rig.serial"},
 }
 
 

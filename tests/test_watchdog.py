@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from gateway.daemon.main import WATCHDOG_STALL_S, loop_names
+from gateway.daemon.intake import loop_names
+from gateway.daemon.main import WATCHDOG_STALL_S
 from gateway.model import Measurement
 from gateway.pipeline.fakes import FakeDriver
 from gateway.pipeline.ingest import Lane, QuotaExceededError

@@ -34,6 +34,10 @@ _ENTRIES = (
           "one at start-up; the damaged file was kept and the provider was told.",
           f"Restart the gateway once to clear this message ({_RESTART}) and {_SUPPORT}. If it "
           "happens again, the router's storage is failing: replace the router.", alarm=True),
+    Entry(alarms.COMMAND_LEDGER_UNUSABLE, "problem", "commands",
+          "The gateway cannot open its record of the command centre's commands, so it takes no "
+          "commands from the command centre; readings are not affected.",
+          f"Restart the gateway ({_RESTART}); if this stays, {_SUPPORT}.", alarm=True),
     Entry(alarms.OUTBOX_COMMIT_FAILING, "problem", "outbox",
           "The gateway cannot save readings to its storage (last error: {error}). Readings stay "
           "on the devices that keep them; live values are lost meanwhile.",

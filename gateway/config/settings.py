@@ -95,6 +95,16 @@ class Config:
     # Test / demo / training data: every Observation carries meta.security HTEST. Enrolled
     # routers take it from the bundle (``test_episode``), others from ``[gateway] test_episode``.
     test_episode: bool = False
+    # The provider's command key (base64, raw Ed25519 public): signed commands are verified with
+    # it. None: every command is refused (no-command-key). Not a TOML key: an enrolled router
+    # takes it from its signed bundle (provisioning/runtime.py), a router set up without
+    # enrolment (rig, demo) from <state_dir>/command-key.pub (gateway/daemon/overrides.py).
+    command_key: str | None = None
+
+    @property
+    def commands_topic(self) -> str:
+        """Where the provider publishes this router's signed commands (issue 20)."""
+        return f"{self.topic_prefix}/cmd/{self.gateway_id}"
 
     @property
     def records_topic(self) -> str:
@@ -198,6 +208,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         raise prov.error("mlkem_public_key", "required when suite is mlkem768-x25519")
     if suite is SuiteName.X25519 and mlkem_pub is not None:
         raise prov.error("suite", 'set suite = "mlkem768-x25519" to use mlkem_public_key')
+
 
     up = _table(
         data,

@@ -59,6 +59,8 @@ class ControlHandlers:
         gateway_id: str,
         episode: str | None,
         returning: Callable[[], bool],
+        driver_tasks: list[asyncio.Task[None]] | None = None,
+        durable_seq: dict[str, int] | None = None,
     ) -> None:
         self._writer = writer
         self._db = db
@@ -70,8 +72,12 @@ class ControlHandlers:
         self._gateway_id = gateway_id
         self._episode = episode
         self._returning = returning  # reads the lifecycle file (a thread: file I/O)
-        self.driver_tasks: list[asyncio.Task[None]] = []
-        self.durable_seq: dict[str, int] = {}  # device id -> seq of its latest durable reading
+        # The running driver tasks (gateway/daemon/intake.py changes the list in place).
+        self.driver_tasks: list[asyncio.Task[None]] = (
+            driver_tasks if driver_tasks is not None else []
+        )
+        # device id -> seq of its latest durable reading
+        self.durable_seq: dict[str, int] = durable_seq if durable_seq is not None else {}
 
     def handlers(self, provisioned: bool) -> dict[str, Command]:
         read, root = Authority.READ, Authority.ROOT
@@ -90,6 +96,10 @@ class ControlHandlers:
         if not await asyncio.to_thread(self._returning):
             log.warning("control.not_returning", command=command)
             raise NotReturningError(f"{command}: no equipment return is in progress")
+
+    def rebound(self, bound: provisioning.BoundDevices) -> None:
+        """Devices were bound or unbound by a signed command: answer with the new list."""
+        self._bound = bound
 
     def note_durable(self, m: Measurement, seq: int) -> None:
         self.durable_seq[str(m.device.value).upper()] = seq

@@ -29,10 +29,15 @@ from buffer.outbox import Outbox
 from buffer.recovery import Replacement, open_outbox
 from buffer.staging import open_staging, staging_path
 from drivers.serial.modem_driver import ModemDriver
-from gateway import __version__, logs
+from gateway import __version__, alarms, logs
+from gateway.commands.ledger import LEDGER_FILE, Ledger
+from gateway.commands.runner import CommandRunner
 from gateway.config.settings import DEFAULT_CONFIG_PATH, Config, load
 from gateway.control import Authority, Command, ControlServer
+from gateway.daemon import overrides
 from gateway.daemon.answers import ControlHandlers
+from gateway.daemon.commands import DaemonCommands
+from gateway.daemon.intake import Intake
 from gateway.daemon.notify import SystemdNotifier
 from gateway.daemon.wiring import (
     ble_for,
@@ -44,13 +49,13 @@ from gateway.daemon.wiring import (
 )
 from gateway.errors import GatewayError
 from gateway.fhir import observation as fhir
+from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.health import HealthReporter
 from gateway.pipeline.ingest import IngestWriter, Lane
-from gateway.pipeline.pump import driver_mark, pump
-from gateway.pipeline.seams import Driver, Notifier
-from gateway.pipeline.supervise import DriverSupervisor, Supervisors
-from gateway.pipeline.watchdog import LoopWatch, PumpMark
+from gateway.pipeline.seams import Notifier
+from gateway.pipeline.supervise import Supervisors
+from gateway.pipeline.watchdog import LoopWatch
 from gateway.power.monitor import PowerMonitor, UpsSettings
 from gateway.power.poweroff import PowerOff, PowerOffError
 from gateway.power.tracker import DebounceRule
@@ -156,7 +161,6 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
     )
     bound = await asyncio.to_thread(provisioning.devices, cfg)
     lanes = build_drivers(cfg, writer, bound)
-    drivers = [d for d, _ in lanes]
     links = LinkMonitor(
         LinkSettings(
             broker_host=cfg.broker_host,
@@ -166,14 +170,18 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             broadband_interfaces=cfg.broadband_interfaces,
         )
     )
-    agent = build_agent(ble_for(cfg, bound), drivers)
     supervisors = Supervisors()
     watch = LoopWatch(WATCHDOG_STALL_S)
     watch.add_last_progress("outbox-writer", lambda: writer.last_progress)
     watch.add_last_progress("uplink", lambda: upload.last_progress)
-    pump_marks = [PumpMark(driver_mark(d)) for d in drivers]
-    for name, mark in zip(loop_names(drivers), pump_marks, strict=True):
-        watch.add(name, mark.probe(name))
+    driver_tasks: list[asyncio.Task[None]] = []
+    durable_seq: dict[str, int] = {}
+    intake = Intake(
+        cfg, writer, supervisors, watch, functools.partial(note_durable, durable_seq), driver_tasks
+    )
+    intake.prepare(lanes)
+    drivers = intake.drivers  # changed in place when devices are re-bound by command
+    intake.agent = agent = build_agent(ble_for(cfg, bound), drivers)
     stop = asyncio.Event()
 
     async def seal_lifecycle_event(body: dict[str, Any]) -> int:
@@ -219,7 +227,28 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         gateway_id=cfg.gateway_id,
         episode=cfg.episode_id,
         returning=lambda: provisioning.is_returning(cfg),
+        driver_tasks=driver_tasks,
+        durable_seq=durable_seq,
     )
+    runner = await _command_runner(
+        cfg,
+        DaemonCommands(
+            cfg=cfg,
+            intake=intake,
+            health=health,
+            links=links,
+            writer=writer,
+            db=db,
+            outbox=outbox,
+            seal_event=seal_lifecycle_event,
+        ),
+        seal_lifecycle_event,
+    )
+    if runner is None:
+        health.alarms.add(alarms.COMMAND_LEDGER_UNUSABLE)
+    else:
+        uplink.subscribe(cfg.commands_topic, runner.offer)
+    intake.on_rebound.append(answers.rebound)
     handlers = answers.handlers(cfg.provisioning is not None)
     if recent is not None:  # gatewayctl logs where no journal keeps our lines
         handlers["logs"] = Command(recent.answer, Authority.READ)  # redacted lines
@@ -265,20 +294,9 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             )
             if cfg.provisioning is not None and bound.intake:
                 tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
-            driver_tasks = answers.driver_tasks
-            driver_tasks.extend(
-                tg.create_task(
-                    supervisors.add(
-                        DriverSupervisor(
-                            d.name,
-                            functools.partial(pump, d, writer, lane, answers.note_durable, mark),
-                            mark,
-                        )
-                    ).run(),
-                    name=f"driver.{d.name}",
-                )
-                for (d, lane), mark in zip(lanes, pump_marks, strict=True)
-            )
+            intake.start(tg)
+            if runner is not None:
+                tg.create_task(runner.run(), name="commands")
             wd = notifier.watchdog_interval_s() if isinstance(notifier, SystemdNotifier) else None
             if wd:
                 tg.create_task(watchdog(wd), name="watchdog")
@@ -318,6 +336,8 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
         await uplink.close()
         await db.run(outbox.close)
         await db.run(staging.close)
+        if runner is not None:
+            await asyncio.to_thread(runner.close)
         db.shutdown()
         log.info("gateway.stopped")
     if power.stopping_on_battery:
@@ -360,14 +380,29 @@ async def _power_off(power: PowerMonitor, power_off: PowerOff) -> None:
     log.warning("power.power_off_requested")
 
 
-def loop_names(drivers: Sequence[Driver]) -> list[str]:
-    """``driver.<name>`` per driver; a second driver of the same name gets ``#2`` and so on."""
-    seen: dict[str, int] = {}
-    out = []
-    for d in drivers:
-        seen[d.name] = seen.get(d.name, 0) + 1
-        out.append(f"driver.{d.name}" + (f"#{seen[d.name]}" if seen[d.name] > 1 else ""))
-    return out
+async def _command_runner(
+    cfg: Config, commands: DaemonCommands, seal: Callable[[dict[str, Any]], Awaitable[int]]
+) -> CommandRunner | None:
+    """The signed-command loop; None (commands not taken, an alarm raised) when the ledger
+    cannot be opened: without it no replay can be refused, and readings matter more."""
+    try:
+        ledger = await asyncio.to_thread(Ledger, cfg.state_dir / LEDGER_FILE)
+    except GatewayError as exc:
+        log.error("commands.ledger_unusable", error=exc.one_line())  # noqa: TRY400
+        return None
+    return CommandRunner(
+        gateway_id=cfg.gateway_id,
+        episode=cfg.episode_id,
+        key_text=cfg.command_key,
+        registry=commands.registry(),
+        ledger=ledger,
+        seal=seal,
+    )
+
+
+def note_durable(durable_seq: dict[str, int], m: Measurement, seq: int) -> None:
+    """The seq of each device's latest durable reading (``provisioning.devices`` answers it)."""
+    durable_seq[str(m.device.value).upper()] = seq
 
 
 async def _report_replacement(writer: IngestWriter, r: Replacement) -> None:
@@ -444,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
         return check_enrolled(args.config)
     try:
         cfg = provisioning.effective_config(load(args.config))
+        # Settings the command centre changed (config.set), kept across restarts.
+        cfg = overrides.static_command_key(overrides.apply(cfg, overrides.load(cfg.state_dir)))
         check_devices(cfg)
     except NotEnrolledError as exc:
         # Exit 2: systemd does not restart it (RestartPreventExitStatus); enrolment must come first.

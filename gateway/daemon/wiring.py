@@ -167,3 +167,17 @@ def build_agent(
         if isinstance(d, BleDeviceDriver):
             agent.on_bluez_lost(d.bluez_lost)
     return agent
+
+
+def rehook_agent(
+    agent: PairingAgent, devices: Sequence[ble_config.BleDeviceConfig], drivers: Sequence[object]
+) -> None:
+    """The running agent, after the devices were re-bound: it answers BlueZ for the new list
+    only (its allow-list), and tells the new BLE drivers when bluetoothd goes away. (The old
+    drivers' callbacks stay registered and do nothing: they are few, one set per re-binding.)"""
+    from drivers.ble.session import BleDeviceDriver  # noqa: PLC0415 - BLE stack only when used
+
+    agent.agent.passkeys = {c.address.upper(): c.passkey for c in devices}
+    for d in drivers:
+        if isinstance(d, BleDeviceDriver):
+            agent.on_bluez_lost(d.bluez_lost)

@@ -10,6 +10,7 @@ arrive afterwards, in order, with the outage visible in them. No clinical value 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import time
@@ -198,6 +199,12 @@ class HealthReporter:
         self._started = time.monotonic()
         self.reports = 0
         self.alarms: set[str] = set()  # standing alarms raised elsewhere (e.g. outbox-replaced)
+        self._interval_changed = asyncio.Event()
+
+    def set_interval(self, interval_s: float) -> None:
+        """A new interval (a signed config.set): the current wait ends, the next one is new."""
+        self.interval_s = interval_s
+        self._interval_changed.set()
 
     async def snapshot(self) -> dict[str, Any]:
         """The report as JSON-ready data (numbers as Decimal: canonical JSON has no floats)."""
@@ -314,4 +321,6 @@ class HealthReporter:
                 # A report that cannot be made (database trouble) must not take the daemon down;
                 # the ingest writer's own retries and status carry the real problem.
                 log.error("health.report_failed", error=exc.message)  # noqa: TRY400
-            await asyncio.sleep(self.interval_s)
+            self._interval_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interval_changed.wait(), self.interval_s)

@@ -175,6 +175,11 @@ class Supervisors:
         self._all.append(supervisor)
         return supervisor
 
+    def remove(self, supervisor: DriverSupervisor) -> None:
+        """Its driver was stopped on purpose (devices re-bound): no alarm stands for it."""
+        if supervisor in self._all:
+            self._all.remove(supervisor)
+
     def failing(self) -> list[str]:
         """``<driver>:<ErrorType>`` for each driver that failed recently: the subjects of the
         ``driver-restarting`` alarm (health.py raises it)."""

@@ -78,6 +78,10 @@ class LoopWatch:
             raise ValueError(f"loop {name!r} is watched already")
         self._probes[name] = probe
 
+    def remove(self, name: str) -> None:
+        """A loop that ended on purpose (a device unbound, drivers replaced): no longer watched."""
+        self._probes.pop(name, None)
+
     def add_last_progress(self, name: str, last_progress: Callable[[], float]) -> None:
         """A loop that only records the time of its last turn (the writer, the uplink)."""
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from gateway.config.settings import Config
 
 log = structlog.get_logger("gateway.uplink")
+
+# The largest packet we let the broker send us (MQTT 5 Maximum Packet Size, CONNECT): what comes
+# down is the provider's signed commands, each a few hundred bytes; the broker drops anything
+# larger rather than making us hold it. The command layer checks its own, smaller, cap too.
+MAX_INBOUND_PACKET_BYTES = 64 * 1024
 
 
 class ConnectRefusedError(UploadError):
@@ -101,6 +107,13 @@ class MqttUplink:
         self._connected: asyncio.Future[None] | None = None
         self.lost = asyncio.Event()
         self._socket_error: str | None = None  # paho's last socket error on this connection
+        # topic -> called on the event loop with each message's payload (the command topic)
+        self._subscriptions: dict[str, Callable[[bytes], None]] = {}
+
+    def subscribe(self, topic: str, deliver: Callable[[bytes], None]) -> None:
+        """Receive ``topic`` (QoS 1) on every connection from now on; ``deliver`` runs on the
+        event loop and must not block (the command runner only queues it)."""
+        self._subscriptions[topic] = deliver
 
     @property
     def is_connected(self) -> bool:
@@ -126,6 +139,8 @@ class MqttUplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_log = self._on_log
         self._socket_error = None
         return client
@@ -179,6 +194,8 @@ class MqttUplink:
         # short link drops. Delivery does not depend on it - the outbox re-sends anything that was
         # not acknowledged - but a broker can tell a returning gateway from a new one.
         props.SessionExpiryInterval = self.settings.session_expiry_s
+        if self._subscriptions:
+            props.MaximumPacketSize = MAX_INBOUND_PACKET_BYTES
         client.connect(
             self.settings.host,
             self.settings.port,
@@ -265,7 +282,24 @@ class MqttUplink:
             else:
                 fut.set_result(None)
 
+        if not rc.is_failure:
+            # Here, on paho's thread, before anything else is read: a persistent session may
+            # deliver queued commands right after CONNACK, and the subscription is then known.
+            for topic in self._subscriptions:
+                client.subscribe(topic, qos=1)
         self._call(done)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
+    ) -> None:
+        refused = [str(rc) for rc in rcs if rc.is_failure]
+        if refused:  # the broker's ACL does not let us read our own command topic
+            log.error("uplink.subscribe_refused", reasons=refused)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        deliver = self._subscriptions.get(msg.topic)
+        if deliver is not None:
+            self._call(deliver, bytes(msg.payload))
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho reports why the socket failed only here: under TLS 1.3 the broker's refusal of

@@ -68,6 +68,7 @@ def make_bundle(
     gateway_id: str = GATEWAY,
     valid: tuple[timedelta, timedelta] = (timedelta(hours=-1), timedelta(days=2)),
     test_episode: bool = True,
+    command_key: str | None = None,
 ) -> EnrolmentBundle:
     now = datetime.now(UTC)
     return EnrolmentBundle(
@@ -81,6 +82,7 @@ def make_bundle(
         provider_hpke_public_pem=rig.pki.hpke_pub.read_text(),
         devices=devices,
         test_episode=test_episode,  # the rig's data is test data (HTEST)
+        command_key=command_key,  # the provider's command key, pinned (issue 20)
     )
 
 
@@ -113,10 +115,14 @@ class EstProvider:
         self._est = EstService(self.authority, self.est_host)
         self._est.start()
 
-    def offer(self, episode: str, devices: tuple[BoundDevice, ...]) -> str:
+    def offer(
+        self, episode: str, devices: tuple[BoundDevice, ...], command_key: str | None = None
+    ) -> str:
         """The provider's logistics desk: a bundle for the gateway and a one-time token."""
         gateway = self.rig.gateway_id
-        bundle = make_bundle(self.rig, episode, devices, gateway_id=gateway)
+        bundle = make_bundle(
+            self.rig, episode, devices, gateway_id=gateway, command_key=command_key
+        )
         self.authority.offer_bundle(gateway, bundle, self.signing_key)
         return self.authority.new_token(gateway)
 
@@ -150,8 +156,10 @@ class ProvisioningRig:
         self.provider.start()
         self.rig.start_provider()
 
-    def offer(self, episode: str, devices: tuple[BoundDevice, ...]) -> str:
-        return self.provider.offer(episode, devices)
+    def offer(
+        self, episode: str, devices: tuple[BoundDevice, ...], command_key: str | None = None
+    ) -> str:
+        return self.provider.offer(episode, devices, command_key)
 
     def write_config(self, sim_addresses: list[tuple[str, str]]) -> Path:
         r = self.rig

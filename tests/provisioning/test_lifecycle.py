@@ -203,7 +203,7 @@ def test_full_lifecycle_enrol_collect_return_with_kills_and_enrol_again(
         "bundle.generation",
         "lifecycle.json",
         "outbox.db.epoch",
-    ]
+    ]  # (no command was accepted in this episode: no commands.counter either)
     # The old certificate is refused by the broker (CRL), the provider's own still works.
     assert not broker_accepts(*probe)
     assert rig.subscriber is not None
