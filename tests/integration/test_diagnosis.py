@@ -25,14 +25,17 @@ import pytest
 import serial  # type: ignore[import-untyped, unused-ignore]  # stubs: types-pyserial
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from buffer.staging import staging_path
 from gateway.cli import diagnosis
 from gateway.cli.catalogue import CATALOGUE
+from gateway.commands.ledger import LEDGER_FILE
 from gateway.control import ControlError, ask
+from gateway.daemon.overrides import COMMAND_KEY_FILE
 from provider.broker import MosquittoBroker
+from provider.commands import public_key_text
 from rig.ble.peripheral import Pairing, PairingMethod
 from rig.ble.profiles import BloodPressureMonitor, Thermometer, WeightScale
 from rig.ble.rig import SimulatedBluez
@@ -324,6 +327,24 @@ def test_outbox_locked_by_another_program_then_released_loses_nothing(rig: Rig) 
     summary = rig.verifier.summary()
     assert summary["missing"] == 0, summary
     assert summary["failures"] == {}
+
+
+@covers("command-ledger-unusable")
+def test_damaged_command_ledger_is_named_and_readings_still_flow(rig: Rig) -> None:
+    """A commands.db that is not a database: the daemon takes no commands (it could not refuse
+    a replay), ``gatewayctl status`` names the problem and its action, and readings flow."""
+    rig.start_provider()
+    rig.state_dir.mkdir(parents=True, exist_ok=True)
+    key = public_key_text(ed25519.Ed25519PrivateKey.generate())
+    (rig.state_dir / COMMAND_KEY_FILE).write_text(key + "\n")
+    (rig.state_dir / LEDGER_FILE).write_bytes(b"this is not a database" * 100)
+    config = rig.write_config([("thermometer", "C0:FF:EE:00:00:5C", 0.2, 100000)])
+    rig.start_daemon(config)
+    diagnosed(rig, config, "command-ledger-unusable")
+    arrived = len(rig.received.readings)
+    wait_for(lambda: len(rig.received.readings) > arrived + 2, 30, "readings all the same")
+    assert rig.stop_daemon() == 0, rig.log_text()[-2000:]
+    assert rig.verifier.summary()["missing"] == 0
 
 
 @covers("certificate-expires-soon", "certificate-expired",
