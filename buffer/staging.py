@@ -204,9 +204,13 @@ class StagingStore:
         file = self.path / f"{SLOT_PREFIX}{n}{SUFFIX}"
         tmp = file.with_name(file.name + ".new")
         # Real zeros, written once: blocks allocated now are overwritten in place from then on.
+        # In page-sized writes: a kernel with large folios caches a file in pieces as big as the
+        # writes that filled it, and a later 512-byte change dirties (and writes back) a whole
+        # piece - 64 KiB a commit, measured, when the zeros went in 64-KiB writes (the page-cache
+        # fallback only; direct I/O does not go through the cache).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            zeros = bytes(64 * 1024)
+            zeros = bytes(mmap.PAGESIZE)
             for offset in range(0, SLOT_BYTES, len(zeros)):
                 os.pwrite(fd, zeros, offset)
             os.fsync(fd)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
+import mmap
+import os
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,6 +190,33 @@ def test_commits_are_whole_blocks_and_never_rewrite_an_earlier_one(tmp_path: Pat
     assert second[:used] == first[:used]
     assert decode_v2(second)[3] > used
     store.close()
+
+
+def test_a_filesystem_that_refuses_direct_io_gets_the_same_file_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_DIRECT is an optimisation only: where a write with it fails with EINVAL (tmpfs, a
+    device with 4-KiB sectors), the store goes on through the page cache, same format."""
+    real_pwrite = os.pwrite
+    refused = []
+
+    def no_direct(fd: int, data: Any, offset: int) -> int:
+        if isinstance(data, mmap.mmap):  # the aligned buffer of a direct write
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", no_direct)
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    cipher, _, rows = sealed_rows(3)
+    key = store.stage(cipher.header, 0, 0, rows[:2])
+    store.stage(None, key, 2, rows[2:])
+    assert refused
+    assert not store.direct_io
+    store.close()
+    (chunk,) = on_disk_at(path)
+    assert list(chunk.rows) == rows
 
 
 @pytest.mark.parametrize("cut", [1, 5, 17])
