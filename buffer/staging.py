@@ -172,9 +172,17 @@ class StagingStore:
                 key = self._begin(header)
             slot = self._open[key]
             unit = encode_v2_unit(slot.chunk_id, first_row, rows)
-            # At the next free block, never over a block of an earlier commit: a retry after a
-            # failed (partial) write overwrites what that write left, and nothing confirmed.
-            self._write_synced(slot, unit, slot.end)
+            try:
+                # At the next free block, never over a block of an earlier commit: a retry after
+                # a failed (partial) write overwrites what that write left, nothing confirmed.
+                self._write_synced(slot, unit, slot.end)
+            except OSError:
+                if header is not None:
+                    # The caller retries the whole new chunk (a new header): this slot is free
+                    # again for it, instead of held until a restart.
+                    del self._open[key]
+                    slot.busy, slot.chunk_id, slot.end = False, b"", 0
+                raise
             slot.end += len(unit)
             slot.size = max(slot.size, slot.end)
         except OSError as exc:

@@ -19,7 +19,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from buffer.outbox import Outbox
-from buffer.staging import SLOT_BYTES, StagedChunk, StagingStore, open_staging, staging_path
+from buffer.staging import (
+    MAX_SLOTS,
+    SLOT_BYTES,
+    StagedChunk,
+    StagingStore,
+    open_staging,
+    staging_path,
+)
 from buffer.stagingfmt import BLOCK, decode_v2, encode_v1_frames, encode_v1_header
 from gateway.config.settings import load
 from gateway.errors import ConfigError, StoreError, VerifyError
@@ -217,6 +224,36 @@ def test_a_filesystem_that_refuses_direct_io_gets_the_same_file_through_the_page
     store.close()
     (chunk,) = on_disk_at(path)
     assert list(chunk.rows) == rows
+
+
+def test_a_new_chunk_whose_first_commit_fails_does_not_hold_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer retries a failed first commit as a new chunk (new header): every attempt must
+    find the slot free again, or a flaky disk would use up the slots until a restart."""
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    real_fdatasync = os.fdatasync
+    calls = [0]
+
+    def every_second_fails(fd: int) -> None:  # the header's sync passes, the rows' fails
+        calls[0] += 1
+        if calls[0] % 2 == 0:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", every_second_fails)
+    for _ in range(MAX_SLOTS + 2):
+        cipher, _, rows = sealed_rows(1)
+        with pytest.raises(StoreError, match="append"):
+            store.stage(cipher.header, 0, 0, rows)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    cipher, _, rows = sealed_rows(1)
+    store.stage(cipher.header, 0, 0, rows)
+    assert [p.name for p in path.iterdir()] == ["slot-0.stg"]
+    store.close()
+    (chunk,) = on_disk_at(path)
+    assert chunk.header == cipher.header
 
 
 @pytest.mark.parametrize("cut", [1, 5, 17])
