@@ -17,7 +17,9 @@ the next chunk reuses it. The formats (and the previous one, still read at start
 buffer/stagingfmt.py.
 
 Nothing here is plaintext: rows are ciphertext under a chunk key that only exists wrapped to the
-provider (gateway/seal/staged.py). Synchronous; runs on the database thread like the outbox.
+provider (gateway/seal/staged.py). A released slot keeps its last chunk's ciphertext until the
+next chunk overwrites it, as an unlinked file's blocks did; equipment return deletes the folder.
+Synchronous; runs on the database thread like the outbox.
 """
 
 from __future__ import annotations
