@@ -56,6 +56,10 @@ MAX_FILES = 64  # more staging files than this at start-up is not ours to read: 
 MAX_SLOTS = 8  # slots in use at once: one open chunk, one whose release failed, some margin
 
 
+# How a filesystem or device says "no direct I/O here" (or "not with 512-byte blocks").
+_NO_DIRECT_IO = frozenset({errno.EINVAL, errno.EOPNOTSUPP})
+
+
 def staging_path(outbox_path: Path) -> Path:
     return outbox_path.with_name(outbox_path.name + ".staging")
 
@@ -103,7 +107,7 @@ class _BlockWriter:
             try:
                 return os.open(file, flags | os.O_DIRECT)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno not in _NO_DIRECT_IO:
                     raise
                 self.direct = False  # the filesystem has no direct I/O
         return os.open(file, flags)
@@ -119,7 +123,7 @@ class _BlockWriter:
                 buf.write(data)
                 written = os.pwrite(slot.fd, buf, offset)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno not in _NO_DIRECT_IO:
                     raise
                 # Sectors bigger than BLOCK (a 4Kn device): the page cache from now on.
                 self.direct = False
