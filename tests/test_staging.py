@@ -234,15 +234,11 @@ def test_a_new_chunk_whose_first_commit_fails_does_not_hold_its_slot(
     path = staging_path(tmp_path / "outbox.db")
     store = StagingStore(path)
     real_fdatasync = os.fdatasync
-    calls = [0]
 
-    def every_second_fails(fd: int) -> None:  # the header's sync passes, the rows' fails
-        calls[0] += 1
-        if calls[0] % 2 == 0:
-            raise OSError(errno.EIO, "Input/output error")
-        real_fdatasync(fd)
+    def failing(fd: int) -> None:  # the write went through, the flush does not
+        raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(os, "fdatasync", every_second_fails)
+    monkeypatch.setattr(os, "fdatasync", failing)
     for _ in range(MAX_SLOTS + 2):
         cipher, _, rows = sealed_rows(1)
         with pytest.raises(StoreError, match="append"):
