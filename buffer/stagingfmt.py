@@ -23,6 +23,10 @@ commit, and - with the file's blocks already allocated - an fdatasync changes no
             CRC of the header fields and the payload (4), payload = for each row: length L (4),
             L bytes (the encrypted row)
 
+The file version also says how its rows were deflated (gateway/seal/staged.py, "rows version"):
+a version-1 file holds version-1 rows, a version-2 file version-2 rows; recovery sends each in a
+STAGED_CHUNK body of that version.
+
 A slot whose first block begins with a zero magic (``FREE``) holds no chunk: its last chunk was
 sealed and the slot released. Stale units of an earlier chunk that lie beyond the current one
 carry that chunk's id and are never taken for the current chunk's (the "generation" is the
