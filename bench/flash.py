@@ -1,11 +1,19 @@
 """Flash wear: bytes gatewayd writes to storage per reading and per day at a home load.
 
 The home load (issue 17): one continuous stream at 1 reading/s (a pulse oximeter, lane STREAM,
-sealed in 30-s chunks), 20 spot readings a day, a health report every 60 s. Counted from
-``write_bytes`` of ``/proc/<pid>/io`` of the daemon: what it caused to be sent to the storage
-layer (page-cache pages it dirtied, 4 KiB each however few bytes changed, WAL frames,
-checkpoints, acknowledgement deletes, the staging file). Filesystem journal blocks written by the
-kernel's own threads are not in it.
+sealed in 30-s chunks, staged every ``outbox.stage_interval_s``), 20 spot readings a day, a
+health report every 60 s. Counted from ``write_bytes`` of ``/proc/<pid>/io`` of the daemon (all
+its threads, and children it has reaped). What that counter includes and what it does not:
+
+* writes through the page cache count when a page becomes dirty: 4 KiB however few bytes of it
+  changed, again each time a page already written back is changed again (SQLite's WAL frames,
+  checkpoints, ack deletes; the WAL index is a shared mapping, counted the same way);
+* direct I/O (``O_DIRECT``: the staging slots, buffer/staging.py) counts the bytes submitted,
+  whole 512-byte blocks;
+* not included: the filesystem's own journal and metadata (written by kernel threads), and
+  whatever the flash controller does below the block layer (a 512-byte write may still program
+  a whole flash page and add to garbage collection). So this is bytes handed to the block layer
+  on the process's behalf, a lower bound of what the flash sees.
 
 Two windows on a fresh state directory each run (``make bench``: 60 s and 20 s; ``--quick``
 30 s and 20 s):
@@ -13,15 +21,19 @@ Two windows on a fresh state directory each run (``make bench``: 60 s and 20 s; 
 * the stream and the health reports, extrapolated to a day (``rate * 86400``);
 * spot readings alone, one every ``SPOT_INTERVAL_S``, to price one spot reading; 20 of them are
   added to the day.
+
+Run alone: ``python -m bench.flash [--runs N] [--quick]`` (1.5 minutes a run).
 """
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import address, median, say
+from bench.common import address, median, quiet_logs, say
 from bench.rig import BenchRig, Daemon, SimDevice
 from provider.broker import MosquittoBroker
 
@@ -113,3 +125,26 @@ def measure(
         )
     say(f"flash    median {median([r.mb_per_day for r in results]):.1f} MB/day")
     return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.flash", description="flash wear at the home load, alone",
+        epilog="example: python -m bench.flash --runs 5",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs (default 3), median printed")
+    parser.add_argument("--quick", action="store_true", help="30-s windows instead of 60 s")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    quiet_logs()
+    with tempfile.TemporaryDirectory(prefix="hcg-bench-") as tmp:
+        rig = BenchRig(Path(tmp))
+        try:
+            measure(rig, Path(tmp), args.runs, args.quick)
+        finally:
+            rig.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
+import mmap
+import os
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +19,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from buffer.outbox import Outbox
-from buffer.staging import StagedChunk, StagingStore, open_staging, staging_path
+from buffer.staging import (
+    MAX_SLOTS,
+    SLOT_BYTES,
+    StagedChunk,
+    StagingStore,
+    open_staging,
+    staging_path,
+)
+from buffer.stagingfmt import BLOCK, decode_v2, encode_v1_frames, encode_v1_header
 from gateway.config.settings import load
 from gateway.errors import ConfigError, StoreError, VerifyError
+from gateway.fhir import observation as fhir
 from gateway.model import Measurement
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.ingest import STAGED, IngestWriter, Lane
@@ -131,10 +144,112 @@ def test_staged_rows_survive_a_reopen_in_order_and_go_with_their_chunk(tmp_path:
     (chunk,) = again.chunks()
     assert chunk.header == cipher.header
     assert list(chunk.rows) == rows
+    assert chunk.rows_version == staged.ROWS_VERSION
     again.drop(chunk.key)
     assert again.chunks() == []
-    assert list(path.iterdir()) == []
     again.close()
+    assert on_disk_at(path) == []  # the release is durable after a clean close
+
+
+def on_disk_at(path: Path) -> list[StagedChunk]:
+    reader = StagingStore(path)
+    try:
+        return reader.chunks()
+    finally:
+        reader.close()
+
+
+def test_a_released_slot_is_reused_in_place_without_growing(tmp_path: Path) -> None:
+    """Flash wear: chunk after chunk goes into the same preallocated file, overwritten in place
+    (its size never changes, so an fdatasync has no metadata to commit), and stale blocks of the
+    chunk before are never read as the current chunk's."""
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    big, _, big_rows = sealed_rows(40)
+    key = store.stage(big.header, 0, 0, big_rows[:20])
+    store.stage(None, key, 20, big_rows[20:])
+    (slot,) = path.iterdir()
+    assert slot.stat().st_size == SLOT_BYTES
+    store.drop(key)
+    small, _, small_rows = sealed_rows(3)
+    key = store.stage(small.header, 0, 0, small_rows)
+    assert list(path.iterdir()) == [slot]
+    assert slot.stat().st_size == SLOT_BYTES
+    store.close()
+    (chunk,) = on_disk_at(path)
+    assert chunk.header == small.header
+    assert list(chunk.rows) == small_rows  # not the 37 stale rows of the chunk before
+
+
+def test_commits_are_whole_blocks_and_never_rewrite_an_earlier_one(tmp_path: Path) -> None:
+    """Every commit starts on a fresh 512-byte block: a torn write can only damage the commit
+    being written, never the blocks of readings already confirmed."""
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    cipher, _, rows = sealed_rows(3)
+    key = store.stage(cipher.header, 0, 0, rows[:1])
+    (slot_file,) = path.iterdir()
+    first = slot_file.read_bytes()
+    store.stage(None, key, 1, rows[1:2])
+    second = slot_file.read_bytes()
+    used = decode_v2(first)[3]
+    assert used % BLOCK == 0
+    assert second[:used] == first[:used]
+    assert decode_v2(second)[3] > used
+    store.close()
+
+
+def test_a_filesystem_that_refuses_direct_io_gets_the_same_file_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_DIRECT is an optimisation only: where a write with it fails with EINVAL (tmpfs, a
+    device with 4-KiB sectors), the store goes on through the page cache, same format."""
+    real_pwrite = os.pwrite
+    refused = []
+
+    def no_direct(fd: int, data: Any, offset: int) -> int:
+        if isinstance(data, mmap.mmap):  # the aligned buffer of a direct write
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", no_direct)
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    cipher, _, rows = sealed_rows(3)
+    key = store.stage(cipher.header, 0, 0, rows[:2])
+    store.stage(None, key, 2, rows[2:])
+    assert refused
+    assert not store.direct_io
+    store.close()
+    (chunk,) = on_disk_at(path)
+    assert list(chunk.rows) == rows
+
+
+def test_a_new_chunk_whose_first_commit_fails_does_not_hold_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer retries a failed first commit as a new chunk (new header): every attempt must
+    find the slot free again, or a flaky disk would use up the slots until a restart."""
+    path = staging_path(tmp_path / "outbox.db")
+    store = StagingStore(path)
+    real_fdatasync = os.fdatasync
+
+    def failing(fd: int) -> None:  # the write went through, the flush does not
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    for _ in range(MAX_SLOTS + 2):
+        cipher, _, rows = sealed_rows(1)
+        with pytest.raises(StoreError, match="append"):
+            store.stage(cipher.header, 0, 0, rows)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    cipher, _, rows = sealed_rows(1)
+    store.stage(cipher.header, 0, 0, rows)
+    assert [p.name for p in path.iterdir()] == ["slot-0.stg"]
+    store.close()
+    (chunk,) = on_disk_at(path)
+    assert chunk.header == cipher.header
 
 
 @pytest.mark.parametrize("cut", [1, 5, 17])
@@ -145,16 +260,118 @@ def test_a_torn_last_commit_leaves_the_confirmed_rows_readable(tmp_path: Path, c
     store = StagingStore(path)
     cipher, _, rows = sealed_rows(4)
     key = store.stage(cipher.header, 0, 0, rows[:3])
+    (file,) = path.iterdir()
+    before_last = decode_v2(file.read_bytes())[3]
     store.stage(None, key, 3, rows[3:])
     store.close()
-    (file,) = path.iterdir()
-    blob = file.read_bytes()
-    file.write_bytes(blob[:-cut])
+    blob = bytearray(file.read_bytes())
+    end = decode_v2(bytes(blob))[3]
+    # The last commit, torn: only its first ``cut`` bytes reached the disk.
+    torn = bytes(blob[: before_last + cut]) + bytes(end - before_last - cut) + bytes(blob[end:])
+    file.write_bytes(torn)
     (chunk,) = StagingStore(path).chunks()
     assert list(chunk.rows) == rows[:3]
-    file.write_bytes(blob + b"\x00\x00\x00\x05garbage")
+    blob[end : end + 24] = b"HCU2" + cipher.header.chunk_id + b"garb"  # a stray unit after
+    blob[before_last + 40] ^= 0xFF  # and the last commit damaged in its payload: CRC
+    file.write_bytes(bytes(blob))
     (chunk,) = StagingStore(path).chunks()
+    assert list(chunk.rows) == rows[:3]
+
+
+# -- the previous format: a router upgrades with staged chunks present -----------------------
+
+
+def write_v1_file(folder: Path, header: staged.ChunkHeader, rows: list[bytes]) -> Path:
+    """A chunk file exactly as the previous gateway version wrote it (format version 1)."""
+    folder.mkdir(exist_ok=True)
+    file = folder / f"chunk-{header.chunk_id.hex()}.stg"
+    file.write_bytes(encode_v1_header(header) + encode_v1_frames(0, rows))
+    return file
+
+
+def v1_rows(n: int) -> tuple[staged.ChunkCipher, list[bytes], list[bytes]]:
+    """Rows as the previous version encrypted them: each deflated alone (rows version 1)."""
+    cipher, plain, _ = sealed_rows(n)
+    aad, nonce = staged.row_aad, staged.row_nonce
+    aead = cipher._aead
+    rows = [
+        aead.encrypt(nonce(i), zlib.compress(p, 6), aad(cipher.header.chunk_id, i))
+        for i, p in enumerate(plain)
+    ]
+    return cipher, plain, rows
+
+
+def test_a_chunk_staged_by_the_previous_version_is_read_sent_and_deleted(tmp_path: Path) -> None:
+    """Routers in the field upgrade with staged chunks present: a version-1 file is read at
+    start-up, goes out as a version-1 STAGED_CHUNK body the provider opens, and is unlinked;
+    new chunks then go into slots."""
+    path = staging_path(tmp_path / "outbox.db")
+    cipher, plain, rows = v1_rows(3)
+    old = write_v1_file(path, cipher.header, rows)
+    store = StagingStore(path)
+    (chunk,) = store.chunks()
+    assert chunk.rows_version == 1
     assert list(chunk.rows) == rows
+    body = staged.recovered_body(
+        chunk.header, chunk.rows, int(Lane.STREAM), datetime.now(UTC), chunk.rows_version
+    )
+    assert body["version"] == 1
+    assert open_body(body) == plain
+    store.drop(chunk.key)
+    assert not old.exists()
+    fresh, _, fresh_rows = sealed_rows(2)
+    store.stage(fresh.header, 0, 0, fresh_rows)
+    assert [p.name for p in path.iterdir()] == ["slot-0.stg"]
+    store.close()
+
+
+async def test_an_upgrade_with_a_version_1_chunk_delivers_it_before_anything_new(
+    tmp_path: Path,
+) -> None:
+    """The writer of this version recovers the previous version's staged chunk end to end: one
+    STAGED_CHUNK record the verifier opens, its readings exactly those staged."""
+    db = DatabaseThread()
+    outbox = await db.run(Outbox, tmp_path / "o.db")
+    readings = [stream_reading(i) for i in range(3)]
+    cipher = staged.ChunkCipher.open(SEALER, 1_700_000_000_000)
+    plain = [cjson.dumps(fhir.bundle([m], GW), float_free=True) for m in readings]
+    rows = [
+        cipher._aead.encrypt(
+            staged.row_nonce(i), zlib.compress(p, 6), staged.row_aad(cipher.header.chunk_id, i)
+        )
+        for i, p in enumerate(plain)
+    ]
+    write_v1_file(staging_path(tmp_path / "o.db"), cipher.header, rows)
+    store = await db.run(StagingStore, staging_path(tmp_path / "o.db"))
+    writer = make_writer(outbox, db, store)
+    task = asyncio.create_task(writer.run())
+    await wait_until(lambda: writer.recovered_chunks == 1, "the recovered chunk")
+    verifier, opened = await db.run(open_all, outbox)
+    (record,) = opened
+    assert record.header.kind is wire.RecordKind.STAGED_CHUNK
+    assert list(record.measurements) == readings
+    assert verifier.failures == {}
+    assert not list(staging_path(tmp_path / "o.db").glob("chunk-*"))
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    db.shutdown()
+
+
+def test_a_version_2_row_needs_row_0_and_a_version_1_body_reads_as_before() -> None:
+    """Rows version 2 deflate rows 1.. against row 0: a chunk's rows shrink to ~100 bytes, and
+    the provider opens them only together with row 0 (dropping it fails the tag anyway)."""
+    cipher, plain, rows = sealed_rows(4)
+    assert all(len(r) < len(rows[0]) for r in rows[1:])
+    assert open_body(body_of(cipher, rows)) == plain
+    v1, v1_plain, v1_encrypted = v1_rows(2)
+    body = staged.recovered_body(
+        v1.header, v1_encrypted, int(Lane.STREAM), datetime.now(UTC), rows_version=1
+    )
+    assert open_body(body) == v1_plain
+    body["version"] = True  # JSON true is not the number 1
+    with pytest.raises(VerifyError):
+        open_body(body)
 
 
 def test_a_chunk_file_with_a_damaged_header_is_kept_aside_and_has_no_rows(tmp_path: Path) -> None:

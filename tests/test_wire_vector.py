@@ -350,6 +350,21 @@ def test_staged_vector_opens_unwraps_and_yields_the_documented_readings() -> Non
     assert values == [("97", "%", "interval"), ("96", "%", "interval")]
 
 
+def test_a_version_2_staged_row_opens_with_row_0_as_its_dictionary() -> None:
+    """Section 8.1, rows version 2, with no gateway code: AES-GCM under K, then inflate with
+    row 0 as the preset dictionary; without it the stream does not inflate."""
+    ct = _hex("staged-row-1-v2.hex")
+    chunk_id = bytes.fromhex(cjson.loads(STAGED_PLAINTEXT)["chunk"])
+    nonce = bytes(4) + (1).to_bytes(8, "big")
+    aad = b"homecare-gateway/staged/v1/row\x00" + chunk_id + (1).to_bytes(8, "big")
+    packed = AESGCM(bytes.fromhex(VECTORS["staged_chunk_key"])).decrypt(nonce, ct, aad)
+    assert int.from_bytes(packed[2:6], "big") == zlib.adler32(STAGED_ROWS[0])  # FDICT, DICTID
+    assert zlib.decompressobj(zdict=STAGED_ROWS[0]).decompress(packed) == STAGED_ROWS[1]
+    with pytest.raises(zlib.error):
+        zlib.decompress(packed)
+    assert len(ct) < len(STAGED_ROWS[1]) // 10
+
+
 def test_staged_vector_verifies_after_the_chain_of_section_8() -> None:
     verifier = Verifier(PROVIDER, {"gw-vector-0001": SIGNING_PUB})
     for name in CHAIN:

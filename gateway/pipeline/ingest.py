@@ -481,7 +481,11 @@ class IngestWriter:
         for chunk in await self._db.run(self._staging.chunks):
             if chunk.rows:
                 body = staged.recovered_body(
-                    chunk.header, chunk.rows, int(Lane.STREAM), datetime.now(UTC)
+                    chunk.header,
+                    chunk.rows,
+                    int(Lane.STREAM),
+                    datetime.now(UTC),
+                    chunk.rows_version,
                 )
                 item = _Item(
                     wire.RecordKind.STAGED_CHUNK,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer.staging import staging_path
+from buffer.staging import staged_rows_on_disk, staging_path
 from gateway.pipeline.ingest import Lane
 from gateway.seal import wire
 from rig.serial.oximeter import NoninSim
@@ -36,7 +36,7 @@ def _desaturations(rig: Rig) -> list[tuple[int, str]]:
 
 def _chunk_open(rig: Rig) -> bool:
     """An open stream chunk with interval readings staged (gateway/pipeline/ingest.py)."""
-    return any(staging_path(rig.state_dir / "outbox.db").glob("chunk-*.stg"))
+    return staged_rows_on_disk(staging_path(rig.state_dir / "outbox.db")) > 0
 
 
 def _intervals(rig: Rig) -> int:

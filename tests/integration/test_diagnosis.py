@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from buffer.staging import staging_path
+from buffer.staging import staged_rows_on_disk, staging_path
 from gateway.cli import diagnosis
 from gateway.cli.catalogue import CATALOGUE
 from gateway.commands.ledger import LEDGER_FILE
@@ -283,9 +283,9 @@ def test_healthy_rig_then_clock_crash_damaged_outbox_broker_down_and_revocation(
     # kill -9 while a stream chunk is open: its staged readings are sent at the next start,
     # nothing lost. A staged chunk that cannot be read (its file damaged) is reported as lost.
     staging = staging_path(rig.state_dir / "outbox.db")
-    wait_for(lambda: any(staging.glob("chunk-*.stg")), 30, "a staged stream chunk")
+    wait_for(lambda: staged_rows_on_disk(staging) > 0, 30, "a staged stream chunk")
     rig.stop_daemon(signal.SIGKILL)
-    for chunk in staging.glob("chunk-*.stg"):
+    for chunk in staging.glob("*.stg"):
         chunk.write_bytes(b"\x00damaged" * 10)
     restart(rig, config, env)
     diagnosed(rig, config, "stream-chunk-lost")

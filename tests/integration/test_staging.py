@@ -7,7 +7,6 @@ reported lost. Before staging, those readings were lost and reported as ``stream
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer.staging import decode, staging_path
+from buffer.staging import staged_rows_on_disk, staging_path
 from gateway.seal import wire
 from rig.serial.oximeter import NoninSim
 from tests.integration.rig import Rig, rig_fixture, wait_for
@@ -35,13 +34,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 def _staged_rows(rig: Rig) -> int:
     """Rows in the staging files: readings confirmed to the driver, not yet in a sealed chunk."""
-    folder = staging_path(rig.state_dir / "outbox.db")
-    rows = 0
-    for file in folder.glob("chunk-*.stg"):  # none before the first chunk (or before staging)
-        with contextlib.suppress(FileNotFoundError):  # sealed and deleted meanwhile
-            decoded = decode(file.read_bytes())
-            rows += len(decoded[1]) if decoded else 0
-    return rows
+    return staged_rows_on_disk(staging_path(rig.state_dir / "outbox.db"))
 
 
 def _intervals(rig: Rig, before: datetime | None = None) -> list[datetime]:
