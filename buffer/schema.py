@@ -55,7 +55,9 @@ def _v2(db: sqlite_utils.Database) -> None:
 
 def _v3(db: sqlite_utils.Database) -> None:
     # One row: the lowest schema version of software that may open this database (see above).
-    db.table("schema_compat").create({"id": int, "min_reader": int}, pk="id", not_null={"min_reader"})
+    db.table("schema_compat").create(
+        {"id": int, "min_reader": int}, pk="id", not_null={"min_reader"}
+    )
 
 
 # (migration, the reader floor once it has run). Versions 1-2 predate the rule: software of
@@ -87,7 +89,7 @@ def migrate(db: sqlite_utils.Database) -> int:
         migration, floor = MIGRATIONS[version - 1]
         with db.atomic():  # one transaction: the schema change and the version bump together
             migration(db)
-            if version >= 3:  # noqa: PLR2004 - the first version with schema_compat
+            if version >= 3:
                 db.execute(
                     "INSERT OR REPLACE INTO schema_compat (id, min_reader) VALUES (1, ?)",
                     [max(f for _, f in MIGRATIONS[:version])],

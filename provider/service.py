@@ -33,6 +33,7 @@ from gateway.model import Measurement
 from gateway.seal import keys, wire
 from gateway.seal.sealing import provider_private_key
 from provider import desk as desk_main
+from provider import release_tool
 from provider.desk import MAX_ROUTERS, Desk
 from provider.verifier import BatchResult, VerifiedRecord, Verifier
 
@@ -444,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     if args[0] == "receive":
         return receive(args[1:])
+    if args[0] == "release":
+        return release_tool.main(args[1:])
     if args[0] in desk_main.COMMANDS:
         return desk_main.main(args)
     return receive(args)

@@ -478,3 +478,39 @@ def test_updates_config_bounds(tmp_path: Path) -> None:
         updates_config.parse(
             {"updates": {"release_signing_key": "k.pub", "health_gate_s": 5}}, tmp_path / "g.toml"
         )
+
+
+def test_package_install_during_a_gate_supersedes_the_update(root: UpdateLayout) -> None:
+    """apt pointed current at its own release mid-gate: the updater does not switch anything
+    back, it records the update as superseded."""
+    offer(root)
+    with pytest.raises(PowerCut):
+        updater(root, FakeSystemd(root), Clock(), stop_at=cut_at("switched")).run()
+    pkg = root.release("0.2.0")
+    (pkg / "bin").mkdir(parents=True)
+    os.unlink(root.current)
+    os.symlink("releases/0.2.0", root.current)
+    updater(root, FakeSystemd(root), Clock(), boot=lambda: "boot-2").recover(at_boot=True)
+    assert current(root) == "0.2.0"
+    out = load_state(root.state_file).outcomes[-1]
+    assert out["event"] == "update.failed"
+    assert "superseded" in out["reason"]
+
+
+def test_provider_release_sign_and_verify_round_trip(tmp_path: Path) -> None:
+    """`homecare-provider release sign` takes version, arch and schema facts from the tree's
+    release-info.json; `verify` accepts it with the public key and refuses a downgrade."""
+    from provider import release_tool  # noqa: PLC0415 - the provider side, only here
+
+    artifact = tmp_path / "release.tar.gz"
+    artifact.write_bytes(tree_tar(NEW))
+    key = tmp_path / "release.key"
+    manifest = tmp_path / "release.json"
+    assert release_tool.main(["sign", "--key", str(key), "--new-key", "--artifact",
+                              str(artifact), "--out", str(manifest)]) == 0  # fmt: skip
+    pub = tmp_path / "release.key.pub"
+    ok = ["verify", "--key", str(pub), "--manifest", str(manifest), "--artifact", str(artifact)]
+    assert release_tool.main([*ok, "--arch", "amd64", "--running", OLD]) == 0
+    assert release_tool.main([*ok, "--arch", "amd64", "--running", "0.2.0"]) == 1
+    release = release_tool.verify(manifest, pub, artifact, None, None)
+    assert (release.version, release.outbox_schema, release.rollback) == (NEW, 3, False)

@@ -204,6 +204,12 @@ class Updater:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.layout.work)
         st = self.state
+        if st.phase in ("switching", "trial", "reverting") and self.current_version() not in (
+            st.from_version,
+            st.to_version,
+        ):
+            # apt installed a package meanwhile (postinst points current at it): its choice.
+            self._finish("update.failed", f"superseded by package {self.current_version()}")
         if st.phase == "installing":
             self._finish("update.failed", "interrupted while unpacking; nothing was switched")
         elif st.phase == "switching":
