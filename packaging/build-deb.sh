@@ -518,16 +518,20 @@ enable_unit() {
 start_if_enrolled() {
     systemd_running || return 0
     systemctl --system daemon-reload >/dev/null || true
+    # The updater's watch is harmless before enrolment (the daemon offers nothing then).
+    if have deb-systemd-invoke; then
+        deb-systemd-invoke start homecare-gateway-update.path >/dev/null || true
+    else
+        systemctl start homecare-gateway-update.path >/dev/null || true
+    fi
     if [ ! -f /etc/$PKG/gateway.toml ]; then
         echo "$PKG: installed; not started (no /etc/$PKG/gateway.toml yet: enrol the router)"
         return 0
     fi
     if have deb-systemd-invoke; then
         deb-systemd-invoke restart "$UNIT" >/dev/null || true
-        deb-systemd-invoke start homecare-gateway-update.path >/dev/null || true
     else
         systemctl restart "$UNIT" >/dev/null || true
-        systemctl start homecare-gateway-update.path >/dev/null || true
     fi
 }
 

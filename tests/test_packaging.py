@@ -379,7 +379,9 @@ def test_postinst_does_not_start_without_configuration(package: Package, tmp_pat
     assert f"systemd-tmpfiles --create {NAME}.conf" in calls
     assert "udevadm trigger --action=change --subsystem-match=tty" in calls
     assert "deb-systemd-helper enable gatewayd.service" in calls
-    assert not [c for c in calls if re.search(r"\b(start|restart)\b", c)], calls
+    # Only the updater's watch starts (harmless before enrolment); never the daemon.
+    started = [c for c in calls if re.search(r"\b(start|restart)\b", c)]
+    assert started == ["deb-systemd-invoke start homecare-gateway-update.path"], calls
 
 
 def test_postinst_starts_an_enrolled_router(package: Package, tmp_path: Path) -> None:

@@ -250,7 +250,9 @@ class Updater:
             names = sorted(os.listdir(self.layout.inbox))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return [n for n in names if not n.startswith(".")]
+        # Everything is taken, junk too: the path unit starts the updater again for as long as
+        # the inbox is not empty, so whatever stays there would make it loop.
+        return names
 
     def take(self, entry: str, gate_s: float) -> dict[str, Any]:
         """Copy one inbox entry out of the daemon's reach, remove it there, install it."""
@@ -355,21 +357,21 @@ class Updater:
         self._point_current(release.version)
         log.info("update.switched", from_version=st.from_version, to_version=release.version)
         self._stop_at("switched")
-        self._begin_trial(restart=True)
+        self._begin_trial(restart=True, limit_s=gate_s)
         return self.gate(gate_s)
 
     def _is_package_release(self, version: str) -> bool:
         tree = self.layout.release(version)
         return tree.is_dir() and not (tree / OTA_MARK).exists()
 
-    def _begin_trial(self, *, restart: bool) -> None:
+    def _begin_trial(self, *, restart: bool, limit_s: float = 120.0) -> None:
         st = self.state
         old_pid = self.services.state(UNIT).main_pid if restart else 0
         st.phase = "trial"
         st.trial_boot_id, st.trial_started_mono, st.trial_boots = self.boot(), self.clock(), 0
         self._save()
         if restart:
-            self._restart_and_time(old_pid)
+            self._restart_and_time(old_pid, limit_s)
 
     def _restart_and_time(self, old_pid: int, limit_s: float = 120.0) -> None:
         """Restart gatewayd and measure the monitoring gap: from the restart request (the old
