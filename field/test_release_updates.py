@@ -97,6 +97,7 @@ class Router:
         if self._cm is not None:
             if self.c is not None:
                 name = "amd64-updates"
+                REPORT.mkdir(parents=True, exist_ok=True)
                 (REPORT / f"commands-{name}.log").write_text("\n".join(self.c.log) + "\n")
                 journal = self.c.journal(lines=3000, output="short-precise")
                 (REPORT / f"journal-{name}.log").write_text(journal)
@@ -240,7 +241,7 @@ def test_bad_signature_is_refused_and_nothing_changes(
     base = "/var/lib/homecare-gateway/updates"
     tmp, entry = f"{base}/incoming/forged", f"{base}/inbox/forged"
     c.run(["runuser", "-u", "homecare-gateway", "--", "sh", "-c",
-           f"mkdir -p {tmp} && cp {OFFERS}/forged.json {tmp}/release.json && "
+           f"mkdir -p {tmp} {base}/inbox && cp {OFFERS}/forged.json {tmp}/release.json && "
            f"cp {OFFERS}/forged.tar.gz {tmp}/release.tar.gz && mv {tmp} {entry}"])  # fmt: skip
     out = outcome_after(c, n, 120)
     print(out)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.atomicfile import atomic_write
+from gateway.updates.inbox import clear_incoming
 
 log = structlog.get_logger("gateway.updates")
 
@@ -114,7 +115,12 @@ async def report_outcomes(
     submit: Callable[[dict[str, Any]], Awaitable[int]],
     updater_state: Path = UPDATER_STATE,
 ) -> int:
-    """Seal each new outcome (``submit`` returns once the record is durable), then remember it."""
+    """Seal each new outcome (``submit`` returns once the record is durable), then remember it.
+    Runs once at start, before any offer can arrive: half-written offers a crash left in
+    ``updates/incoming`` are removed first."""
+    cleared = await asyncio.to_thread(clear_incoming, state_dir)
+    if cleared:
+        log.info("update.incoming_cleared", entries=cleared)
     todo = await asyncio.to_thread(pending_outcomes, state_dir, updater_state)
     for body in todo:
         await submit(body)
