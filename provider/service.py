@@ -34,6 +34,7 @@ from gateway.seal import keys, wire
 from gateway.seal.sealing import provider_private_key
 from provider import commands as provider_commands
 from provider import desk as desk_main
+from provider import release_tool
 from provider.desk import MAX_ROUTERS, Desk
 from provider.verifier import BatchResult, VerifiedRecord, Verifier
 
@@ -471,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return receive(args[1:])
     if args[0] == "command":
         return provider_commands.main(args[1:], desk_broker)
+    if args[0] == "release":
+        return release_tool.main(args[1:])
     if args[0] in desk_main.COMMANDS:
         return desk_main.main(args)
     return receive(args)
