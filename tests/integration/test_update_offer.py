@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from gateway.updates.updater import machine_arch
 from provider.commands import public_key_text
 from provider.est import EstAuthority, EstService
 from provider.release_offer import offer_args, publish, release_url
+from rig.pki import RigPki
 from tests.integration.rig import Rig, wait_for
 from tests.integration.test_commands_downlink import THERMO, Centre, _config
 
@@ -97,6 +101,53 @@ class OfferRig:
     def updater_takes_the_inbox(self) -> None:
         for entry in self.inbox():
             shutil.rmtree(entry)
+
+
+class StallingServer:
+    """An HTTPS release server (mutual TLS, the rig's CA) that sends half the artifact and then
+    holds the connection open until told to let go: a download caught in the middle."""
+
+    def __init__(self, pki: RigPki, body: bytes) -> None:
+        self.half_sent = threading.Event()
+        self.let_go = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                outer.half_sent.set()
+                outer.let_go.wait(120)
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(pki.broker_cert), str(pki.broker_key))
+        ctx.load_verify_locations(str(pki.ca_cert))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.httpd.server_address[1]}/homecare/v1/releases/x"
+
+    def __enter__(self) -> StallingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.let_go.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +289,39 @@ def test_the_release_service_serves_only_routers_with_a_certificate(offers: Offe
     router.load_cert_chain(str(gw.client_cert), str(gw.client_key))
     with urllib.request.urlopen(url, context=router, timeout=30) as resp:
         assert hashlib.sha256(resp.read()).hexdigest() == release.sha256
+
+
+def test_a_restart_mid_download_leaves_nothing_and_is_reported_interrupted(
+    offers: OfferRig,
+) -> None:
+    """gatewayd killed (SIGKILL, a power cut for it) while half the artifact has arrived: the
+    half entry it was writing stays in ``incoming`` (never in the inbox, which the updater
+    watches); the next start removes it and seals the command ``interrupted``. Runs last: it
+    restarts the module's daemon."""
+    artifact = os.urandom(1024 * 1024)
+    release, manifest, _ = offers.release(NEWER, artifact)
+    rig = offers.rig
+    with StallingServer(rig.pki, artifact) as server:
+        raw = offers.centre.signed("update.offer", offer_args(manifest, server.url))
+        sha = offers.centre.send_raw(raw)
+        wait_for(server.half_sent.is_set, 60, "half the artifact sent")
+        wait_for(lambda: offers.incoming() != [], 30, "the entry being written")
+        assert rig.daemon is not None
+        rig.daemon.send_signal(signal.SIGKILL)
+        assert rig.daemon.wait(30) == -signal.SIGKILL
+    [half] = offers.incoming()
+    assert (half / "release.json").read_bytes() == manifest
+    assert offers.inbox() == []
+    rig.start_daemon(rig.base / "gateway.toml")
+
+    def interrupted() -> bool:  # sealed by the ledger's recovery: no envelope digest, the name
+        return any(
+            e.get("outcome") == "interrupted" and e.get("command") == "update.offer"
+            for e in rig.received.events
+        )
+
+    wait_for(interrupted, 60, "the interrupted record")
+    wait_for(lambda: offers.incoming() == [], 30, "incoming cleared at start")
+    assert offers.inbox() == []
+    assert offers.centre.records_of(sha) == ["accepted"]  # never done, never failed
+    assert offers.fetched(release.sha256) == []  # only the stalling server ever saw it
