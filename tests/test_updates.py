@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from gateway.updates.inbox import drop_release, inbox_dir
 from gateway.updates.layout import RELEASE_INFO, UpdateLayout
 from gateway.updates.release import Release, parse_version, sign_release, verify_manifest
 from gateway.updates.state import load_state
+from gateway.updates.unpack import unpack
 from gateway.updates.updater import UNIT, UnitState, Updater
 
 KEY = ed25519.Ed25519PrivateKey.generate()
@@ -514,3 +516,79 @@ def test_provider_release_sign_and_verify_round_trip(tmp_path: Path) -> None:
     assert release_tool.main([*ok, "--arch", "amd64", "--running", "0.2.0"]) == 1
     release = release_tool.verify(manifest, pub, artifact, None, None)
     assert (release.version, release.outbox_schema, release.rollback) == (NEW, 3, False)
+
+
+# --- unpacking: the router's Python (3.11.2) has no tarfile filters, gateway/updates/unpack.py --
+def _tar(tmp_path: Path, build: Any) -> Path:
+    path = tmp_path / "t.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        build(tar)
+    return path
+
+
+def _file(tar: tarfile.TarFile, name: str, data: bytes = b"x", mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _link(tar: tarfile.TarFile, name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def test_unpack_keeps_a_venv_shape_and_drops_dangerous_bits(tmp_path: Path) -> None:
+    """The interpreter link to /usr/bin/python3.11, relative links, hard links and execute bits
+    survive; setuid and group/other write bits do not."""
+
+    def build(tar: tarfile.TarFile) -> None:
+        _file(tar, "./bin/gatewayd", b"#!/bin/sh\n", 0o4777)
+        _link(tar, "./bin/python3.11", "/usr/bin/python3.11")
+        _link(tar, "./bin/python", "python3.11")
+        _link(tar, "./bin/again", "bin/gatewayd", tarfile.LNKTYPE)
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    unpack(_tar(tmp_path, build), "gz", dest)
+    assert stat.S_IMODE((dest / "bin/gatewayd").stat().st_mode) == 0o755
+    assert os.readlink(dest / "bin/python3.11") == "/usr/bin/python3.11"
+    assert (dest / "bin/again").stat().st_ino == (dest / "bin/gatewayd").stat().st_ino
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda t: _file(t, "../evil"), id="dotdot"),
+        pytest.param(lambda t: _file(t, "/etc/evil"), id="absolute"),
+        pytest.param(lambda t: _link(t, "./etc", "/etc"), id="absolute-link"),
+        pytest.param(lambda t: _link(t, "./up", "../../.."), id="escaping-link"),
+        pytest.param(lambda t: _file(t, "./d/../../evil"), id="dotdot-inside"),
+        pytest.param(lambda t: _link(t, "./h", "/etc/shadow", tarfile.LNKTYPE), id="hardlink-out"),
+        pytest.param(lambda t: _link(t, "./dev", "", tarfile.CHRTYPE), id="device"),
+    ],
+)
+def test_unpack_refuses_what_could_leave_the_tree(tmp_path: Path, build: Any) -> None:
+    """Each of these is refused with a typed error, and nothing lands outside ``dest``."""
+    dest = tmp_path / "a" / "b" / "out"
+    dest.mkdir(parents=True)
+    with pytest.raises(ReleaseInvalidError):
+        unpack(_tar(tmp_path, build), "gz", dest)
+    assert not (tmp_path / "a" / "evil").exists()
+    assert not (tmp_path / "a" / "b" / "evil").exists()
+
+
+def test_unpack_never_writes_through_a_link(tmp_path: Path) -> None:
+    """A link to a directory inside the tree, then a file under the link's name: refused."""
+
+    def build(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("./real")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        _link(tar, "./alias", "real")
+        _file(tar, "./alias/f")
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ReleaseInvalidError, match="through a link"):
+        unpack(_tar(tmp_path, build), "gz", dest)

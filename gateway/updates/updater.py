@@ -23,13 +23,12 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from cryptography.hazmat.primitives import serialization
@@ -46,19 +45,17 @@ from gateway.updates.errors import (
 from gateway.updates.inbox import MANIFEST_NAME, check_applicable
 from gateway.updates.layout import RELEASE_INFO, UpdateLayout
 from gateway.updates.release import (
-    MAX_ARTIFACT_BYTES,
     MAX_MANIFEST_BYTES,
-    MAX_UNPACKED_BYTES,
     Release,
     is_version,
     verify_manifest,
 )
 from gateway.updates.state import load_state, save_state
+from gateway.updates.unpack import unpack
 
 log = structlog.get_logger("gateway.updates")
 
 UNIT = "gatewayd.service"
-MAX_MEMBERS = 100_000  # a venv has about 8 000 files
 MAX_TRIAL_BOOTS = 2  # the new version made the router reboot twice in its gate: take it back
 POLL_S = 0.25
 MAX_BEACON_BYTES = 4096
@@ -529,26 +526,7 @@ def release_info(tree: Path) -> dict[str, Any] | None:
 
 
 def _unpack(artifact: Path, release: Release, dest: Path) -> None:
-    total = members = 0
-
-    def member_filter(m: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
-        nonlocal total, members
-        # tar_filter: no absolute or escaping names, no links out of the tree, no setuid bits.
-        m2 = tarfile.tar_filter(m, path)
-        if not (m2.isreg() or m2.isdir() or m2.issym() or m2.islnk()):
-            raise ReleaseInvalidError(f"release holds a special file: {m.name[:80]!r}")
-        total += m2.size
-        members += 1
-        if total > MAX_UNPACKED_BYTES or members > MAX_MEMBERS:
-            raise ReleaseInvalidError("release tree is larger than the router allows")
-        return m2.replace(uid=0, gid=0, uname="root", gname="root", deep=False)
-
-    try:
-        mode: Literal["r:gz", "r:xz"] = "r:gz" if release.compression == "gz" else "r:xz"
-        with tarfile.open(artifact, mode) as tar:
-            tar.extractall(dest, filter=member_filter)  # noqa: S202 - filtered above
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ReleaseInvalidError(f"release artifact does not unpack: {exc}"[:200]) from None
+    unpack(artifact, release.compression, dest)
     info = release_info(dest)
     if info is None or info.get("version") != release.version or info.get("arch") != release.arch:
         raise ReleaseInvalidError(
@@ -556,8 +534,6 @@ def _unpack(artifact: Path, release: Release, dest: Path) -> None:
         )
     if not (dest / "bin" / "gatewayd").exists():
         raise ReleaseInvalidError("the release tree has no bin/gatewayd")
-    if artifact.stat().st_size > MAX_ARTIFACT_BYTES:  # pragma: no cover - checked on copy
-        raise ReleaseInvalidError("artifact too large")
 
 
 def _load_key(path: Path) -> ed25519.Ed25519PublicKey:
