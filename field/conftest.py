@@ -40,6 +40,7 @@ EXERCISED: set[str] = set()  # architectures whose container actually booted
 
 UPGRADE_GATEWAY = "gw-field-upgrade"  # test_package_upgrade.py's router
 UPDATE_GATEWAY = "gw-field-update"  # test_release_updates.py's router
+OFFER_GATEWAY = "gw-field-offer"  # test_update_offer.py's router
 # The previous package version the upgrade starts from: the first commit with the field tier
 # on main (same layout, static configuration). FIELD_PREVIOUS_REF names another commit.
 PREVIOUS_REF = os.environ.get("FIELD_PREVIOUS_REF", "e215172")
@@ -196,7 +197,7 @@ def deb_for(arch: str, out_dir: Path) -> Path:
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProvider]:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         subprocess.run(["bash", str(REPO / "scripts" / "install-sysdeps.sh")], check=False)  # noqa: S603, S607
-    gateways = [gateway_id(a) for a in ARCHES] + [UPGRADE_GATEWAY, UPDATE_GATEWAY]
+    gateways = [gateway_id(a) for a in ARCHES] + [UPGRADE_GATEWAY, UPDATE_GATEWAY, OFFER_GATEWAY]
     prov = HostProvider(tmp_path_factory.mktemp("provider"), gateways)
     try:
         prov.start()

@@ -207,9 +207,11 @@ def booted(
     boot_timeout_s: float = 180,
     keep: bool = False,
     resume: bool = False,
+    machine: str | None = None,
 ) -> Iterator[Container]:
     """Boot a fresh copy of ``template`` and yield it; always powers off and cleans up.
-    ``resume``: boot the root a previous ``booted(..., keep=True)`` left in ``workdir``."""
+    ``resume``: boot the root a previous ``booted(..., keep=True)`` left in ``workdir``.
+    ``machine``: the container's name (default ``field-<arch>``), unique per concurrent boot."""
     missing = missing_tools()
     if missing:
         raise FieldError(f"missing host tools: {', '.join(missing)}")
@@ -228,7 +230,7 @@ def booted(
     nspawn = subprocess.Popen(  # noqa: S603
         [  # noqa: S607 - the host's systemd-nspawn, found on PATH
             "systemd-nspawn", "--quiet", "-D", str(root), "--boot", "--register=no",
-            "--keep-unit", "--console=pipe", f"--machine=field-{arch}",
+            "--keep-unit", "--console=pipe", f"--machine={machine or f'field-{arch}'}",
         ],
         stdin=subprocess.DEVNULL,
         stdout=console,
