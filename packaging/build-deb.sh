@@ -116,6 +116,7 @@ tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' \
 # and the pyproject lines that name them (their command, plug-in and data) are marked for removal.
 sed -i '/# not-on-router$/d' "$WORK/src/pyproject.toml"
 sed -i "0,/^version = \"[^\"]*\"/s//version = \"$VERSION\"/" "$WORK/src/pyproject.toml"
+sed -i "s/^__version__ = \"[^\"]*\"/__version__ = \"$VERSION\"/" "$WORK/src/gateway/__init__.py"
 "$BUILD_PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
 
 # --- 2. the venv, created at its final path inside the staging root --------------------------

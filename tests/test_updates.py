@@ -592,3 +592,14 @@ def test_unpack_never_writes_through_a_link(tmp_path: Path) -> None:
     dest.mkdir()
     with pytest.raises(ReleaseInvalidError, match="through a link"):
         unpack(_tar(tmp_path, build), "gz", dest)
+
+
+def test_beacon_names_the_release_tree_it_runs_from(tmp_path: Path, monkeypatch: Any) -> None:
+    """The updater compares the beacon with the release directory it switched to: the version
+    comes from the running tree's release-info.json, not from the package metadata."""
+    monkeypatch.setattr("sys.prefix", str(tmp_path))
+    assert beacon.running_release("0.1.0") == "0.1.0"
+    (tmp_path / RELEASE_INFO).write_text(json.dumps({"version": "0.1.0.1"}))
+    assert beacon.running_release("0.1.0") == "0.1.0.1"
+    (tmp_path / RELEASE_INFO).write_text(json.dumps({"version": "../x"}))
+    assert beacon.running_release("0.1.0") == "0.1.0"

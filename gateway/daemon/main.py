@@ -302,7 +302,9 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
                 name="updates.outcomes",
             )
             tg.create_task(
-                updates_beacon.beacon_task(cfg.state_dir, __version__, upload),
+                updates_beacon.beacon_task(
+                    cfg.state_dir, updates_beacon.running_release(__version__), upload
+                ),
                 name="updates.beacon",
             )
             intake.start(tg)

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ import structlog
 
 from gateway.atomicfile import atomic_write
 from gateway.updates.inbox import clear_incoming
+from gateway.updates.layout import RELEASE_INFO
 
 log = structlog.get_logger("gateway.updates")
 
@@ -40,10 +42,22 @@ class Delivering(Protocol):
     delivered_records: int
 
 
+def running_release(fallback: str) -> str:
+    """The release this process runs from: the version in its tree's release-info.json (the
+    directory name the updater switched to), or ``fallback`` outside a release tree."""
+    try:
+        info = json.loads((Path(sys.prefix) / RELEASE_INFO).read_bytes()[:4096])
+        version = info["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return fallback
+    return version if isinstance(version, str) and _VERSION.fullmatch(version) else fallback
+
+
 async def beacon_task(
     state_dir: Path, version: str, uplink: Delivering, poll_s: float = 1.0
 ) -> None:
-    """Write the beacon once a record this process sent was acknowledged, then end."""
+    """Write the beacon once a record this process sent was acknowledged, then end.
+    ``version``: the running release (:func:`running_release`)."""
     # The uplink keeps a counter, not an event; one look a second costs nothing.
     while uplink.delivered_records <= 0:  # noqa: ASYNC110
         await asyncio.sleep(poll_s)
