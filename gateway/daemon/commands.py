@@ -52,6 +52,7 @@ from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.health import HealthReporter
 from gateway.pipeline.ingest import IngestWriter, Lane
 from gateway.seal import wire
+from gateway.updates.beacon import running_release
 from gateway.uplink.linkmon import LinkMonitor
 from provisioning import runtime as provisioning
 from provisioning.bundle import BoundDevice
@@ -155,7 +156,8 @@ class DaemonCommands:
         r.register("return.drain", no_args, self.return_drain, summary="stop intake and deliver")
         # Software updates: verified (release key, arch, direction) before it is accepted,
         # then downloaded into the updater's inbox (gateway/daemon/update_offer.py).
-        offers = UpdateOffers(self._cfg, running_version=__version__)
+        # The running version as the updater sees it: the release tree's own (its directory).
+        offers = UpdateOffers(self._cfg, running_version=running_release(__version__))
         r.register(
             "update.offer",
             offers.validate,
