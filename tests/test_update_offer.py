@@ -5,11 +5,13 @@ test_update_offer.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -164,10 +166,20 @@ class Server:
                 claimed = len(body) * (2 if behaviour == "claims-more" else 1)
                 self.send_header("Content-Length", str(claimed))
                 self.end_headers()
+                if behaviour == "pause":  # a chunk and a bit, wait, then the rest slowly
+                    self.wfile.write(body[:70_000])
+                    self.wfile.flush()
+                    outer.release.wait(30)
+                    for i in range(70_000, len(body), 1024):
+                        self.wfile.write(body[i : i + 1024])
+                        self.wfile.flush()
+                        time.sleep(0.01)
+                    return
                 if behaviour == "stall":
                     self.wfile.write(body[:10])
                     self.wfile.flush()
                     outer.release.wait(30)
+                    self.close_connection = True  # the client sees the body end short
                     return
                 self.wfile.write(body)
 
@@ -255,3 +267,33 @@ def test_a_server_not_of_the_provider_ca_is_refused(
     with pytest.raises(fetch.ReleaseDownloadError, match="not the provider's"):
         next(fetch.stream(server.url, wrong_ca, max_bytes=1, deadline_s=30,
                           cancel=threading.Event()))  # fmt: skip
+
+
+async def test_a_cancelled_offer_stops_its_download_and_leaves_nothing(
+    cfg: Config, pki: RigPki, serve: Any
+) -> None:
+    """The runner's timeout (or shutdown) cancels the handler mid-download: the download
+    thread stops at its next chunk although the server goes on sending, removes its half
+    entry and only then frees the offer slot (an offer meanwhile is ``busy``); the inbox never
+    sees a byte."""
+    body = bytes(200_000)
+    server = serve("pause", body)
+    gw = pki.gateway("gw-0001")
+    real = dataclasses.replace(cfg, ca_file=pki.ca_cert, cert_file=gw.client_cert,
+                               key_file=gw.client_key)  # fmt: skip
+    o = offers(real)
+    offer = o.validate(args(manifest(data=body), url=server.url))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(o.handle(COMMAND, offer), 2.0)
+    incoming = cfg.state_dir / "updates" / "incoming"
+    assert [p.name for p in incoming.iterdir()]  # the half entry, until the thread ends
+    with pytest.raises(CommandRefusedError) as busy:
+        await o.handle(COMMAND, offer)
+    assert busy.value.reason is Reason.BUSY
+    server.release.set()  # the server sends the rest; the thread stops at its next chunk
+    deadline = asyncio.get_running_loop().time() + 30
+    while o._active.locked():
+        assert asyncio.get_running_loop().time() < deadline, "the download thread never ended"
+        await asyncio.sleep(0.05)
+    assert list(incoming.iterdir()) == []
+    assert list(inbox_dir(cfg.state_dir).iterdir()) == []

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -34,7 +35,7 @@ from gateway.updates.inbox import INCOMING, UPDATES_SUBDIR, inbox_dir
 from gateway.updates.release import Release, parse_version, sign_release
 from gateway.updates.updater import machine_arch
 from provider.commands import public_key_text
-from provider.est import EstAuthority, EstService
+from provider.est import EstAuthority, EstService, _Issued
 from provider.release_offer import offer_args, publish, release_url
 from rig.pki import RigPki
 from tests.integration.rig import Rig, wait_for
@@ -275,8 +276,8 @@ def test_tampered_bytes_on_the_server_fail_and_leave_nothing_behind(offers: Offe
 
 
 def test_the_release_service_serves_only_routers_with_a_certificate(offers: OfferRig) -> None:
-    """Without a client certificate the release route answers 401 and serves no byte; with
-    the router's certificate it serves the published artifact."""
+    """Without a client certificate, or with a revoked one, the release route answers 401
+    and serves no byte; with the router's certificate it serves the published artifact."""
     release, _, path = offers.release(NEWER, os.urandom(4096))
     publish(offers.authority.releases_dir or Path("/nonexistent"), release, path)
     url = release_url(offers.est.url, release.sha256)
@@ -289,6 +290,16 @@ def test_the_release_service_serves_only_routers_with_a_certificate(offers: Offe
     router.load_cert_chain(str(gw.client_cert), str(gw.client_key))
     with urllib.request.urlopen(url, context=router, timeout=30) as resp:
         assert hashlib.sha256(resp.read()).hexdigest() == release.sha256
+    # The same router once its certificate is revoked: refused.
+    serial = x509.load_pem_x509_certificate(gw.client_cert.read_bytes()).serial_number
+    revoked = _Issued(offers.rig.gateway_id, serial, revoked_at=datetime.now(UTC))
+    offers.authority.issued.append(revoked)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as after:
+            urllib.request.urlopen(url, context=router, timeout=30)
+        assert after.value.code == 401
+    finally:
+        offers.authority.issued.remove(revoked)
 
 
 def test_a_restart_mid_download_leaves_nothing_and_is_reported_interrupted(
