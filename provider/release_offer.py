@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.errors import GatewayError
 from gateway.updates.errors import UpdateError
+from gateway.updates.fetch import check_url
 from gateway.updates.release import MAX_MANIFEST_BYTES, Release, verify_manifest
 from provider.commands import BrokerFor, CommandCentre
 from provider.desk import Desk
@@ -137,8 +138,12 @@ def main(argv: Sequence[str], broker_for: BrokerFor) -> int:
         raw = args.manifest.read_bytes()
         release = read_manifest(raw, _public_key(args.key) if args.key else None)
         base = args.url_base or str(desk.listening()["est_url"])
-        publish(desk.releases, release, args.artifact)
         url = release_url(base, release.sha256)
+        try:
+            check_url(url)  # what the router accepts: refuse here, before a counter is spent
+        except ValueError as exc:
+            raise ReleaseOfferError(f"--url-base: {exc}") from None
+        publish(desk.releases, release, args.artifact)
         centre = CommandCentre(desk.root)
         ttl = timedelta(minutes=args.ttl_minutes)
         command, signed = centre.sign(args.gateway, COMMAND, offer_args(raw, url), ttl)

@@ -80,18 +80,21 @@ def test_offer_publishes_the_artifact_and_sends_a_signed_update_offer(
     assert "offered 0.2.0 (amd64)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("problem", ["other-artifact", "other-key"])
+@pytest.mark.parametrize("problem", ["other-artifact", "other-key", "http-url"])
 def test_offer_refuses_what_the_router_would_refuse_and_sends_nothing(
     desk: Path, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sent: list[Any] = []
     monkeypatch.setattr(pc, "publish", lambda *a: sent.append(a))
     t = desk.parent
+    extra: list[str] = []
     if problem == "other-artifact":
         (t / "release.tar.gz").write_bytes(ARTIFACT + b"!")
+    elif problem == "http-url":
+        extra = ["--url-base", "http://provider.example"]
     else:
         (t / "release.pub").write_bytes(_pem(ed25519.Ed25519PrivateKey.generate()))
-    assert ro.main(_argv(desk, "--key", str(t / "release.pub")), _broker) == 1
+    assert ro.main(_argv(desk, "--key", str(t / "release.pub"), *extra), _broker) == 1
     assert sent == []
     assert list((desk / "releases").glob("*")) == [] if (desk / "releases").exists() else True
     assert pc.CounterBook(desk / pc.COUNTERS_FILE).last("gw-1") == 0  # no counter spent
