@@ -10,10 +10,13 @@ random bytes: the daemon checks digest and size, never the content (the updater 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import ssl
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -37,7 +40,7 @@ from gateway.updates.updater import machine_arch
 from provider.commands import public_key_text
 from provider.est import EstAuthority, EstService, _Issued
 from provider.release_offer import offer_args, publish, release_url
-from rig.pki import RigPki
+from rig.pki import RigPki, create_rig_pki
 from tests.integration.rig import Rig, wait_for
 from tests.integration.test_commands_downlink import THERMO, Centre, _config
 
@@ -307,8 +310,8 @@ def test_a_restart_mid_download_leaves_nothing_and_is_reported_interrupted(
 ) -> None:
     """gatewayd killed (SIGKILL, a power cut for it) while half the artifact has arrived: the
     half entry it was writing stays in ``incoming`` (never in the inbox, which the updater
-    watches); the next start removes it and seals the command ``interrupted``. Runs last: it
-    restarts the module's daemon."""
+    watches); the next start removes it and seals the command ``interrupted``. The last test
+    of the module's daemon: it restarts it."""
     artifact = os.urandom(1024 * 1024)
     release, manifest, _ = offers.release(NEWER, artifact)
     rig = offers.rig
@@ -336,3 +339,62 @@ def test_a_restart_mid_download_leaves_nothing_and_is_reported_interrupted(
     assert offers.inbox() == []
     assert offers.centre.records_of(sha) == ["accepted"]  # never done, never failed
     assert offers.fetched(release.sha256) == []  # only the stalling server ever saw it
+
+
+def test_the_desk_publishes_and_serves_what_release_offer_sends(tmp_path: Path) -> None:
+    """The command centre's way, as processes: ``serve-est`` runs the desk, ``command keygen``
+    and ``release offer`` publish the artifact in the desk folder and send the command (the
+    desk's broker acknowledges it); the desk's HTTPS service - another process - serves exactly
+    that artifact at the URL sent, to a router certificate of the desk's CA only."""
+    env = {k: v for k, v in os.environ.items() if k != "HOMECARE_PROVIDER_DESK"}
+    desk = tmp_path / "desk"
+    cli = [sys.executable, "-m", "provider.service"]
+    log = tmp_path / "serve-est.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen(
+            [*cli, "serve-est", "--desk", str(desk), "--seconds", "300"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "desk: files in" in log.read_text() or serve.poll() is not None, 60,
+                 "the desk")  # fmt: skip
+        assert serve.poll() is None, log.read_text()
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*cli, *args], capture_output=True, text=True, timeout=120, check=False, env=env
+            )
+
+        assert run("command", "keygen", "--desk", str(desk)).returncode == 0
+        key = ed25519.Ed25519PrivateKey.generate()
+        artifact = os.urandom(300_000)
+        release = Release(
+            version=NEWER, arch="amd64", sha256=hashlib.sha256(artifact).hexdigest(),
+            size=len(artifact), compression="gz", rollback=False, issued_at=datetime.now(UTC),
+            outbox_schema=OUTBOX_SCHEMA, outbox_min_reader=OUTBOX_MIN_READER,
+        )  # fmt: skip
+        (tmp_path / "release.json").write_bytes(sign_release(release, key))
+        (tmp_path / "release.tar.gz").write_bytes(artifact)
+        offered = run("release", "offer", "--desk", str(desk), "--gateway", "gw-desk-1",
+                      "--manifest", str(tmp_path / "release.json"),
+                      "--artifact", str(tmp_path / "release.tar.gz"))  # fmt: skip
+        assert offered.returncode == 0, offered.stderr
+        url = offered.stdout.strip().rsplit(" ", 1)[-1]
+        assert url.endswith(f"/homecare/v1/releases/{release.sha256}")
+        lines = (desk / "commands-sent.jsonl").read_text().splitlines()
+        sent = [(s["command"], s["gateway_id"]) for s in map(json.loads, lines)]
+        assert sent == [("update.offer", "gw-desk-1")]  # the desk's broker acknowledged it
+
+        pki = create_rig_pki(desk / "pki", gateway_ids=["gw-desk-1"])  # the desk's CA
+        gw = pki.gateway("gw-desk-1")
+        router = ssl.create_default_context(cafile=str(pki.ca_cert))
+        router.load_cert_chain(str(gw.client_cert), str(gw.client_key))
+        with urllib.request.urlopen(url, context=router, timeout=30) as resp:
+            assert resp.read() == artifact
+        anonymous = ssl.create_default_context(cafile=str(pki.ca_cert))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=anonymous, timeout=30)
+        assert refused.value.code == 401
+    finally:
+        serve.terminate()
+        serve.wait(30)
