@@ -305,6 +305,52 @@ def test_the_release_service_serves_only_routers_with_a_certificate(offers: Offe
         offers.authority.issued.remove(revoked)
 
 
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+LARGE_MIB = 96
+GROWTH_CAP_MIB = 32  # what the daemon may grow by while a release streams through it
+
+
+def test_a_large_release_streams_through_without_growing_the_daemon(offers: OfferRig) -> None:
+    """A 96 MiB artifact (the unit's MemoryMax is 256M) goes through the daemon in chunks: its
+    peak resident set (VmHWM, reset just before) stays within 32 MiB of where it was, so the
+    artifact was never held whole; the inbox gets every byte."""
+    path = offers.work / "large.tar.gz"
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for _ in range(LARGE_MIB):
+            block = os.urandom(1024 * 1024)
+            digest.update(block)
+            f.write(block)
+    release = Release(
+        version=NEWER, arch=machine_arch(), sha256=digest.hexdigest(),
+        size=LARGE_MIB * 1024 * 1024, compression="gz", rollback=False,
+        issued_at=datetime.now(UTC), outbox_schema=OUTBOX_SCHEMA,
+        outbox_min_reader=OUTBOX_MIN_READER,
+    )  # fmt: skip
+    publish(offers.authority.releases_dir or Path("/nonexistent"), release, path)
+    path.unlink()
+    assert offers.rig.daemon is not None
+    pid = offers.rig.daemon.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
+    before = _status_kib(pid, "VmRSS")
+    got = offers.offer(sign_release(release, offers.release_key), release.sha256)
+    peak = _status_kib(pid, "VmHWM")
+    assert got["outcome"] == "done", got
+    print(f"{LARGE_MIB} MiB release: {got['result']['download_s']} s, daemon RSS {before // 1024}"
+          f" MiB before, peak {peak // 1024} MiB during")  # fmt: skip
+    assert peak - before < GROWTH_CAP_MIB * 1024, (before, peak)
+    [entry] = offers.inbox()
+    assert (entry / "release.tar.gz").stat().st_size == release.size
+    offers.updater_takes_the_inbox()
+    (offers.authority.releases_dir or Path("/nonexistent")).joinpath(release.sha256).unlink()
+
+
 def test_a_restart_mid_download_leaves_nothing_and_is_reported_interrupted(
     offers: OfferRig,
 ) -> None:
