@@ -95,7 +95,9 @@ _HINTS = {
 class CommandRefusedError(GatewayError):
     """A command was refused; nothing was changed. ``reason`` is one of :class:`Reason`."""
 
-    def __init__(self, reason: Reason, message: str, *, command: Command | None = None) -> None:
+    def __init__(
+        self, reason: Reason, message: str, *, command: Command | None = None
+    ) -> None:
         super().__init__(message, hint=_HINTS[reason], reason=str(reason))
         self.reason = reason
         self.command = command
