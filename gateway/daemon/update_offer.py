@@ -121,7 +121,8 @@ class UpdateOffers:
         text, url = args["manifest"], args["url"]
         if not isinstance(text, str) or not 0 < len(text) <= MAX_MANIFEST_B64_CHARS:
             raise CommandRefusedError(
-                Reason.BAD_ARGS, f"manifest must be base64 text of 1-{MAX_MANIFEST_B64_CHARS} characters"
+                Reason.BAD_ARGS,
+                f"manifest must be base64 text of 1-{MAX_MANIFEST_B64_CHARS} characters",
             )
         try:
             manifest = base64.b64decode(text, validate=True)
