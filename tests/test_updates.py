@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.config import updates as updates_config
 from gateway.errors import ConfigError
+from gateway.seal import cjson
 from gateway.updates import beacon
 from gateway.updates.errors import (
     ReleaseInvalidError,
@@ -438,8 +439,32 @@ def test_outcomes_are_sealed_once_each(root: UpdateLayout) -> None:
 
     assert asyncio.run(beacon.report_outcomes(root.daemon_state, submit, root.state_file)) == 1
     assert sealed[0]["event"] == "update.rolled_back"
+    cjson.dumps(sealed[0])  # what the writer does with it: canonical JSON, no floats
     assert sealed[0]["to_version"] == NEW
     assert asyncio.run(beacon.report_outcomes(root.daemon_state, submit, root.state_file)) == 0
+
+
+def test_a_done_outcome_with_its_gap_is_sealable(root: UpdateLayout) -> None:
+    """update.done carries the switch gap; the sealed body must be canonical JSON (integers:
+    a float there crashed the daemon at start in the field tier)."""
+    offer(root)
+    updater(root, FakeSystemd(root), Clock()).run()
+    (body,) = beacon.pending_outcomes(root.daemon_state, root.state_file)
+    assert body["event"] == "update.done"
+    assert isinstance(body["switch_gap_ms"], int)
+    cjson.dumps(body)
+
+
+def test_a_refused_report_does_not_stop_the_daemon(root: UpdateLayout) -> None:
+    """The writer refusing a report (quota, encoding) is logged; the task ends normally."""
+    offer(root)
+    updater(root, FakeSystemd(root), Clock()).run()
+
+    async def refuse(body: dict[str, Any]) -> int:
+        raise TypeError("refused")
+
+    assert asyncio.run(beacon.report_outcomes(root.daemon_state, refuse, root.state_file)) == 0
+    assert beacon.pending_outcomes(root.daemon_state, root.state_file) == []
 
 
 def test_outcome_with_unchecked_fields_is_not_signed() -> None:
