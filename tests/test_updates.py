@@ -628,3 +628,20 @@ def test_beacon_names_the_release_tree_it_runs_from(tmp_path: Path, monkeypatch:
     assert beacon.running_release("0.1.0") == "0.1.0.1"
     (tmp_path / RELEASE_INFO).write_text(json.dumps({"version": "../x"}))
     assert beacon.running_release("0.1.0") == "0.1.0"
+
+
+def test_a_beacon_from_the_last_boot_does_not_pass_the_gate(root: UpdateLayout) -> None:
+    """PIDs repeat across boots: after a power cut in the gate, the old boot's beacon (same
+    version, same PID as the new gatewayd) is dropped; the new process must deliver again."""
+    offer(root)
+    systemd, clock = FakeSystemd(root), Clock()
+    with pytest.raises(PowerCut):
+        updater(root, systemd, clock, stop_at=cut_at("switched")).run()
+    booted = updater(root, systemd, clock, boot=lambda: "boot-2")
+    booted.recover(at_boot=True)
+    root.beacon.write_text(json.dumps({"version": NEW, "pid": systemd.pid, "delivered_records": 3}))
+    booted2 = updater(root, systemd, clock, boot=lambda: "boot-3")
+    booted2.recover(at_boot=True)  # another boot inside the gate
+    assert not root.beacon.exists()
+    booted2.run()
+    assert load_state(root.state_file).outcomes[-1]["event"] == "update.rolled_back"
