@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.config import updates as updates_config
 from gateway.errors import ConfigError
+from gateway.seal import cjson
 from gateway.updates import beacon
 from gateway.updates.errors import (
     ReleaseInvalidError,
@@ -438,8 +439,32 @@ def test_outcomes_are_sealed_once_each(root: UpdateLayout) -> None:
 
     assert asyncio.run(beacon.report_outcomes(root.daemon_state, submit, root.state_file)) == 1
     assert sealed[0]["event"] == "update.rolled_back"
+    cjson.dumps(sealed[0])  # what the writer does with it: canonical JSON, no floats
     assert sealed[0]["to_version"] == NEW
     assert asyncio.run(beacon.report_outcomes(root.daemon_state, submit, root.state_file)) == 0
+
+
+def test_a_done_outcome_with_its_gap_is_sealable(root: UpdateLayout) -> None:
+    """update.done carries the switch gap; the sealed body must be canonical JSON (integers:
+    a float there crashed the daemon at start in the field tier)."""
+    offer(root)
+    updater(root, FakeSystemd(root), Clock()).run()
+    (body,) = beacon.pending_outcomes(root.daemon_state, root.state_file)
+    assert body["event"] == "update.done"
+    assert isinstance(body["switch_gap_ms"], int)
+    cjson.dumps(body)
+
+
+def test_a_refused_report_does_not_stop_the_daemon(root: UpdateLayout) -> None:
+    """The writer refusing a report (quota, encoding) is logged; the task ends normally."""
+    offer(root)
+    updater(root, FakeSystemd(root), Clock()).run()
+
+    async def refuse(body: dict[str, Any]) -> int:
+        raise TypeError("refused")
+
+    assert asyncio.run(beacon.report_outcomes(root.daemon_state, refuse, root.state_file)) == 0
+    assert beacon.pending_outcomes(root.daemon_state, root.state_file) == []
 
 
 def test_outcome_with_unchecked_fields_is_not_signed() -> None:
@@ -603,3 +628,20 @@ def test_beacon_names_the_release_tree_it_runs_from(tmp_path: Path, monkeypatch:
     assert beacon.running_release("0.1.0") == "0.1.0.1"
     (tmp_path / RELEASE_INFO).write_text(json.dumps({"version": "../x"}))
     assert beacon.running_release("0.1.0") == "0.1.0"
+
+
+def test_a_beacon_from_the_last_boot_does_not_pass_the_gate(root: UpdateLayout) -> None:
+    """PIDs repeat across boots: after a power cut in the gate, the old boot's beacon (same
+    version, same PID as the new gatewayd) is dropped; the new process must deliver again."""
+    offer(root)
+    systemd, clock = FakeSystemd(root), Clock()
+    with pytest.raises(PowerCut):
+        updater(root, systemd, clock, stop_at=cut_at("switched")).run()
+    booted = updater(root, systemd, clock, boot=lambda: "boot-2")
+    booted.recover(at_boot=True)
+    root.beacon.write_text(json.dumps({"version": NEW, "pid": systemd.pid, "delivered_records": 3}))
+    booted2 = updater(root, systemd, clock, boot=lambda: "boot-3")
+    booted2.recover(at_boot=True)  # another boot inside the gate
+    assert not root.beacon.exists()
+    booted2.run()
+    assert load_state(root.state_file).outcomes[-1]["event"] == "update.rolled_back"

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.atomicfile import atomic_write
+from gateway.errors import GatewayError
 from gateway.updates.inbox import clear_incoming
 from gateway.updates.layout import RELEASE_INFO
 
@@ -103,7 +104,8 @@ def checked_outcome(o: Any) -> dict[str, Any] | None:
         "from_version": o.get("from_version"),
         "to_version": o.get("to_version"),
         "reason": reason,
-        "switch_gap_s": gap,
+        # Canonical JSON (gateway/seal/cjson.py) has no floats: whole milliseconds.
+        "switch_gap_ms": None if gap is None else round(gap * 1000),
         "time": o["time"],
     }
 
@@ -136,10 +138,19 @@ async def report_outcomes(
     if cleared:
         log.info("update.incoming_cleared", entries=cleared)
     todo = await asyncio.to_thread(pending_outcomes, state_dir, updater_state)
+    sealed = 0
     for body in todo:
-        await submit(body)
+        try:
+            await submit(body)
+            sealed += 1
+            log.info("update.reported", kind=body["event"], to_version=body["to_version"])
+        except (GatewayError, TypeError, ValueError) as exc:
+            # A report the writer refuses (quota, encoding) must never stop the daemon: the
+            # outcome stays in the updater's state file and the journal.
+            log.error(  # noqa: TRY400 - the type is the diagnosis; no traceback needed
+                "update.report_failed", kind=body["event"], error=type(exc).__name__
+            )
         await asyncio.to_thread(
             _write, state_dir / REPORTED, json.dumps({"last_n": body["n"]}).encode()
         )
-        log.info("update.reported", kind=body["event"], to_version=body["to_version"])
-    return len(todo)
+    return sealed

@@ -217,6 +217,8 @@ class Updater:
             self._begin_trial(restart=not at_boot)
         elif st.phase == "trial":
             if st.trial_boot_id != self.boot():
+                # PIDs repeat from boot to boot: a beacon of the last boot must not count.
+                _clear_beacon(self.layout)
                 st.trial_boots += 1
                 st.trial_boot_id = self.boot()
                 st.trial_started_mono = self.clock()
@@ -366,6 +368,7 @@ class Updater:
         old_pid = self.services.state(UNIT).main_pid if restart else 0
         st.phase = "trial"
         st.trial_boot_id, st.trial_started_mono, st.trial_boots = self.boot(), self.clock(), 0
+        _clear_beacon(self.layout)  # only a beacon the new version writes from now on counts
         self._save()
         if restart:
             self._restart_and_time(old_pid, limit_s)
@@ -497,6 +500,18 @@ def _remove_entry(inbox: Path, entry: str) -> None:
             shutil.rmtree(entry, dir_fd=fd)
         finally:
             os.close(fd)
+
+
+def _clear_beacon(layout: UpdateLayout) -> None:
+    try:
+        dfd = _open_dir_chain(layout.daemon_state, ("updates",))
+    except ReleaseInvalidError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("health.json", dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def read_beacon(layout: UpdateLayout) -> dict[str, Any] | None:
