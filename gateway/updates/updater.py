@@ -503,13 +503,18 @@ def _remove_entry(inbox: Path, entry: str) -> None:
 
 
 def _clear_beacon(layout: UpdateLayout) -> None:
+    """Remove the daemon's beacon; a failure is logged, never raised: the gate also checks the
+    version and systemd's MainPID, and an updater that stops here would loop on its path unit."""
     try:
         dfd = _open_dir_chain(layout.daemon_state, ("updates",))
     except ReleaseInvalidError:
         return
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink("health.json", dir_fd=dfd)
+        os.unlink("health.json", dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("update.beacon_not_cleared", error=exc.strerror)
     finally:
         os.close(dfd)
 
