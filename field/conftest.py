@@ -39,6 +39,8 @@ EXERCISED: set[str] = set()  # architectures whose container actually booted
 
 
 UPGRADE_GATEWAY = "gw-field-upgrade"  # test_package_upgrade.py's router
+UPDATE_GATEWAY = "gw-field-update"  # test_release_updates.py's router
+OFFER_GATEWAY = "gw-field-offer"  # test_update_offer.py's router
 # The previous package version the upgrade starts from: the first commit with the field tier
 # on main (same layout, static configuration). FIELD_PREVIOUS_REF names another commit.
 PREVIOUS_REF = os.environ.get("FIELD_PREVIOUS_REF", "e215172")
@@ -75,6 +77,22 @@ def previous_deb(arch: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     debs = sorted(out.glob(f"homecare-gateway_{PREVIOUS_VERSION}_{arch}.deb"))
     assert debs, f"no {PREVIOUS_VERSION} .deb in {out}"
     return debs[-1]
+
+
+def release_deb(arch: str, version: str, out_dir: Path) -> Path:
+    """The package of this tree built as ``version`` (VERSION_OVERRIDE): a newer release."""
+    require(arch)
+    started = time.monotonic()
+    env = {**os.environ, "BUILD_PYTHON": os.environ.get("FIELD_BUILD_PYTHON", sys.executable),
+           "VERSION_OVERRIDE": version}  # fmt: skip
+    proc = subprocess.run(  # noqa: S603 - our own build script
+        [str(REPO / "packaging" / "build-deb.sh"), "--arch", arch, "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=900, check=False, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"building {version} failed:\n{proc.stderr[-3000:]}")
+    timed(f"deb build {arch} {version}", started)
+    return out_dir / f"homecare-gateway_{version}_{arch}.deb"
 
 
 def gateway_id(arch: str) -> str:
@@ -179,7 +197,7 @@ def deb_for(arch: str, out_dir: Path) -> Path:
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProvider]:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         subprocess.run(["bash", str(REPO / "scripts" / "install-sysdeps.sh")], check=False)  # noqa: S603, S607
-    gateways = [gateway_id(a) for a in ARCHES] + [UPGRADE_GATEWAY]
+    gateways = [gateway_id(a) for a in ARCHES] + [UPGRADE_GATEWAY, UPDATE_GATEWAY, OFFER_GATEWAY]
     prov = HostProvider(tmp_path_factory.mktemp("provider"), gateways)
     try:
         prov.start()

@@ -177,7 +177,7 @@ _SIM_CHECK = (
 
 
 def package_has_sim_devices(c: Container) -> bool:
-    return c.run([PACKAGE_PYTHON, "-c", _SIM_CHECK], check=False).returncode == 0
+    return c.run([package_python(c), "-c", _SIM_CHECK], check=False).returncode == 0
 
 
 def install_enrolment(
@@ -212,7 +212,17 @@ def install_enrolment(
 # The pty device simulators: shipped inside the package before the rig moved out of drivers/
 # (drivers.serial.sim), copied into the container from the source tree after (rig/serial).
 SIM_SRC = "/usr/local/lib/field-rig"
-PACKAGE_PYTHON = "/opt/homecare-gateway/bin/python"
+PACKAGE_PYTHON = "/opt/homecare-gateway/current/bin/python"
+# Before the A/B layout (software updates) the venv was /opt/homecare-gateway itself: the
+# previous version test_package_upgrade.py starts from still has it there.
+_FLAT_PYTHON = "/opt/homecare-gateway/bin/python"
+
+
+def package_python(c: Container) -> str:
+    """The installed package's interpreter, in whichever layout that package has."""
+    if (c.root / "opt/homecare-gateway/current").is_symlink():
+        return PACKAGE_PYTHON
+    return _FLAT_PYTHON
 
 
 def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
@@ -236,7 +246,7 @@ def start_serial_sim(c: Container, kind: str, link: str, *args: str) -> str:
     c.run([
         "systemd-run", f"--unit={unit}", "-p", "User=homecare-gateway",
         "-p", "RuntimeDirectory=field-dev", "-p", "RuntimeDirectoryPreserve=yes", *env,
-        PACKAGE_PYTHON, "-m", module, kind, "--link", link, *args,
+        package_python(c), "-m", module, kind, "--link", link, *args,
     ])  # fmt: skip
     wait_until(lambda: c.run(["test", "-e", link], check=False).returncode == 0, 30,
                f"the {kind} simulator's pty at {link}")

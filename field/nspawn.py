@@ -80,6 +80,7 @@ class Container:
     pid: int
     workdir: Path
     arch: str
+    nspawn_pid: int = 0
     boot_s: float = 0.0
     boot_state: str = ""
     log: list[str] = field(default_factory=list)
@@ -158,16 +159,29 @@ class Container:
             argv += ["-u", unit]
         return self.run(argv, check=False).stdout
 
+    def power_cut(self) -> None:
+        """Pull the plug: SIGKILL systemd-nspawn and every process of the container at once,
+        no shutdown of any unit. (Data the kernel already has survives, as it would a process
+        crash; what was never written by the processes is lost.)"""
+        for pid in (self.nspawn_pid, self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if pid == self.nspawn_pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        self.log.append("power cut (SIGKILL)")
+
     def system_state(self) -> str:
         proc = self.run(["systemctl", "is-system-running"], check=False, timeout_s=30)
         return proc.stdout.strip()
 
 
-def _fresh_root(template: Path, workdir: Path) -> tuple[Path, bool]:
-    """An overlay of ``template`` (True) or, failing that, a copy (False), under ``workdir``."""
+def _fresh_root(template: Path, workdir: Path, *, resume: bool = False) -> tuple[Path, bool]:
+    """An overlay of ``template`` (True) or, failing that, a copy (False), under ``workdir``.
+    ``resume``: the same root as the last boot in ``workdir`` (after a power cut)."""
     upper, work, merged = workdir / "upper", workdir / "work", workdir / "root"
     for d in (upper, work, merged):
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=resume)
     opts = f"lowerdir={template},upperdir={upper},workdir={work}"
     proc = subprocess.run(  # noqa: S603
         ["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)],  # noqa: S607
@@ -175,6 +189,8 @@ def _fresh_root(template: Path, workdir: Path) -> tuple[Path, bool]:
     )  # fmt: skip
     if proc.returncode == 0:
         return merged, True
+    if resume and any(merged.iterdir()):
+        return merged, False
     subprocess.run(  # noqa: S603
         ["cp", "-a", "--reflink=auto", f"{template}/.", str(merged)],  # noqa: S607
         check=True,
@@ -190,8 +206,12 @@ def booted(
     arch: str,
     boot_timeout_s: float = 180,
     keep: bool = False,
+    resume: bool = False,
+    machine: str | None = None,
 ) -> Iterator[Container]:
-    """Boot a fresh copy of ``template`` and yield it; always powers off and cleans up."""
+    """Boot a fresh copy of ``template`` and yield it; always powers off and cleans up.
+    ``resume``: boot the root a previous ``booted(..., keep=True)`` left in ``workdir``.
+    ``machine``: the container's name (default ``field-<arch>``), unique per concurrent boot."""
     missing = missing_tools()
     if missing:
         raise FieldError(f"missing host tools: {', '.join(missing)}")
@@ -204,13 +224,13 @@ def booted(
             check=True,
         )
         mounted_lock_dir = True
-    root, overlay = _fresh_root(template, workdir)
-    console = (workdir / "console.log").open("wb")
+    root, overlay = _fresh_root(template, workdir, resume=resume)
+    console = (workdir / "console.log").open("ab")
     started = time.monotonic()
     nspawn = subprocess.Popen(  # noqa: S603
         [  # noqa: S607 - the host's systemd-nspawn, found on PATH
             "systemd-nspawn", "--quiet", "-D", str(root), "--boot", "--register=no",
-            "--keep-unit", "--console=pipe", f"--machine=field-{arch}",
+            "--keep-unit", "--console=pipe", f"--machine={machine or f'field-{arch}'}",
         ],
         stdin=subprocess.DEVNULL,
         stdout=console,
@@ -236,7 +256,9 @@ def booted(
             return False
 
         wait_until(init_found, 30, "the container's init process")
-        container = Container(root=root, pid=init_pid[0], workdir=workdir, arch=arch)
+        container = Container(
+            root=root, pid=init_pid[0], workdir=workdir, arch=arch, nspawn_pid=nspawn.pid
+        )
 
         def booted_up() -> bool:
             if nspawn.poll() is not None:

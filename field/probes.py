@@ -22,7 +22,7 @@ _DROPPED = (
 )  # fmt: skip
 
 # Python snippets run with the package's own interpreter (its cffi, its libffi), as the daemon.
-PY = "/opt/homecare-gateway/bin/python"
+PY = "/opt/homecare-gateway/current/bin/python"
 PYTHON_PROBES = {
     "cffi-callback": (
         "import cffi; ffi = cffi.FFI(); cb = ffi.callback('int(int)', lambda x: x + 1); "

@@ -37,7 +37,7 @@ def _timed(c: Container, name: str, argv: list[str]) -> str:
 def test_really_arm64(c: Container) -> None:
     assert c.run(["uname", "-m"]).stdout.strip() == "aarch64"
     assert c.run(["dpkg", "--print-architecture"]).stdout.strip() == "arm64"
-    site = "/opt/homecare-gateway/lib/python3.11/site-packages"
+    site = "/opt/homecare-gateway/current/lib/python3.11/site-packages"
     so = f"{site}/cryptography/hazmat/bindings/_rust.abi3.so"
     head = c.run(["od", "-An", "-tu2", "-j18", "-N2", so]).stdout.strip()
     assert head == "183", f"e_machine {head}: not an aarch64 object"
@@ -82,7 +82,7 @@ def test_runs_30s_and_delivers(c: Container, provider: HostProvider) -> None:
             "-p", "Group=homecare-gateway", "-p", "StateDirectory=homecare-gateway",
             "-p", "RuntimeDirectory=homecare-gateway", "-p", "UMask=0077",
             "-p", "TimeoutStartSec=180s", "-E", "PYTHONFAULTHANDLER=1",
-            "/opt/homecare-gateway/bin/gatewayd", "--config", CONFIG,
+            "/opt/homecare-gateway/current/bin/gatewayd", "--config", CONFIG,
         ],
         timeout_s=240,
     )

@@ -4,11 +4,14 @@
 #   packaging/build-deb.sh [--out DIR] [--keep-staging] [--arch amd64|arm64]
 #
 # What goes in (packaging/README.md has the reasons):
-#   /opt/homecare-gateway            a virtualenv holding the app and every dependency, built here
-#                                    at build time (dh-virtualenv style), so installing needs no
-#                                    network, no pip and no compiler on the router
-#   /usr/bin/gatewayd, gatewayctl    symlinks into the venv
-#   /lib/systemd/system/gatewayd.service
+#   /opt/homecare-gateway/releases/<version>   a virtualenv holding the app and every dependency,
+#                                    built here at build time (dh-virtualenv style), so installing
+#                                    needs no network, no pip and no compiler on the router; one
+#                                    release of the A/B layout (software updates, gateway/updates):
+#                                    postinst points /opt/homecare-gateway/current and .../updater
+#                                    at it
+#   /usr/bin/gatewayd, gatewayctl    symlinks through /opt/homecare-gateway/current
+#   /lib/systemd/system/gatewayd.service, homecare-gateway-update{.path,.service,-boot.service}
 #   /usr/lib/sysusers.d, /usr/lib/tmpfiles.d, /usr/lib/udev/rules.d
 #   /usr/share/polkit-1/rules.d/50-homecare-gateway.rules   (power-off on a low UPS battery)
 #   /etc/homecare-gateway/gateway.toml.example   (conffile; gateway.toml itself comes from enrolment)
@@ -24,6 +27,8 @@
 #   PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/wheelhouse   build offline from a wheelhouse (pip reads these)
 #   DEB_MAINTAINER   the Maintainer field
 #   DEB_COMPRESSION  dpkg-deb compressor (default xz)
+#   VERSION_OVERRIDE build this tree as another version (a test release of the field tier; the
+#                    package metadata, the release directory and the .deb all carry it)
 # Must run on the Debian release of the router image (the venv is bound to that release's
 # Python). --arch builds for another CPU architecture (arm64 on amd64, for the usual provider
 # router): pip then fetches that architecture's binary wheels (manylinux, glibc <= the release's)
@@ -34,7 +39,7 @@ set -euo pipefail
 umask 022
 
 PKG=homecare-gateway
-PREFIX=/opt/homecare-gateway
+BASE=/opt/homecare-gateway
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT_DIR=${OUT_DIR:-$REPO/dist}
 KEEP_STAGING=0
@@ -77,6 +82,11 @@ sys.exit((major, minor) < (22, 3))
 EOF
 
 VERSION=$("$TARGET_PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
+VERSION=${VERSION_OVERRIDE:-$VERSION}
+# A release version is also a directory name under releases/ (gateway/updates/release.py).
+[[ "$VERSION" =~ ^(0|[1-9][0-9]{0,5})(\.(0|[1-9][0-9]{0,5})){1,3}$ ]] \
+    || die "version $VERSION is not 2-4 dotted numbers"
+PREFIX=$BASE/releases/$VERSION
 HOST_ARCH=$(dpkg --print-architecture)
 ARCH=${TARGET_ARCH:-$HOST_ARCH}
 case "$ARCH" in
@@ -105,6 +115,8 @@ tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' \
 # Only the router goes in: the simulated home (rig/) and the provider (provider/) are not copied,
 # and the pyproject lines that name them (their command, plug-in and data) are marked for removal.
 sed -i '/# not-on-router$/d' "$WORK/src/pyproject.toml"
+sed -i "0,/^version = \"[^\"]*\"/s//version = \"$VERSION\"/" "$WORK/src/pyproject.toml"
+sed -i "s/^__version__ = \"[^\"]*\"/__version__ = \"$VERSION\"/" "$WORK/src/gateway/__init__.py"
 "$BUILD_PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
 
 # --- 2. the venv, created at its final path inside the staging root --------------------------
@@ -172,12 +184,26 @@ if grep -rlF "$WORK" "$VENV" >/dev/null; then
 fi
 head -1 "$VENV/bin/gatewayd" | grep -qx "#!$PREFIX/bin/python" || die "unexpected shebang in gatewayd"
 
+# What the updater must know of this tree without running it (gateway/updates/layout.py):
+# version, architecture and the outbox schema facts (buffer/schema_facts.py: plain literals).
+"$TARGET_PYTHON" - "$REPO/buffer/schema_facts.py" "$VERSION" "$ARCH" > "$VENV/release-info.json" <<'PY'
+import json, runpy, sys
+facts = runpy.run_path(sys.argv[1])
+print(json.dumps({"version": sys.argv[2], "arch": sys.argv[3],
+                  "outbox_schema": facts["OUTBOX_SCHEMA"],
+                  "outbox_min_reader": facts["OUTBOX_MIN_READER"]}))
+PY
+
 mkdir -p "$STAGE/usr/share/doc/$PKG"
 pip_into_venv list --format=freeze --disable-pip-version-check --exclude homecare-gateway \
     > "$STAGE/usr/share/doc/$PKG/python-packages.txt"
 
 # --- 5. systemd, sysusers, tmpfiles, udev, commands -------------------------------------------
 install -D -m 0644 "$REPO/systemd/gatewayd.service" "$STAGE/lib/systemd/system/gatewayd.service"
+for unit in homecare-gateway-update.path homecare-gateway-update.service \
+    homecare-gateway-update-boot.service; do
+    install -D -m 0644 "$REPO/systemd/$unit" "$STAGE/lib/systemd/system/$unit"
+done
 install -D -m 0644 "$REPO/systemd/homecare-gateway.sysusers" "$STAGE/usr/lib/sysusers.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/homecare-gateway.tmpfiles" "$STAGE/usr/lib/tmpfiles.d/$PKG.conf"
 install -D -m 0644 "$REPO/systemd/60-homecare-gateway.rules" \
@@ -190,8 +216,8 @@ install -D -m 0644 "$REPO/systemd/homecare-gateway-bluez.conf" \
 install -D -m 0644 "$REPO/packaging/polkit/50-homecare-gateway.rules" \
     "$STAGE/usr/share/polkit-1/rules.d/50-homecare-gateway.rules"
 mkdir -p "$STAGE/usr/bin"
-ln -s "$PREFIX/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
-ln -s "$PREFIX/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
+ln -s "$BASE/current/bin/gatewayd" "$STAGE/usr/bin/gatewayd"
+ln -s "$BASE/current/bin/gatewayctl" "$STAGE/usr/bin/gatewayctl"
 install -m 0644 "$REPO/systemd/README.md" "$STAGE/usr/share/doc/$PKG/README.systemd.md"
 install -m 0644 "$REPO/packaging/README.md" "$STAGE/usr/share/doc/$PKG/README.packaging.md"
 cat > "$STAGE/usr/share/doc/$PKG/copyright" <<EOF
@@ -343,6 +369,14 @@ socket = "/run/homecare-gateway/control.sock"
 #     confirm_s = 10             # a change of supply must last this long to count (0-600 s)
 #     power_off = "logind"
 
+# Software updates offered by the provider (docs/operations.md, "Software updates"). Without
+# this table the router accepts no release. The key is the provider's release-signing public key
+# (Ed25519, PEM); a new version must be READY and deliver a record within health_gate_s
+# (20-3600 s), or the updater switches back to the previous one by itself.
+#     [updates]
+#     release_signing_key = "provider/release-signing.pub"
+#     health_gate_s = 600
+
 # Simulated devices, for demos, training and the simulated rig only - never on a patient's
 # router. kind: thermometer, blood-pressure or pulse-oximeter; interval_s: 0.001-86400;
 # count: stop after that many readings (default: forever); memory: a file that plays the
@@ -390,10 +424,15 @@ printf '%s\n' "/etc/$PKG/gateway.toml.example" "/etc/dbus-1/system.d/$PKG-bluez.
 # image builders use) and call every tool by name, so tests can stand stubs in for them.
 cat > "$DEBIAN/postinst" <<'EOF'
 #!/bin/sh
-# homecare-gateway postinst: user, directories, udev rules, enable; start only when enrolled.
+# homecare-gateway postinst: user, directories, udev rules, release links, enable; start only
+# when enrolled.
 set -e
 PKG=homecare-gateway
 UNIT=gatewayd.service
+VERSION=@VERSION@
+# The updater: its boot unit (finishes an interrupted switch before gatewayd) and the path
+# unit that starts it when the daemon drops a release offer (systemd/README.md).
+UPDATE_UNITS="homecare-gateway-update-boot.service homecare-gateway-update.path"
 root=${DPKG_ROOT:-}
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -432,6 +471,25 @@ reload_udev() {
     fi
 }
 
+point_links() {
+    # A/B layout (gateway/updates): current (what gatewayd and /usr/bin run) and updater (the
+    # package's own release, which the updater runs from) name this package's release, each
+    # switched by rename(2) so a power cut leaves the old link or the new one, never none.
+    # Installing a package is the administrator's choice: it wins over an offered release.
+    opt="$root/opt/$PKG"
+    if [ ! -d "$opt/releases/$VERSION" ]; then
+        echo "$PKG: $opt/releases/$VERSION is missing: links not changed" >&2
+        return 0
+    fi
+    for link in current updater; do
+        rm -f "$opt/$link.new"
+        ln -s "releases/$VERSION" "$opt/$link.new"
+        mv -T "$opt/$link.new" "$opt/$link"
+    done
+    # An update the updater was gating is void now: it sees current name neither of its
+    # releases and records that (gateway/updates/updater.py, recover).
+}
+
 enable_unit() {
     if have deb-systemd-helper; then
         # Removes only a mask deb-systemd-helper itself set when the package was removed.
@@ -446,11 +504,27 @@ enable_unit() {
         # Works offline too (only creates the symlinks).
         systemctl ${root:+--root="$root"} enable "$UNIT" >/dev/null || true
     fi
+    # The updater's units follow the package, whatever the administrator chose for gatewayd:
+    # without them a half-done switch would not be finished at boot.
+    for u in $UPDATE_UNITS; do
+        if have deb-systemd-helper; then
+            deb-systemd-helper unmask "$u" >/dev/null || true
+            deb-systemd-helper enable "$u" >/dev/null || true
+        elif have systemctl; then
+            systemctl ${root:+--root="$root"} enable "$u" >/dev/null || true
+        fi
+    done
 }
 
 start_if_enrolled() {
     systemd_running || return 0
     systemctl --system daemon-reload >/dev/null || true
+    # The updater's watch is harmless before enrolment (the daemon offers nothing then).
+    if have deb-systemd-invoke; then
+        deb-systemd-invoke start homecare-gateway-update.path >/dev/null || true
+    else
+        systemctl start homecare-gateway-update.path >/dev/null || true
+    fi
     if [ ! -f /etc/$PKG/gateway.toml ]; then
         echo "$PKG: installed; not started (no /etc/$PKG/gateway.toml yet: enrol the router)"
         return 0
@@ -466,6 +540,7 @@ case "$1" in
     configure)
         create_user
         create_dirs
+        point_links
         reload_udev
         enable_unit
         start_if_enrolled
@@ -492,11 +567,14 @@ root=${DPKG_ROOT:-}
 case "$1" in
     remove|upgrade|deconfigure|failed-upgrade)
         if [ -z "$root" ] && [ -d /run/systemd/system ]; then
-            if command -v deb-systemd-invoke >/dev/null 2>&1; then
-                deb-systemd-invoke stop "$UNIT" >/dev/null || true
-            else
-                systemctl stop "$UNIT" >/dev/null || true
-            fi
+            # The updater first: a health gate must not switch a release dpkg is replacing.
+            for u in homecare-gateway-update.path homecare-gateway-update.service "$UNIT"; do
+                if command -v deb-systemd-invoke >/dev/null 2>&1; then
+                    deb-systemd-invoke stop "$u" >/dev/null || true
+                else
+                    systemctl stop "$u" >/dev/null || true
+                fi
+            done
         fi
         ;;
 esac
@@ -519,21 +597,26 @@ case "$1" in
         if [ -z "$root" ] && [ -d /run/systemd/system ]; then
             systemctl --system daemon-reload >/dev/null || true
         fi
-        if have deb-systemd-helper; then
-            deb-systemd-helper mask "$UNIT" >/dev/null || true
-        elif have systemctl; then
-            systemctl ${root:+--root="$root"} disable "$UNIT" >/dev/null 2>&1 || true
-        fi
+        for u in "$UNIT" homecare-gateway-update-boot.service homecare-gateway-update.path; do
+            if have deb-systemd-helper; then
+                deb-systemd-helper mask "$u" >/dev/null || true
+            elif have systemctl; then
+                systemctl ${root:+--root="$root"} disable "$u" >/dev/null 2>&1 || true
+            fi
+        done
         # Byte-code or anything else dpkg did not install under the venv.
         rm -rf "$root/opt/homecare-gateway"
         ;;
     purge)
         if have deb-systemd-helper; then
-            deb-systemd-helper purge "$UNIT" >/dev/null || true
-            deb-systemd-helper unmask "$UNIT" >/dev/null || true
+            for u in "$UNIT" homecare-gateway-update-boot.service homecare-gateway-update.path; do
+                deb-systemd-helper purge "$u" >/dev/null || true
+                deb-systemd-helper unmask "$u" >/dev/null || true
+            done
         fi
         # Literal paths: nothing here may ever expand to a parent directory.
         rm -rf "$root/opt/homecare-gateway" "$root/var/lib/homecare-gateway" \
+            "$root/var/lib/homecare-gateway-update" \
             "$root/var/log/homecare-gateway" "$root/run/homecare-gateway"
         # The provider profile (provider.toml, profile/) belongs to the care provider's own
         # configuration package when one installed it: that package removes it, not this one.
@@ -565,6 +648,7 @@ case "$1" in
 esac
 exit 0
 EOF
+sed -i "s/@VERSION@/$VERSION/" "$DEBIAN/postinst"
 chmod 0755 "$DEBIAN/postinst" "$DEBIAN/prerm" "$DEBIAN/postrm"
 
 # --- 8. normalise modes and build --------------------------------------------------------------

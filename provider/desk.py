@@ -14,6 +14,8 @@ rehearsal, a training session or a real HIL rig needs from the hospital's side::
     issued.json          certificates issued, revocations, each router's record-signing key
     crl.pem              the CRL the EST service writes and the broker reads
     routers.json         what ``receive`` saw of each router: last record, gaps, last health
+    releases/<sha256>    release artifacts ``release offer`` published; serve-est serves them
+                         to routers with a valid certificate (/homecare/v1/releases/<sha256>)
 
 Commands (each a separate process; they share the folder, not memory):
 
@@ -118,6 +120,10 @@ class Desk:
     @property
     def routers(self) -> Path:
         return self.root / "routers.json"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
 
     def create(self) -> None:
         for d in (self.root, self.bundles):
@@ -279,7 +285,7 @@ def cmd_serve_est(args: argparse.Namespace) -> int:
     desk.create()
     pki = desk.pki(args.host)
     load_or_create_key(desk.signing_key, create=True)
-    authority = DeskAuthority(pki, desk.crl, desk=desk)
+    authority = DeskAuthority(pki, desk.crl, desk=desk, releases_dir=desk.releases)
     broker = MosquittoBroker(
         pki, desk.root / "broker", host=args.host, port=args.broker_port, crl_file=desk.crl
     )

@@ -13,6 +13,10 @@ broker's CRL check are exercised for real:
 - ``/homecare/v1/revoke``             POST, TLS client certificate: revoke every certificate
                                       issued to that gateway; the CRL is rewritten and
                                       ``on_revoke`` runs (the rig restarts mosquitto with it)
+- ``/homecare/v1/releases/<sha256>``  GET, TLS client certificate (not revoked): a release
+                                      artifact ``homecare-provider release offer`` published in
+                                      ``releases_dir`` under its SHA-256 (streamed; the router
+                                      checks digest and size against the signed manifest)
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import os
+import re
 import secrets
 import ssl
 import threading
@@ -42,6 +48,9 @@ from provisioning.est import SIGNING_KEY_OID, signing_key_of
 from rig.pki import RigPki
 
 _BACKDATE = timedelta(minutes=5)
+_RELEASE_PATH = re.compile(r"/homecare/v1/releases/([0-9a-f]{64})")
+RELEASE_CHUNK_BYTES = 64 * 1024
+MAX_RELEASE_FETCHES_KEPT = 1000  # the log of who fetched what (tests, the desk) stays bounded
 
 
 def make_token() -> str:
@@ -75,6 +84,10 @@ class EstAuthority:
     generations: dict[str, int] = field(default_factory=dict)  # gateway id -> last issued
     issued: list[_Issued] = field(default_factory=list)
     on_revoke: Callable[[], None] | None = None
+    # Release artifacts, each named by its SHA-256 (homecare-provider release offer puts them
+    # there); None: no release is served.
+    releases_dir: Path | None = None
+    release_fetches: list[tuple[str, str]] = field(default_factory=list)  # (gateway, sha256)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -165,6 +178,17 @@ class EstAuthority:
         )
         return sign_bundle(bound, key)
 
+    def release_file(self, sha256: str) -> Path | None:
+        if self.releases_dir is None:
+            return None
+        path = self.releases_dir / sha256
+        return path if path.is_file() and not path.is_symlink() else None
+
+    def note_release_fetch(self, gateway_id: str, sha256: str) -> None:
+        with self.lock:
+            self.release_fetches.append((gateway_id, sha256))
+            del self.release_fetches[:-MAX_RELEASE_FETCHES_KEPT]
+
     def is_revoked(self, serial: int) -> bool:
         with self.lock:
             return any(i.serial == serial and i.revoked_at for i in self.issued)
@@ -248,8 +272,34 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             bundle = ca.bound_bundle(*peer)
             self._send(200, bundle, "application/json") if bundle else self._send(404)
+        elif m := _RELEASE_PATH.fullmatch(self.path):
+            self._release(m.group(1))
         else:
             self._send(404)
+
+    def _release(self, sha256: str) -> None:
+        """Only a router with a valid certificate of ours; streamed, never read whole."""
+        peer = self._peer_gateway()
+        if peer is None:
+            self._send(401)
+            return
+        ca = self.server.authority
+        ca.note_release_fetch(peer[0], sha256)
+        path = ca.release_file(sha256)
+        if path is None:
+            self._send(404)
+            return
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            try:
+                while chunk := f.read(RELEASE_CHUNK_BYTES):
+                    self.wfile.write(chunk)
+            except OSError:  # the router hung up; it starts again from scratch
+                self.close_connection = True
 
     def do_POST(self) -> None:
         body = self._body()

@@ -34,6 +34,7 @@ from gateway.seal import keys, wire
 from gateway.seal.sealing import provider_private_key
 from provider import commands as provider_commands
 from provider import desk as desk_main
+from provider import release_offer, release_tool
 from provider.desk import MAX_ROUTERS, Desk
 from provider.verifier import BatchResult, VerifiedRecord, Verifier
 
@@ -460,7 +461,7 @@ def desk_broker(root: Path, host: str | None, port: int | None) -> provider_comm
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one per subcommand
     """``homecare-provider COMMAND``: the desk's commands (provider/desk.py) and ``receive``.
     Without a command the options are the receiver's, as before the desk existed."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -471,6 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return receive(args[1:])
     if args[0] == "command":
         return provider_commands.main(args[1:], desk_broker)
+    if args[:2] == ["release", "offer"]:  # needs the desk's broker: release_tool has none
+        return release_offer.main(args[2:], desk_broker)
+    if args[0] == "release":
+        return release_tool.main(args[1:])
     if args[0] in desk_main.COMMANDS:
         return desk_main.main(args)
     return receive(args)

@@ -10,7 +10,7 @@ import ast
 import re
 from pathlib import Path
 
-from gateway.config import ble, power, serial
+from gateway.config import ble, power, serial, updates
 
 ROOT = Path(__file__).parents[1]
 
@@ -55,6 +55,7 @@ def read_by_the_gateway() -> dict[str, set[str]]:
     tables["ble_devices"] = set(ble._KEYS)
     tables["serial_devices"] = set(serial._KEYS)
     tables["power"] = set(power.KEYS)
+    tables["updates"] = set(updates.KEYS)
     return tables
 
 

@@ -26,12 +26,14 @@ SHARED = "gateway"  # gateway's top-level modules: model, errors, gaps, alarms, 
 # or gateway's shared top-level modules.
 _ROUTER_BELOW_CLI = {
     SHARED, "gateway.seal", "gateway.fhir", "gateway.pipeline", "gateway.config",
-    "gateway.uplink", "gateway.power", "buffer", "drivers.ble", "drivers.serial",
-    "provisioning",
+    "gateway.uplink", "gateway.power", "gateway.updates", "buffer", "drivers.ble",
+    "drivers.serial", "provisioning",
 }  # fmt: skip
 ALLOWED: dict[str, set[str]] = {
     SHARED: set(),
     "gateway.seal": {SHARED},
+    # software updates: manifest, inbox, the root updater (reads [updates] only)
+    "gateway.updates": {SHARED, "gateway.config"},
     "gateway.power": {SHARED},  # the UPS (NUT client, debounce, monitor, power-off request)
     "gateway.fhir": {SHARED, "gateway.seal"},
     "buffer": {SHARED, "gateway.seal"},

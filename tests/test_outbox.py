@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from buffer import schema_facts
 from buffer.outbox import ChainHead, NewRecord, Outbox, inspect
+from buffer.schema import MIN_READER, SCHEMA_VERSION
 from gateway.errors import StoreError
 from gateway.seal import wire
 
@@ -108,13 +110,45 @@ def test_chain_continues_after_everything_was_acked(tmp_path: Path) -> None:
 
 
 def test_refuses_a_database_from_a_newer_version(tmp_path: Path) -> None:
+    """A newer database whose reader floor is above our schema is refused, typed."""
     path = tmp_path / "o.db"
     Outbox(path).close()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
+    conn.execute("UPDATE schema_compat SET min_reader = 99")
+    conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         Outbox(path)
+
+
+def test_opens_a_newer_database_that_declares_us_a_compatible_reader(tmp_path: Path) -> None:
+    """Forward compatibility (software update rolled back): a database a newer version migrated
+    additively (floor <= our schema) opens, keeps its records, and is not migrated back."""
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    append_n(box, 2)
+    box.close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future_thing (id INTEGER PRIMARY KEY, note TEXT)")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    again = Outbox(path)
+    assert again.head().seq == 2
+    assert append_n(again, 1) == [3]
+    again.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    conn.close()
+
+
+def test_schema_facts_match_the_migrations() -> None:
+    """The literals releases declare (buffer/schema_facts.py) are the migrations' own figures."""
+    assert (schema_facts.OUTBOX_SCHEMA, schema_facts.OUTBOX_MIN_READER) == (
+        SCHEMA_VERSION,
+        MIN_READER,
+    )
 
 
 def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:

@@ -28,7 +28,15 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "homecare-gateway"
-PREFIX = Path("/opt/homecare-gateway")
+BASE = Path("/opt/homecare-gateway")
+with (REPO / "pyproject.toml").open("rb") as _f:
+    # The A/B layout (gateway/updates): the package's venv is one release among others.
+    PREFIX = BASE / "releases" / str(tomllib.load(_f)["project"]["version"])
+UPDATE_UNITS = (
+    "homecare-gateway-update.path",
+    "homecare-gateway-update.service",
+    "homecare-gateway-update-boot.service",
+)
 SCRIPTS = ("postinst", "prerm", "postrm")
 # Tools the maintainer scripts may call that change system state; stubs stand in for them.
 STUBBED = (
@@ -138,7 +146,10 @@ def test_expected_paths(package: Package) -> None:
         f"{PREFIX}/bin/gatewayd",
         f"{PREFIX}/bin/gatewayctl",
         f"{PREFIX}/pyvenv.cfg",
+        f"{PREFIX}/release-info.json",
+        f"{PREFIX}/bin/homecare-gateway-updater",
         "/lib/systemd/system/gatewayd.service",
+        *(f"/lib/systemd/system/{u}" for u in UPDATE_UNITS),
         f"/usr/lib/sysusers.d/{NAME}.conf",
         f"/usr/lib/tmpfiles.d/{NAME}.conf",
         "/usr/lib/udev/rules.d/60-homecare-gateway.rules",
@@ -153,12 +164,31 @@ def test_expected_paths(package: Package) -> None:
     missing = [p for p in expected if p not in package.contents]
     assert not missing
     for command in ("gatewayd", "gatewayctl"):
-        assert package.contents[f"/usr/bin/{command}"].endswith(f"-> {PREFIX}/bin/{command}")
+        assert package.contents[f"/usr/bin/{command}"].endswith(
+            f"-> {BASE}/current/bin/{command}"
+        )
     # Enrolment writes the real configuration; the package must never own it.
     assert f"/etc/{NAME}/gateway.toml" not in package.contents
     assert all(" root/root " in line for line in package.contents.values())
-    shipped = (package.tree / "lib/systemd/system/gatewayd.service").read_bytes()
-    assert shipped == (REPO / "systemd" / "gatewayd.service").read_bytes()
+    for unit in ("gatewayd.service", *UPDATE_UNITS):
+        shipped = (package.tree / "lib/systemd/system" / unit).read_bytes()
+        assert shipped == (REPO / "systemd" / unit).read_bytes()
+
+
+def test_release_info_names_the_tree_and_its_outbox_schema(package: Package) -> None:
+    """What the updater reads of a release it does not run: version, arch, schema facts."""
+    import json  # noqa: PLC0415 - only here
+
+    from buffer import schema_facts  # noqa: PLC0415
+
+    info = json.loads((package.tree / PREFIX.relative_to("/") / "release-info.json").read_text())
+    arch = _run(["dpkg", "--print-architecture"]).stdout.strip()
+    assert info == {
+        "version": _version(),
+        "arch": arch,
+        "outbox_schema": schema_facts.OUTBOX_SCHEMA,
+        "outbox_min_reader": schema_facts.OUTBOX_MIN_READER,
+    }
 
 
 ROUTER_PACKAGES = ("gateway", "drivers", "buffer", "provisioning")
@@ -349,7 +379,9 @@ def test_postinst_does_not_start_without_configuration(package: Package, tmp_pat
     assert f"systemd-tmpfiles --create {NAME}.conf" in calls
     assert "udevadm trigger --action=change --subsystem-match=tty" in calls
     assert "deb-systemd-helper enable gatewayd.service" in calls
-    assert not [c for c in calls if re.search(r"\b(start|restart)\b", c)], calls
+    # Only the updater's watch starts (harmless before enrolment); never the daemon.
+    started = [c for c in calls if re.search(r"\b(start|restart)\b", c)]
+    assert started == ["deb-systemd-invoke start homecare-gateway-update.path"], calls
 
 
 def test_postinst_starts_an_enrolled_router(package: Package, tmp_path: Path) -> None:
@@ -446,6 +478,11 @@ def test_install_upgrade_purge_in_a_scratch_root(package: Package, tmp_path: Pat
     assert (config_dir.stat().st_uid, config_dir.stat().st_gid) == (0, int(match.group(2)))
     wants = root / "etc/systemd/system/multi-user.target.wants/gatewayd.service"
     assert os.readlink(wants) == "/lib/systemd/system/gatewayd.service"
+    # A/B layout: current (what runs) and updater (what the updater runs from) name this release.
+    for link in ("current", "updater"):
+        assert os.readlink(root / BASE.relative_to("/") / link) == f"releases/{_version()}"
+    for unit in ("homecare-gateway-update.path", "homecare-gateway-update-boot.service"):
+        assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink(), unit
 
     (state / "outbox.db").write_text("undelivered readings\n", encoding="utf-8")
     (config_dir / "gateway.toml").write_text("# enrolled\n", encoding="utf-8")

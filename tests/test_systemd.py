@@ -28,7 +28,7 @@ SYSUSERS = SYSTEMD / "homecare-gateway.sysusers"
 TMPFILES = SYSTEMD / "homecare-gateway.tmpfiles"
 UDEV_RULES = SYSTEMD / "60-homecare-gateway.rules"
 NAME = "homecare-gateway"
-EXEC_START = "/opt/homecare-gateway/bin/gatewayd"
+EXEC_START = "/opt/homecare-gateway/current/bin/gatewayd"
 MAX_EXPOSURE = 2.0
 
 # What `systemd-analyze security` may still count against the unit, each one explained in
@@ -138,7 +138,8 @@ def test_verify_is_clean(tmp_path: Path) -> None:
 
     verify checks that ExecStart= is executable, and the venv is only there once the package is
     installed, so it runs with --root on a scratch root that has the host's units plus an
-    executable stand-in at /opt/homecare-gateway/bin/gatewayd. The unit file itself is verbatim.
+    executable stand-in at /opt/homecare-gateway/current/bin/gatewayd. The unit file itself is
+    verbatim.
     (verify reports an unknown key with exit 0, hence stderr must be empty, not just the code.)
     """
     analyze = _analyze()
@@ -379,3 +380,53 @@ def test_memory_is_capped_and_the_soft_cap_sits_below_the_hard_one(
     assert high.endswith("M")
     assert hard.endswith("M")
     assert 64 < int(high[:-1]) < int(hard[:-1]) <= 512
+
+
+# --- the updater's units (gateway/updates) ------------------------------------------------------
+UPDATER_EXEC = "/opt/homecare-gateway/updater/bin/homecare-gateway-updater"
+UPDATE_UNITS = (
+    "homecare-gateway-update.path",
+    "homecare-gateway-update.service",
+    "homecare-gateway-update-boot.service",
+)
+
+
+def test_updater_units_verify_clean(tmp_path: Path) -> None:
+    """The updater's path unit and both services pass `systemd-analyze verify` as shipped."""
+    analyze = _analyze()
+    root, _ = _verify_root(tmp_path, with_binary=True)
+    stub = root / UPDATER_EXEC.lstrip("/")
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    stub.chmod(0o755)
+    targets = []
+    for name in UPDATE_UNITS:
+        target = root / "etc" / "systemd" / "system" / name
+        shutil.copyfile(SYSTEMD / name, target)
+        targets.append(str(target))
+    result = _run(analyze, "verify", f"--root={root}", *targets)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("name", UPDATE_UNITS[1:])
+def test_updater_runs_as_tightly_sandboxed_root(name: str) -> None:
+    """The root updater's sandbox rates 2.0 or better too, it has no network at all, and only
+    the release trees (and the inbox it empties) are writable."""
+    analyze = _analyze()
+    result = _run(analyze, "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}",
+                  str(SYSTEMD / name))  # fmt: skip
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    svc = unit_settings(SYSTEMD / name)["Service"]
+    assert one(svc, "PrivateNetwork") == "yes"
+    assert one(svc, "ProtectSystem") == "strict"
+    assert one(svc, "ExecStart").startswith(UPDATER_EXEC)
+
+
+def test_boot_recovery_runs_before_the_daemon() -> None:
+    """After a power cut the switch is finished before gatewayd starts (never a half tree)."""
+    boot = unit_settings(SYSTEMD / "homecare-gateway-update-boot.service")
+    assert "gatewayd.service" in one(boot["Unit"], "Before").split()
+    path = unit_settings(SYSTEMD / "homecare-gateway-update.path")["Path"]
+    assert one(path, "DirectoryNotEmpty") == "/var/lib/homecare-gateway/updates/inbox"

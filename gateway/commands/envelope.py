@@ -62,6 +62,9 @@ class Reason(enum.StrEnum):
     BAD_ARGS = "bad-args"
     NOT_ALLOWED = "not-allowed"
     BUSY = "busy"
+    # update.offer (gateway/daemon/update_offer.py): the release manifest, not the envelope
+    BAD_RELEASE_SIGNATURE = "bad-release-signature"
+    NOT_APPLICABLE = "not-applicable"
 
 
 _HINTS = {
@@ -82,6 +85,10 @@ _HINTS = {
     Reason.BAD_ARGS: "the command's arguments are missing or out of bounds: see the detail",
     Reason.NOT_ALLOWED: "the command may not do this on this router: see the detail",
     Reason.BUSY: "the router is already doing a command that excludes this one: retry later",
+    Reason.BAD_RELEASE_SIGNATURE: "the release manifest is not signed with the release key "
+    "pinned in the router's gateway.toml ([updates] release_signing_key): re-sign it",
+    Reason.NOT_APPLICABLE: "the release is for another architecture, or not newer than the "
+    "running version and not signed as a rollback: see the detail",
 }
 
 

@@ -17,10 +17,12 @@ from typing import Any
 from gateway.config import ble as ble_config
 from gateway.config import power as power_config
 from gateway.config import serial as serial_config
+from gateway.config import updates as updates_config
 from gateway.config.ble import BleDeviceConfig
 from gateway.config.power import PowerConfig
 from gateway.config.serial import SerialDeviceConfig
 from gateway.config.tomltable import Table
+from gateway.config.updates import UpdatesConfig
 from gateway.errors import ConfigError, ConfigFileMissingError
 from gateway.seal.sealing import SuiteName
 from provisioning.layout import StateLayout
@@ -101,6 +103,9 @@ class Config:
     # enrolment (rig, demo) from <state_dir>/command-key.pub (gateway/daemon/overrides.py).
     command_key: str | None = None
 
+    # [updates]: release offers are accepted, verified with this pinned key (gateway/updates).
+    updates: UpdatesConfig | None = None
+
     @property
     def commands_topic(self) -> str:
         """Where the provider publishes this router's signed commands (issue 20)."""
@@ -166,6 +171,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
             "ble_devices",
             "provisioning",
             "power",
+            "updates",
         ),
     )
 
@@ -353,6 +359,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:  # noqa: PLR0912, PLR0
         ble_devices=ble_config.parse(data.get("ble_devices", []), path),
         provisioning=provisioning,
         power=power_config.parse(data, path),
+        updates=updates_config.parse(data, path),
     )
 
 

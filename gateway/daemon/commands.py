@@ -20,6 +20,9 @@ the command centre") is the command centre's guide to the same list.
   ``returning``, intake stops (what devices handed over is committed), and the uplink delivers
   everything held. The rest stays physical, at the depot: ``gatewayctl return`` resumes from
   there (unbond, final report, revoke, erase), as provisioning/equipment_return.py describes.
+- ``update.offer``: a signed release (manifest + https URL), checked against the pinned release
+  key before anything is fetched, downloaded with the router's certificate into the root
+  updater's inbox (gateway/daemon/update_offer.py).
 """
 
 from __future__ import annotations
@@ -37,16 +40,19 @@ from typing import Any
 import structlog
 
 from buffer.outbox import Outbox
+from gateway import __version__
 from gateway.cli import support_bundle
 from gateway.commands.envelope import Command, CommandRefusedError, Reason
 from gateway.commands.registry import Registry, exactly, no_args
 from gateway.config.settings import Config
 from gateway.daemon import overrides
 from gateway.daemon.intake import Intake
+from gateway.daemon.update_offer import OFFER_TIMEOUT_S, UpdateOffers
 from gateway.pipeline.dbthread import DatabaseThread
 from gateway.pipeline.health import HealthReporter
 from gateway.pipeline.ingest import IngestWriter, Lane
 from gateway.seal import wire
+from gateway.updates.beacon import running_release
 from gateway.uplink.linkmon import LinkMonitor
 from provisioning import runtime as provisioning
 from provisioning.bundle import BoundDevice
@@ -148,9 +154,17 @@ class DaemonCommands:
         r.register("rescan", no_args, self.rescan, summary="re-probe links, restart drivers")
         r.register("health.report", no_args, self.health_report, summary="a health record now")
         r.register("return.drain", no_args, self.return_drain, summary="stop intake and deliver")
-        # Software updates (issue 20 part 2) add theirs here, the same way: e.g.
-        # r.register("update.offer", <pure args check>, <handler>, timeout_s=...). The runner
-        # then verifies, audits, rate-limits and replay-protects it like every other command.
+        # Software updates: verified (release key, arch, direction) before it is accepted,
+        # then downloaded into the updater's inbox (gateway/daemon/update_offer.py).
+        # The running version as the updater sees it: the release tree's own (its directory).
+        offers = UpdateOffers(self._cfg, running_version=running_release(__version__))
+        r.register(
+            "update.offer",
+            offers.validate,
+            offers.handle,
+            timeout_s=OFFER_TIMEOUT_S,
+            summary="download a signed release into the updater's inbox",
+        )
         return r
 
     # -- device binding -------------------------------------------------------------------------

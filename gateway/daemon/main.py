@@ -66,6 +66,7 @@ from gateway.seal.keys import (
     load_signing_key,
 )
 from gateway.seal.sealing import RecordSealer, provider_public_key
+from gateway.updates import beacon as updates_beacon
 from gateway.uplink.linkmon import LinkMonitor, LinkSettings
 from gateway.uplink.mqtt import MqttUplink, UplinkSettings
 from gateway.uplink.upload import UploadLoop, UploadSettings
@@ -294,6 +295,18 @@ async def serve(  # noqa: PLR0912, PLR0915 - the one composition root
             )
             if cfg.provisioning is not None and bound.intake:
                 tg.create_task(provisioning.renewal_task(cfg), name="provisioning.renewal")
+            # Software updates: report what the root updater did, and tell its health gate once
+            # this version is READY and delivering (gateway/updates/beacon.py).
+            tg.create_task(
+                updates_beacon.report_outcomes(cfg.state_dir, seal_lifecycle_event),
+                name="updates.outcomes",
+            )
+            tg.create_task(
+                updates_beacon.beacon_task(
+                    cfg.state_dir, updates_beacon.running_release(__version__), upload
+                ),
+                name="updates.beacon",
+            )
             intake.start(tg)
             if runner is not None:
                 tg.create_task(runner.run(), name="commands")
